@@ -1,0 +1,67 @@
+// Devices and owned memory.
+//
+// A Buffer owns one allocation on the host (plain or page-locked) or on the
+// GPU. Every Buffer allocation is counted, so "peak device memory" in the
+// metrics is the high-water mark of what vit_hpc itself allocated (library
+// workspaces that we allocate ourselves included), not a driver reading.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace vit {
+
+enum class Device : uint8_t { CPU = 0, CUDA = 1 };
+const char* device_name(Device d);
+
+// True when this binary was built with CUDA (VIT_WITH_CUDA).
+bool built_with_cuda();
+// Number of visible GPUs; 0 when built without CUDA or when no driver/GPU.
+int cuda_device_count();
+
+enum class HostMemory : uint8_t { Pageable = 0, Pinned = 1 };
+
+class Buffer {
+ public:
+  Buffer() = default;
+  // Allocates `bytes` on `device` (uninitialised). HostMemory::Pinned asks for
+  // page-locked host memory (falls back to pageable without CUDA).
+  Buffer(size_t bytes, Device device, HostMemory host = HostMemory::Pageable);
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& other) noexcept;
+  Buffer& operator=(Buffer&& other) noexcept;
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
+  bool empty() const { return data_ == nullptr; }
+
+  void zero();  // synchronous memset to 0
+  void release();
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_ = Device::CPU;
+  HostMemory host_ = HostMemory::Pageable;
+};
+
+// Synchronous copy between any two places (host<->device, device<->device).
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+
+struct MemoryStats {
+  size_t current_bytes = 0;  // live Buffer bytes now
+  size_t peak_bytes = 0;     // high-water mark since start or the last reset
+};
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);
+
+// Peak resident set size of this process in bytes (CPU runs report this).
+size_t peak_resident_bytes();
+
+}  // namespace vit

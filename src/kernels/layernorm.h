@@ -1,0 +1,33 @@
+// LayerNorm over the last dimension, statistics in fp32.
+//
+// Forward:  out (M, C) = (inp - mean) * rstd * weight (C) + bias (C)
+//           mean (M), rstd (M) fp32 are saved for the backward pass.
+// Backward: dinp (M, C)   += ...   accumulated: in a pre-norm block the input
+//                                  gradient already holds the residual path
+//           dweight, dbias (C) +=  accumulated (fp32 master gradients)
+//
+// Dtypes: inp, out, dout, dinp, weight, bias in the compute dtype; mean, rstd,
+// dweight, dbias fp32.
+#pragma once
+
+#include "core/tensor.h"
+#include "kernels/dispatch.h"
+
+namespace vit::kernels {
+
+VIT_DECLARE_KERNEL(void, layernorm_forward, const Context& ctx, Tensor out, Tensor mean, Tensor rstd,
+                   const Tensor& inp, const Tensor& weight, const Tensor& bias, float eps)
+VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
+                   const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                   const Tensor& rstd)
+
+inline void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
+                              const Tensor& weight, const Tensor& bias, float eps) {
+  VIT_DISPATCH(ctx, layernorm_forward, ctx, out, mean, rstd, inp, weight, bias, eps);
+}
+inline void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
+                               const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
+  VIT_DISPATCH(ctx, layernorm_backward, ctx, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
+}
+
+}  // namespace vit::kernels

@@ -1,0 +1,38 @@
+// Matrix products of the linear layers (nn.Linear: y = x W^T + b).
+//
+// Forward:  out (M, N) = inp (M, K) @ weight (N, K)^T + bias (N)
+//   With `pre_gelu` defined, the GELU epilogue is applied: pre_gelu (M, N)
+//   keeps x W^T + b for the backward pass and out = gelu(pre_gelu) (exact
+//   erf GELU, as Hugging Face's ViT).
+// Backward: dinp (M, K)    = dout (M, N) @ weight (N, K)      assigned (=)
+//           dweight (N, K) += dout^T @ inp                     accumulated (+=)
+//           dbias (N)      += column sums of dout              accumulated (+=)
+//   Parameter gradients accumulate so that gradient-accumulation micro-batches
+//   add up in the one flat gradient buffer; the activation gradient is a fresh
+//   value each time and is assigned. An undefined dinp / dbias is skipped.
+//
+// Dtypes: inp, weight, out, pre_gelu, dinp, dout share the compute dtype;
+// dweight and dbias are always fp32 (master gradients); bias is the compute
+// dtype. The CPU version is fp32 throughout (OpenBLAS sgemm).
+#pragma once
+
+#include "core/tensor.h"
+#include "kernels/dispatch.h"
+
+namespace vit::kernels {
+
+VIT_DECLARE_KERNEL(void, matmul_forward, const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp,
+                   const Tensor& weight, const Tensor& bias)
+VIT_DECLARE_KERNEL(void, matmul_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
+                   const Tensor& dout, const Tensor& inp, const Tensor& weight)
+
+inline void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
+                           const Tensor& bias) {
+  VIT_DISPATCH(ctx, matmul_forward, ctx, out, pre_gelu, inp, weight, bias);
+}
+inline void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
+                            const Tensor& inp, const Tensor& weight) {
+  VIT_DISPATCH(ctx, matmul_backward, ctx, dinp, dweight, dbias, dout, inp, weight);
+}
+
+}  // namespace vit::kernels

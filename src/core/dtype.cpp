@@ -9,6 +9,8 @@ const char* dtype_name(DType t) {
     case DType::F32: return "fp32";
     case DType::BF16: return "bf16";
     case DType::F16: return "fp16";
+    case DType::I32: return "int32";
+    case DType::U8: return "uint8";
   }
   return "?";
 }

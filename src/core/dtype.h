@@ -1,5 +1,6 @@
 // Element types: fp32 for master weights, optimizer states and every CPU
-// computation; bf16 and fp16 for mixed-precision GPU compute.
+// computation; bf16 and fp16 for mixed-precision GPU compute; int32 for
+// labels and predictions; uint8 for images.
 //
 // The host conversions below round to nearest even, like the device
 // intrinsics, so CPU and GPU casts agree bit for bit.
@@ -12,11 +13,21 @@
 
 namespace vit {
 
-enum class DType : uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
+enum class DType : uint8_t { F32 = 0, BF16 = 1, F16 = 2, I32 = 3, U8 = 4 };
 
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
-const char* dtype_name(DType t);          // "fp32", "bf16", "fp16"
-DType parse_dtype(const std::string& s);  // throws vit::Error on an unknown name
+inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::BF16:
+    case DType::F16: return 2;
+    case DType::U8: return 1;
+  }
+  return 0;
+}
+inline bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+const char* dtype_name(DType t);          // "fp32", "bf16", "fp16", "int32", "uint8"
+DType parse_dtype(const std::string& s);  // floating types only; throws vit::Error on an unknown name
 
 // Host-side 16-bit floats (storage only; arithmetic happens in float).
 struct bf16_t { uint16_t bits; };

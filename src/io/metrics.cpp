@@ -1,0 +1,88 @@
+#include "io/metrics.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <utility>
+
+#include "core/error.h"
+
+namespace vit::io {
+
+JsonlWriter::JsonlWriter(const std::string& path) : path_(path) {
+  file_ = std::fopen(path.c_str(), "w");
+  if (file_ == nullptr) throw UserError(str_cat(path, ": cannot write metrics (", std::strerror(errno), ")"));
+}
+
+JsonlWriter::~JsonlWriter() {
+  if (file_) std::fclose(file_);
+}
+
+JsonlWriter::JsonlWriter(JsonlWriter&& o) noexcept
+    : file_(std::exchange(o.file_, nullptr)), path_(std::move(o.path_)) {}
+
+JsonlWriter& JsonlWriter::operator=(JsonlWriter&& o) noexcept {
+  if (this != &o) {
+    if (file_) std::fclose(file_);
+    file_ = std::exchange(o.file_, nullptr);
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+
+void JsonlWriter::write(const nlohmann::json& record) {
+  if (file_ == nullptr) return;
+  const std::string line = record.dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+    throw UserError(str_cat(path_, ": writing metrics failed (", std::strerror(errno), ")"));
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) throw UserError(str_cat(path, ": cannot write (", std::strerror(errno), ")"));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const bool closed = std::fclose(f) == 0;
+  if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    throw UserError(str_cat(path, ": cannot write (", why, ")"));
+  }
+}
+
+void write_json_atomic(const std::string& path, const nlohmann::json& value) {
+  write_file_atomic(path, value.dump(2) + "\n");
+}
+
+void make_dirs(const std::string& path) {
+  if (path.empty()) return;
+  std::string partial;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw UserError(str_cat(partial, ": cannot create folder (", std::strerror(errno), ")"));
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw UserError(str_cat(path, ": is not a folder"));
+  }
+}
+
+std::string iso_time_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace vit::io

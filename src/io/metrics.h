@@ -1,0 +1,44 @@
+// Writers for the metrics files of docs/metrics.md: one JSON object per line
+// for each rank, and the run's manifest, replaced atomically.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace vit::io {
+
+// Appends one compact JSON object per line and flushes it, so that a run
+// killed mid-way leaves every finished line readable.
+class JsonlWriter {
+ public:
+  JsonlWriter() = default;
+  explicit JsonlWriter(const std::string& path);  // truncates; throws UserError naming the path
+  ~JsonlWriter();
+  JsonlWriter(const JsonlWriter&) = delete;
+  JsonlWriter& operator=(const JsonlWriter&) = delete;
+  JsonlWriter(JsonlWriter&& o) noexcept;
+  JsonlWriter& operator=(JsonlWriter&& o) noexcept;
+
+  void write(const nlohmann::json& record);
+  bool is_open() const { return file_ != nullptr; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::FILE* file_ = nullptr;
+  std::string path_;
+};
+
+// Writes `text` to path.tmp.<pid> then renames it over `path`: readers see
+// the old file or the new one, never half of one.
+void write_file_atomic(const std::string& path, const std::string& text);
+void write_json_atomic(const std::string& path, const nlohmann::json& value);
+
+// Creates a folder and its parents; throws UserError naming it on failure.
+void make_dirs(const std::string& path);
+
+// Current time as ISO 8601 UTC with seconds ("2026-11-25T09:14:03Z").
+std::string iso_time_now();
+
+}  // namespace vit::io

@@ -1,0 +1,50 @@
+#include "train/run.h"
+
+#include <cstdio>
+
+#include "comm/bootstrap.h"
+#include "core/error.h"
+#include "data/dataset.h"
+#include "io/metrics.h"
+#include "train/environment.h"
+#include "train/trainer.h"
+
+namespace vit {
+
+int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
+  (void)spec_path;
+  // Input the user controls is checked on every rank before any GPU work;
+  // all ranks agree on the outcome, so a bad file fails the job cleanly.
+  const bool ok = train::all_ranks_ok([&] {
+    if (!spec.benchmark.enabled) {
+      data::Hdf5Dataset ds = data::Hdf5Dataset::open(spec.data.path);
+      ds.check_matches(spec.model.image_size, spec.model.num_classes);
+      ds.info().count(spec.data.train_split);
+      if (spec.eval.enabled) ds.info().count(spec.data.eval_split);
+    }
+    io::make_dirs(spec.run.output_dir);
+  });
+  if (!ok) return 2;
+
+  // From here a failure on one rank ends every rank (MPI_Abort): others may be
+  // inside a collective and would otherwise wait forever.
+  std::unique_ptr<train::RunEnvironment> env;
+  try {
+    env = std::make_unique<train::RunEnvironment>(spec);
+    return spec.benchmark.enabled ? train::benchmark(*env) : train::train(*env);
+  } catch (const std::exception& e) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "error on rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    if (env) {
+      try {
+        env->close_results(false, e.what());
+      } catch (...) {
+      }
+    }
+    comm::abort_all_ranks(1);
+  }
+}
+
+}  // namespace vit

@@ -1,0 +1,390 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/stream.h"
+#include "data/loader.h"
+#include "model/params.h"
+#include "train/loss_scaler.h"
+#include "train/progress.h"
+#include "train/schedule.h"
+
+namespace vit::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// Splits this rank's share of a step into grad_accum micro-batches of at
+// most batch_size images (a short last batch leaves later ones smaller or empty).
+std::vector<parallel::MicroBatch> split_micro(const data::Batch& b, int batch_size, int grad_accum,
+                                              size_t image_bytes) {
+  std::vector<parallel::MicroBatch> micro(static_cast<size_t>(grad_accum));
+  int64_t offset = 0;
+  for (auto& m : micro) {
+    m.count = static_cast<int>(std::clamp<int64_t>(b.count - offset, 0, batch_size));
+    m.images = b.images.as<uint8_t>() + offset * static_cast<int64_t>(image_bytes);
+    m.labels = b.labels.data() + offset;
+    offset += m.count;
+  }
+  return micro;
+}
+
+}  // namespace
+
+model::ViTConfig model_config(const ExperimentSpec& spec) {
+  model::ViTConfig c;
+  c.image_size = spec.model.image_size;
+  c.patch_size = spec.model.patch_size;
+  c.channels = spec.model.channels;
+  c.hidden = spec.model.hidden;
+  c.depth = spec.model.depth;
+  c.heads = spec.model.heads;
+  c.mlp_dim = spec.model.mlp_dim;
+  c.num_classes = spec.model.num_classes;
+  c.layernorm_eps = static_cast<float>(spec.model.layernorm_eps);
+  c.init_std = static_cast<float>(spec.model.init_std);
+  return c;
+}
+
+model::ComputeConfig compute_config(const ExperimentSpec& spec) {
+  model::ComputeConfig c;
+  c.dtype = parse_dtype(spec.plugin.precision);
+  c.attention = spec.model.attention == "cublas" ? kernels::AttentionImpl::Cublas : kernels::AttentionImpl::CuDNN;
+  c.recompute = spec.train.recompute;
+  return c;
+}
+
+parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
+  parallel::PluginOptions o;
+  o.name = spec.plugin.name;
+  o.precision = parse_dtype(spec.plugin.precision);
+  o.bucket_bytes = static_cast<size_t>(spec.plugin.bucket_mb) << 20;
+  o.overlap_comm = spec.plugin.overlap_comm;
+  o.beta1 = static_cast<float>(spec.train.beta1);
+  o.beta2 = static_cast<float>(spec.train.beta2);
+  o.eps = static_cast<float>(spec.train.eps);
+  o.weight_decay = static_cast<float>(spec.train.weight_decay);
+  o.grad_clip = static_cast<float>(spec.train.grad_clip);
+  return o;
+}
+
+std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg) {
+  model::ParamLayout layout(cfg);
+  std::vector<float> params(static_cast<size_t>(layout.total()));
+  VIT_USER_CHECK(spec.model.pretrained.empty(), spec.origin.locate("model.pretrained"),
+                 ": model.pretrained: loading checkpoints is not available in this build yet");
+  model::init_params(layout, cfg.init_std, static_cast<uint64_t>(spec.run.seed), params.data());
+  return params;
+}
+
+// ---------------------------------------------------------------------------
+// Training
+// ---------------------------------------------------------------------------
+
+namespace {
+
+class Trainer {
+ public:
+  explicit Trainer(RunEnvironment& env)
+      : env_(env),
+        spec_(env.spec()),
+        cfg_(model_config(spec_)),
+        dataset_(data::Hdf5Dataset::open(spec_.data.path)),
+        bar_(env.is_rank0() && spec_.run.progress, spec_.run.log_every) {
+    dataset_.check_matches(cfg_.image_size, cfg_.num_classes);
+    const int max_micro = std::max(spec_.train.batch_size, spec_.eval.batch_size);
+    parallel::PluginEnv penv{env.ctx(), &env.mesh()};
+    plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), max_micro, penv);
+    plugin_->load_params(initial_parameters(spec_, cfg_));
+    dp_ = plugin_->data_parallel_size();
+    dp_rank_ = plugin_->data_parallel_rank();
+    image_bytes_ = static_cast<size_t>(cfg_.image_size) * cfg_.image_size * cfg_.channels;
+  }
+
+  int run() {
+    const auto& t = spec_.train;
+    const int64_t per_rank = static_cast<int64_t>(t.batch_size) * t.grad_accum;
+    data::Loader loader(dataset_, spec_.data.train_split, sampler(spec_.data.train_split, per_rank, true),
+                        augment_options(), loader_options());
+    const int64_t steps_per_epoch = loader.steps_per_epoch();
+    VIT_USER_CHECK(steps_per_epoch > 0, spec_.data.path, ": split '", spec_.data.train_split, "' has ",
+                   dataset_.size(spec_.data.train_split), " images, too few for one global batch of ",
+                   per_rank * dp_, " with data.drop_last");
+    const int64_t total_steps = t.steps > 0 ? t.steps : steps_per_epoch * t.epochs;
+    const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
+    const double lr = t.lr * (t.lr_scale_with_world ? dp_ : 1);
+    LrSchedule schedule(lr, total_steps, t.warmup_ratio, parse_schedule(t.schedule));
+    LossScalerConfig sc;
+    sc.enabled = spec_.plugin.precision == "fp16";
+    sc.initial_scale = spec_.plugin.initial_scale;
+    sc.growth_factor = spec_.plugin.growth_factor;
+    sc.backoff_factor = spec_.plugin.backoff_factor;
+    sc.growth_interval = spec_.plugin.growth_interval;
+    sc.hysteresis = spec_.plugin.hysteresis;
+    sc.min_scale = spec_.plugin.min_scale;
+    sc.max_scale = spec_.plugin.max_scale;
+    LossScaler scaler(sc);
+
+    env_.open_results("train", plugin_->name(), per_rank * dp_);
+    if (env_.is_rank0()) {
+      bar_.line(str_cat("vit_hpc: ", plugin_->name(), " (", spec_.plugin.precision, ") on ",
+                        env_.world().describe(), "; ", cfg_.num_parameters(), " parameters; global batch ",
+                        per_rank * dp_, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
+                        env_.results_dir()));
+    }
+
+    int64_t step = 0, adam_step = 1;
+    for (int64_t epoch = 1; epoch <= epochs && step < total_steps; ++epoch) {
+      const auto epoch_t0 = Clock::now();
+      const int64_t epoch_steps = std::min(steps_per_epoch, total_steps - step);
+      loader.start_epoch(epoch);
+      bar_.start(str_cat("epoch ", epoch, "/", epochs), epoch_steps);
+      double loss_sum = 0.0;
+      int64_t images = 0;
+      data::Batch batch;
+      for (int64_t s = 0; s < epoch_steps; ++s) {
+        const auto wait_t0 = Clock::now();
+        VIT_CHECK(loader.next(batch), "the loader ran out of batches at step ", s, " of epoch ", epoch);
+        const double data_wait = seconds_since(wait_t0);
+        ++step;
+        const auto step_t0 = Clock::now();
+        const float lr_now = static_cast<float>(schedule.at(step));
+        const float scale = scaler.scale();
+        parallel::StepResult r =
+            plugin_->train_step(split_micro(batch, t.batch_size, t.grad_accum, image_bytes_), batch.global_count,
+                                lr_now, scale, adam_step);
+        const double step_time = seconds_since(step_t0);
+        scaler.update(r.skipped);
+        if (!r.skipped) ++adam_step;
+        loss_sum += r.loss;
+        images += batch.global_count;
+        const double ips = static_cast<double>(batch.global_count) / step_time;
+        env_.record({{"type", "step"},
+                     {"step", step},
+                     {"epoch", epoch},
+                     {"loss", r.loss},
+                     {"lr", lr_now},
+                     {"grad_norm", r.grad_norm},
+                     {"loss_scale", scale},
+                     {"skipped", r.skipped},
+                     {"step_time", step_time},
+                     {"data_wait", data_wait},
+                     {"images_per_s", ips},
+                     {"peak_mem", env_.peak_memory()}});
+        if (r.skipped && env_.is_rank0()) {
+          bar_.line(str_cat("step ", step, ": gradients overflowed at loss scale ", scale,
+                            "; step skipped, scale now ", scaler.scale()));
+        }
+        bar_.update(s + 1, r.loss, ips);
+      }
+      bar_.finish();
+      const double epoch_time = seconds_since(epoch_t0);
+      const double avg_loss = loss_sum / static_cast<double>(epoch_steps);
+      env_.record({{"type", "epoch"},
+                   {"epoch", epoch},
+                   {"steps", epoch_steps},
+                   {"avg_loss", avg_loss},
+                   {"it_per_s", epoch_steps / epoch_time},
+                   {"images_per_s", images / epoch_time},
+                   {"time", epoch_time}});
+      std::string summary = str_cat("epoch ", epoch, "/", epochs, ": train loss ", fmt("%.4f", avg_loss));
+      const bool last = epoch == epochs || step >= total_steps;
+      if (spec_.eval.enabled && (epoch % spec_.eval.every_epochs == 0 || last)) {
+        const parallel::EvalResult e = evaluate(spec_.data.eval_split, epoch);
+        summary += str_cat(" | ", spec_.data.eval_split, " loss ", fmt("%.4f", e.loss_sum / e.count), " acc ",
+                           fmt("%.4f", static_cast<double>(e.correct) / e.count));
+      }
+      summary += str_cat(" | ", epoch_steps, " steps in ", fmt("%.1f", epoch_time), " s (",
+                         fmt("%.2f", epoch_steps / epoch_time), " it/s, ", fmt("%.1f", images / epoch_time),
+                         " img/s)");
+      if (env_.is_rank0()) bar_.line(summary);
+    }
+    if (spec_.eval.test_at_end && dataset_.info().has_split(spec_.data.test_split)) {
+      const parallel::EvalResult e = evaluate(spec_.data.test_split, epochs);
+      if (env_.is_rank0()) {
+        bar_.line(str_cat(spec_.data.test_split, ": loss ", fmt("%.4f", e.loss_sum / e.count), " accuracy ",
+                          fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count, " images"));
+      }
+    }
+    env_.close_results(true);
+    return 0;
+  }
+
+ private:
+  data::SamplerOptions sampler(const std::string& split, int64_t per_rank, bool training) const {
+    data::SamplerOptions o;
+    o.dataset_size = dataset_.size(split);
+    o.batch_per_rank = per_rank;
+    o.dp_rank = dp_rank_;
+    o.dp_size = dp_;
+    o.shuffle = training;
+    o.drop_last = training && spec_.data.drop_last;
+    o.seed = static_cast<uint64_t>(spec_.run.seed);
+    return o;
+  }
+
+  data::AugmentOptions augment_options() const {
+    data::AugmentOptions a;
+    a.enabled = spec_.data.augment;
+    a.scale_min = static_cast<float>(spec_.data.crop_scale_min);
+    a.ratio_min = static_cast<float>(spec_.data.crop_ratio_min);
+    a.ratio_max = static_cast<float>(spec_.data.crop_ratio_max);
+    a.hflip = spec_.data.hflip;
+    a.seed = mix_seed(static_cast<uint64_t>(spec_.run.seed), 0xa06);
+    return a;
+  }
+
+  data::LoaderOptions loader_options() const {
+    data::LoaderOptions o;
+    o.prefetch = spec_.data.prefetch;
+    o.threads = spec_.data.loader_threads;
+    o.pinned = env_.ctx().device == Device::CUDA;
+    return o;
+  }
+
+  // Loss and accuracy over a whole split: every rank its slice, sums over all.
+  parallel::EvalResult evaluate(const std::string& split, int64_t epoch) {
+    data::AugmentOptions none;
+    none.enabled = false;
+    data::Loader loader(dataset_, split, sampler(split, spec_.eval.batch_size, false), none, loader_options());
+    loader.start_epoch(0);
+    parallel::EvalResult local;
+    data::Batch batch;
+    while (loader.next(batch)) {
+      parallel::MicroBatch mb;
+      mb.images = batch.images.as<uint8_t>();
+      mb.labels = batch.labels.data();
+      mb.count = static_cast<int>(batch.count);
+      const parallel::EvalResult r = plugin_->eval_batch(mb);
+      local.loss_sum += r.loss_sum;
+      local.correct += r.correct;
+      local.count += r.count;
+    }
+    const parallel::EvalResult g = plugin_->all_reduce_eval(local);
+    env_.record({{"type", "eval"},
+                 {"split", split},
+                 {"epoch", epoch},
+                 {"loss", g.count ? g.loss_sum / g.count : 0.0},
+                 {"accuracy", g.count ? static_cast<double>(g.correct) / g.count : 0.0},
+                 {"count", g.count}});
+    return g;
+  }
+
+  RunEnvironment& env_;
+  const ExperimentSpec& spec_;
+  model::ViTConfig cfg_;
+  data::Hdf5Dataset dataset_;
+  ProgressBar bar_;
+  std::unique_ptr<parallel::Plugin> plugin_;
+  int dp_ = 1, dp_rank_ = 0;
+  size_t image_bytes_ = 0;
+};
+
+}  // namespace
+
+int train(RunEnvironment& env) { return Trainer(env).run(); }
+
+// ---------------------------------------------------------------------------
+// Benchmark
+// ---------------------------------------------------------------------------
+
+int benchmark(RunEnvironment& env) {
+  const ExperimentSpec& spec = env.spec();
+  const model::ViTConfig cfg = model_config(spec);
+  const int B = spec.train.batch_size;
+  parallel::PluginEnv penv{env.ctx(), &env.mesh()};
+  auto plugin = parallel::make_plugin(plugin_options(spec), cfg, compute_config(spec), B, penv);
+  plugin->load_params(initial_parameters(spec, cfg));
+  const int dp = plugin->data_parallel_size();
+  const int64_t per_rank = static_cast<int64_t>(B) * spec.train.grad_accum;
+  const int64_t global_batch = per_rank * dp;  // each global batch counted once, whatever tp/pp do
+
+  // Synthetic images and labels, made once and kept where the model runs.
+  const size_t image_bytes = static_cast<size_t>(cfg.image_size) * cfg.image_size * cfg.channels;
+  std::vector<uint8_t> host_images(image_bytes * per_rank);
+  std::vector<int32_t> labels(static_cast<size_t>(per_rank));
+  Rng rng(mix_seed(static_cast<uint64_t>(spec.run.seed), 0xbe4c, plugin->data_parallel_rank()));
+  for (auto& p : host_images) p = static_cast<uint8_t>(rng.below(256));
+  for (auto& l : labels) l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(cfg.num_classes)));
+  const Device dev = env.ctx().device;
+  Buffer images(host_images.size(), dev);
+  copy_bytes(images.data(), dev, host_images.data(), Device::CPU, host_images.size());
+  std::vector<parallel::MicroBatch> micro(static_cast<size_t>(spec.train.grad_accum));
+  for (size_t i = 0; i < micro.size(); ++i) {
+    micro[i].images = images.as<uint8_t>() + i * B * image_bytes;
+    micro[i].labels = labels.data() + i * B;
+    micro[i].count = B;
+    micro[i].on_device = dev == Device::CUDA;
+  }
+
+  env.open_results("benchmark", plugin->name(), global_batch);
+  ProgressBar bar(env.is_rank0() && spec.run.progress, spec.run.log_every);
+  if (env.is_rank0()) {
+    bar.line(str_cat("vit_hpc benchmark: ", plugin->name(), " (", spec.plugin.precision, ") on ",
+                     env.world().describe(), "; batch ", B, " per rank, global ", global_batch, "; ",
+                     spec.benchmark.warmup_steps, " warm-up + ", spec.benchmark.steps, " measured steps"));
+  }
+  const float lr = static_cast<float>(spec.train.lr);
+  int64_t adam_step = 1;
+  for (int i = 0; i < spec.benchmark.warmup_steps; ++i) {
+    plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
+  }
+  env.mesh().world_comm().barrier();
+  reset_peak_memory(dev);
+  std::vector<double> times;
+  bar.start("benchmark", spec.benchmark.steps);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < spec.benchmark.steps; ++i) {
+    const auto s0 = Clock::now();
+    const parallel::StepResult r = plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
+    times.push_back(seconds_since(s0));  // train_step ends with the step's one host synchronisation
+    bar.update(i + 1, r.loss, global_batch / times.back());
+  }
+  env.mesh().world_comm().barrier();
+  const double wall = seconds_since(t0);
+  bar.finish();
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  auto pct = [&](double q) {
+    return sorted.empty() ? 0.0 : sorted[static_cast<size_t>(std::lround(q * (sorted.size() - 1)))];
+  };
+  const double ips = static_cast<double>(global_batch) * spec.benchmark.steps / wall;
+  const size_t peak = env.peak_memory();
+  env.record({{"type", "benchmark"},
+              {"batch_size", B},
+              {"global_batch", global_batch},
+              {"warmup_steps", spec.benchmark.warmup_steps},
+              {"steps", spec.benchmark.steps},
+              {"images_per_s", ips},
+              {"it_per_s", spec.benchmark.steps / wall},
+              {"step_time_median", pct(0.5)},
+              {"step_time_min", pct(0.0)},
+              {"step_time_max", pct(1.0)},
+              {"step_time_p10", pct(0.1)},
+              {"step_time_p90", pct(0.9)},
+              {"peak_mem", peak}});
+  if (env.is_rank0()) {
+    bar.line(str_cat("throughput ", fmt("%.1f", ips), " images/s, step median ", fmt("%.4f", pct(0.5)),
+                     " s (p10 ", fmt("%.4f", pct(0.1)), ", p90 ", fmt("%.4f", pct(0.9)), "), peak memory ",
+                     fmt("%.1f", peak / 1048576.0), " MiB on rank 0"));
+  }
+  env.close_results(true);
+  return 0;
+}
+
+}  // namespace vit::train

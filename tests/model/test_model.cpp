@@ -1,0 +1,157 @@
+// The whole ViT on the CPU: its gradient against central finite differences,
+// recompute against stored activations, and shape checks.
+#define BOOST_TEST_MODULE model
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "kernels/cpu_threads.h"
+#include "model/params.h"
+#include "model/vit.h"
+
+using namespace vit;
+
+namespace {
+
+model::ViTConfig tiny_vit() {
+  model::ViTConfig c;
+  c.image_size = 12;
+  c.patch_size = 4;  // 9 patches, 10 tokens
+  c.hidden = 16;
+  c.depth = 2;
+  c.heads = 2;
+  c.mlp_dim = 24;
+  c.num_classes = 3;
+  c.layernorm_eps = 1e-6f;
+  return c;
+}
+
+struct Fixture {
+  model::ViTConfig cfg = tiny_vit();
+  model::ParamLayout layout{cfg};
+  int B = 3;
+  std::vector<float> params, grads;
+  std::vector<uint8_t> images;
+  std::vector<int32_t> labels;
+
+  Fixture() {
+    kernels::set_cpu_threads(1);
+    params.resize(static_cast<size_t>(layout.total()));
+    grads.assign(params.size(), 0.0f);
+    // Larger-than-default weights (std 0.2) so every path carries signal.
+    model::init_params(layout, 0.2f, 11, params.data());
+    Rng rng(5);
+    for (size_t i = 0; i < params.size(); ++i) params[i] += static_cast<float>(0.05 * rng.normal());
+    images.resize(static_cast<size_t>(B) * cfg.image_size * cfg.image_size * 3);
+    for (auto& p : images) p = static_cast<uint8_t>(rng.below(256));
+    labels = {0, 2, 1};
+  }
+
+  Tensor images_t() { return Tensor(images.data(), DType::U8, Device::CPU, {B, cfg.image_size, cfg.image_size, 3}); }
+  Tensor labels_t() { return Tensor(labels.data(), DType::I32, Device::CPU, {B}); }
+
+  // Mean loss over the batch, summed in double.
+  double loss(model::ViTModel& m) {
+    m.bind(Tensor(params.data(), DType::F32, Device::CPU, {layout.total()}), Tensor());
+    m.forward(images_t(), labels_t(), B);
+    const float* l = m.losses(B).as<float>();
+    double s = 0;
+    for (int i = 0; i < B; ++i) s += l[i];
+    return s / B;
+  }
+
+  void gradient(model::ViTModel& m) {
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    m.bind(Tensor(params.data(), DType::F32, Device::CPU, {layout.total()}),
+           Tensor(grads.data(), DType::F32, Device::CPU, {layout.total()}));
+    m.forward_backward(images_t(), labels_t(), B, 1.0f / B);
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(whole_model_gradient_matches_finite_differences) {
+  Fixture f;
+  model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  f.gradient(m);
+  // For each parameter tensor, the directional derivative along a random
+  // direction restricted to it: (L(p + h d) - L(p - h d)) / 2h against g . d.
+  // fp32 forward passes with h = 1e-2 on O(0.2) weights: truncation error
+  // O(h^2) ~ 1e-4 relative, rounding ~1e-7 / 1e-2 = 1e-5 absolute. Pass if
+  // |fd - g.d| <= 2e-3 |g.d| + 2e-5.
+  Rng rng(99);
+  const double h = 1e-2;
+  for (const auto& p : f.layout.params()) {
+    std::vector<float> dir(static_cast<size_t>(p.numel));
+    double norm = 0;
+    for (auto& d : dir) {
+      d = static_cast<float>(rng.normal());
+      norm += double(d) * d;
+    }
+    for (auto& d : dir) d = static_cast<float>(d / std::sqrt(norm));
+    double analytic = 0;
+    for (int64_t i = 0; i < p.numel; ++i) analytic += double(f.grads[p.offset + i]) * dir[i];
+    const std::vector<float> saved(f.params.begin() + p.offset, f.params.begin() + p.offset + p.numel);
+    for (int64_t i = 0; i < p.numel; ++i) f.params[p.offset + i] = saved[i] + static_cast<float>(h * dir[i]);
+    const double plus = f.loss(m);
+    for (int64_t i = 0; i < p.numel; ++i) f.params[p.offset + i] = saved[i] - static_cast<float>(h * dir[i]);
+    const double minus = f.loss(m);
+    std::copy(saved.begin(), saved.end(), f.params.begin() + p.offset);
+    const double numeric = (plus - minus) / (2 * h);
+    BOOST_TEST(std::abs(numeric - analytic) <= 2e-3 * std::abs(analytic) + 2e-5,
+               p.name << ": finite difference " << numeric << " vs backward " << analytic);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
+  Fixture f;
+  model::ViTModel stored(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  model::ComputeConfig rc;
+  rc.recompute = true;
+  model::ViTModel recomputed(f.cfg, rc, Context{}, f.B);
+  BOOST_TEST(recomputed.activation_bytes() < stored.activation_bytes());
+  f.gradient(stored);
+  const std::vector<float> g1 = f.grads;
+  f.gradient(recomputed);
+  BOOST_TEST(f.grads == g1);  // the same arithmetic in the same order: bitwise equal
+}
+
+BOOST_AUTO_TEST_CASE(gradients_accumulate_across_calls) {
+  Fixture f;
+  model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  f.gradient(m);
+  const std::vector<float> once = f.grads;
+  m.forward_backward(f.images_t(), f.labels_t(), f.B, 1.0f / f.B);  // adds to the bound buffer
+  for (size_t i = 0; i < once.size(); ++i) {
+    BOOST_TEST_REQUIRE(std::abs(f.grads[i] - 2 * once[i]) <= 1e-6f * std::abs(once[i]) + 1e-9f);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hook_reports_every_range_once_in_backward_order) {
+  Fixture f;
+  model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  m.bind(Tensor(f.params.data(), DType::F32, Device::CPU, {f.layout.total()}),
+         Tensor(f.grads.data(), DType::F32, Device::CPU, {f.layout.total()}));
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  m.forward_backward(f.images_t(), f.labels_t(), f.B, 1.0f,
+                     [&](int64_t b, int64_t e) { seen.emplace_back(b, e); });
+  BOOST_TEST_REQUIRE(seen.size() == static_cast<size_t>(f.cfg.depth + 2));
+  BOOST_TEST(seen.front().second == f.layout.total());
+  BOOST_TEST(seen.back().first == 0);
+  for (size_t i = 1; i < seen.size(); ++i) BOOST_TEST(seen[i].second == seen[i - 1].first);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_inputs_are_refused) {
+  Fixture f;
+  model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  std::vector<float> short_params(10);
+  BOOST_CHECK_THROW(m.bind(Tensor(short_params.data(), DType::F32, Device::CPU, {10}), Tensor()), Error);
+  m.bind(Tensor(f.params.data(), DType::F32, Device::CPU, {f.layout.total()}), Tensor());
+  BOOST_CHECK_THROW(m.forward(f.images_t(), f.labels_t(), f.B + 1), Error);  // over max_batch
+  model::ComputeConfig bf16;
+  bf16.dtype = DType::BF16;
+  BOOST_CHECK_THROW(model::ViTModel(f.cfg, bf16, Context{}, 2), Error);  // the CPU is fp32 only
+}

@@ -1,0 +1,117 @@
+// Unit tests of the pieces of training that need no kernels: the parameter
+// layout and its initialisation, the learning-rate schedule, the loss scaler.
+#define BOOST_TEST_MODULE train_units
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "model/params.h"
+#include "train/loss_scaler.h"
+#include "train/schedule.h"
+
+using namespace vit;
+
+BOOST_AUTO_TEST_CASE(vit_b16_has_the_published_parameter_count) {
+  // ViTForImageClassification(google/vit-base-patch16-224) with a 3-label
+  // head, as fine-tuned on Beans, has 85,800,963 parameters.
+  model::ViTConfig cfg;
+  cfg.num_classes = 3;
+  model::ParamLayout layout(cfg);
+  BOOST_TEST(layout.total() == 85800963);
+  BOOST_TEST(cfg.tokens() == 197);
+  BOOST_TEST(cfg.patch_dim() == 768);
+  // Blocks are contiguous and ordered: block l ends where block l+1 begins.
+  for (int l = 0; l + 1 < cfg.depth; ++l) BOOST_TEST(layout.block_range(l).second == layout.block_range(l + 1).first);
+  BOOST_TEST(layout.embed_range().second == layout.block_range(0).first);
+  BOOST_TEST(layout.block_range(cfg.depth - 1).second == layout.head_range().first);
+  BOOST_TEST(layout.head_range().second == layout.total());
+  BOOST_TEST(layout[layout.index_of("blocks.11.mlp.fc1.weight")].shape == (std::vector<int64_t>{3072, 768}));
+  BOOST_CHECK_THROW(layout.index_of("blocks.12.ln1.weight"), Error);
+}
+
+BOOST_AUTO_TEST_CASE(initialisation_follows_the_published_recipe) {
+  model::ViTConfig cfg;
+  cfg.image_size = 32;
+  cfg.patch_size = 8;
+  cfg.hidden = 64;
+  cfg.depth = 2;
+  cfg.heads = 4;
+  cfg.mlp_dim = 128;
+  model::ParamLayout layout(cfg);
+  std::vector<float> a(static_cast<size_t>(layout.total())), b(a.size());
+  model::init_params(layout, 0.02f, 7, a.data());
+  model::init_params(layout, 0.02f, 7, b.data());
+  BOOST_TEST(a == b);  // deterministic for a seed
+  for (const auto& p : layout.params()) {
+    const float* v = a.data() + p.offset;
+    double s = 0, s2 = 0;
+    float lo = 1e9f, hi = -1e9f;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      s += v[i];
+      s2 += double(v[i]) * v[i];
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+    }
+    if (p.init == model::Init::Zeros) BOOST_TEST((lo == 0.0f && hi == 0.0f), p.name);
+    if (p.init == model::Init::Ones) BOOST_TEST((lo == 1.0f && hi == 1.0f), p.name);
+    if (p.init == model::Init::TruncNormal) {
+      // Cut at 2 std = 0.04; a normal truncated at +-2 sigma has std 0.88 sigma.
+      BOOST_TEST((lo >= -0.04f && hi <= 0.04f), p.name);
+      if (p.numel >= 4096) {
+        const double sd = std::sqrt(s2 / p.numel - (s / p.numel) * (s / p.numel));
+        BOOST_TEST(std::abs(sd - 0.88 * 0.02) < 0.002, p.name << " std " << sd);
+      }
+    }
+  }
+  std::vector<float> c(a.size());
+  model::init_params(layout, 0.02f, 8, c.data());
+  BOOST_TEST(a != c);  // another seed, other weights
+}
+
+BOOST_AUTO_TEST_CASE(warmup_then_cosine_to_zero) {
+  // 100 steps, 30% warm-up: steps 1..30 rise linearly to the base rate,
+  // then a half cosine reaches 0 at step 100.
+  train::LrSchedule s(2e-4, 100, 0.3, train::Schedule::Cosine);
+  BOOST_TEST(s.warmup_steps() == 30);
+  BOOST_TEST(s.at(1) == 2e-4 / 30, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.at(15) == 1e-4, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.at(30) == 2e-4, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.at(65) == 1e-4, boost::test_tools::tolerance(1e-9));  // half-way through the decay
+  BOOST_TEST(std::abs(s.at(100)) < 1e-15);
+  for (int64_t i = 31; i < 100; ++i) BOOST_TEST_REQUIRE(s.at(i + 1) <= s.at(i));
+  train::LrSchedule lin(1.0, 10, 0.0, train::Schedule::Linear);
+  BOOST_TEST(lin.at(5) == 0.5, boost::test_tools::tolerance(1e-12));
+  train::LrSchedule constant(3.0, 10, 0.5, train::Schedule::Constant);
+  BOOST_TEST(constant.at(1) == 3.0);
+  BOOST_CHECK_THROW(train::parse_schedule("step"), Error);
+}
+
+BOOST_AUTO_TEST_CASE(loss_scaler_backs_off_after_hysteresis_and_grows_after_interval) {
+  train::LossScalerConfig c;
+  c.enabled = true;
+  c.initial_scale = 1024;
+  c.growth_interval = 3;
+  c.hysteresis = 2;
+  c.min_scale = 256;
+  c.max_scale = 4096;
+  train::LossScaler s(c);
+  BOOST_TEST(s.scale() == 1024.0f);
+  s.update(true);  // first overflow: hysteresis absorbs it, the step is still skipped
+  BOOST_TEST(s.scale() == 1024.0f);
+  BOOST_TEST(s.skipped_steps() == 1);
+  s.update(true);  // second: back off
+  BOOST_TEST(s.scale() == 512.0f);
+  s.update(false);
+  s.update(false);
+  BOOST_TEST(s.scale() == 512.0f);
+  s.update(false);  // third clean step in a row: grow
+  BOOST_TEST(s.scale() == 1024.0f);
+  for (int i = 0; i < 30; ++i) s.update(false);
+  BOOST_TEST(s.scale() == 4096.0f);  // capped at max_scale
+  for (int i = 0; i < 30; ++i) s.update(true);
+  BOOST_TEST(s.scale() == 256.0f);  // floored at min_scale
+  train::LossScaler off(train::LossScalerConfig{});
+  off.update(true);
+  BOOST_TEST(off.scale() == 1.0f);  // disabled: fp32 and bf16 keep scale 1
+}

@@ -10,6 +10,7 @@
 #include "core/stream.h"
 #include "data/loader.h"
 #include "model/params.h"
+#include "train/hf_checkpoint.h"
 #include "train/loss_scaler.h"
 #include "train/progress.h"
 #include "train/schedule.h"
@@ -83,12 +84,16 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   return o;
 }
 
-std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg) {
+std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg, std::string* note) {
+  if (!spec.model.pretrained.empty()) {
+    HfImport imported = load_hf_vit(spec.model.pretrained, cfg, static_cast<uint64_t>(spec.run.seed));
+    if (note) *note = imported.note;
+    return std::move(imported.params);
+  }
   model::ParamLayout layout(cfg);
   std::vector<float> params(static_cast<size_t>(layout.total()));
-  VIT_USER_CHECK(spec.model.pretrained.empty(), spec.origin.locate("model.pretrained"),
-                 ": model.pretrained: loading checkpoints is not available in this build yet");
   model::init_params(layout, cfg.init_std, static_cast<uint64_t>(spec.run.seed), params.data());
+  if (note) *note = str_cat("random initialisation (truncated normal, std ", cfg.init_std, ", seed ", spec.run.seed, ")");
   return params;
 }
 
@@ -110,7 +115,7 @@ class Trainer {
     const int max_micro = std::max(spec_.train.batch_size, spec_.eval.batch_size);
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
     plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), max_micro, penv);
-    plugin_->load_params(initial_parameters(spec_, cfg_));
+    plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();
     image_bytes_ = static_cast<size_t>(cfg_.image_size) * cfg_.image_size * cfg_.channels;
@@ -146,6 +151,7 @@ class Trainer {
                         env_.world().describe(), "; ", cfg_.num_parameters(), " parameters; global batch ",
                         per_rank * dp_, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
                         env_.results_dir()));
+      bar_.line(str_cat("weights: ", init_note_));
     }
 
     int64_t step = 0, adam_step = 1;
@@ -221,6 +227,14 @@ class Trainer {
                           fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count, " images"));
       }
     }
+    if (!spec_.checkpoint.export_hf.empty()) {
+      const std::vector<float> params = plugin_->gather_params();  // collective
+      if (env_.is_rank0()) {
+        export_hf_vit(spec_.checkpoint.export_hf, cfg_, params, dataset_.info().class_names);
+        bar_.line(str_cat("exported the trained model to ", spec_.checkpoint.export_hf,
+                          " (model.safetensors + config.json, transformers ViTForImageClassification)"));
+      }
+    }
     env_.close_results(true);
     return 0;
   }
@@ -293,6 +307,7 @@ class Trainer {
   std::unique_ptr<parallel::Plugin> plugin_;
   int dp_ = 1, dp_rank_ = 0;
   size_t image_bytes_ = 0;
+  std::string init_note_;
 };
 
 }  // namespace
@@ -309,7 +324,7 @@ int benchmark(RunEnvironment& env) {
   const int B = spec.train.batch_size;
   parallel::PluginEnv penv{env.ctx(), &env.mesh()};
   auto plugin = parallel::make_plugin(plugin_options(spec), cfg, compute_config(spec), B, penv);
-  plugin->load_params(initial_parameters(spec, cfg));
+  plugin->load_params(initial_parameters(spec, cfg, nullptr));
   const int dp = plugin->data_parallel_size();
   const int64_t per_rank = static_cast<int64_t>(B) * spec.train.grad_accum;
   const int64_t global_batch = per_rank * dp;  // each global batch counted once, whatever tp/pp do

@@ -25,8 +25,10 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec);
 parallel::PluginOptions plugin_options(const ExperimentSpec& spec);
 
 // Initial fp32 parameters, identical on every rank: the published init from
-// run.seed, or the checkpoint named by model.pretrained.
-std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg);
+// run.seed, or the checkpoint named by model.pretrained. `note` (optional)
+// receives a line saying which, and whether a head was re-initialised.
+std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg,
+                                      std::string* note);
 
 int train(RunEnvironment& env);
 int benchmark(RunEnvironment& env);

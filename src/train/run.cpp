@@ -1,5 +1,7 @@
 #include "train/run.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "comm/bootstrap.h"
@@ -23,6 +25,10 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
       if (spec.eval.enabled) ds.info().count(spec.data.eval_split);
     }
     io::make_dirs(spec.run.output_dir);
+    // Never write over an earlier run's results.
+    const std::string manifest = spec.run.output_dir + "/" + spec.run.name + "/manifest.json";
+    VIT_USER_CHECK(::access(manifest.c_str(), F_OK) != 0, manifest, ": a run named '", spec.run.name,
+                   "' already exists there; choose another run.name (--set run.name=...) or move that folder");
   });
   if (!ok) return 2;
 

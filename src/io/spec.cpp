@@ -299,7 +299,7 @@ std::string describe_type(const FieldInfo& f) {
       return r == "any" ? field_type_name(f.type) : str_cat(field_type_name(f.type), ", ", r);
     }
     case FieldType::Choice: return "choice: " + join(f.choices, " | ");
-    case FieldType::Name: return str_cat("name: ", kNameRule);
+    case FieldType::Name: return "name (letters, digits, '.', '_', '-')";
     default: return field_type_name(f.type);
   }
 }

@@ -49,6 +49,8 @@ std::string layout_error(const ExperimentSpec& spec, int world) {
 // Defaults and the schema
 // ---------------------------------------------------------------------------
 
+// Floats compare exactly: the parser (std::from_chars) rounds decimal text to
+// the nearest double, exactly as the compiler rounds the same literal.
 BOOST_AUTO_TEST_CASE(defaults_are_the_documented_ones) {
   const ExperimentSpec s;
   BOOST_TEST(s.run.name == "vit_run");

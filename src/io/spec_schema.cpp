@@ -1,0 +1,221 @@
+// The schema: every field of the experiment spec, in ONE table.
+//
+// Each row is a dotted path, the member it fills, its default (written as
+// YAML text and parsed by the same code as a user's value, so a default
+// cannot escape its own range check), the allowed range or words, and one
+// line of meaning. `vit_hpc --print-spec` prints this table; nothing else in
+// the code base restates a default.
+//
+// The trick that keeps rows honest: VIT_AT(section, key) builds a FieldRef
+// typed by the member's C++ type, and the row makers (Int, Float, Bool, ...)
+// accept only the matching type, so a row that says Float for an int member
+// does not compile.
+#include <limits>
+#include <type_traits>
+#include <utility>
+
+#include "core/error.h"
+#include "io/spec.h"
+
+namespace vit {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+template <typename T>
+struct FieldRef {
+  const char* path;
+  void* (*at)(ExperimentSpec&);
+};
+
+#define VIT_AT(section, key)                                                     \
+  FieldRef<decltype(std::declval<ExperimentSpec&>().section.key)> {              \
+    #section "." #key, [](ExperimentSpec& s) -> void* { return &s.section.key; } \
+  }
+
+// Ranges.
+FieldRange any() { return {-kInf, kInf, false, false}; }
+FieldRange at_least(double lo) { return {lo, kInf, false, false}; }
+FieldRange above(double lo) { return {lo, kInf, true, false}; }
+FieldRange closed(double lo, double hi) { return {lo, hi, false, false}; }
+FieldRange closed_open(double lo, double hi) { return {lo, hi, false, true}; }  // [lo, hi)
+FieldRange open_closed(double lo, double hi) { return {lo, hi, true, false}; }  // (lo, hi]
+FieldRange open_open(double lo, double hi) { return {lo, hi, true, true}; }        // (lo, hi)
+
+// Row makers: the FieldRef's type must match the kind of field.
+FieldInfo Int(FieldRef<int> f, const char* def, FieldRange r, const char* meaning) {
+  return {f.path, FieldType::Int, f.at, def, r, {}, meaning};
+}
+FieldInfo Float(FieldRef<double> f, const char* def, FieldRange r, const char* meaning) {
+  return {f.path, FieldType::Float, f.at, def, r, {}, meaning};
+}
+FieldInfo Bool(FieldRef<bool> f, const char* def, const char* meaning) {
+  return {f.path, FieldType::Bool, f.at, def, any(), {}, meaning};
+}
+FieldInfo String(FieldRef<std::string> f, const char* def, const char* meaning) {
+  return {f.path, FieldType::String, f.at, def, any(), {}, meaning};
+}
+FieldInfo Name(FieldRef<std::string> f, const char* def, const char* meaning) {
+  return {f.path, FieldType::Name, f.at, def, any(), {}, meaning};
+}
+FieldInfo Choice(FieldRef<std::string> f, const char* def, std::vector<std::string> words,
+                 const char* meaning) {
+  return {f.path, FieldType::Choice, f.at, def, any(), std::move(words), meaning};
+}
+
+std::vector<FieldInfo> build_schema() {
+  return {
+      // --- run -----------------------------------------------------------
+      Name(VIT_AT(run, name), "vit_run", "Run name; metrics go to <output_dir>/<name>/."),
+      Int(VIT_AT(run, seed), "42", at_least(0),
+          "Seed of initialisation, shuffling and augmentation (the same on every rank)."),
+      String(VIT_AT(run, output_dir), "results", "Folder holding one sub-folder per run."),
+      Choice(VIT_AT(run, device), "auto", {"auto", "cpu", "cuda"},
+             "Where to compute: auto = cuda when a GPU is visible, else cpu."),
+      Int(VIT_AT(run, cpu_threads), "0", at_least(0),
+          "CPU threads per rank; 0 = the node's cores divided among its ranks."),
+      Int(VIT_AT(run, log_every), "10", at_least(1), "Steps between progress-bar refreshes."),
+      Bool(VIT_AT(run, progress), "true", "Show the progress bar on rank 0 (off for batch-job logs)."),
+
+      // --- data ----------------------------------------------------------
+      String(VIT_AT(data, path), "data/beans_224.h5",
+             "HDF5 file written by vit_data_prep (unused when benchmark.enabled)."),
+      Name(VIT_AT(data, train_split), "train", "HDF5 group trained on."),
+      Name(VIT_AT(data, eval_split), "validation", "HDF5 group evaluated every eval.every_epochs."),
+      Name(VIT_AT(data, test_split), "test", "HDF5 group evaluated once after training (eval.test_at_end)."),
+      Bool(VIT_AT(data, augment), "false",
+           "Random-resized crop (and flip, see hflip) of training images; for training from scratch."),
+      Float(VIT_AT(data, crop_scale_min), "0.35", open_closed(0, 1),
+            "Random-resized crop: smallest crop area, as a fraction of the image."),
+      Float(VIT_AT(data, crop_ratio_min), "0.75", above(0),
+            "Random-resized crop: smallest aspect ratio (width / height)."),
+      Float(VIT_AT(data, crop_ratio_max), "1.3333", above(0),
+            "Random-resized crop: largest aspect ratio; >= crop_ratio_min."),
+      Bool(VIT_AT(data, hflip), "true", "With augment: flip training images left-right, probability 0.5."),
+      Int(VIT_AT(data, prefetch), "2", at_least(1), "Batches the loader prepares ahead of the step."),
+      Int(VIT_AT(data, loader_threads), "2", at_least(1), "Threads per rank reading and decoding images."),
+      Bool(VIT_AT(data, drop_last), "true",
+           "Drop each epoch's last incomplete training batch (evaluation never drops)."),
+
+      // --- model ---------------------------------------------------------
+      Int(VIT_AT(model, image_size), "224", at_least(1),
+          "Image side in pixels (the HDF5 images must have this size)."),
+      Int(VIT_AT(model, patch_size), "16", at_least(1), "Patch side in pixels; divides image_size."),
+      Int(VIT_AT(model, channels), "3", at_least(1), "Image channels."),
+      Int(VIT_AT(model, hidden), "768", at_least(1), "Embedding width C."),
+      Int(VIT_AT(model, depth), "12", at_least(1), "Transformer blocks L."),
+      Int(VIT_AT(model, heads), "12", at_least(1), "Attention heads NH; divides hidden."),
+      Int(VIT_AT(model, mlp_dim), "3072", at_least(1), "Hidden width of each block's MLP."),
+      Int(VIT_AT(model, num_classes), "3", at_least(2),
+          "Classifier outputs; a pretrained head with another count is re-initialised."),
+      Float(VIT_AT(model, layernorm_eps), "1e-12", above(0), "LayerNorm epsilon."),
+      Float(VIT_AT(model, init_std), "0.02", above(0),
+            "Std of the normal init of weights (random init and re-initialised heads)."),
+      String(VIT_AT(model, pretrained), "",
+             "Folder with a Hugging Face model.safetensors + config.json to start from; empty = random init."),
+      Choice(VIT_AT(model, attention), "cudnn", {"cudnn", "cublas"},
+             "GPU attention: cuDNN fused SDPA, or cuBLAS batched GEMMs + softmax (fallback, cross-check)."),
+
+      // --- plugin --------------------------------------------------------
+      Choice(VIT_AT(plugin, name), "torch_ddp",
+             {"torch_ddp", "torch_ddp_fp16", "low_level_zero", "gemini", "hybrid_parallel"},
+             "Parallel strategy (DESIGN.md section 1)."),
+      Choice(VIT_AT(plugin, precision), "fp32", {"fp32", "bf16", "fp16"},
+             "Compute precision; master weights and optimizer states stay fp32. "
+             "torch_ddp: fp32 only; torch_ddp_fp16: bf16 or fp16."),
+      Bool(VIT_AT(plugin, tf32), "true", "Allow TF32 tensor cores for fp32 GEMMs (GPU)."),
+      Float(VIT_AT(plugin, initial_scale), "65536", above(0), "fp16: starting loss scale."),
+      Float(VIT_AT(plugin, growth_factor), "2.0", above(1),
+            "fp16: scale multiplier after growth_interval steps without overflow."),
+      Float(VIT_AT(plugin, backoff_factor), "0.5", open_open(0, 1), "fp16: scale multiplier on overflow."),
+      Int(VIT_AT(plugin, growth_interval), "1000", at_least(1),
+          "fp16: overflow-free steps before the scale grows."),
+      Int(VIT_AT(plugin, hysteresis), "2", at_least(1), "fp16: overflows tolerated before the scale backs off."),
+      Float(VIT_AT(plugin, min_scale), "1.0", above(0), "fp16: smallest loss scale."),
+      Float(VIT_AT(plugin, max_scale), "4294967296", above(0), "fp16: largest loss scale (2^32)."),
+      Int(VIT_AT(plugin, bucket_mb), "25", at_least(1),
+          "Gradient bucket size in MiB for the data-parallel all-reduce / reduce-scatter."),
+      Bool(VIT_AT(plugin, overlap_comm), "true",
+           "Start each bucket's collective during backward, as soon as its gradients are ready."),
+      Int(VIT_AT(plugin, stage), "2", closed(1, 2),
+          "low_level_zero: 1 = shard optimizer states, 2 = gradients too."),
+      Int(VIT_AT(plugin, zero_stage), "0", closed(0, 1),
+          "hybrid_parallel: 1 = ZeRO-1 inside the data-parallel group, 0 = off."),
+      Int(VIT_AT(plugin, tp_size), "1", at_least(1),
+          "hybrid_parallel: tensor-parallel ranks (Megatron 1-D); divides model.heads and model.mlp_dim."),
+      Int(VIT_AT(plugin, pp_size), "1", at_least(1),
+          "hybrid_parallel: pipeline stages, each holding model.depth / pp_size blocks."),
+      Int(VIT_AT(plugin, num_microbatches), "1", at_least(1),
+          "hybrid_parallel with pp_size > 1: micro-batches per step (1F1B); divides train.batch_size."),
+      Int(VIT_AT(plugin, chunk_size_mb), "32", at_least(1), "gemini: parameter chunk size in MiB."),
+      Float(VIT_AT(plugin, offload_optim_frac), "0.0", closed(0, 1),
+            "gemini: fraction of optimizer states kept in pinned CPU memory (updated by CPU Adam)."),
+      Float(VIT_AT(plugin, offload_param_frac), "0.0", closed(0, 1),
+            "gemini: fraction of parameter chunks kept in pinned CPU memory."),
+
+      // --- train ---------------------------------------------------------
+      Int(VIT_AT(train, epochs), "3", at_least(0), "Passes over the training split."),
+      Int(VIT_AT(train, steps), "0", at_least(0),
+          "0 = run by epochs; > 0 stops after this many optimizer steps."),
+      Int(VIT_AT(train, batch_size), "16", at_least(1),
+          "Images per forward/backward on each data-parallel rank; an optimizer step sees "
+          "batch_size x grad_accum x (data-parallel size) images."),
+      Int(VIT_AT(train, grad_accum), "1", at_least(1), "Forward/backward passes accumulated per optimizer step."),
+      Float(VIT_AT(train, lr), "2e-4", above(0), "Peak learning rate (before lr_scale_with_world)."),
+      Bool(VIT_AT(train, lr_scale_with_world), "true",
+           "Multiply lr by the data-parallel size, as the original example does."),
+      Float(VIT_AT(train, weight_decay), "0.05", at_least(0), "AdamW decoupled weight decay, on all parameters."),
+      Float(VIT_AT(train, beta1), "0.9", closed_open(0, 1), "AdamW first-moment decay."),
+      Float(VIT_AT(train, beta2), "0.999", closed_open(0, 1), "AdamW second-moment decay."),
+      Float(VIT_AT(train, eps), "1e-8", above(0), "AdamW epsilon."),
+      Float(VIT_AT(train, warmup_ratio), "0.3", closed(0, 1),
+            "Fraction of all optimizer steps spent in linear warmup from 0."),
+      Choice(VIT_AT(train, schedule), "cosine", {"cosine", "linear", "constant"},
+             "Learning rate after warmup: cosine or linear decay to 0, or constant."),
+      Float(VIT_AT(train, grad_clip), "0.0", at_least(0), "Clip the global gradient norm to this; 0 = off."),
+      Bool(VIT_AT(train, recompute), "false",
+           "Recompute block activations during backward instead of storing them (less memory)."),
+
+      // --- eval ----------------------------------------------------------
+      Bool(VIT_AT(eval, enabled), "true", "Evaluate loss and accuracy on data.eval_split during training."),
+      Int(VIT_AT(eval, every_epochs), "1", at_least(1), "Epochs between evaluations."),
+      Int(VIT_AT(eval, batch_size), "32", at_least(1), "Images per data-parallel rank per evaluation step."),
+      Bool(VIT_AT(eval, test_at_end), "true", "Evaluate data.test_split once after training."),
+
+      // --- benchmark -----------------------------------------------------
+      Bool(VIT_AT(benchmark, enabled), "false",
+           "Synthetic images, no evaluation: measure throughput and peak memory instead of training."),
+      Int(VIT_AT(benchmark, warmup_steps), "5", at_least(0), "Steps run before timing starts (not measured)."),
+      Int(VIT_AT(benchmark, steps), "20", at_least(1), "Measured steps."),
+
+      // --- checkpoint ----------------------------------------------------
+      String(VIT_AT(checkpoint, dir), "", "Folder for checkpoints (save and resume); empty = none."),
+      Int(VIT_AT(checkpoint, every_epochs), "0", at_least(0),
+          "Save every N epochs; 0 = only at the end of training (needs dir)."),
+      String(VIT_AT(checkpoint, export_hf), "",
+             "Folder to write a Hugging Face model.safetensors + config.json after training; empty = none."),
+      Bool(VIT_AT(checkpoint, resume), "false", "Resume from the latest checkpoint in dir (needs dir)."),
+  };
+}
+
+#undef VIT_AT
+
+}  // namespace
+
+const std::vector<FieldInfo>& spec_schema() {
+  static const std::vector<FieldInfo> schema = build_schema();
+  return schema;
+}
+
+const std::vector<std::string>& spec_sections() {
+  static const std::vector<std::string> sections = [] {
+    std::vector<std::string> out;
+    for (const FieldInfo& f : spec_schema()) {
+      if (out.empty() || out.back() != f.section()) out.push_back(f.section());
+    }
+    return out;
+  }();
+  return sections;
+}
+
+}  // namespace vit

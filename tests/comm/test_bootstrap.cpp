@@ -30,6 +30,17 @@ BOOST_AUTO_TEST_CASE(world_info_on_one_node) {
   BOOST_TEST(std::string(root) == info.hostname);
 }
 
+BOOST_AUTO_TEST_CASE(mpi_session_leaves_an_initialised_mpi_alone) {
+  // mpi_main.h already called MPI_Init: a session must neither re-init nor finalize.
+  { vit::comm::MpiSession session(nullptr, nullptr); }
+  int finalized = 1;
+  MPI_Finalized(&finalized);
+  BOOST_TEST(finalized == 0);
+  int size = 0;
+  BOOST_TEST(MPI_Comm_size(MPI_COMM_WORLD, &size) == MPI_SUCCESS);
+  BOOST_TEST(size == vit_mpi_size());
+}
+
 BOOST_AUTO_TEST_CASE(device_choice) {
   WorldInfo info = query_world();
   choose_device(info, "cpu");

@@ -42,7 +42,18 @@ int as_mpi_count(size_t n, const char* what) {
   return static_cast<int>(n);
 }
 
+// Data movement only: each element travels as an opaque unit of its size.
+MPI_Datatype movement_type(DType dtype) {
+  switch (dtype_size(dtype)) {
+    case 4: return MPI_UINT32_T;
+    case 2: return MPI_UINT16_T;
+    default: return MPI_UINT8_T;
+  }
+}
+
 void widen(const void* src, DType dtype, float* dst, size_t n) {
+  VIT_CHECK(dtype == DType::BF16 || dtype == DType::F16, "reductions take fp32, bf16 or fp16, not ",
+            dtype_name(dtype));
   if (dtype == DType::BF16) {
     const bf16_t* s = static_cast<const bf16_t*>(src);
     for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
@@ -53,6 +64,8 @@ void widen(const void* src, DType dtype, float* dst, size_t n) {
 }
 
 void narrow(const float* src, DType dtype, void* dst, size_t n) {
+  VIT_CHECK(dtype == DType::BF16 || dtype == DType::F16, "reductions take fp32, bf16 or fp16, not ",
+            dtype_name(dtype));
   if (dtype == DType::BF16) {
     bf16_t* d = static_cast<bf16_t*>(dst);
     for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
@@ -217,7 +230,7 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t send_count
                                  void* stream) {
   if (send_count == 0) return;
   const size_t es = dtype_size(dtype);
-  const MPI_Datatype type = dtype == DType::F32 ? MPI_FLOAT : MPI_UINT16_T;
+  const MPI_Datatype type = movement_type(dtype);
   const int n = as_mpi_count(send_count, "all_gather");
   const size_t total_bytes = send_count * static_cast<size_t>(size_) * es;
   const size_t own_offset = rank_ * send_count * es;

@@ -39,6 +39,8 @@ ncclDataType_t nccl_type(DType dtype) {
     case DType::F32: return ncclFloat32;
     case DType::BF16: return ncclBfloat16;
     case DType::F16: return ncclFloat16;
+    case DType::I32: return ncclInt32;
+    case DType::U8: return ncclUint8;
   }
   VIT_THROW("no NCCL type for dtype ", static_cast<int>(dtype));
 }

@@ -102,6 +102,15 @@ std::string InputSet::describe(const ImageEntry& e) const {
 }
 
 InputManifest InputSet::scan(const std::vector<std::string>& splits, const std::vector<std::string>& classes) const {
+  try {
+    return scan_unchecked(splits, classes);
+  } catch (const fs::filesystem_error& e) {  // e.g. a folder without read permission
+    throw UserError(str_cat(e.path1().string(), ": cannot list: ", e.code().message()));
+  }
+}
+
+InputManifest InputSet::scan_unchecked(const std::vector<std::string>& splits,
+                                       const std::vector<std::string>& classes) const {
   VIT_USER_CHECK(!splits.empty(), "--splits is empty");
   std::map<std::string, ClassMap> found;  // split -> class -> images
   std::map<std::string, std::string> where;  // split -> how to name its folder in messages

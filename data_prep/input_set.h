@@ -60,6 +60,8 @@ class InputSet {
   std::string source() const;
 
  private:
+  InputManifest scan_unchecked(const std::vector<std::string>& splits, const std::vector<std::string>& classes) const;
+
   struct Archive {
     std::string path;
     struct zip* handle = nullptr;

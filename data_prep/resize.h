@@ -8,8 +8,12 @@
 // (downsampling in output space, which is the same triangle); we run it in
 // linear (not sRGB) space, as PIL does on the 8-bit values. One difference
 // remains at the borders: stb clamps (repeats the edge pixel) where PIL drops
-// the taps outside the image and renormalises, so the outermost ~in/out
-// input pixels are weighted a little differently.
+// the taps outside the image and renormalises, so the outermost output
+// pixels differ: on Beans 500 -> 224 (measured in double precision, 15
+// images) the 2-pixel border ring differs by 0 (82%), 1 (16%), up to 10
+// levels; the interior is identical. PIL also rounds to 8 bits between its
+// two passes and uses 22-bit fixed-point weights, which moves some interior
+// values by 1 level against this float32 path.
 #pragma once
 
 #include <cstdint>

@@ -87,21 +87,28 @@ void crop_resize_flip(const uint8_t* src, int S, const CropBox& box, uint8_t* ds
     }
     return;
   }
+  // Separable: first every crop row resampled horizontally (flip folded in)
+  // into float rows (h, S, 3), then each output row is one contiguous blend
+  // of two of them, a loop the compiler vectorises.
   const std::vector<Tap> tx = taps(S, box.x, box.w), ty = taps(S, box.y, box.h);
-  for (int oy = 0; oy < S; ++oy) {
-    const uint8_t* r0 = src + ty[oy].i0 * row;
-    const uint8_t* r1 = src + ty[oy].i1 * row;
-    const float fy = ty[oy].f;
-    uint8_t* d = dst + oy * row;
+  thread_local std::vector<float> rows;
+  const size_t row_values = static_cast<size_t>(S) * 3;
+  rows.resize(static_cast<size_t>(box.h) * row_values);
+  for (int ry = 0; ry < box.h; ++ry) {
+    const uint8_t* s = src + (box.y + ry) * row;
+    float* r = rows.data() + ry * row_values;
     for (int ox = 0; ox < S; ++ox) {
       const Tap& t = tx[ox];
-      const int dx = box.flip ? S - 1 - ox : ox;
-      for (int c = 0; c < 3; ++c) {
-        const float top = r0[3 * t.i0 + c] + t.f * (r0[3 * t.i1 + c] - r0[3 * t.i0 + c]);
-        const float bot = r1[3 * t.i0 + c] + t.f * (r1[3 * t.i1 + c] - r1[3 * t.i0 + c]);
-        d[3 * dx + c] = static_cast<uint8_t>(top + fy * (bot - top) + 0.5f);
-      }
+      float* d = r + 3 * (box.flip ? S - 1 - ox : ox);
+      for (int c = 0; c < 3; ++c) d[c] = s[3 * t.i0 + c] + t.f * (s[3 * t.i1 + c] - s[3 * t.i0 + c]);
     }
+  }
+  for (int oy = 0; oy < S; ++oy) {
+    const float* top = rows.data() + (ty[oy].i0 - box.y) * row_values;
+    const float* bot = rows.data() + (ty[oy].i1 - box.y) * row_values;
+    const float fy = ty[oy].f;
+    uint8_t* d = dst + oy * row;
+    for (size_t k = 0; k < row_values; ++k) d[k] = static_cast<uint8_t>(top[k] + fy * (bot[k] - top[k]) + 0.5f);
   }
 }
 

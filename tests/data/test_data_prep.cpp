@@ -52,7 +52,8 @@ void expect_refusal(const PrepOptions& o, const std::vector<std::string>& needle
 }
 
 // Compares every stored image with the reference resize of the source file.
-// Tolerance: at most 1 grey level per channel, on at most 2% of the values.
+// Tolerance: at most 1 grey level per channel, on at most 0.1% of the values
+// (measured: 0.006% at 224 px, 0.003% at 37 px).
 // stb_image_resize accumulates in float32 (relative error ~1e-6 of 255), so
 // it can only disagree with the double-precision reference on the rounding
 // of values within ~1e-3 of a .5 boundary; a real defect (wrong support,
@@ -60,6 +61,8 @@ void expect_refusal(const PrepOptions& o, const std::vector<std::string>& needle
 void check_pixels_against_reference(const std::string& h5, const fs::path& src_root, int S) {
   const Hdf5Dataset ds = Hdf5Dataset::open(h5);
   std::vector<uint8_t> got(static_cast<size_t>(S) * S * 3);
+  size_t values = 0, differing = 0;
+  int worst = 0;
   for (const auto& split : ds.info().splits) {
     for (int64_t i = 0; i < split.count; ++i) {
       int w = 0, h = 0;
@@ -73,11 +76,16 @@ void check_pixels_against_reference(const std::string& h5, const fs::path& src_r
         max_diff = std::max(max_diff, d);
         off_by_one += d != 0;
       }
+      values += got.size();
+      differing += off_by_one;
+      worst = std::max(worst, max_diff);
       BOOST_TEST_INFO(split.name << "[" << i << "] " << ds.file(split.name, i));
       BOOST_TEST(max_diff <= 1);
-      BOOST_TEST(off_by_one <= got.size() / 50);
+      BOOST_TEST(off_by_one <= got.size() / 1000);
     }
   }
+  BOOST_TEST_MESSAGE(S << " px: max |stored - reference| " << worst << ", values differing "
+                       << 100.0 * differing / values << "%");
 }
 
 }  // namespace

@@ -17,6 +17,9 @@
 // The result stays within ~2e-7 (absolute, times max(1, |x|)) of the exact
 // function (tests/kernels checks it against double-precision erf); NaN
 // propagates, so nonfinite checks downstream still see it.
+// The element loops are compiled for AVX-512, AVX2+FMA and baseline x86-64
+// (VIT_CPU_CLONES) and split over threads in chunks: ~0.5 ns an element on
+// one AVX-512 core against libm's ~12.
 #include "kernels/gelu.h"
 
 #include <algorithm>

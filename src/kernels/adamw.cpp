@@ -105,6 +105,7 @@ void adamw_update(const Context&, Tensor param, Tensor m, Tensor v, const Tensor
     case DType::F32: update(n, p, m.f32(), v.f32(), grad.f32(), param_lowp.as<float>(), k); break;
     case DType::BF16: update(n, p, m.f32(), v.f32(), grad.f32(), param_lowp.as<bf16_t>(), k); break;
     case DType::F16: update(n, p, m.f32(), v.f32(), grad.f32(), param_lowp.as<f16_t>(), k); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
 }
 

@@ -43,6 +43,7 @@ void convert_to(Dst* dst, const Tensor& src, int64_t n) {
     case DType::F32: convert(dst, src.as<const float>(), n); break;
     case DType::BF16: convert(dst, src.as<const bf16_t>(), n); break;
     case DType::F16: convert(dst, src.as<const f16_t>(), n); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
 }
 
@@ -68,6 +69,7 @@ void cast(const Context&, Tensor dst, const Tensor& src) {
     case DType::F32: convert_to(dst.as<float>(), src, n); break;
     case DType::BF16: convert_to(dst.as<bf16_t>(), src, n); break;
     case DType::F16: convert_to(dst.as<f16_t>(), src, n); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
 }
 
@@ -79,6 +81,7 @@ void fill(const Context&, Tensor x, float value) {
     case DType::F32: fill_with(x.as<float>(), n, value); break;
     case DType::BF16: fill_with(x.as<bf16_t>(), n, float_to_bf16(value)); break;
     case DType::F16: fill_with(x.as<f16_t>(), n, float_to_f16(value)); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
 }
 

@@ -93,6 +93,7 @@ void sum_squares(const Context&, Tensor out, const Tensor& x) {
     case DType::F32: s = sum_squares_of(x.as<const float>(), n); break;
     case DType::BF16: s = sum_squares_of(x.as<const bf16_t>(), n); break;
     case DType::F16: s = sum_squares_of(x.as<const f16_t>(), n); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
   out.f32()[0] += static_cast<float>(s);
 }
@@ -107,6 +108,7 @@ void nonfinite_flag(const Context&, Tensor flag, const Tensor& x) {
     case DType::F32: found = any_nonfinite(x.as<const uint32_t>(), n, uint32_t{0x7f800000u}); break;
     case DType::BF16: found = any_nonfinite(x.as<const uint16_t>(), n, uint16_t{0x7f80u}); break;
     case DType::F16: found = any_nonfinite(x.as<const uint16_t>(), n, uint16_t{0x7c00u}); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
   if (found) flag.f32()[0] = 1.0f;
 }
@@ -137,6 +139,7 @@ void scale_inplace(const Context&, Tensor x, float s) {
     case DType::F32: scale_elements(x.as<float>(), n, s); break;
     case DType::BF16: scale_elements(x.as<bf16_t>(), n, s); break;
     case DType::F16: scale_elements(x.as<f16_t>(), n, s); break;
+    default: VIT_THROW("not a floating-point dtype");
   }
 }
 

@@ -18,7 +18,7 @@
 #include "data/hdf5_util.h"
 #include "data/jpeg_codec.h"
 #include "data_prep/input_set.h"
-#include "data_prep/resize.h"
+#include "data/resize.h"
 
 namespace fs = std::filesystem;
 
@@ -273,7 +273,7 @@ PrepResult prepare_dataset(const PrepOptions& opts) {
             } else {
               dst = block_pixels.data() + j * image_bytes;
             }
-            resize_rgb_antialiased(w.decoded.data(), width, height, dst, S, S);
+            data::resize_rgb_antialiased(w.decoded.data(), width, height, dst, S, S);
             if (jpeg) {
               w.codec.encode_rgb(dst, S, S, fmt::kJpegQuality, &block_jpeg[j]);
               digests[b0 + j] = fmt::image_digest(e.label, block_jpeg[j].data(), block_jpeg[j].size());

@@ -1,6 +1,13 @@
 // vit_hpc: the training program. The command line lives in src/io/cli.cpp
 // (so tests run the same code); the experiment itself in src/train/.
+// `vit_hpc predict ...` is a single-process command of its own.
+#include <cstring>
+
 #include "io/cli.h"
+#include "train/predict.h"
 #include "train/run.h"
 
-int main(int argc, char** argv) { return vit::vit_cli_main(argc, argv, vit::run_experiment); }
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "predict") == 0) return vit::predict_main(argc - 1, argv + 1);
+  return vit::vit_cli_main(argc, argv, vit::run_experiment);
+}

@@ -34,6 +34,7 @@ struct Command {
 };
 const Command kCommands[] = {
     {"train", "train (or benchmark) the experiment SPEC describes; the default command"},
+    {"predict", "run a trained model over an HDF5 split or a folder of images (vit_hpc predict --help)"},
 };
 
 struct CommandLine {
@@ -94,6 +95,9 @@ CommandLine parse_command_line(int argc, char** argv) {
   if (argc > 1 && is_command(argv[1])) {
     cl.command = argv[1];
     first = 2;
+    // predict has its own options and runs without MPI: src/main.cpp sends it
+    // to train/predict.cpp before this parser is reached.
+    if (cl.command == "predict") throw UserError("predict is not handled by this program's command line");
   } else if (argc > 1 && looks_like_command(argv[1])) {
     std::string allowed;
     for (const Command& c : kCommands) allowed += std::string(c.name) + ", ";

@@ -1,5 +1,5 @@
 // stb_image_resize's implementation lives in this one translation unit.
-#include "data_prep/resize.h"
+#include "data/resize.h"
 
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
 #define STB_IMAGE_RESIZE_STATIC
@@ -16,7 +16,7 @@
 
 #include "core/error.h"
 
-namespace vit::data_prep {
+namespace vit::data {
 
 void resize_rgb_antialiased(const uint8_t* src, int w, int h, uint8_t* dst, int out_w, int out_h) {
   const int ok = stbir_resize_uint8_generic(src, w, h, w * 3, dst, out_w, out_h, out_w * 3, 3,
@@ -25,4 +25,4 @@ void resize_rgb_antialiased(const uint8_t* src, int w, int h, uint8_t* dst, int 
   VIT_CHECK(ok == 1, "stb resize ", w, "x", h, " -> ", out_w, "x", out_h, " failed (out of memory?)");
 }
 
-}  // namespace vit::data_prep
+}  // namespace vit::data

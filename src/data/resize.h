@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-namespace vit::data_prep {
+namespace vit::data {
 
 // src (h, w, 3) with row stride w*3 -> dst (out_h, out_w, 3).
 void resize_rgb_antialiased(const uint8_t* src, int w, int h, uint8_t* dst, int out_w, int out_h);

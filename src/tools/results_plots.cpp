@@ -73,7 +73,11 @@ void write_text(const fs::path& path, const std::string& text) {
 class PlotScript {
  public:
   PlotScript(fs::path tmp, PlotFormat format) : tmp_(std::move(tmp)), format_(format) {
+    // Names relative to the temporary folder: gnuplot copies plot commands
+    // into the SVG, and a random folder name there would break "same input,
+    // same bytes".
     script_ << "# Written by vit_results: every plot of one invocation.\n"
+            << "cd " << gnuplot_quote(tmp_.string()) << "\n"
             << "set datafile missing '?'\n"
             << "set style data linespoints\n"
             << "set grid\n";
@@ -89,7 +93,7 @@ class PlotScript {
     } else {
       script_ << "set terminal pngcairo size 800,480 noenhanced font 'sans,10' background rgb 'white'\n";
     }
-    script_ << "set output " << gnuplot_quote((tmp_ / file_name).string()) << "\n"
+    script_ << "set output " << gnuplot_quote(file_name) << "\n"
             << "set title " << gnuplot_quote(title) << "\n";
   }
   void line(const std::string& text) { script_ << text << "\n"; }
@@ -97,7 +101,7 @@ class PlotScript {
   std::string data(const std::string& name, const std::string& contents) {
     const fs::path p = tmp_ / name;
     write_text(p, contents);
-    return gnuplot_quote(p.string());
+    return gnuplot_quote(name);
   }
   void end() { script_ << "unset output\n"; }
 
@@ -174,8 +178,8 @@ void add_throughput_plot(PlotScript& ps, const BenchmarkTable& t) {
   ps.line("set ylabel 'images/s'\nset yrange [0:*]\nset style fill solid 0.7 border -1\nset boxwidth 0.6\n"
           "set xtics noenhanced rotate by -25\nunset key\nset grid noxtics ytics\nset offsets 0, 0, graph 0.1, 0");
   ps.line(str_cat("set xrange [-0.6:", number(static_cast<double>(t.columns.size()) - 0.4), "]"));
-  ps.line("plot " + file + " using 0:2:xtic(1) with boxes lc rgb '#4a78a8', '' using 0:2:(sprintf('%.1f', $2)) "
-          "with labels offset 0,0.8");
+  ps.line("plot " + file + " using 0:2:xtic(1) with boxes lc rgb '#4a78a8' notitle, '' using 0:2:(sprintf('%.1f', $2)) "
+          "with labels offset 0,0.8 notitle");
   ps.end();
 }
 

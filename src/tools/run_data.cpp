@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <ostream>
 #include <limits>
 #include <map>
 #include <set>
@@ -476,9 +477,16 @@ Run load_run(const fs::path& dir) {
   return run;
 }
 
-RunSet load_runs(const std::vector<fs::path>& paths) {
+RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now) {
   RunSet set;
+  size_t shown = 0;
+  const auto show_new_warnings = [&] {
+    for (; warnings_now != nullptr && shown < set.warnings.size(); ++shown) {
+      *warnings_now << "vit_results: warning: " << set.warnings[shown] << "\n";
+    }
+  };
   const std::vector<fs::path> dirs = find_run_folders(paths, set.warnings);
+  show_new_warnings();
   if (dirs.empty()) {
     std::string named;
     for (const auto& p : paths) named += str_cat(named.empty() ? "" : ", ", p.string());
@@ -501,6 +509,7 @@ RunSet load_runs(const std::vector<fs::path>& paths) {
         set.completed.push_back(std::move(run));
         break;
     }
+    show_new_warnings();
   }
   std::sort(set.completed.begin(), set.completed.end(), run_less);
   std::sort(set.failed.begin(), set.failed.end(), run_less);

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <vector>
@@ -111,7 +112,9 @@ std::vector<std::filesystem::path> find_run_folders(const std::vector<std::files
 Run load_run(const std::filesystem::path& dir);
 
 // find_run_folders + load_run for each, sorted and split by status. Throws
-// vit::UserError when no run folder is found at all.
-RunSet load_runs(const std::vector<std::filesystem::path>& paths);
+// vit::UserError when no run folder is found at all. Each warning is also
+// written to `warnings_now` (when given) the moment it arises, so that it is
+// seen even when a later run folder is refused.
+RunSet load_runs(const std::vector<std::filesystem::path>& paths, std::ostream* warnings_now = nullptr);
 
 }  // namespace vit::tools

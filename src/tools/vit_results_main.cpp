@@ -72,8 +72,7 @@ int run(int argc, char** argv) {
 
   try {
     const vit::tools::PlotFormat format = vit::tools::parse_plot_format(plot_format);
-    const vit::tools::RunSet runs = vit::tools::load_runs(paths);
-    for (const auto& w : runs.warnings) std::cerr << "vit_results: warning: " << w << "\n";
+    const vit::tools::RunSet runs = vit::tools::load_runs(paths, &std::cerr);
     const std::string markdown = vit::tools::render_markdown(runs);
 
     if (!plots.empty()) {

@@ -15,6 +15,8 @@
 #   VIT_SRUN_MPI     the srun MPI plugin (default: pmix; "srun --mpi=list" shows them)
 #   VIT_PLOTS        1 (default): the summary step also draws plots under
 #                    $VIT_RESULTS_DIR/plots/<summary name>/; 0: tables only
+#   VIT_RUN_NAME     run name of the demo and multinode jobs (default: <kind>_<job id>)
+#   VIT_BENCH_*      the benchmark grid: see vit_benchmark_cell below
 # Resources (nodes, tasks per node, GPUs, time, partition) are sbatch options:
 #   sbatch --partition=gpu --time=02:00:00 --nodes=2 jobs/multinode.sbatch
 

@@ -247,6 +247,7 @@ demo_md=$tmp/results/cpu_demo_$demo_id.md
 [ -s "$demo_md" ] || fail "$demo_md missing: the demo job wrote no summary"
 check_tables_are_rectangular "$demo_md"
 grep -q "^### cpu_demo_$demo_id\$" "$demo_md" || fail "$demo_md: no section for run cpu_demo_$demo_id"
+grep -q "^- layout: $ranks ranks = 1 node x $ranks, " "$demo_md" || fail "$demo_md: layout is not $ranks ranks on 1 node"
 grep -Eq '^\| \| epoch 1 \|' "$demo_md" || fail "$demo_md: no table with a column per epoch"
 for row in "it/s" "average training loss" "validation accuracy"; do
   grep -Eq "^\\| $row( \\| [0-9]+\\.[0-9]+)+ \\|\$" "$demo_md" || fail "$demo_md: no row '$row' of numbers"

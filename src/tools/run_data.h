@@ -1,0 +1,120 @@
+// Run folders as vit_results sees them: discovery and loading.
+//
+// A run folder is what the trainer and the benchmark write (docs/metrics.md):
+// manifest.json plus one rank_<r>.jsonl per rank. This part finds run folders
+// among the paths the user names, reads them, and checks that they agree with
+// themselves: every rank file present for the world size, no stray rank file,
+// every line a JSON object with the fields the tables need, benchmark lines
+// that agree across ranks. Anything else is a vit::UserError whose message
+// names the file (and the line, for JSON), so the user knows what to fix.
+//
+// What is kept is only what the tables and plots show; the rest of each line
+// is parsed (so a malformed line is refused) and dropped. Runs whose manifest
+// says "running" are skipped with a warning (their files are still being
+// written); "failed" runs keep only their manifest, since their rank files may
+// stop anywhere, and are listed apart from the tables.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vit::tools {
+
+struct WorldLayout {
+  int size = 0;
+  int dp = 0, tp = 0, pp = 0;
+  int nodes = 0;
+  int ranks_per_node = 0;
+  std::string device;        // "cpu" or "cuda"
+  std::string communicator;  // "nccl" or "mpi"
+};
+
+// One "type":"epoch" line of rank 0.
+struct EpochRecord {
+  int epoch = 0;
+  int64_t steps = 0;
+  double avg_loss = 0, it_per_s = 0, images_per_s = 0, time = 0;
+};
+
+// One "type":"eval" line of rank 0.
+struct EvalRecord {
+  std::string split;  // "validation" or "test"
+  int epoch = 0;
+  double loss = 0, accuracy = 0;
+  int64_t count = 0;
+};
+
+// The loss of one optimizer step, from rank 0 (the loss is global already).
+struct StepLoss {
+  int64_t step = 0;
+  double loss = 0;
+};
+
+// The "type":"benchmark" line: global figures from rank 0, memory over ranks.
+struct BenchmarkRecord {
+  int64_t batch_size = 0;    // per data-parallel rank
+  int64_t global_batch = 0;  // images per step, each global batch once
+  int64_t warmup_steps = 0, steps = 0;
+  double images_per_s = 0, it_per_s = 0;
+  double step_time_median = 0;  // seconds
+  int64_t max_peak_mem = 0;     // bytes, largest peak_mem over all ranks
+};
+
+enum class RunStatus { running, completed, failed };
+
+struct Run {
+  std::filesystem::path dir;
+  std::string name;  // manifest "run"
+  std::string mode;  // "train" or "benchmark"
+  RunStatus status = RunStatus::running;
+  std::string error;  // manifest "error" of a failed run
+  WorldLayout world;
+  std::string plugin, precision;
+  int64_t global_batch = 0;
+  std::string host, cpu, gpu_name;  // gpu_name empty on CPU runs
+  int64_t gpu_memory_bytes = 0;
+  std::string git_revision, start_time, end_time;
+
+  // Training runs (completed only).
+  std::vector<EpochRecord> epochs;      // epochs 1..E in order
+  std::vector<EvalRecord> validation;   // one per epoch that had one, by epoch
+  std::optional<EvalRecord> test;       // the last test evaluation
+  std::vector<StepLoss> step_losses;    // rank 0, in step order
+  int64_t max_step_peak_mem = 0;        // over every step line of every rank
+
+  // Benchmark runs (completed only).
+  std::optional<BenchmarkRecord> benchmark;
+};
+
+// Every run named on the command line, sorted by (name, folder): completed
+// runs for the tables, failed runs for their own list. Runs still in progress
+// are left out; each left-out run adds a line to `warnings`.
+struct RunSet {
+  std::vector<Run> completed;
+  std::vector<Run> failed;
+  std::vector<std::string> warnings;
+};
+
+// Resolves the user's paths into run folders: a folder holding manifest.json
+// is a run; any other folder contributes its immediate subfolders that hold
+// manifest.json. A subfolder with rank files but no manifest is refused (a run
+// that lost its manifest); a named path that is a plain file, or a folder with
+// no run in it, is left out with a warning. Returns the folders sorted, each
+// once.
+std::vector<std::filesystem::path> find_run_folders(const std::vector<std::filesystem::path>& paths,
+                                                    std::vector<std::string>& warnings);
+
+// Reads one run folder. Throws vit::UserError naming the file at fault.
+Run load_run(const std::filesystem::path& dir);
+
+// find_run_folders + load_run for each, sorted and split by status. Throws
+// vit::UserError when no run folder is found at all. Each warning is also
+// written to `warnings_now` (when given) the moment it arises, so that it is
+// seen even when a later run folder is refused.
+RunSet load_runs(const std::vector<std::filesystem::path>& paths, std::ostream* warnings_now = nullptr);
+
+}  // namespace vit::tools

@@ -28,7 +28,7 @@ fi
 src=$(cd "$1" && pwd)
 build=$(cd "$2" && pwd)
 job_timeout=${VIT_SLURM_TEST_TIMEOUT:-360}
-bench_plugins=(torch_ddp low_level_zero)
+bench_plugins=(torch_ddp)  # the plugins this build offers on CPU
 bench_sizes=(4 8)
 ranks=2  # --ntasks-per-node of jobs/cpu/*.sbatch
 
@@ -195,8 +195,11 @@ cells=$((${#bench_plugins[@]} * ${#bench_sizes[@]}))
 cd "$src"
 start=$SECONDS
 demo_rc=0 bench_rc=0
+# The demo reads the Beans file the ctest fixture prepared, for 2 epochs.
+data=$build/test_data/beans_64.h5
+[ -f "$data" ] || fail "$data missing: the prepare_beans_64 test makes it (run the whole ctest suite)"
 timeout "$job_timeout" sbatch --wait --parsable --output="$tmp/jobs/%x-%j.out" \
-  jobs/cpu/demo.sbatch > "$tmp/demo.id" &
+  jobs/cpu/demo.sbatch --set data.path="$data" --set train.epochs=2 > "$tmp/demo.id" &
 demo_wait=$!
 timeout "$job_timeout" sbatch --wait --parsable --array=0-$((cells - 1)) --output="$tmp/jobs/%x-%A_%a.out" \
   jobs/cpu/benchmark.sbatch > "$tmp/bench.id" &

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The benchmark grid: every plugin this build offers x batch sizes (8 and 32
+# per data-parallel rank, as the original example), one run folder each under
+# results/<grid>/, then the aggregated markdown tables (results/<grid>/summary.md).
+#
+#   bash run_benchmark.sh                          GPU: ViT-B/16 (configs/benchmark.yaml) on every GPU
+#                                                  no GPU: the small CPU model on 2 ranks
+#   bash run_benchmark.sh --batch-sizes "8 32 64 256" --np 1 --steps 50
+#   bash run_benchmark.sh --plugins torch_ddp_fp16 --precision fp16
+#
+# Options: --batch-sizes "A B ..."  --plugins "P Q ..."  --np N  --steps N  --warmup N
+#          --precision bf16|fp16 (of torch_ddp_fp16)  --name GRID  --no-build
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+batch_sizes="8 32"
+plugins=""
+np=""
+steps=""
+warmup=""
+precision=bf16
+name="bench_$(date +%Y%m%d_%H%M%S)"
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --batch-sizes) batch_sizes=$2; shift 2 ;;
+    --plugins) plugins=$2; shift 2 ;;
+    --np) np=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --precision) precision=$2; shift 2 ;;
+    --name) name=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+[ "$build" -eq 1 ] && bash run_tests.sh --build-only
+BUILD_DIR=${BUILD_DIR:-build}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+gpus=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  gpus=$(nvidia-smi -L | wc -l)
+fi
+if [ "$gpus" -gt 0 ]; then
+  config=configs/benchmark.yaml
+  device=cuda
+  np=${np:-$gpus}
+  plugins=${plugins:-"torch_ddp torch_ddp_fp16"}
+  extra=()
+else
+  # No GPU: the small CPU model of the quickstart, synthetic images.
+  config=configs/quickstart.yaml
+  device=cpu
+  np=${np:-2}
+  plugins=${plugins:-"torch_ddp"}
+  steps=${steps:-5}
+  warmup=${warmup:-2}
+  extra=(--set run.cpu_threads=1)
+fi
+
+out=results/$name
+mkdir -p "$out"
+echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
+for plugin in $plugins; do
+  prec=fp32
+  [ "$plugin" = torch_ddp_fp16 ] && prec=$precision
+  for bs in $batch_sizes; do
+    args=(--set benchmark.enabled=true --set run.device="$device" --set plugin.name="$plugin"
+          --set plugin.precision="$prec" --set train.batch_size="$bs" --set run.output_dir="$out"
+          --set run.name="${plugin}_bs${bs}" --set run.progress=false)
+    [ -n "$steps" ] && args+=(--set benchmark.steps="$steps")
+    [ -n "$warmup" ] && args+=(--set benchmark.warmup_steps="$warmup")
+    mpirun --bind-to none -np "$np" "$BUILD_DIR/vit_hpc" "$config" "${args[@]}" "${extra[@]}"
+  done
+done
+"$BUILD_DIR/vit_results" --output "$out/summary.md" "$out"
+echo
+cat "$out/summary.md"

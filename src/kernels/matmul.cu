@@ -98,6 +98,35 @@ struct LtCall {
   float beta = 0.0f;
 };
 
+// D (m, n; column-major, leading dimension ldc) += bias (m) on every column.
+template <typename T>
+__global__ void add_bias_columns_kernel(T* __restrict__ D, const T* __restrict__ bias, int64_t m, int64_t n,
+                                        int64_t ldc) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < m * n; idx += stride) {
+    const int64_t i = idx % m, j = idx / m;
+    D[j * ldc + i] = from_f<T>(to_f(D[j * ldc + i]) + to_f(bias[i]));
+  }
+}
+
+// When cuBLASLt offers no algorithm (seen for shapes whose leading dimensions
+// break its alignment rules, e.g. a 3-class head in 16-bit): plain
+// cublasGemmEx, which takes any shape, plus a bias kernel.
+void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t compute) {
+  const float alpha = 1.0f;
+  VIT_CUBLAS_CHECK(cublasGemmEx(h.blas, c.transa ? CUBLAS_OP_T : CUBLAS_OP_N, c.transb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                static_cast<int>(c.m), static_cast<int>(c.n), static_cast<int>(c.k), &alpha, c.A,
+                                cuda_type(c.ab), static_cast<int>(c.lda), c.B, cuda_type(c.ab),
+                                static_cast<int>(c.ldb), &c.beta, c.D, cuda_type(c.cd), static_cast<int>(c.ldc),
+                                compute, CUBLAS_GEMM_DEFAULT));
+  if (c.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+    VIT_DTYPE_SWITCH(c.cd, T,
+                     add_bias_columns_kernel<T><<<grid_for(c.m * c.n, 256, h.num_sms), 256, 0, h.stream>>>(
+                         static_cast<T*>(c.D), static_cast<const T*>(c.bias), c.m, c.n, c.ldc));
+    VIT_CUDA_CHECK_LAUNCH();
+  }
+}
+
 // Returns false when cuBLASLt has no algorithm for this call (only asked
 // with a fused epilogue; the caller falls back).
 bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
@@ -169,10 +198,9 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
     plan = &it->second;
   }
   if (!plan->has_algo) {
-    VIT_CHECK(c.epilogue != CUBLASLT_EPILOGUE_DEFAULT && c.epilogue != CUBLASLT_EPILOGUE_BIAS,
-              "cuBLASLt found no algorithm for a ", c.m, "x", c.n, "x", c.k, " GEMM (", dtype_name(c.ab), " -> ",
-              dtype_name(c.cd), ")");
-    return false;
+    if (c.epilogue == CUBLASLT_EPILOGUE_BGRADB) return false;  // the caller sums the bias gradient itself
+    gemm_ex_fallback(h, c, compute);
+    return true;
   }
   if (c.bias) {
     VIT_CUBLAS_CHECK(

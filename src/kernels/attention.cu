@@ -34,6 +34,8 @@
 // column-major (HS, T) matrix with leading dimension ld; each GEMM below says
 // which operand is transposed in those terms.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -60,10 +62,15 @@ struct SdpaKeyHash {
     return h;
   }
 };
+// How the backward graph is expressed (see build_sdpa_backward).
+enum class SdpaGraph { Forward, BackwardComposite, BackwardCompositeAccum, BackwardUnified };
+
 struct SdpaPlan {
   std::vector<cudnnBackendDescriptor_t> owned;  // every descriptor made for this plan
   cudnnBackendDescriptor_t plan = nullptr;
-  int64_t workspace_bytes = 0;
+  int64_t workspace_bytes = 0;  // the engine's workspace
+  int64_t accum_bytes = 0;      // fp32 dQ accumulator (BackwardCompositeAccum), zeroed before each run
+  SdpaGraph graph = SdpaGraph::Forward;
 };
 struct SdpaPlanCache {
   std::mutex mu;
@@ -84,7 +91,7 @@ namespace {
 using namespace cuda_detail;
 
 // Tensor UIDs of the SDPA graphs.
-enum : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kdO, kdQ, kdK, kdV };
+enum : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kdO, kdQ, kdK, kdV, kOne, kdQAccum };
 
 class DescriptorSet {
  public:
@@ -120,9 +127,252 @@ void set_desc(cudnnBackendDescriptor_t op, cudnnBackendAttributeName_t name, cud
   VIT_CUDNN_CHECK(cudnnBackendSetAttribute(op, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &value));
 }
 
-// Builds graph -> heuristics -> the first execution plan that finalizes.
-SdpaPlan build_sdpa_plan(GpuHandles& h, const SdpaKey& key) {
-  SdpaPlan p;
+// Operation graph -> heuristics -> the first execution plan that finalizes.
+// Returns false (with cuDNN's reasons appended) when no engine takes it.
+bool plan_graph(GpuHandles& h, DescriptorSet& ds, const std::vector<cudnnBackendDescriptor_t>& ops, SdpaPlan& p,
+                std::string& reasons) {
+  cudnnBackendDescriptor_t graph = ds.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h.cudnn));
+  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                           static_cast<int64_t>(ops.size()), ops.data()));
+  cudnnStatus_t st = cudnnBackendFinalize(graph);
+  if (st != CUDNN_STATUS_SUCCESS) {
+    char msg[256] = {0};
+    cudnnGetLastErrorString(msg, sizeof(msg));
+    reasons += str_cat(" [graph: ", cudnnGetErrorString(st), " ", msg, "]");
+    return false;
+  }
+  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    cudnnBackendDescriptor_t heur = ds.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
+    if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) continue;
+    int64_t count = 0;
+    VIT_CUDNN_CHECK(
+        cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+    if (count <= 0) continue;
+    std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
+    for (auto& c : cfgs) c = ds.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    int64_t got = 0;
+    VIT_CUDNN_CHECK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                             count, &got, cfgs.data()));
+    for (int64_t i = 0; i < got; ++i) {
+      cudnnBackendDescriptor_t plan = ds.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      VIT_CUDNN_CHECK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h.cudnn));
+      VIT_CUDNN_CHECK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
+      st = cudnnBackendFinalize(plan);
+      if (st != CUDNN_STATUS_SUCCESS) {
+        char msg[256] = {0};
+        cudnnGetLastErrorString(msg, sizeof(msg));
+        reasons += str_cat(" [config ", i, ": ", cudnnGetErrorString(st), " ", msg, "]");
+        continue;
+      }
+      int64_t n = 0;
+      VIT_CUDNN_CHECK(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                               &n, &p.workspace_bytes));
+      p.plan = plan;
+      return true;
+    }
+  }
+  reasons += " [no engine configuration]";
+  return false;
+}
+
+// Small builders for the backend's generic operations.
+class OpBuilder {
+ public:
+  OpBuilder(DescriptorSet& ds, std::vector<cudnnBackendDescriptor_t>& ops) : ds_(ds), ops_(ops) {}
+
+  // An intermediate tensor that never reaches memory (fused inside the engine).
+  cudnnBackendDescriptor_t virt(std::vector<int64_t> dims, std::vector<int64_t> strides,
+                                cudnnDataType_t dt = CUDNN_DATA_FLOAT) {
+    cudnnBackendDescriptor_t d = ds_.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const int64_t uid = next_uid_++, alignment = 16;
+    const bool yes = true;
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data()));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data()));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &yes));
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(d));
+    return d;
+  }
+  // y = x (op) b, or y = op(x) when b is null; math in fp32.
+  void pointwise(cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                 cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t pw = ds_.make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(pw));
+    cudnnBackendDescriptor_t op = ds_.make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    set_desc(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw);
+    set_desc(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
+    if (b) set_desc(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
+    set_desc(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(op));
+    ops_.push_back(op);
+  }
+  void reduce_add(cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t rd = ds_.make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    const cudnnReduceTensorOp_t mode = CUDNN_REDUCE_TENSOR_ADD;
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    VIT_CUDNN_CHECK(
+        cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(rd));
+    cudnnBackendDescriptor_t op = ds_.make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    set_desc(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, rd);
+    set_desc(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x);
+    set_desc(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y);
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(op));
+    ops_.push_back(op);
+  }
+  // c = a @ b over the last two dimensions, fp32 accumulation.
+  void matmul(cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
+    cudnnBackendDescriptor_t mm = ds_.make(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(mm));
+    cudnnBackendDescriptor_t op = ds_.make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, a);
+    set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b);
+    set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c);
+    set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, mm);
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(op));
+    ops_.push_back(op);
+  }
+  // y: the same data as x under other dims/strides (a transpose, in effect).
+  void reshape(cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t op = ds_.make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    set_desc(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x);
+    set_desc(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y);
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(op));
+    ops_.push_back(op);
+  }
+
+ private:
+  DescriptorSet& ds_;
+  std::vector<cudnnBackendDescriptor_t>& ops_;
+  int64_t next_uid_ = 1000;
+};
+
+// The backward pass as the graph of generic operations that cuDNN's fused
+// flash-attention backward engine recognises (the form NVIDIA's own
+// frontend emits; on Hopper the single SDPA_BWD operation has no engine):
+//   softmax_sum = rowsum(dO * O)                      (b, h, sq, 1)
+//   P   = exp(scale * Q K^T - stats)                  recomputed, never stored
+//   dV  = P^T dO
+//   dS  = P * (dO V^T - softmax_sum) * scale
+//   dK  = dS^T Q,   dQ = dS K
+// K and V enter transposed (KT, VT: the last two dims and strides swapped),
+// as the engine expects. Without an fp32 dQ accumulator tensor the engine
+// takes its deterministic path (a dP workspace, no atomics); with one
+// (accum = true) dQ is summed in fp32 with atomics and then converted.
+void build_sdpa_backward_composite(GpuHandles& h, const SdpaKey& key, bool accum, bool k_view_fp32, SdpaPlan& p,
+                                   std::string& reasons) {
+  DescriptorSet ds(p.owned);
+  std::vector<cudnnBackendDescriptor_t> ops;
+  OpBuilder g(ds, ops);
+  const int64_t B = key.B, T = key.T, NH = key.NH, HS = key.HS, C = NH * HS;
+  const cudnnDataType_t dt =
+      static_cast<DType>(key.dtype) == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+  const int64_t qdims[4] = {B, NH, T, HS}, qstr[4] = {T * 3 * C, HS, 3 * C, 1};
+  const int64_t tdims[4] = {B, NH, HS, T}, tstr[4] = {T * 3 * C, HS, 1, 3 * C};  // KT, VT inside qkv
+  const int64_t odims[4] = {B, NH, T, HS}, ostr[4] = {T * C, HS, C, 1};
+  const int64_t sdims[4] = {B, NH, T, 1}, sstr[4] = {NH * T, T, 1, 1};
+  const int64_t one[4] = {1, 1, 1, 1};
+  cudnnBackendDescriptor_t Q = ds.tensor(kQ, dt, qdims, qstr);
+  cudnnBackendDescriptor_t KT = ds.tensor(kK, dt, tdims, tstr);
+  cudnnBackendDescriptor_t VT = ds.tensor(kV, dt, tdims, tstr);
+  cudnnBackendDescriptor_t O = ds.tensor(kO, dt, odims, ostr);
+  cudnnBackendDescriptor_t dO = ds.tensor(kdO, dt, odims, ostr);
+  cudnnBackendDescriptor_t stats = ds.tensor(kStats, CUDNN_DATA_FLOAT, sdims, sstr);
+  cudnnBackendDescriptor_t scale = ds.tensor(kScale, CUDNN_DATA_FLOAT, one, one, true);
+  cudnnBackendDescriptor_t unit = ds.tensor(kOne, CUDNN_DATA_FLOAT, one, one, true);
+  cudnnBackendDescriptor_t dQ = ds.tensor(kdQ, dt, qdims, qstr);
+  cudnnBackendDescriptor_t dK = ds.tensor(kdK, dt, qdims, qstr);
+  cudnnBackendDescriptor_t dV = ds.tensor(kdV, dt, qdims, qstr);
+
+  const std::vector<int64_t> tt_dims{B, NH, T, T}, tt_str{NH * T * T, T * T, T, 1};
+  const std::vector<int64_t> ttT_dims{B, NH, T, T}, ttT_str{NH * T * T, T * T, 1, T};  // transposed view
+
+  // softmax_sum = rowsum(dO * O) * 1
+  cudnnBackendDescriptor_t dOO = g.virt({B, NH, T, HS}, {NH * T * HS, T * HS, NH * HS, 1});
+  g.pointwise(CUDNN_POINTWISE_MUL, dO, O, dOO);
+  cudnnBackendDescriptor_t rowsum = g.virt({B, NH, T, 1}, {NH * T, T, 1, 1});
+  g.reduce_add(dOO, rowsum);
+  cudnnBackendDescriptor_t softmax_sum = g.virt({B, NH, T, 1}, {NH * T, T, 1, 1});
+  g.pointwise(CUDNN_POINTWISE_MUL, rowsum, unit, softmax_sum);
+
+  // P = exp(scale * Q KT - stats)
+  cudnnBackendDescriptor_t S = g.virt(tt_dims, tt_str);
+  g.matmul(Q, KT, S);
+  cudnnBackendDescriptor_t S_scaled = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_MUL, S, scale, S_scaled);
+  cudnnBackendDescriptor_t S_shift = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_SUB, S_scaled, stats, S_shift);
+  cudnnBackendDescriptor_t P = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_EXP, S_shift, nullptr, P);
+
+  // dV = P^T dO
+  cudnnBackendDescriptor_t PT = g.virt(ttT_dims, ttT_str, dt);
+  g.reshape(P, PT);
+  g.matmul(PT, dO, dV);
+
+  // dS = (dO VT * 1 - softmax_sum) * P * scale
+  cudnnBackendDescriptor_t dP = g.virt(tt_dims, tt_str);
+  g.matmul(dO, VT, dP);
+  cudnnBackendDescriptor_t dP1 = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_MUL, dP, unit, dP1);
+  cudnnBackendDescriptor_t dP2 = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_SUB, dP1, softmax_sum, dP2);
+  cudnnBackendDescriptor_t dS0 = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_MUL, dP2, P, dS0);
+  cudnnBackendDescriptor_t dS = g.virt(tt_dims, tt_str);
+  g.pointwise(CUDNN_POINTWISE_MUL, dS0, scale, dS);
+
+  // dK = dS^T Q
+  cudnnBackendDescriptor_t dST = g.virt(ttT_dims, ttT_str, dt);
+  g.reshape(dS, dST);
+  g.matmul(dST, Q, dK);
+
+  // dQ = dS K   (K: KT viewed back in its own layout)
+  cudnnBackendDescriptor_t K =
+      g.virt({B, NH, T, HS}, {T * 3 * C, HS, 3 * C, 1}, k_view_fp32 ? CUDNN_DATA_FLOAT : dt);
+  g.reshape(KT, K);
+  if (!accum) {
+    g.matmul(dS, K, dQ);
+  } else {
+    cudnnBackendDescriptor_t acc = ds.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const int64_t uid = kdQAccum, alignment = 16;
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    const cudnnBackendTensorReordering_t reorder = CUDNN_TENSOR_REORDERING_F16x16;
+    const int64_t adims[4] = {B, NH, T, HS}, astr[4] = {NH * T * HS, T * HS, HS, 1};
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, adims));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, astr));
+    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(acc, CUDNN_ATTR_TENSOR_REORDERING_MODE,
+                                             CUDNN_TYPE_TENSOR_REORDERING_MODE, 1, &reorder));
+    VIT_CUDNN_CHECK(cudnnBackendFinalize(acc));
+    g.matmul(dS, K, acc);
+    g.pointwise(CUDNN_POINTWISE_IDENTITY, acc, nullptr, dQ);
+    p.accum_bytes = B * NH * T * HS * static_cast<int64_t>(sizeof(float));
+  }
+  if (plan_graph(h, ds, ops, p, reasons)) {
+    p.graph = accum ? SdpaGraph::BackwardCompositeAccum : SdpaGraph::BackwardComposite;
+  }
+}
+
+// Forward: cuDNN's single SDPA operation (flash attention) with statistics.
+// Backward on request of `unified`: the single SDPA_BWD operation (engines
+// for it exist on newer GPUs only; tried last).
+void build_sdpa_unified(GpuHandles& h, const SdpaKey& key, SdpaPlan& p, std::string& reasons) {
   DescriptorSet ds(p.owned);
   const int64_t B = key.B, T = key.T, NH = key.NH, HS = key.HS, C = NH * HS;
   const cudnnDataType_t dt =
@@ -168,52 +418,58 @@ SdpaPlan build_sdpa_plan(GpuHandles& h, const SdpaKey& key) {
     set_desc(op, CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC, dV);
   }
   VIT_CUDNN_CHECK(cudnnBackendFinalize(op));
+  if (plan_graph(h, ds, {op}, p, reasons)) p.graph = key.backward ? SdpaGraph::BackwardUnified : SdpaGraph::Forward;
+}
 
-  cudnnBackendDescriptor_t graph = ds.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h.cudnn));
-  VIT_CUDNN_CHECK(
-      cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
-  VIT_CUDNN_CHECK(cudnnBackendFinalize(graph));
+void release(SdpaPlan& p) {
+  for (auto it = p.owned.rbegin(); it != p.owned.rend(); ++it) cudnnBackendDestroyDescriptor(*it);
+  p = SdpaPlan();
+}
 
+SdpaPlan build_sdpa_plan(GpuHandles& h, const SdpaKey& key) {
+  SdpaPlan p;
   std::string reasons;
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    cudnnBackendDescriptor_t heur = ds.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
-    VIT_CUDNN_CHECK(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
-    if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) continue;
-    int64_t count = 0;
-    VIT_CUDNN_CHECK(
-        cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
-    if (count <= 0) continue;
-    std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
-    for (auto& c : cfgs) c = ds.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    int64_t got = 0;
-    VIT_CUDNN_CHECK(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                             count, &got, cfgs.data()));
-    for (int64_t i = 0; i < got; ++i) {
-      cudnnBackendDescriptor_t plan = ds.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      VIT_CUDNN_CHECK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h.cudnn));
-      VIT_CUDNN_CHECK(cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
-      const cudnnStatus_t st = cudnnBackendFinalize(plan);
-      if (st != CUDNN_STATUS_SUCCESS) {
-        char msg[256] = {0};
-        cudnnGetLastErrorString(msg, sizeof(msg));
-        reasons += str_cat(" [config ", i, ": ", cudnnGetErrorString(st), " ", msg, "]");
-        continue;
+  if (!key.backward) {
+    build_sdpa_unified(h, key, p, reasons);
+  } else {
+    // Deterministic composite first, then the atomic-accumulator form, then
+    // the single operation. The transposed view of K is declared in the
+    // input's type first, then as fp32 (the type of the graph's intermediates).
+    const char* names[5] = {"composite", "composite/fp32 K view", "composite+accum", "composite+accum/fp32 K view",
+                            "unified"};
+    for (int attempt = 0; attempt < 5 && !p.plan; ++attempt) {
+      std::string why;
+      try {
+        if (attempt < 4) {
+          build_sdpa_backward_composite(h, key, attempt >= 2, attempt % 2 == 1, p, why);
+        } else {
+          build_sdpa_unified(h, key, p, why);
+        }
+      } catch (const Error& e) {
+        why += str_cat(" [", e.what(), "]");
       }
-      int64_t n = 0;
-      VIT_CUDNN_CHECK(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
-                                               &n, &p.workspace_bytes));
-      p.plan = plan;
-      return p;
+      if (!p.plan) {
+        reasons += str_cat(" {", names[attempt], ":", why, "}");
+        release(p);
+      }
     }
   }
-  for (auto it = p.owned.rbegin(); it != p.owned.rend(); ++it) cudnnBackendDestroyDescriptor(*it);
-  VIT_THROW("cuDNN has no SDPA ", key.backward ? "backward" : "forward", " engine for B=", B, " T=", T, " NH=", NH,
-            " HS=", HS, " (", dtype_name(static_cast<DType>(key.dtype)), "):", reasons,
-            "; choose the cuBLAS attention path for this shape");
+  if (!p.plan) {
+    release(p);
+    VIT_THROW("cuDNN has no SDPA ", key.backward ? "backward" : "forward", " engine for B=", key.B, " T=", key.T,
+              " NH=", key.NH, " HS=", key.HS, " (", dtype_name(static_cast<DType>(key.dtype)), "):", reasons,
+              "; choose the cuBLAS attention path for this shape");
+  }
+  if (std::getenv("VIT_KERNELS_VERBOSE")) {
+    static const char* names[] = {"forward (SDPA operation)", "backward composite (deterministic)",
+                                  "backward composite (fp32 dQ accumulator)", "backward (SDPA operation)"};
+    std::fprintf(stderr, "vit: cuDNN SDPA plan B=%lld T=%lld NH=%lld HS=%lld %s: %s, workspace %.1f MiB%s%s\n",
+                 (long long)key.B, (long long)key.T, (long long)key.NH, (long long)key.HS,
+                 dtype_name(static_cast<DType>(key.dtype)), names[static_cast<int>(p.graph)],
+                 (p.workspace_bytes + p.accum_bytes) / 1048576.0, reasons.empty() ? "" : "; tried before:",
+                 reasons.c_str());
+  }
+  return p;
 }
 
 const SdpaPlan& sdpa_plan(GpuHandles& h, const SdpaKey& key) {
@@ -224,18 +480,29 @@ const SdpaPlan& sdpa_plan(GpuHandles& h, const SdpaKey& key) {
   return it->second;
 }
 
-void sdpa_execute(GpuHandles& h, const SdpaPlan& plan, int n, const int64_t* uids, void* const* ptrs) {
-  void* ws = plan.workspace_bytes > 0 ? h.cudnn_workspace.get(static_cast<size_t>(plan.workspace_bytes), h.stream)
-                                      : nullptr;
+// Runs a plan; the workspace arena holds the engine's workspace, then (for the
+// accumulator form) the fp32 dQ accumulator, which must start at zero.
+void sdpa_execute(GpuHandles& h, const SdpaPlan& plan, std::vector<int64_t> uids, std::vector<void*> ptrs) {
+  const size_t ws_bytes = (static_cast<size_t>(plan.workspace_bytes) + 255) & ~size_t(255);
+  const size_t total = ws_bytes + static_cast<size_t>(plan.accum_bytes);
+  char* ws = total > 0 ? static_cast<char*>(h.cudnn_workspace.get(total, h.stream)) : nullptr;
+  if (plan.accum_bytes > 0) {
+    VIT_CUDA_CHECK(cudaMemsetAsync(ws + ws_bytes, 0, static_cast<size_t>(plan.accum_bytes), h.stream));
+    uids.push_back(kdQAccum);
+    ptrs.push_back(ws + ws_bytes);
+  }
+  void* ws_ptr = ws;
   cudnnBackendDescriptor_t pack = nullptr;
   VIT_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
   struct Guard {
     cudnnBackendDescriptor_t d;
     ~Guard() { cudnnBackendDestroyDescriptor(d); }
   } guard{pack};
-  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids));
-  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs));
-  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws));
+  const auto n = static_cast<int64_t>(uids.size());
+  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids.data()));
+  VIT_CUDNN_CHECK(
+      cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs.data()));
+  VIT_CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws_ptr));
   VIT_CUDNN_CHECK(cudnnBackendFinalize(pack));
   VIT_CUDNN_CHECK(cudnnBackendExecute(h.cudnn, plan.plan, pack));
 }
@@ -373,9 +640,8 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
     char* base = static_cast<char*>(qkv.data);
     const size_t e = dtype_size(dt);
     float scale_value = scale;
-    const int64_t uids[6] = {kQ, kK, kV, kO, kStats, kScale};
-    void* ptrs[6] = {base, base + s.C * e, base + 2 * s.C * e, out.data, aux.data, &scale_value};
-    sdpa_execute(h, plan, 6, uids, ptrs);
+    sdpa_execute(h, plan, {kQ, kK, kV, kO, kStats, kScale},
+                 {base, base + s.C * e, base + 2 * s.C * e, out.data, aux.data, &scale_value});
     return;
   }
 
@@ -451,11 +717,15 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
     const SdpaPlan& plan = sdpa_plan(h, key);
     char* q = static_cast<char*>(qkv.data);
     char* dq = static_cast<char*>(dqkv.data);
-    float scale_value = scale;
-    const int64_t uids[10] = {kQ, kK, kV, kO, kdO, kStats, kScale, kdQ, kdK, kdV};
-    void* ptrs[10] = {q, q + s.C * e, q + 2 * s.C * e, out.data, dout.data, aux.data, &scale_value,
-                      dq, dq + s.C * e, dq + 2 * s.C * e};
-    sdpa_execute(h, plan, 10, uids, ptrs);
+    float scale_value = scale, one_value = 1.0f;
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kScale, kdQ, kdK, kdV};
+    std::vector<void*> ptrs{q, q + s.C * e, q + 2 * s.C * e, out.data, dout.data, aux.data, &scale_value,
+                            dq, dq + s.C * e, dq + 2 * s.C * e};
+    if (plan.graph != SdpaGraph::BackwardUnified) {
+      uids.push_back(kOne);
+      ptrs.push_back(&one_value);
+    }
+    sdpa_execute(h, plan, std::move(uids), std::move(ptrs));
     return;
   }
 

@@ -262,8 +262,11 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
   check_numel(rstd, M, op, "rstd");
   cudaStream_t s = stream_of(ctx);
 
+  // Enough warps in flight to cover memory latency (8 blocks of 4 warps per
+  // SM); the partial rows this leaves (blocks x 2C floats) are small next to
+  // the activations.
   const int blocks = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>((M + kWarps - 1) / kWarps, static_cast<int64_t>(h.num_sms) * 2)));
+      1, std::min<int64_t>((M + kWarps - 1) / kWarps, static_cast<int64_t>(h.num_sms) * 8)));
   auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
   VIT_DTYPE_SWITCH(dt, T, {
     const bool vec = C % Pack<T>::N == 0 && aligned16(dinp.data) && aligned16(dout.data) &&

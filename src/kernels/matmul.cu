@@ -26,6 +26,8 @@
 // Plans: descriptors, layouts and the heuristic's algorithm are cached per
 // (shape, leading dims, types, epilogue, pointer alignment); a steady-state
 // call only sets the bias pointer and launches. Nothing here synchronises.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -192,6 +194,11 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED &&
                  st != CUBLAS_STATUS_INVALID_VALUE) {
         VIT_CUBLAS_CHECK(st);
+      }
+      if (std::getenv("VIT_KERNELS_VERBOSE")) {
+        std::fprintf(stderr, "vit: cuBLASLt plan %lldx%lldx%lld %s->%s epilogue %d: %s\n", (long long)c.m,
+                     (long long)c.n, (long long)c.k, dtype_name(c.ab), dtype_name(c.cd), int(c.epilogue),
+                     p.has_algo ? "algorithm found" : "no algorithm (fallback)");
       }
       it = h.matmul_plans->plans.emplace(key, p).first;
     }

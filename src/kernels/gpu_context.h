@@ -51,6 +51,10 @@ class GpuRuntime {
   GpuHandles* handles() const { return handles_.get(); }
   int device_index() const;
   void set_tf32(bool on);
+  // cuDNN attention backward: deterministic (default; bit-identical reruns,
+  // needed by the multi-rank equality tests) or the fp32-atomic dQ form,
+  // which may be faster. Plans for both are cached side by side.
+  void set_sdpa_deterministic(bool on);
   // Bytes held by the workspaces and arenas (they grow on first use).
   size_t workspace_bytes() const;
 
@@ -83,6 +87,7 @@ struct GpuHandles {
   cublasHandle_t blas = nullptr;   // batched GEMMs of the cuBLAS attention path
   cudnnHandle_t cudnn = nullptr;
   bool tf32 = false;
+  bool sdpa_deterministic = true;
 
   // cuBLASLt and cuBLAS share one fixed workspace: both run on `stream`, one
   // after the other. 32 MiB is what NVIDIA advises for Hopper.
@@ -117,6 +122,7 @@ inline Context GpuRuntime::context() const { return Context{}; }
 inline void GpuRuntime::synchronize() {}
 inline int GpuRuntime::device_index() const { return -1; }
 inline void GpuRuntime::set_tf32(bool) {}
+inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline size_t GpuRuntime::workspace_bytes() const { return 0; }
 
 #endif

@@ -179,17 +179,110 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
   }
 }
 
+// The same with each lane's kPacks packs of x and dout kept in registers
+// between the two passes over a row (C <= 32 * P * kPacks; ViT-B/16: 3 bf16
+// or 6 fp32 packs): the row is read from memory once, which matters here
+// because the shared-memory accumulators leave little L1 to cache it.
+template <typename T, int kPacks>
+__global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial,
+                                                 const T* __restrict__ dout, const T* __restrict__ inp,
+                                                 const T* __restrict__ weight, const float* __restrict__ mean,
+                                                 const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
+  constexpr int P = Pack<T>::N;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
+  float* db_acc = dw_acc + Cpad;
+  for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
+  __syncwarp();
+
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp; row < M;
+       row += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const T* x = inp + row * C;
+    const T* g = dout + row * C;
+    T* dx = dinp + row * C;
+    Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        xv[k] = load_pack(x + c);
+        gv[k] = load_pack(g + c);
+        dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
+      }
+    }
+    const float mu = mean[row], rs = rstd[row];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float go = to_f(gv[k].v[j]);
+          const float gn = go * to_f(wv.v[j]);
+          sum_g += gn;
+          sum_gx += gn * xh;
+          const int slot = acc_slot(k, j, lane, P);
+          dw_acc[slot] += go * xh;
+          db_acc[slot] += go;
+        }
+      }
+    }
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_gx = warp_sum(sum_gx) / C;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
+          dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
+        }
+        store_pack(dx + c, dv[k]);
+      }
+    }
+  }
+  __syncthreads();
+  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+    const int which = i / Cpad, slot = i % Cpad;
+    const int l = slot % 32, rest = slot / 32;
+    const int c = ((rest / P) * 32 + l) * P + rest % P;
+    if (c >= C) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    part[which * C + c] = s;
+  }
+}
+
 // dweight[c] += sum_b partial[b, 0, c];  dbias[c] += sum_b partial[b, 1, c]
+// Block (32, 8): 32 adjacent channels (coalesced rows of the partials), 8
+// rows of threads split the blocks, then fold in a fixed order.
 __global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* __restrict__ dbias,
                                             const float* __restrict__ partial, int blocks, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= 2 * C) return;
+  __shared__ float acc[8][33];
+  const int c = blockIdx.x * 32 + threadIdx.x;
   float s = 0.0f;
-  for (int b = 0; b < blocks; ++b) s += partial[static_cast<int64_t>(b) * 2 * C + c];
+  if (c < 2 * C) {
+    for (int b = threadIdx.y; b < blocks; b += 8) s += partial[static_cast<int64_t>(b) * 2 * C + c];
+  }
+  acc[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= 2 * C) return;
+  float t = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t += acc[i][threadIdx.x];
   if (c < C) {
-    dweight[c] += s;
+    dweight[c] += t;
   } else {
-    dbias[c - C] += s;
+    dbias[c - C] += t;
   }
 }
 
@@ -275,7 +368,23 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     const int Cpad = (C + 32 * P - 1) / (32 * P) * (32 * P);
     const size_t smem = sizeof(float) * kWarps * 2 * static_cast<size_t>(Cpad);
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
-    if (vec) {
+    const int packs = vec ? (C + 32 * P - 1) / (32 * P) : 0;
+    auto cached = [&](auto kern) {
+      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                             mean.f32(), rstd.f32(), M, C, Cpad);
+    };
+    if (packs == 1) {
+      cached(layernorm_backward_cached_kernel<T, 1>);
+    } else if (packs == 2) {
+      cached(layernorm_backward_cached_kernel<T, 2>);
+    } else if (packs == 3) {
+      cached(layernorm_backward_cached_kernel<T, 3>);
+    } else if (packs == 4) {
+      cached(layernorm_backward_cached_kernel<T, 4>);
+    } else if (packs >= 5 && packs <= 6) {
+      cached(layernorm_backward_cached_kernel<T, 6>);
+    } else if (vec) {
       auto kern = layernorm_backward_kernel<T, true>;
       if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
       kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
@@ -288,7 +397,8 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
-  layernorm_param_grad_kernel<<<(2 * C + 255) / 256, 256, 0, s>>>(dweight.f32(), dbias.f32(), partial, blocks, C);
+  layernorm_param_grad_kernel<<<(2 * C + 31) / 32, dim3(32, 8), 0, s>>>(dweight.f32(), dbias.f32(), partial, blocks,
+                                                                       C);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -151,8 +151,8 @@ int main(int argc, char** argv) {
     VIT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     const int64_t T = 197, C = 768, NH = 12, HS = 64, F = 3072, M = B * T, NP = 196, P = 768, L = 12;
     const double e = static_cast<double>(dtype_size(dt));
-    std::printf("bench_kernels: %s, ViT-B/16, batch %lld, %s, %d reps x 5 trials (median)\n", prop.name,
-                static_cast<long long>(B), dtype_name(dt), reps);
+    std::printf("bench_kernels: %s, ViT-B/16, batch %lld, %s%s, %d reps x 5 trials (median)\n", prop.name,
+                static_cast<long long>(B), dtype_name(dt), dt == DType::F32 ? " (GEMMs in TF32)" : "", reps);
 
     Bench bench(rt, reps);
     // Linear layers: name, N (out), K (in).
@@ -196,6 +196,12 @@ int main(int argc, char** argv) {
                    [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
         bench.time("attention bwd " + n, 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
+        if (impl == K::AttentionImpl::CuDNN) {
+          rt.set_sdpa_deterministic(false);
+          bench.time("attention bwd cudnn (dQ fp32 atomics)", 2 * attn_fl, true,
+                     [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
+          rt.set_sdpa_deterministic(true);
+        }
       } catch (const std::exception& ex) {
         std::printf("attention %s: FAILED: %s\n", n.c_str(), ex.what());
       }

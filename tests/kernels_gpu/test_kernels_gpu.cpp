@@ -218,6 +218,7 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
     check_layernorm(4 * 197, 768, 1e-12f, dt);  // ViT-B/16, HF eps
     check_layernorm(15, 24, 1e-5f, dt);
     check_layernorm(7, 20, 1e-5f, dt);  // C not a multiple of the 16-byte pack: scalar path
+    check_layernorm(9, 2048, 1e-5f, dt);  // too wide for the register-cached rows
   }
 }
 
@@ -281,10 +282,12 @@ const AttnShape kAttnShapes[] = {
     {2, 50, 4, 16, "B2 T50 NH4 HS16"},
 };
 
-void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl) {
+void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool deterministic = true) {
   const int64_t C = s.NH * s.HS;
   const std::string tag =
-      s.name + (impl == K::AttentionImpl::CuDNN ? (dt == DType::F32 ? " cudnn->cublas" : " cudnn") : " cublas");
+      s.name + (impl == K::AttentionImpl::CuDNN ? (dt == DType::F32 ? " cudnn->cublas" : " cudnn") : " cublas") +
+      (deterministic ? "" : " dQ-atomic");
+  gpu().set_sdpa_deterministic(deterministic);
   DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C}),
       dqkv(dt, {s.B, s.T, 3 * C});
   qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
@@ -309,6 +312,7 @@ void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl) {
   compare(label("attention_fwd out", dt, tag), out.download(), out_ref, tol);
   compare(label("attention_bwd dqkv", dt, tag), dqkv.download(), dqkv_ref, tol);
   BOOST_CHECK_MESSAGE(dqkv.slack_intact(), tag << ": attention_backward wrote past the end of dqkv");
+  gpu().set_sdpa_deterministic(true);
 }
 
 BOOST_AUTO_TEST_CASE(attention_cublas_path) {
@@ -320,6 +324,9 @@ BOOST_AUTO_TEST_CASE(attention_cudnn_path) {
   // fp32 included: it must fall back to the cuBLAS path by itself.
   for (DType dt : kDtypes)
     for (const auto& s : kAttnShapes) check_attention(s, dt, K::AttentionImpl::CuDNN);
+  // The non-deterministic backward (fp32 dQ accumulated with atomics).
+  for (DType dt : {DType::BF16, DType::F16})
+    for (const auto& s : kAttnShapes) check_attention(s, dt, K::AttentionImpl::CuDNN, false);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,19 +1,28 @@
 // Multi-head self-attention core on the GPU (see attention.h): two paths.
 //
-// 1. cuDNN fused SDPA (AttentionImpl::CuDNN, bf16 and fp16). cuDNN 9.13+
-//    has SDPA as a single operation of the backend graph API
-//    (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR; the backward,
-//    ..._SDPA_BWD_DESCRIPTOR, since 9.17): a flash-attention kernel that never
-//    writes the (T, T) scores to memory. Q, K and V are described straight
-//    inside the interleaved qkv buffer by strides, dims (B, NH, T, HS) with
-//    strides (T*3C, HS, 3C, 1) and base pointers qkv, qkv + C, qkv + 2C; the
-//    output O and dO use (T*C, HS, C, 1) into (B, T, C), and dQ/dK/dV land in
-//    dqkv with the qkv strides: no transpose copies. The forward also writes
-//    the softmax statistics (log-sum-exp of each scaled score row, (B, NH, T)
-//    fp32), which is all the backward needs besides Q, K, V, O and dO.
+// 1. cuDNN fused SDPA (AttentionImpl::CuDNN, bf16 and fp16), through the
+//    backend graph API (cudnn_graph.h; no cudnn_frontend). Flash-attention
+//    kernels that never write the (T, T) scores to memory.
+//    Forward: cuDNN 9.13+'s single SDPA operation
+//    (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR) with softmax statistics.
+//    Backward: the single SDPA_BWD operation (9.17+) has no engine on Hopper
+//    (graph finalisation fails), so the backward is the graph of generic
+//    matmul / pointwise / reduction / reshape operations that cuDNN's fused
+//    flash-attention backward engine recognises (build_sdpa_backward_composite
+//    says which). Two forms: without an fp32 dQ accumulator the engine runs
+//    its deterministic algorithm (the default; bit-identical reruns), with one
+//    it adds dQ with atomics (GpuRuntime::set_sdpa_deterministic(false);
+//    about 10% faster at ViT-B/16 batch 64).
+//    Layout: Q, K and V are described straight inside the interleaved qkv
+//    buffer by strides, dims (B, NH, T, HS) with strides (T*3C, HS, 3C, 1) and
+//    base pointers qkv, qkv + C, qkv + 2C; O and dO use (T*C, HS, C, 1) into
+//    (B, T, C); dQ/dK/dV land in dqkv with the qkv strides: no transpose
+//    copies. The forward's statistics (natural log-sum-exp of each scaled score
+//    row, (B, NH, T) fp32) are the aux that the backward reads.
 //    Operation graph, heuristics and execution plan are built once per
-//    (B, T, NH, HS, dtype, direction) and cached in GpuHandles; a call then
-//    only packs the pointers and executes.
+//    (B, T, NH, HS, dtype, direction, determinism) and cached in GpuHandles;
+//    a call then only packs the pointers and executes (capturable in a CUDA
+//    graph; the capture tests in tests/kernels_gpu check it).
 //    fp32 has no flash kernel in cuDNN: with fp32 the CuDNN choice runs the
 //    cuBLAS path below, and attention_aux_bytes() sizes aux for it
 //    (probabilities), so the caller needs no special case.

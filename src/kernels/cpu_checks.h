@@ -19,6 +19,16 @@
 
 namespace vit::kernels::cpu::detail {
 
+// Hot loops compiled for AVX-512, AVX2+FMA and the baseline, the best one
+// picked when the program loads (GCC function multi-versioning): the build
+// targets plain x86-64 so that binaries run anywhere, yet the loops get the
+// vector width of the machine they run on.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define VIT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define VIT_CPU_CLONES
+#endif
+
 // Below this many elements an OpenMP team costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 14;
 

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "kernels/cpu_checks.h"
 #include "kernels/gelu.h"
@@ -39,6 +40,14 @@ void check_weight(const char* op, const Tensor& weight) {
   require_f32(op, "weight", weight);
   if (weight.ndim != 2 || weight.shape[0] <= 0 || weight.shape[1] <= 0) {
     VIT_THROW(op, ": weight has shape ", weight.shape_str(), ", expected a non-empty (N, K) matrix");
+  }
+}
+
+// CBLAS takes int sizes.
+void check_blas_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  if (M > kMax || N > kMax || K > kMax) {
+    VIT_THROW(op, ": M = ", M, ", N = ", N, ", K = ", K, " exceed the BLAS int range");
   }
 }
 
@@ -65,6 +74,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
     VIT_CHECK(pre_gelu.data != out.data, op, ": pre_gelu and out must be different buffers");
   }
   VIT_CHECK(out.data != inp.data, op, ": out must not alias inp");
+  check_blas_sizes(op, M, N, K);
   if (M == 0) return;
 
   // The product lands in pre_gelu when the GELU epilogue follows, else in out.
@@ -104,6 +114,7 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
     require_same_rows(op, "dinp", dinp, "inp", inp);
     VIT_CHECK(dinp.data != dout.data, op, ": dinp must not alias dout");
   }
+  check_blas_sizes(op, M, N, K);
   if (M == 0) return;
   const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
 

@@ -2,6 +2,8 @@
 // loops written here, plus the thread-count independence of the reductions.
 // Each tolerance is stated where it is used, from the fp32 rounding of the
 // computation it checks.
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -114,10 +116,11 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_against_double_loops) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(attention_forward_against_double_loops) {
+// HS = 4 takes the generic head-size path, HS = 64 the compile-time one.
+BOOST_DATA_TEST_CASE(attention_forward_against_double_loops, boost::unit_test::data::make({12, 128}), C) {
   Rng rng(23);
-  const int64_t B = 2, T = 7, C = 12;
-  const int NH = 3;
+  const int64_t B = 2, T = 7;
+  const int NH = C == 12 ? 3 : 2;
   const int64_t HS = C / NH;
   Arr qkv = randn({B, T, 3 * C}, rng, 1.5), out({B, T, C}, kNaN), aux({B, NH, T, T}, kNaN);
   cpu::attention_forward(cpu_ctx(), out.t, aux.t, qkv, NH, vit::kernels::AttentionImpl::Cublas);

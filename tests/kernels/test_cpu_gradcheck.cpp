@@ -111,8 +111,9 @@ BOOST_AUTO_TEST_CASE(attention_backward) {
     int64_t B, T, C;
     int NH;
   };
-  // The brief's shape, a single head, and odd sizes (HS = 2, T = 3).
-  for (const Shape s : {Shape{2, 5, 8, 2}, Shape{1, 4, 6, 1}, Shape{2, 3, 6, 3}}) {
+  // Small shapes, a single head, odd sizes (HS = 2, T = 3) through the
+  // generic head-size path, and HS = 64 through the compile-time one.
+  for (const Shape s : {Shape{2, 5, 8, 2}, Shape{1, 4, 6, 1}, Shape{2, 3, 6, 3}, Shape{1, 3, 128, 2}}) {
     BOOST_TEST_CONTEXT("B " << s.B << " T " << s.T << " C " << s.C << " NH " << s.NH) {
       Rng rng(15 + s.NH);
       Arr qkv = randn({s.B, s.T, 3 * s.C}, rng), r = randn({s.B, s.T, s.C}, rng);

@@ -1,0 +1,205 @@
+// Patch embedding and the token sequence around it, on the GPU (see
+// embedding.h).
+//
+// patchify: one thread per output value (coalesced writes in P order); the
+// uint8 reads are strided but the images are 4x smaller than the output.
+// embed_tokens_backward: one thread per (t, c) sums dx over the batch in a
+// fixed order (deterministic, no atomics), adds it to dpos (and dcls for
+// t = 0), and copies the patch tokens' gradient to dpatch_emb on the way.
+// images, being uint8, carry no meaningful Tensor dtype; it is not checked.
+#include "kernels/cuda_common.cuh"
+#include "kernels/embedding.h"
+
+namespace vit::kernels {
+namespace {
+
+using namespace cuda_detail;
+
+template <typename T>
+__global__ void patchify_kernel(T* __restrict__ patches, const uint8_t* __restrict__ images, int64_t B, int H,
+                                int W, int ps) {
+  const int gw = W / ps;
+  const int NP = (H / ps) * gw;
+  const int P = 3 * ps * ps;
+  const int64_t total = B * NP * P;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const int p = static_cast<int>(idx % P);
+    const int64_t bi = idx / P;
+    const int i = static_cast<int>(bi % NP);
+    const int64_t b = bi / NP;
+    const int c = p / (ps * ps), ky = (p / ps) % ps, kx = p % ps;
+    const int y = (i / gw) * ps + ky, x = (i % gw) * ps + kx;
+    const float v = static_cast<float>(images[((b * H + y) * W + x) * 3 + c]);
+    patches[idx] = from_f<T>((v * (1.0f / 255.0f) - 0.5f) * 2.0f);
+  }
+}
+
+template <typename T>
+__global__ void embed_forward_kernel(T* __restrict__ x, const T* __restrict__ patch_emb, const T* __restrict__ cls,
+                                     const T* __restrict__ pos, int64_t B, int T_, int C) {
+  const int64_t total = B * T_ * C;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const int c = static_cast<int>(idx % C);
+    const int64_t bt = idx / C;
+    const int t = static_cast<int>(bt % T_);
+    const int64_t b = bt / T_;
+    const float base = t == 0 ? to_f(cls[c]) : to_f(patch_emb[(b * (T_ - 1) + (t - 1)) * C + c]);
+    x[idx] = from_f<T>(base + to_f(pos[static_cast<int64_t>(t) * C + c]));
+  }
+}
+
+template <typename T>
+__global__ void embed_backward_kernel(T* __restrict__ dpatch_emb, float* __restrict__ dcls, float* __restrict__ dpos,
+                                      const T* __restrict__ dx, int64_t B, int T_, int C) {
+  const int64_t total = static_cast<int64_t>(T_) * C;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t tc = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; tc < total; tc += stride) {
+    const int t = static_cast<int>(tc / C), c = static_cast<int>(tc % C);
+    float s = 0.0f;
+    for (int64_t b = 0; b < B; ++b) {
+      const T g = dx[b * total + tc];
+      s += to_f(g);
+      if (t > 0 && dpatch_emb) dpatch_emb[(b * (T_ - 1) + (t - 1)) * C + c] = g;
+    }
+    if (dpos) dpos[tc] += s;
+    if (t == 0 && dcls) dcls[c] += s;
+  }
+}
+
+template <typename T>
+__global__ void select_cls_forward_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t B, int T_, int C) {
+  const int64_t total = B * C;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const int64_t b = idx / C;
+    out[idx] = x[b * T_ * C + idx % C];
+  }
+}
+
+template <typename T>
+__global__ void select_cls_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, int64_t B, int T_, int C) {
+  const int64_t total = B * T_ * C;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const int c = static_cast<int>(idx % C);
+    const int64_t bt = idx / C;
+    const int t = static_cast<int>(bt % T_);
+    const int64_t b = bt / T_;
+    dx[idx] = t == 0 ? dout[b * C + c] : from_f<T>(0.0f);
+  }
+}
+
+}  // namespace
+
+namespace cuda {
+
+void patchify(const Context& ctx, Tensor patches, const Tensor& images, int patch_size) {
+  const char* op = "patchify";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(patches, op, "patches");
+  check_gpu(images, op, "images");
+  VIT_CHECK(images.ndim == 4 && images.dim(3) == 3, op, ": images must be (B, H, W, 3), got ", images.shape_str());
+  const int64_t B = images.dim(0);
+  const int H = static_cast<int>(images.dim(1)), W = static_cast<int>(images.dim(2));
+  const int ps = patch_size;
+  VIT_CHECK(ps > 0 && H % ps == 0 && W % ps == 0, op, ": image ", H, "x", W, " is not a multiple of patch ", ps);
+  const int64_t NP = static_cast<int64_t>(H / ps) * (W / ps), P = 3LL * ps * ps;
+  check_numel(patches, B * NP * P, op, "patches");
+  if (B == 0) return;
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(patches.dtype, T,
+                   patchify_kernel<T><<<grid_for(B * NP * P, 256, h.num_sms), 256, 0, s>>>(
+                       patches.as<T>(), images.as<uint8_t>(), B, H, W, ps));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& patch_emb, const Tensor& cls,
+                          const Tensor& pos) {
+  const char* op = "embed_tokens_forward";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(x, op, "x");
+  check_gpu(patch_emb, op, "patch_emb");
+  check_gpu(cls, op, "cls");
+  check_gpu(pos, op, "pos");
+  VIT_CHECK(x.ndim == 3, op, ": x must be (B, T, C), got ", x.shape_str());
+  const int64_t B = x.dim(0);
+  const int T_ = static_cast<int>(x.dim(1)), C = static_cast<int>(x.dim(2));
+  for (const Tensor* t : {&patch_emb, &cls, &pos}) check_dtype(*t, x.dtype, op, "patch_emb/cls/pos");
+  check_numel(patch_emb, B * (T_ - 1) * C, op, "patch_emb");
+  check_numel(cls, C, op, "cls");
+  check_numel(pos, static_cast<int64_t>(T_) * C, op, "pos");
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(x.dtype, T,
+                   embed_forward_kernel<T><<<grid_for(B * T_ * C, 256, h.num_sms), 256, 0, s>>>(
+                       x.as<T>(), patch_emb.as<T>(), cls.as<T>(), pos.as<T>(), B, T_, C));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos, const Tensor& dx) {
+  const char* op = "embed_tokens_backward";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(dx, op, "dx");
+  VIT_CHECK(dx.ndim == 3, op, ": dx must be (B, T, C), got ", dx.shape_str());
+  const int64_t B = dx.dim(0);
+  const int T_ = static_cast<int>(dx.dim(1)), C = static_cast<int>(dx.dim(2));
+  if (dpatch_emb.defined()) {
+    check_gpu(dpatch_emb, op, "dpatch_emb");
+    check_dtype(dpatch_emb, dx.dtype, op, "dpatch_emb");
+    check_numel(dpatch_emb, B * (T_ - 1) * C, op, "dpatch_emb");
+  }
+  if (dcls.defined()) {
+    check_gpu(dcls, op, "dcls");
+    check_dtype(dcls, DType::F32, op, "dcls");
+    check_numel(dcls, C, op, "dcls");
+  }
+  if (dpos.defined()) {
+    check_gpu(dpos, op, "dpos");
+    check_dtype(dpos, DType::F32, op, "dpos");
+    check_numel(dpos, static_cast<int64_t>(T_) * C, op, "dpos");
+  }
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(dx.dtype, T,
+                   embed_backward_kernel<T><<<grid_for(static_cast<int64_t>(T_) * C, 128, h.num_sms), 128, 0, s>>>(
+                       dpatch_emb.defined() ? dpatch_emb.as<T>() : nullptr, dcls.defined() ? dcls.f32() : nullptr,
+                       dpos.defined() ? dpos.f32() : nullptr, dx.as<T>(), B, T_, C));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void select_cls_forward(const Context& ctx, Tensor out, const Tensor& x) {
+  const char* op = "select_cls_forward";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(out, op, "out");
+  check_gpu(x, op, "x");
+  VIT_CHECK(x.ndim == 3, op, ": x must be (B, T, C), got ", x.shape_str());
+  const int64_t B = x.dim(0);
+  const int T_ = static_cast<int>(x.dim(1)), C = static_cast<int>(x.dim(2));
+  check_dtype(out, x.dtype, op, "out");
+  check_numel(out, B * C, op, "out");
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(x.dtype, T,
+                   select_cls_forward_kernel<T><<<grid_for(B * C, 256, h.num_sms), 256, 0, s>>>(
+                       out.as<T>(), x.as<T>(), B, T_, C));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void select_cls_backward(const Context& ctx, Tensor dx, const Tensor& dout) {
+  const char* op = "select_cls_backward";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(dx, op, "dx");
+  check_gpu(dout, op, "dout");
+  VIT_CHECK(dx.ndim == 3, op, ": dx must be (B, T, C), got ", dx.shape_str());
+  const int64_t B = dx.dim(0);
+  const int T_ = static_cast<int>(dx.dim(1)), C = static_cast<int>(dx.dim(2));
+  check_dtype(dout, dx.dtype, op, "dout");
+  check_numel(dout, B * C, op, "dout");
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(dx.dtype, T,
+                   select_cls_backward_kernel<T><<<grid_for(B * T_ * C, 256, h.num_sms), 256, 0, s>>>(
+                       dx.as<T>(), dout.as<T>(), B, T_, C));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace vit::kernels

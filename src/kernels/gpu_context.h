@@ -1,0 +1,130 @@
+// The GPU side of a Context: stream, library handles, workspaces, plan caches.
+//
+// GpuRuntime is what the rest of the program holds (one per rank and GPU):
+//
+//   vit::GpuRuntime gpu(local_rank, /*tf32=*/true);
+//   vit::Context ctx = gpu.context();    // device CUDA, stream, handles
+//   kernels::matmul_forward(ctx, ...);   // every op runs on ctx.stream
+//   gpu.synchronize();                   // only at the edges of a step
+//
+// It is includable from CPU-only code: in a build without CUDA the class
+// exists and its constructor throws a clear error. The struct GpuHandles
+// behind Context::gpu is defined here only for CUDA builds (VIT_WITH_CUDA);
+// plain C++ code never needs its members.
+//
+// Why a fixed workspace and arenas: a training step must not synchronise
+// with the host and must be capturable as a CUDA graph later. So every
+// buffer an op needs beyond its arguments (cuBLASLt/cuBLAS workspace, cuDNN
+// workspace, the attention scores of the cuBLAS path, partial sums of the
+// reductions) comes from arenas that grow only on first use of a shape
+// (outside the timed and captured steps) and are reused afterwards.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "core/context.h"
+#include "core/device.h"
+#include "core/error.h"
+
+#ifdef VIT_WITH_CUDA
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#endif
+
+namespace vit {
+
+class GpuRuntime {
+ public:
+  // Selects the device, creates a non-blocking stream and the cuBLASLt,
+  // cuBLAS and cuDNN handles bound to it. tf32: fp32 GEMMs may use the
+  // tensor cores' TF32 mode (about 1e-3 relative error instead of 1e-6).
+  explicit GpuRuntime(int device_index = 0, bool tf32 = false);
+  ~GpuRuntime();
+  GpuRuntime(const GpuRuntime&) = delete;
+  GpuRuntime& operator=(const GpuRuntime&) = delete;
+
+  Context context() const;
+  void synchronize();                 // waits for everything queued on the stream
+  GpuHandles* handles() const { return handles_.get(); }
+  int device_index() const;
+  void set_tf32(bool on);
+  // cuDNN attention backward: deterministic (default; bit-identical reruns,
+  // needed by the multi-rank equality tests) or the fp32-atomic dQ form,
+  // which may be faster. Plans for both are cached side by side.
+  void set_sdpa_deterministic(bool on);
+  // Bytes held by the workspaces and arenas (they grow on first use).
+  size_t workspace_bytes() const;
+
+ private:
+  std::unique_ptr<GpuHandles> handles_;
+};
+
+#ifdef VIT_WITH_CUDA
+
+// Device memory that grows to the largest size asked for and is then reused.
+// Growing synchronises the stream (the old block may still be in use): that
+// happens the first time a shape is seen, never in a steady-state step.
+class DeviceArena {
+ public:
+  void* get(size_t bytes, cudaStream_t stream);
+  size_t capacity() const { return buf_.bytes(); }
+
+ private:
+  Buffer buf_;
+};
+
+struct MatmulPlanCache;   // matmul.cu: cuBLASLt descriptors and algorithms per shape
+struct SdpaPlanCache;     // attention.cu: cuDNN SDPA execution plans per shape
+
+struct GpuHandles {
+  int device = 0;
+  int num_sms = 0;
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  cublasHandle_t blas = nullptr;   // batched GEMMs of the cuBLAS attention path
+  cudnnHandle_t cudnn = nullptr;
+  bool tf32 = false;
+  bool sdpa_deterministic = true;
+
+  // cuBLASLt and cuBLAS share one fixed workspace: both run on `stream`, one
+  // after the other. 32 MiB is what NVIDIA advises for Hopper.
+  static constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+  Buffer gemm_workspace;
+  DeviceArena cudnn_workspace;     // sized by the largest SDPA plan built
+  DeviceArena scratch;             // per-op temporaries (see each .cu file)
+  DeviceArena scratch_small;       // small temporaries needed while `scratch` is in use
+
+  MatmulPlanCache* matmul_plans = nullptr;
+  SdpaPlanCache* sdpa_plans = nullptr;
+
+  GpuHandles() = default;
+  ~GpuHandles();
+  GpuHandles(const GpuHandles&) = delete;
+  GpuHandles& operator=(const GpuHandles&) = delete;
+};
+
+// Defined in matmul.cu / attention.cu: free the plan caches.
+void destroy_matmul_plans(MatmulPlanCache* cache);
+void destroy_sdpa_plans(SdpaPlanCache* cache);
+
+#else  // !VIT_WITH_CUDA: the class exists, using it is an error
+
+struct GpuHandles {};
+
+inline GpuRuntime::GpuRuntime(int, bool) {
+  VIT_THROW("a GPU runtime was requested, but vit_hpc was built without CUDA");
+}
+inline GpuRuntime::~GpuRuntime() = default;
+inline Context GpuRuntime::context() const { return Context{}; }
+inline void GpuRuntime::synchronize() {}
+inline int GpuRuntime::device_index() const { return -1; }
+inline void GpuRuntime::set_tf32(bool) {}
+inline void GpuRuntime::set_sdpa_deterministic(bool) {}
+inline size_t GpuRuntime::workspace_bytes() const { return 0; }
+
+#endif
+
+}  // namespace vit

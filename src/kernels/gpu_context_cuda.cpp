@@ -1,0 +1,91 @@
+// GpuRuntime and GpuHandles (CUDA builds): creation and teardown of the
+// stream, the cuBLASLt / cuBLAS / cuDNN handles and the workspaces.
+//
+// Teardown order matters: plan caches hold cuDNN and cuBLASLt descriptors, so
+// they go before the handles, and the stream is synchronised first so that no
+// queued kernel still reads a workspace being freed.
+#include "kernels/gpu_context.h"
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+
+#define VIT_LIB_CHECK(call, ok, what)                                            \
+  do {                                                                           \
+    auto vit_st_ = (call);                                                       \
+    if (vit_st_ != (ok)) VIT_THROW(#call, " failed with status ", int(vit_st_), " (", what, ")"); \
+  } while (0)
+
+namespace vit {
+
+void* DeviceArena::get(size_t bytes, cudaStream_t stream) {
+  if (bytes <= buf_.bytes()) return buf_.data();
+  // The old block may still be read by queued work: wait before freeing it.
+  VIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  buf_.release();
+  const size_t rounded = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);  // whole MiB
+  buf_ = Buffer(rounded, Device::CUDA);
+  return buf_.data();
+}
+
+GpuHandles::~GpuHandles() {
+  if (stream) cudaStreamSynchronize(stream);
+  destroy_sdpa_plans(sdpa_plans);
+  destroy_matmul_plans(matmul_plans);
+  sdpa_plans = nullptr;
+  matmul_plans = nullptr;
+  if (cudnn) cudnnDestroy(cudnn);
+  if (blas) cublasDestroy(blas);
+  if (lt) cublasLtDestroy(lt);
+  if (stream) cudaStreamDestroy(stream);
+}
+
+GpuRuntime::GpuRuntime(int device_index, bool tf32) : handles_(std::make_unique<GpuHandles>()) {
+  int count = 0;
+  VIT_CUDA_CHECK(cudaGetDeviceCount(&count));
+  VIT_CHECK(device_index >= 0 && device_index < count, "GPU ", device_index, " requested, but ", count,
+            " GPU(s) are visible");
+  GpuHandles& h = *handles_;
+  h.device = device_index;
+  h.tf32 = tf32;
+  VIT_CUDA_CHECK(cudaSetDevice(device_index));
+  VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.num_sms, cudaDevAttrMultiProcessorCount, device_index));
+  VIT_CUDA_CHECK(cudaStreamCreateWithFlags(&h.stream, cudaStreamNonBlocking));
+  VIT_LIB_CHECK(cublasLtCreate(&h.lt), CUBLAS_STATUS_SUCCESS, "cuBLASLt handle");
+  VIT_LIB_CHECK(cublasCreate(&h.blas), CUBLAS_STATUS_SUCCESS, "cuBLAS handle");
+  VIT_LIB_CHECK(cublasSetStream(h.blas, h.stream), CUBLAS_STATUS_SUCCESS, "cuBLAS stream");
+  h.gemm_workspace = Buffer(GpuHandles::kGemmWorkspaceBytes, Device::CUDA);
+  // A user workspace keeps cuBLAS from allocating inside a graph capture.
+  VIT_LIB_CHECK(cublasSetWorkspace(h.blas, h.gemm_workspace.data(), h.gemm_workspace.bytes()),
+                CUBLAS_STATUS_SUCCESS, "cuBLAS workspace");
+  VIT_LIB_CHECK(cudnnCreate(&h.cudnn), CUDNN_STATUS_SUCCESS,
+                "cuDNN handle: is libcudnn.so.9 on LD_LIBRARY_PATH and does it match the driver?");
+  VIT_LIB_CHECK(cudnnSetStream(h.cudnn, h.stream), CUDNN_STATUS_SUCCESS, "cuDNN stream");
+}
+
+GpuRuntime::~GpuRuntime() {
+  if (handles_) cudaSetDevice(handles_->device);
+}
+
+Context GpuRuntime::context() const {
+  Context ctx;
+  ctx.device = Device::CUDA;
+  ctx.stream = handles_->stream;
+  ctx.gpu = handles_.get();
+  return ctx;
+}
+
+void GpuRuntime::synchronize() { VIT_CUDA_CHECK(cudaStreamSynchronize(handles_->stream)); }
+
+int GpuRuntime::device_index() const { return handles_->device; }
+
+void GpuRuntime::set_tf32(bool on) { handles_->tf32 = on; }
+
+void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic = on; }
+
+size_t GpuRuntime::workspace_bytes() const {
+  const GpuHandles& h = *handles_;
+  return h.gemm_workspace.bytes() + h.cudnn_workspace.capacity() + h.scratch.capacity() +
+         h.scratch_small.capacity();
+}
+
+}  // namespace vit

@@ -1,0 +1,406 @@
+// LayerNorm on the GPU (see layernorm.h), statistics in fp32.
+//
+// Forward: one warp per row. Mean first, then the variance around it (two
+// passes over the row, the second from L1, instead of E[x^2] - mean^2, which
+// cancels badly when |mean| >> std), then the normalised row. mean and rstd
+// are saved for the backward pass.
+//
+// Backward, per row with xhat = (x - mean) * rstd and g = dout * weight:
+//   dinp += rstd * (g - mean(g) - xhat * mean(g * xhat))
+//   dweight += dout * xhat,   dbias += dout   (summed over all rows)
+// The parameter gradients are a reduction over M rows. To stay
+// deterministic (the same bits on every run, which the multi-rank tests lean
+// on) nothing uses float atomics: each warp sums its rows into its own slice
+// of shared memory, each block folds its warps in a fixed order into one
+// partial row in the scratch arena, and a second kernel adds the partials in
+// block order into dweight/dbias.
+#include "kernels/cuda_common.cuh"
+#include "kernels/layernorm.h"
+
+namespace vit::kernels {
+namespace {
+
+using namespace cuda_detail;
+
+constexpr int kWarps = 4;  // warps per block
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Visits the channels of one row that belong to this lane: packs of P when
+// kVec, single channels otherwise. f(c, x_vals...) gets the channel index of
+// the first element and the element count (P or 1).
+template <typename T, bool kVec>
+struct RowWalk {
+  static constexpr int P = kVec ? Pack<T>::N : 1;
+};
+
+template <typename T, bool kVec>
+__global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict__ mean_out,
+                                         float* __restrict__ rstd_out, const T* __restrict__ inp,
+                                         const T* __restrict__ weight, const T* __restrict__ bias, int64_t M,
+                                         int C, float eps) {
+  constexpr int P = RowWalk<T, kVec>::P;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= M) return;
+  const T* x = inp + row * C;
+  T* y = out + row * C;
+
+  float s = 0.0f;
+  for (int c = lane * P; c < C; c += 32 * P) {
+    if constexpr (kVec) {
+      Pack<T> v = load_pack(x + c);
+#pragma unroll
+      for (int j = 0; j < P; ++j) s += to_f(v.v[j]);
+    } else {
+      s += to_f(x[c]);
+    }
+  }
+  const float mean = warp_sum(s) / C;
+  float q = 0.0f;
+  for (int c = lane * P; c < C; c += 32 * P) {
+    if constexpr (kVec) {
+      Pack<T> v = load_pack(x + c);
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const float d = to_f(v.v[j]) - mean;
+        q += d * d;
+      }
+    } else {
+      const float d = to_f(x[c]) - mean;
+      q += d * d;
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(q) / C + eps);
+  for (int c = lane * P; c < C; c += 32 * P) {
+    if constexpr (kVec) {
+      Pack<T> v = load_pack(x + c), w = load_pack(weight + c), b = load_pack(bias + c), r;
+#pragma unroll
+      for (int j = 0; j < P; ++j) r.v[j] = from_f<T>((to_f(v.v[j]) - mean) * rstd * to_f(w.v[j]) + to_f(b.v[j]));
+      store_pack(y + c, r);
+    } else {
+      y[c] = from_f<T>((to_f(x[c]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
+    }
+  }
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// Shared-memory accumulators: per warp, dweight then dbias, each padded to
+// Cpad = C rounded up to 32 * P. Lane `lane` owns the channels
+// c = (k * 32 + lane) * P + j and keeps channel c at slot (k * P + j) * 32 +
+// lane, so the 32 lanes of a warp hit 32 consecutive words (no bank
+// conflicts), whatever the pack width.
+__device__ __forceinline__ int acc_slot(int k, int j, int lane, int P) { return (k * P + j) * 32 + lane; }
+
+// partial (gridDim.x, 2, C): this block's sums.
+template <typename T, bool kVec>
+__global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restrict__ partial,
+                                          const T* __restrict__ dout, const T* __restrict__ inp,
+                                          const T* __restrict__ weight, const float* __restrict__ mean,
+                                          const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
+  constexpr int P = RowWalk<T, kVec>::P;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
+  float* db_acc = dw_acc + Cpad;
+  for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
+  __syncwarp();
+
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp; row < M;
+       row += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const T* x = inp + row * C;
+    const T* g = dout + row * C;
+    T* dx = dinp + row * C;
+    const float mu = mean[row], rs = rstd[row];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+    for (int k = 0; (k * 32 + lane) * P < C; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if constexpr (kVec) {
+        Pack<T> xv = load_pack(x + c), gv = load_pack(g + c), wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv.v[j]) - mu) * rs;
+          const float go = to_f(gv.v[j]);
+          const float gn = go * to_f(wv.v[j]);
+          sum_g += gn;
+          sum_gx += gn * xh;
+          const int slot = acc_slot(k, j, lane, P);
+          dw_acc[slot] += go * xh;
+          db_acc[slot] += go;
+        }
+      } else {
+        const float xh = (to_f(x[c]) - mu) * rs;
+        const float go = to_f(g[c]);
+        const float gn = go * to_f(weight[c]);
+        sum_g += gn;
+        sum_gx += gn * xh;
+        dw_acc[c] += go * xh;
+        db_acc[c] += go;
+      }
+    }
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_gx = warp_sum(sum_gx) / C;
+    for (int c = lane * P; c < C; c += 32 * P) {
+      if constexpr (kVec) {
+        Pack<T> xv = load_pack(x + c), gv = load_pack(g + c), wv = load_pack(weight + c);
+        Pack<T> dv = *reinterpret_cast<const Pack<T>*>(dx + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv.v[j]) - mu) * rs;
+          const float gn = to_f(gv.v[j]) * to_f(wv.v[j]);
+          dv.v[j] = from_f<T>(to_f(dv.v[j]) + rs * (gn - mean_g - xh * mean_gx));
+        }
+        store_pack(dx + c, dv);
+      } else {
+        const float xh = (to_f(x[c]) - mu) * rs;
+        const float gn = to_f(g[c]) * to_f(weight[c]);
+        dx[c] = from_f<T>(to_f(dx[c]) + rs * (gn - mean_g - xh * mean_gx));
+      }
+    }
+  }
+  __syncthreads();
+  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+    const int which = i / Cpad, slot = i % Cpad;
+    const int l = slot % 32, rest = slot / 32;
+    const int c = ((rest / P) * 32 + l) * P + rest % P;
+    if (c >= C) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    part[which * C + c] = s;
+  }
+}
+
+// The same with each lane's kPacks packs of x and dout kept in registers
+// between the two passes over a row (C <= 32 * P * kPacks; ViT-B/16: 3 bf16
+// or 6 fp32 packs): the row is read from memory once, which matters here
+// because the shared-memory accumulators leave little L1 to cache it.
+template <typename T, int kPacks>
+__global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial,
+                                                 const T* __restrict__ dout, const T* __restrict__ inp,
+                                                 const T* __restrict__ weight, const float* __restrict__ mean,
+                                                 const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
+  constexpr int P = Pack<T>::N;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
+  float* db_acc = dw_acc + Cpad;
+  for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
+  __syncwarp();
+
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp; row < M;
+       row += static_cast<int64_t>(gridDim.x) * kWarps) {
+    const T* x = inp + row * C;
+    const T* g = dout + row * C;
+    T* dx = dinp + row * C;
+    Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        xv[k] = load_pack(x + c);
+        gv[k] = load_pack(g + c);
+        dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
+      }
+    }
+    const float mu = mean[row], rs = rstd[row];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float go = to_f(gv[k].v[j]);
+          const float gn = go * to_f(wv.v[j]);
+          sum_g += gn;
+          sum_gx += gn * xh;
+          const int slot = acc_slot(k, j, lane, P);
+          dw_acc[slot] += go * xh;
+          db_acc[slot] += go;
+        }
+      }
+    }
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_gx = warp_sum(sum_gx) / C;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
+          dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
+        }
+        store_pack(dx + c, dv[k]);
+      }
+    }
+  }
+  __syncthreads();
+  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+    const int which = i / Cpad, slot = i % Cpad;
+    const int l = slot % 32, rest = slot / 32;
+    const int c = ((rest / P) * 32 + l) * P + rest % P;
+    if (c >= C) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    part[which * C + c] = s;
+  }
+}
+
+// dweight[c] += sum_b partial[b, 0, c];  dbias[c] += sum_b partial[b, 1, c]
+// Block (32, 8): 32 adjacent channels (coalesced rows of the partials), 8
+// rows of threads split the blocks, then fold in a fixed order.
+__global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* __restrict__ dbias,
+                                            const float* __restrict__ partial, int blocks, int C) {
+  __shared__ float acc[8][33];
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  float s = 0.0f;
+  if (c < 2 * C) {
+    for (int b = threadIdx.y; b < blocks; b += 8) s += partial[static_cast<int64_t>(b) * 2 * C + c];
+  }
+  acc[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= 2 * C) return;
+  float t = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t += acc[i][threadIdx.x];
+  if (c < C) {
+    dweight[c] += t;
+  } else {
+    dbias[c - C] += t;
+  }
+}
+
+}  // namespace
+
+namespace cuda {
+
+void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
+                       const Tensor& weight, const Tensor& bias, float eps) {
+  const char* op = "layernorm_forward";
+  gpu_of(ctx, op);
+  for (auto* t : {&out, &mean, &rstd}) check_gpu(*t, op, "out/mean/rstd");
+  check_gpu(inp, op, "inp");
+  check_gpu(weight, op, "weight");
+  check_gpu(bias, op, "bias");
+  const int C = static_cast<int>(inp.dim(-1));
+  const int64_t M = inp.numel() / C;
+  const DType dt = inp.dtype;
+  check_dtype(out, dt, op, "out");
+  check_dtype(weight, dt, op, "weight");
+  check_dtype(bias, dt, op, "bias");
+  check_dtype(mean, DType::F32, op, "mean");
+  check_dtype(rstd, DType::F32, op, "rstd");
+  check_numel(out, M * C, op, "out");
+  check_numel(weight, C, op, "weight");
+  check_numel(bias, C, op, "bias");
+  check_numel(mean, M, op, "mean");
+  check_numel(rstd, M, op, "rstd");
+  cudaStream_t s = stream_of(ctx);
+  const unsigned grid = static_cast<unsigned>((M + kWarps - 1) / kWarps);
+  VIT_DTYPE_SWITCH(dt, T, {
+    const bool vec = C % Pack<T>::N == 0 && aligned16(out.data) && aligned16(inp.data) &&
+                     aligned16(weight.data) && aligned16(bias.data);
+    if (vec) {
+      layernorm_forward_kernel<T, true><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), inp.as<T>(), weight.as<T>(), bias.as<T>(), M, C, eps);
+    } else {
+      layernorm_forward_kernel<T, false><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), inp.as<T>(), weight.as<T>(), bias.as<T>(), M, C, eps);
+    }
+  });
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
+                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
+  const char* op = "layernorm_backward";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(dinp, op, "dinp");
+  check_gpu(dweight, op, "dweight");
+  check_gpu(dbias, op, "dbias");
+  check_gpu(dout, op, "dout");
+  check_gpu(inp, op, "inp");
+  check_gpu(weight, op, "weight");
+  check_gpu(mean, op, "mean");
+  check_gpu(rstd, op, "rstd");
+  const int C = static_cast<int>(inp.dim(-1));
+  const int64_t M = inp.numel() / C;
+  const DType dt = inp.dtype;
+  check_dtype(dinp, dt, op, "dinp");
+  check_dtype(dout, dt, op, "dout");
+  check_dtype(weight, dt, op, "weight");
+  check_dtype(dweight, DType::F32, op, "dweight");
+  check_dtype(dbias, DType::F32, op, "dbias");
+  check_numel(dinp, M * C, op, "dinp");
+  check_numel(dout, M * C, op, "dout");
+  check_numel(dweight, C, op, "dweight");
+  check_numel(dbias, C, op, "dbias");
+  check_numel(mean, M, op, "mean");
+  check_numel(rstd, M, op, "rstd");
+  cudaStream_t s = stream_of(ctx);
+
+  // Enough warps in flight to cover memory latency (8 blocks of 4 warps per
+  // SM); the partial rows this leaves (blocks x 2C floats) are small next to
+  // the activations.
+  const int blocks = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>((M + kWarps - 1) / kWarps, static_cast<int64_t>(h.num_sms) * 8)));
+  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
+  VIT_DTYPE_SWITCH(dt, T, {
+    const bool vec = C % Pack<T>::N == 0 && aligned16(dinp.data) && aligned16(dout.data) &&
+                     aligned16(inp.data) && aligned16(weight.data);
+    const int P = vec ? Pack<T>::N : 1;
+    const int Cpad = (C + 32 * P - 1) / (32 * P) * (32 * P);
+    const size_t smem = sizeof(float) * kWarps * 2 * static_cast<size_t>(Cpad);
+    VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
+    const int packs = vec ? (C + 32 * P - 1) / (32 * P) : 0;
+    auto cached = [&](auto kern) {
+      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                             mean.f32(), rstd.f32(), M, C, Cpad);
+    };
+    if (packs == 1) {
+      cached(layernorm_backward_cached_kernel<T, 1>);
+    } else if (packs == 2) {
+      cached(layernorm_backward_cached_kernel<T, 2>);
+    } else if (packs == 3) {
+      cached(layernorm_backward_cached_kernel<T, 3>);
+    } else if (packs == 4) {
+      cached(layernorm_backward_cached_kernel<T, 4>);
+    } else if (packs >= 5 && packs <= 6) {
+      cached(layernorm_backward_cached_kernel<T, 6>);
+    } else if (vec) {
+      auto kern = layernorm_backward_kernel<T, true>;
+      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                             mean.f32(), rstd.f32(), M, C, Cpad);
+    } else {
+      auto kern = layernorm_backward_kernel<T, false>;
+      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                             mean.f32(), rstd.f32(), M, C, Cpad);
+    }
+  });
+  VIT_CUDA_CHECK_LAUNCH();
+  layernorm_param_grad_kernel<<<(2 * C + 31) / 32, dim3(32, 8), 0, s>>>(dweight.f32(), dbias.f32(), partial, blocks,
+                                                                       C);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace vit::kernels

@@ -1,0 +1,381 @@
+// Linear layers on the GPU through cuBLASLt (see matmul.h for the contract).
+//
+// Row-major to column-major: cuBLASLt is column-major, and a row-major
+// (R, C) matrix is the column-major (C, R) matrix with leading dimension C,
+// i.e. its transpose. So with x (M, K), W (N, K), y (M, N), all row-major:
+//   forward   y^T  (N, M) = W  (N, K) . x^T (K, M)   A = W  (op T), B = x     (op N)
+//   dinp      dx^T (K, M) = W^T(K, N) . dy^T (N, M)  A = W  (op N), B = dy    (op N)
+//   dweight   dW^T (K, N) = x^T(K, M) . dy  (M, N)   A = x  (op N), B = dy    (op T)
+// The bias of the forward is a per-row vector of y^T: cuBLASLt's BIAS
+// epilogue. The bias gradient is the sum of dy over M, which is the GEMM's k
+// dimension in the dweight product: the BGRADB epilogue computes it while dy
+// streams through, so dy is read once for both gradients. The epilogue
+// assigns, while dbias accumulates (+=), so it lands in a small fp32 scratch
+// and one tiny kernel adds it; if cuBLASLt offers no algorithm with that
+// epilogue for a shape or type, a column-sum kernel does the same.
+//
+// Mixed precision: A/B in bf16 or fp16, dweight as fp32 C/D with beta = 1
+// (cuBLASLt supports A/B 16-bit with C/D fp32, compute 32F), so the master
+// gradient accumulates in fp32 without a cast pass. fp32 uses compute 32F,
+// or 32F_FAST_TF32 when GpuHandles::tf32 is set.
+//
+// GELU: the epilogue's GELU in cuBLASLt is the tanh approximation, while the
+// model needs the exact erf form (Hugging Face ViT). So the GEMM writes
+// pre_gelu with the BIAS epilogue and gelu.cu's kernel makes out from it.
+//
+// Plans: descriptors, layouts and the heuristic's algorithm are cached per
+// (shape, leading dims, types, epilogue, pointer alignment); a steady-state
+// call only sets the bias pointer and launches. Nothing here synchronises.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "kernels/cuda_common.cuh"
+#include "kernels/gelu.h"
+#include "kernels/matmul.h"
+
+namespace vit {
+
+struct LtKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  int32_t transa, transb, ab_type, cd_type, compute, epilogue;
+  int32_t align_a, align_b, align_c, align_bias;
+  bool operator==(const LtKey& o) const { return std::memcmp(this, &o, sizeof(LtKey)) == 0; }
+};
+struct LtKeyHash {
+  size_t operator()(const LtKey& k) const {
+    const auto* p = reinterpret_cast<const unsigned char*>(&k);
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(LtKey); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+  }
+};
+struct LtPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool has_algo = false;
+};
+struct MatmulPlanCache {
+  std::mutex mu;
+  std::unordered_map<LtKey, LtPlan, LtKeyHash> plans;
+};
+
+void destroy_matmul_plans(MatmulPlanCache* cache) {
+  if (!cache) return;
+  for (auto& kv : cache->plans) {
+    LtPlan& p = kv.second;
+    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+  }
+  delete cache;
+}
+
+namespace kernels {
+namespace {
+
+using namespace cuda_detail;
+
+int32_t pointer_alignment(const void* p) {
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  int32_t a = 256;
+  while (a > 1 && (u % a) != 0) a >>= 1;
+  return a;
+}
+
+// One column-major GEMM D = alpha op(A) op(B) + beta C (C = D in place).
+struct LtCall {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool transa, transb;
+  DType ab, cd;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* A;
+  const void* B;
+  void* D;
+  void* bias = nullptr;  // BIAS: input vector (m); BGRADB: output vector (n)
+  float beta = 0.0f;
+};
+
+// D (m, n; column-major, leading dimension ldc) += bias (m) on every column.
+template <typename T>
+__global__ void add_bias_columns_kernel(T* __restrict__ D, const T* __restrict__ bias, int64_t m, int64_t n,
+                                        int64_t ldc) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < m * n; idx += stride) {
+    const int64_t i = idx % m, j = idx / m;
+    D[j * ldc + i] = from_f<T>(to_f(D[j * ldc + i]) + to_f(bias[i]));
+  }
+}
+
+// When cuBLASLt offers no algorithm (seen for shapes whose leading dimensions
+// break its alignment rules, e.g. a 3-class head in 16-bit): plain
+// cublasGemmEx, which takes any shape, plus a bias kernel.
+void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t compute) {
+  const float alpha = 1.0f;
+  VIT_CUBLAS_CHECK(cublasGemmEx(h.blas, c.transa ? CUBLAS_OP_T : CUBLAS_OP_N, c.transb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                static_cast<int>(c.m), static_cast<int>(c.n), static_cast<int>(c.k), &alpha, c.A,
+                                cuda_type(c.ab), static_cast<int>(c.lda), c.B, cuda_type(c.ab),
+                                static_cast<int>(c.ldb), &c.beta, c.D, cuda_type(c.cd), static_cast<int>(c.ldc),
+                                compute, CUBLAS_GEMM_DEFAULT));
+  if (c.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+    VIT_DTYPE_SWITCH(c.cd, T,
+                     add_bias_columns_kernel<T><<<grid_for(c.m * c.n, 256, h.num_sms), 256, 0, h.stream>>>(
+                         static_cast<T*>(c.D), static_cast<const T*>(c.bias), c.m, c.n, c.ldc));
+    VIT_CUDA_CHECK_LAUNCH();
+  }
+}
+
+// Returns false when cuBLASLt has no algorithm for this call (only asked
+// with a fused epilogue; the caller falls back).
+bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
+  if (!h.matmul_plans) h.matmul_plans = new MatmulPlanCache();
+  const bool fp32 = c.ab == DType::F32;
+  const cublasComputeType_t compute = (fp32 && h.tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  LtKey key;
+  std::memset(&key, 0, sizeof(key));
+  key.m = c.m; key.n = c.n; key.k = c.k;
+  key.lda = c.lda; key.ldb = c.ldb; key.ldc = c.ldc;
+  key.transa = c.transa; key.transb = c.transb;
+  key.ab_type = static_cast<int32_t>(c.ab); key.cd_type = static_cast<int32_t>(c.cd);
+  key.compute = compute; key.epilogue = c.epilogue;
+  key.align_a = pointer_alignment(c.A); key.align_b = pointer_alignment(c.B);
+  key.align_c = pointer_alignment(c.D); key.align_bias = c.bias ? pointer_alignment(c.bias) : 0;
+
+  LtPlan* plan;
+  {
+    std::lock_guard<std::mutex> lock(h.matmul_plans->mu);
+    auto it = h.matmul_plans->plans.find(key);
+    if (it == h.matmul_plans->plans.end()) {
+      LtPlan p;
+      const cudaDataType_t ab = cuda_type(c.ab), cd = cuda_type(c.cd);
+      VIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F));
+      const cublasOperation_t ta = c.transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+      const cublasOperation_t tb = c.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+      VIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+      VIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+      const cublasLtEpilogue_t epi = c.epilogue;
+      VIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+      if (c.bias) {
+        VIT_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &c.bias, sizeof(c.bias)));
+      }
+      // Stored (column-major) shapes: op(A) is (m, k), op(B) is (k, n).
+      VIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, c.transa ? c.k : c.m, c.transa ? c.m : c.k, c.lda));
+      VIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, c.transb ? c.n : c.k, c.transb ? c.k : c.n, c.ldb));
+      VIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cd, c.m, c.n, c.ldc));
+
+      cublasLtMatmulPreference_t pref;
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      const uint64_t ws = h.gemm_workspace.bytes();
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                            sizeof(ws)));
+      const uint32_t al[4] = {static_cast<uint32_t>(key.align_a), static_cast<uint32_t>(key.align_b),
+                              static_cast<uint32_t>(key.align_c), static_cast<uint32_t>(key.align_c)};
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                            &al[0], sizeof(uint32_t)));
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                            &al[1], sizeof(uint32_t)));
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                            &al[2], sizeof(uint32_t)));
+      VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                            &al[3], sizeof(uint32_t)));
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const cublasStatus_t st =
+          cublasLtMatmulAlgoGetHeuristic(h.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+        p.algo = result.algo;
+        p.has_algo = true;
+      } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED &&
+                 st != CUBLAS_STATUS_INVALID_VALUE) {
+        VIT_CUBLAS_CHECK(st);
+      }
+      if (std::getenv("VIT_KERNELS_VERBOSE")) {
+        std::fprintf(stderr, "vit: cuBLASLt plan %lldx%lldx%lld %s->%s epilogue %d: %s\n", (long long)c.m,
+                     (long long)c.n, (long long)c.k, dtype_name(c.ab), dtype_name(c.cd), int(c.epilogue),
+                     p.has_algo ? "algorithm found" : "no algorithm (fallback)");
+      }
+      it = h.matmul_plans->plans.emplace(key, p).first;
+    }
+    plan = &it->second;
+  }
+  if (!plan->has_algo) {
+    if (c.epilogue == CUBLASLT_EPILOGUE_BGRADB) return false;  // the caller sums the bias gradient itself
+    gemm_ex_fallback(h, c, compute);
+    return true;
+  }
+  if (c.bias) {
+    VIT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &c.bias, sizeof(c.bias)));
+  }
+  const float alpha = 1.0f;
+  VIT_CUBLAS_CHECK(cublasLtMatmul(h.lt, plan->desc, &alpha, c.A, plan->a, c.B, plan->b, &c.beta, c.D, plan->c, c.D,
+                                  plan->c, &plan->algo, h.gemm_workspace.data(), h.gemm_workspace.bytes(), stream));
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Bias-gradient helpers
+// ---------------------------------------------------------------------------
+constexpr int kColTile = 32;   // columns per block (one per lane)
+constexpr int kRowLanes = 8;   // warps per block, each over its own rows
+constexpr int kRowSplits = 64; // blocks along M; partials summed in a fixed order
+
+// partial[s, n] = sum of dout[m, n] over the rows of split s.
+template <typename T>
+__global__ void column_sum_partial_kernel(float* __restrict__ partial, const T* __restrict__ dout, int64_t M,
+                                          int64_t N) {
+  __shared__ float acc[kRowLanes][kColTile];
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kColTile + threadIdx.x;
+  const int64_t rows_per_split = (M + gridDim.y - 1) / gridDim.y;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;
+  const int64_t r1 = min(M, r0 + rows_per_split);
+  float s = 0.0f;
+  if (col < N) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) s += to_f(dout[r * N + col]);
+  }
+  acc[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < N) {
+    float t = 0.0f;
+    for (int i = 0; i < kRowLanes; ++i) t += acc[i][threadIdx.x];
+    partial[static_cast<int64_t>(blockIdx.y) * N + col] = t;
+  }
+}
+
+// dbias[n] += sum over s of partial[s, n]   (splits = 1: the epilogue's output)
+__global__ void add_partials_kernel(float* __restrict__ dbias, const float* __restrict__ partial, int splits,
+                                    int64_t N) {
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  float s = 0.0f;
+  for (int i = 0; i < splits; ++i) s += partial[static_cast<int64_t>(i) * N + n];
+  dbias[n] += s;
+}
+
+void bias_grad_fallback(GpuHandles& h, cudaStream_t stream, float* dbias, const Tensor& dout, int64_t M, int64_t N) {
+  const int splits = static_cast<int>(std::min<int64_t>(kRowSplits, std::max<int64_t>(1, M / 64)));
+  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * splits * N, stream));
+  dim3 grid(static_cast<unsigned>((N + kColTile - 1) / kColTile), splits);
+  dim3 block(kColTile, kRowLanes);
+  VIT_DTYPE_SWITCH(dout.dtype, T,
+                   column_sum_partial_kernel<T><<<grid, block, 0, stream>>>(partial, dout.as<T>(), M, N));
+  VIT_CUDA_CHECK_LAUNCH();
+  add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias, partial, splits, N);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+namespace cuda {
+
+void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
+                    const Tensor& bias) {
+  const char* op = "matmul_forward";
+  GpuHandles& h = gpu_of(ctx, op);
+  cudaStream_t stream = stream_of(ctx);
+  check_gpu(out, op, "out");
+  check_gpu(inp, op, "inp");
+  check_gpu(weight, op, "weight");
+  VIT_CHECK(weight.ndim == 2, op, ": weight must be (N, K), got ", weight.shape_str());
+  const int64_t N = weight.dim(0), K = weight.dim(1);
+  VIT_CHECK(inp.dim(-1) == K, op, ": inp ", inp.shape_str(), " does not end in K = ", K);
+  const int64_t M = inp.numel() / K;
+  const DType dt = inp.dtype;
+  check_dtype(weight, dt, op, "weight");
+  check_dtype(out, dt, op, "out");
+  check_numel(out, M * N, op, "out");
+  if (bias.defined()) {
+    check_gpu(bias, op, "bias");
+    check_dtype(bias, dt, op, "bias");
+    check_numel(bias, N, op, "bias");
+  }
+  Tensor target = out;
+  if (pre_gelu.defined()) {
+    check_gpu(pre_gelu, op, "pre_gelu");
+    check_dtype(pre_gelu, dt, op, "pre_gelu");
+    check_numel(pre_gelu, M * N, op, "pre_gelu");
+    target = pre_gelu;
+  }
+  LtCall c;
+  c.m = N; c.n = M; c.k = K;
+  c.lda = K; c.ldb = K; c.ldc = N;
+  c.transa = true; c.transb = false;
+  c.ab = dt; c.cd = dt;
+  c.A = weight.data; c.B = inp.data; c.D = target.data;
+  if (bias.defined()) {
+    c.epilogue = CUBLASLT_EPILOGUE_BIAS;
+    c.bias = bias.data;
+  }
+  lt_matmul(h, stream, c);
+  if (pre_gelu.defined()) cuda::gelu_forward(ctx, out, pre_gelu);
+}
+
+void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
+                     const Tensor& inp, const Tensor& weight) {
+  const char* op = "matmul_backward";
+  GpuHandles& h = gpu_of(ctx, op);
+  cudaStream_t stream = stream_of(ctx);
+  check_gpu(dout, op, "dout");
+  check_gpu(inp, op, "inp");
+  check_gpu(weight, op, "weight");
+  check_gpu(dweight, op, "dweight");
+  VIT_CHECK(weight.ndim == 2, op, ": weight must be (N, K), got ", weight.shape_str());
+  const int64_t N = weight.dim(0), K = weight.dim(1);
+  const int64_t M = inp.numel() / K;
+  const DType dt = inp.dtype;
+  check_dtype(weight, dt, op, "weight");
+  check_dtype(dout, dt, op, "dout");
+  check_numel(dout, M * N, op, "dout");
+  check_dtype(dweight, DType::F32, op, "dweight");
+  check_numel(dweight, N * K, op, "dweight");
+
+  if (dinp.defined()) {
+    check_gpu(dinp, op, "dinp");
+    check_dtype(dinp, dt, op, "dinp");
+    check_numel(dinp, M * K, op, "dinp");
+    LtCall c;
+    c.m = K; c.n = M; c.k = N;
+    c.lda = K; c.ldb = N; c.ldc = K;
+    c.transa = false; c.transb = false;
+    c.ab = dt; c.cd = dt;
+    c.A = weight.data; c.B = dout.data; c.D = dinp.data;
+    lt_matmul(h, stream, c);
+  }
+
+  LtCall c;
+  c.m = K; c.n = N; c.k = M;
+  c.lda = K; c.ldb = N; c.ldc = K;
+  c.transa = false; c.transb = true;
+  c.ab = dt; c.cd = DType::F32;
+  c.A = inp.data; c.B = dout.data; c.D = dweight.data;
+  c.beta = 1.0f;
+  if (!dbias.defined()) {
+    lt_matmul(h, stream, c);
+    return;
+  }
+  check_gpu(dbias, op, "dbias");
+  check_dtype(dbias, DType::F32, op, "dbias");
+  check_numel(dbias, N, op, "dbias");
+  auto* tmp = static_cast<float*>(h.scratch_small.get(sizeof(float) * N, stream));
+  c.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+  c.bias = tmp;
+  if (lt_matmul(h, stream, c)) {
+    add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias.f32(), tmp, 1, N);
+    VIT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  c.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  c.bias = nullptr;
+  lt_matmul(h, stream, c);
+  bias_grad_fallback(h, stream, dbias.f32(), dout, M, N);
+}
+
+}  // namespace cuda
+}  // namespace kernels
+}  // namespace vit

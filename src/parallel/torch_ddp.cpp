@@ -90,7 +90,12 @@ class DataParallelPlugin final : public Plugin {
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale.
     const float grad_scale = loss_scale / static_cast<float>(global_count);
-    double local_loss = 0.0;
+    // Per-sample losses go to pinned host memory asynchronously and are
+    // summed after the step's one synchronisation.
+    size_t loss_slots = 0;
+    for (const MicroBatch& mb : micro) loss_slots += static_cast<size_t>(mb.count);
+    if (host_losses_.bytes() < loss_slots * 4) host_losses_ = Buffer(loss_slots * 4, Device::CPU, HostMemory::Pinned);
+    size_t filled = 0;
     for (size_t i = 0; i < micro.size(); ++i) {
       const MicroBatch& mb = micro[i];
       const bool last = i + 1 == micro.size();
@@ -99,7 +104,9 @@ class DataParallelPlugin final : public Plugin {
       model::GradHook hook = nullptr;
       if (last) hook = [this](int64_t begin, int64_t end) { on_grads_ready(begin, end); };
       model_.forward_backward(images_tensor(mb), labels_tensor(mb.count), mb.count, grad_scale, hook);
-      local_loss += sum_losses(mb.count);
+      copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
+                       static_cast<size_t>(mb.count) * 4, ctx_.stream);
+      filled += static_cast<size_t>(mb.count);
     }
     // A rank without images in the last micro-batch still joins every reduction.
     for (Bucket& b : buckets_) {
@@ -130,6 +137,8 @@ class DataParallelPlugin final : public Plugin {
     copy_bytes_async(host_scalars_.data(), scalars_.data(), 16, ctx_.stream);
     synchronize_stream(ctx_.stream);
     const float* hs = host_scalars_.as<float>();
+    double local_loss = 0.0;
+    for (size_t i = 0; i < filled; ++i) local_loss += host_losses_.as<float>()[i];
     float loss_sum = static_cast<float>(local_loss);
     dp_.all_reduce(&loss_sum, 1, DType::F32, comm::ReduceOp::Sum, Device::CPU);
     StepResult r;
@@ -200,12 +209,13 @@ class DataParallelPlugin final : public Plugin {
     copy_bytes_async(labels_.data(), mb.labels, static_cast<size_t>(mb.count) * 4, ctx_.stream);
   }
 
+  // Sum of the last forward's per-sample losses (evaluation: synchronises).
   double sum_losses(int B) {
-    host_losses_.resize(static_cast<size_t>(B));
+    std::vector<float> losses(static_cast<size_t>(B));
     synchronize_stream(ctx_.stream);
-    copy_bytes(host_losses_.data(), Device::CPU, model_.losses(B).data, ctx_.device, host_losses_.size() * 4);
+    copy_bytes(losses.data(), Device::CPU, model_.losses(B).data, ctx_.device, losses.size() * 4);
     double s = 0.0;
-    for (float l : host_losses_) s += l;
+    for (float l : losses) s += l;
     return s;
   }
 
@@ -267,7 +277,7 @@ class DataParallelPlugin final : public Plugin {
   Buffer images_, labels_, scalars_, host_scalars_, logits32_;
   size_t image_bytes_ = 0;
   std::vector<Bucket> buckets_;
-  std::vector<float> host_losses_;
+  Buffer host_losses_;  // pinned: per-sample losses of the current step
   int last_count_ = 0;
   Stream comm_stream_;
   Event backward_done_, comm_done_;

@@ -7,82 +7,9 @@
 #define BOOST_TEST_MODULE e2e
 #include <boost/test/unit_test.hpp>
 
-#include <unistd.h>
+#include "e2e_util.h"
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-
-namespace fs = std::filesystem;
-using nlohmann::json;
-
-namespace {
-
-const std::string kBin = VIT_BINARY_DIR;
-const std::string kData = kBin + "/test_data/beans_64.h5";
-const std::string kSpec = std::string(VIT_SOURCE_DIR) + "/configs/quickstart.yaml";
-
-std::string scratch() {
-  static std::string dir = [] {
-    std::string d = kBin + "/test_e2e_" + std::to_string(::getpid());
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-int sh(const std::string& cmd) {
-  BOOST_TEST_MESSAGE(cmd);
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
-
-std::string mpirun(int ranks) {
-  // CI runs as root, which Open MPI refuses without being told.
-  return std::string("mpirun --oversubscribe --bind-to none ") + (::geteuid() == 0 ? "--allow-run-as-root " : "") +
-         "-np " + std::to_string(ranks) + " ";
-}
-
-// Runs vit_hpc on `ranks` ranks with the quickstart spec plus overrides.
-int vit_hpc(int ranks, const std::string& name, const std::string& extra) {
-  return sh(mpirun(ranks) + kBin + "/vit_hpc " +
-            kSpec + " --set data.path=" + kData + " --set run.output_dir=" + scratch() + " --set run.name=" + name +
-            " --set run.progress=false --set run.cpu_threads=1 " + extra + " > " + scratch() + "/" + name +
-            ".log 2>&1");
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  BOOST_TEST_REQUIRE(static_cast<bool>(in), "cannot read " << path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
-
-std::vector<json> of_type(const std::vector<json>& lines, const std::string& type) {
-  std::vector<json> out;
-  for (const auto& l : lines) {
-    if (l.at("type") == type) out.push_back(l);
-  }
-  return out;
-}
-
-std::vector<double> step_losses(const std::string& run) {
-  std::vector<double> out;
-  for (const auto& l : of_type(read_jsonl(scratch() + "/" + run + "/rank_0.jsonl"), "step")) {
-    out.push_back(l.at("loss").get<double>());
-  }
-  return out;
-}
-
-}  // namespace
+using namespace e2e;
 
 BOOST_AUTO_TEST_CASE(metrics_files_hold_every_field) {
   BOOST_TEST_REQUIRE(vit_hpc(2, "fields", "--set train.epochs=1 --set train.batch_size=16") == 0);

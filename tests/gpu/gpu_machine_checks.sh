@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The GPU checks, for a GPU machine that receives binaries built elsewhere
+# (GPU_MACHINE.md: build on the build machine, run there). From the
+# repository root:
+#
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [tests] [hf] [bench] [demo]
+#
+# BIN_DIR holds vit_hpc, vit_results and the GPU test executables
+# (test_kernels_gpu, test_comm_gpu, test_e2e_gpu); DATA_DIR holds the HDF5
+# files they read (beans_64.h5, beans_test_224.h5 raw, beans_224.h5 for the
+# demo). Logs go to $OUT (or ./gpu_logs). Each named stage runs in turn:
+#   tests  the GPU suites (kernels vs CPU reference, NCCL/MPI communicators,
+#          1 vs 2 ranks for torch_ddp/torch_ddp_fp16, fp16 overflow skip)
+#   hf     tests/hf/hf_interop.py: logits against transformers, both ways
+#   bench  images/s and peak memory of ViT-B/16 bf16 at batch 32/64/256, and
+#          the original example's grid (plugins x batch 8, 32)
+#   demo   configs/demo.yaml on Beans at 224 px
+set -uo pipefail
+BIN=$(realpath "$1")
+DATA=$(realpath "$2")
+shift 2
+LOG=${OUT:-$PWD/gpu_logs}
+mkdir -p "$LOG"
+
+# cuDNN and NCCL of the Python wheels (versioned names only), the toolkit's cuBLAS.
+N=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
+export LD_LIBRARY_PATH=$N/cudnn/lib:$N/nccl/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+if ldd "$BIN/vit_hpc" | grep -q 'not found'; then
+  echo "missing libraries: $(ldd "$BIN/vit_hpc" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')"
+  if [ -f "$DATA/libfb.tar.xz" ]; then
+    tar xJf "$DATA/libfb.tar.xz" -C /tmp && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/tmp/libfb
+    echo "using the carried fallbacks in /tmp/libfb"
+  fi
+fi
+ldd "$BIN/vit_hpc" | grep 'not found' && exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+stage() { echo; echo "=== $1 ($(date +%T))"; }
+for what in "$@"; do
+  case "$what" in
+    tests)
+      stage "test_kernels_gpu"
+      timeout 240 "$BIN/test_kernels_gpu" --report_level=short > "$LOG/kernels_gpu.txt" 2>&1
+      echo "rc=$?"; grep -E "failure|passed|error" "$LOG/kernels_gpu.txt" | tail -5
+      for np in 1 2; do
+        stage "test_comm_gpu np$np"
+        timeout 120 mpirun --bind-to none -np $np "$BIN/test_comm_gpu" --report_level=short > "$LOG/comm_gpu_np$np.txt" 2>&1
+        echo "rc=$?"; grep -E "failure|passed|error|share" "$LOG/comm_gpu_np$np.txt" | sort | uniq -c | tail -6
+      done
+      stage "test_e2e_gpu"
+      VIT_TEST_BIN=$BIN VIT_TEST_SOURCE=$PWD VIT_TEST_DATA=$DATA/beans_64.h5 VIT_TEST_SCRATCH=/tmp \
+        timeout 300 "$BIN/test_e2e_gpu" --report_level=short --log_level=message > "$LOG/e2e_gpu.txt" 2>&1
+      echo "rc=$?"; grep -E "failure|passed|error" "$LOG/e2e_gpu.txt" | tail -8
+      for f in /tmp/e2e_scratch_*/gpu_*; do
+        [ -f "$f/rank_0.jsonl" ] && echo "$(basename "$f"): $(grep -o '"loss":[0-9.e+-]*' "$f/rank_0.jsonl" | cut -d: -f2 | head -6 | tr '\n' ' ')"
+      done
+      ;;
+    hf)
+      stage "hf_interop"
+      PATH=$BIN:$PATH timeout 400 python3 tests/hf/hf_interop.py --vit-hpc "$BIN/vit_hpc" \
+        --data "$DATA/beans_test_224.h5" --work /tmp/hf > "$LOG/hf_interop.txt" 2>&1
+      echo "rc=$?"; tail -8 "$LOG/hf_interop.txt"
+      ;;
+    bench)
+      stage "benchmark: torch_ddp_fp16 bf16, batch 32 64 256, 1 GPU"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --plugins torch_ddp_fp16 --precision bf16 \
+        --batch-sizes "32 64 256" --steps 30 --name bench_bf16 > "$LOG/bench_bf16.txt" 2>&1
+      echo "rc=$?"; cp results/bench_bf16/summary.md "$LOG/bench_bf16.md" 2>/dev/null; grep -A12 "^### " "$LOG/bench_bf16.txt" | head -40
+      stage "benchmark: the original grid (batch 8, 32), 1 GPU"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --batch-sizes "8 32" --name bench_grid \
+        > "$LOG/bench_grid.txt" 2>&1
+      echo "rc=$?"; cp results/bench_grid/summary.md "$LOG/bench_grid.md" 2>/dev/null; grep -A12 "^### " "$LOG/bench_grid.txt" | head -40
+      ;;
+    demo)
+      stage "demo: configs/demo.yaml, ViT-B/16 from scratch on Beans 224"
+      start=$SECONDS
+      mpirun --bind-to none -np 1 "$BIN/vit_hpc" configs/demo.yaml --set data.path="$DATA/beans_224.h5" \
+        --set run.name=demo_gpu --set run.output_dir=results --set run.progress=false \
+        > "$LOG/demo.txt" 2>&1
+      echo "rc=$? wall $((SECONDS - start)) s"; grep -E "^epoch|^test|vit_hpc|weights" "$LOG/demo.txt" | tail -40
+      "$BIN/vit_results" results/demo_gpu > "$LOG/demo.md" 2>&1; cp -r results/demo_gpu "$LOG/" 2>/dev/null
+      ;;
+    *) echo "unknown stage $what"; exit 2 ;;
+  esac
+done

@@ -7,8 +7,8 @@
 
 namespace vit::train {
 
-ProgressBar::ProgressBar(bool enabled, int64_t every)
-    : enabled_(enabled), tty_(::isatty(STDERR_FILENO) != 0), every_(std::max<int64_t>(1, every)) {}
+ProgressBar::ProgressBar(bool rank0, bool bar, int64_t every)
+    : rank0_(rank0), enabled_(rank0 && bar), tty_(::isatty(STDERR_FILENO) != 0), every_(std::max<int64_t>(1, every)) {}
 
 void ProgressBar::start(const std::string& label, int64_t total) {
   label_ = label;
@@ -36,7 +36,7 @@ void ProgressBar::finish() {
 }
 
 void ProgressBar::line(const std::string& text) {
-  if (!enabled_) return;
+  if (!rank0_) return;
   finish();
   std::fprintf(stdout, "%s\n", text.c_str());
   std::fflush(stdout);

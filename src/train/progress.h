@@ -1,5 +1,6 @@
 // Rank 0's console output: a progress bar during an epoch (redrawn in place
-// on a terminal, a line every `every` steps otherwise) and summary lines.
+// on a terminal, a line every `every` steps otherwise; off with
+// run.progress=false) and summary lines on stdout (always).
 #pragma once
 
 #include <cstdint>
@@ -9,14 +10,15 @@ namespace vit::train {
 
 class ProgressBar {
  public:
-  ProgressBar(bool enabled, int64_t every);
+  // rank0: whether this rank prints at all; bar: whether the bar is drawn.
+  ProgressBar(bool rank0, bool bar, int64_t every);
   void start(const std::string& label, int64_t total);
   void update(int64_t done, double loss, double images_per_s);
   void finish();  // ends the bar's line
   void line(const std::string& text);  // a line of its own (clears the bar first)
 
  private:
-  bool enabled_, tty_;
+  bool rank0_, enabled_, tty_;
   int64_t every_, total_ = 0;
   std::string label_;
   bool drawn_ = false;

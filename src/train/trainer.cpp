@@ -110,7 +110,7 @@ class Trainer {
         spec_(env.spec()),
         cfg_(model_config(spec_)),
         dataset_(data::Hdf5Dataset::open(spec_.data.path)),
-        bar_(env.is_rank0() && spec_.run.progress, spec_.run.log_every) {
+        bar_(env.is_rank0(), spec_.run.progress, spec_.run.log_every) {
     dataset_.check_matches(cfg_.image_size, cfg_.num_classes);
     const int max_micro = std::max(spec_.train.batch_size, spec_.eval.batch_size);
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
@@ -348,7 +348,7 @@ int benchmark(RunEnvironment& env) {
   }
 
   env.open_results("benchmark", plugin->name(), global_batch);
-  ProgressBar bar(env.is_rank0() && spec.run.progress, spec.run.log_every);
+  ProgressBar bar(env.is_rank0(), spec.run.progress, spec.run.log_every);
   if (env.is_rank0()) {
     bar.line(str_cat("vit_hpc benchmark: ", plugin->name(), " (", spec.plugin.precision, ") on ",
                      env.world().describe(), "; batch ", B, " per rank, global ", global_batch, "; ",

@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "comm/bootstrap.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "io/metrics.h"
+#include "parallel/plugin.h"
 #include "train/environment.h"
 #include "train/trainer.h"
 
@@ -18,6 +20,13 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   // Input the user controls is checked on every rank before any GPU work;
   // all ranks agree on the outcome, so a bad file fails the job cleanly.
   const bool ok = train::all_ranks_ok([&] {
+    const auto offered = parallel::available_plugins();
+    if (std::find(offered.begin(), offered.end(), spec.plugin.name) == offered.end()) {
+      std::string list;
+      for (const auto& n : offered) list += (list.empty() ? "" : ", ") + n;
+      throw UserError(str_cat(spec.origin.locate("plugin.name"), ": plugin.name: '", spec.plugin.name,
+                              "' is not implemented yet (available: ", list, ")"));
+    }
     if (!spec.benchmark.enabled) {
       data::Hdf5Dataset ds = data::Hdf5Dataset::open(spec.data.path);
       ds.check_matches(spec.model.image_size, spec.model.num_classes);

@@ -33,7 +33,10 @@ inline const std::string kSpec = env_or("VIT_TEST_SOURCE", VIT_SOURCE_DIR) + "/c
 
 inline std::string scratch() {
   static std::string dir = [] {
-    std::string d = env_or("VIT_TEST_SCRATCH", kBin) + "/e2e_scratch_" + std::to_string(::getpid());
+    // One folder per suite, emptied when the suite starts, kept afterwards
+    // for inspection (it lives in the build tree).
+    const std::string suite = boost::unit_test::framework::master_test_suite().p_name;
+    std::string d = env_or("VIT_TEST_SCRATCH", kBin) + "/scratch_" + suite;
     fs::remove_all(d);
     fs::create_directories(d);
     return d;

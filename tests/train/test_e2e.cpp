@@ -7,6 +7,9 @@
 #define BOOST_TEST_MODULE e2e
 #include <boost/test/unit_test.hpp>
 
+#include <cmath>
+#include <map>
+
 #include "e2e_util.h"
 
 using namespace e2e;
@@ -134,6 +137,49 @@ BOOST_AUTO_TEST_CASE(exported_model_predicts_what_the_trainer_measured) {
   BOOST_TEST(evals.back()["split"] == "test");
   // The same weights on the same pixels: the same predictions, image by image.
   BOOST_TEST(correct == static_cast<int>(trainer_acc * 128 + 0.5));
+
+  // A folder of JPEGs in <class>/ subfolders (the first two test images of
+  // each class, linked from the dataset): decoded and resized as
+  // vit_data_prep does, so the logits equal those of the HDF5 rows.
+  std::map<std::string, std::vector<std::string>> hdf5_rows;  // file -> cells
+  std::ifstream again(csv);
+  std::getline(again, line);
+  const std::string folder = scratch() + "/images";
+  std::map<std::string, int> per_class;
+  while (std::getline(again, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    if (per_class[cells[1]]++ >= 2) continue;
+    const fs::path src = fs::path(VIT_BEANS_DIR) / cells[0];
+    fs::create_directories(folder + "/" + cells[1]);
+    fs::create_symlink(src, folder + "/" + cells[1] + "/" + src.filename().string());
+    hdf5_rows[cells[1] + "/" + src.filename().string()] = cells;
+  }
+  const std::string folder_csv = scratch() + "/pred_folder.csv";
+  BOOST_TEST_REQUIRE(sh(kBin + "/vit_hpc predict --model " + exported + " --images " + folder +
+                        " --device cpu --threads 1 --batch 4 --output " + folder_csv + " > " + scratch() +
+                        "/predict_folder.log 2>&1") == 0);
+  std::ifstream fin(folder_csv);
+  std::getline(fin, line);
+  int matched = 0;
+  while (std::getline(fin, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    const auto it = hdf5_rows.find(cells[0]);
+    BOOST_TEST_REQUIRE((it != hdf5_rows.end()), "unexpected row " << cells[0]);
+    BOOST_TEST(cells[1] == it->second[1]);  // the label comes from the folder name
+    // Identical pixels; only the batch composition differs (4 vs 32 rows
+    // per GEMM), which may change fp32 rounding: 1e-4 absolute.
+    for (int k = 3; k < 6; ++k) BOOST_TEST(std::abs(std::stod(cells[k]) - std::stod(it->second[k])) <= 1e-4);
+    ++matched;
+  }
+  BOOST_TEST(matched == 6);
+  std::ifstream flog(scratch() + "/predict_folder.log");
+  std::stringstream log;
+  log << flog.rdbuf();
+  BOOST_TEST(log.str().find("accuracy") != std::string::npos);  // labelled folder: accuracy reported
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_fails_on_every_rank_before_training) {

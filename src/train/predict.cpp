@@ -77,7 +77,7 @@ Source folder_source(const Options& o, int S, const std::vector<std::string>& cl
   std::sort(files.begin(), files.end());
   VIT_USER_CHECK(!files.empty(), o.images, ": holds no .jpg/.jpeg images");
   for (const auto& f : files) {
-    src.names.push_back(fs::relative(f, o.images).string());
+    src.names.push_back(f.lexically_relative(o.images).string());
     const std::string parent = f.parent_path().filename().string();
     const auto it = std::find(classes.begin(), classes.end(), parent);
     src.labels.push_back(it == classes.end() ? -1 : static_cast<int32_t>(it - classes.begin()));

@@ -27,6 +27,13 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
       throw UserError(str_cat(spec.origin.locate("plugin.name"), ": plugin.name: '", spec.plugin.name,
                               "' is not implemented yet (available: ", list, ")"));
     }
+    // Saving and resuming the training state is not built yet: refuse rather
+    // than ignore it (checkpoint.export_hf, the final model, works).
+    if (!spec.checkpoint.dir.empty()) {
+      throw UserError(str_cat(spec.origin.locate("checkpoint.dir"),
+                              ": checkpoint.dir: saving and resuming training state is not implemented yet "
+                              "(checkpoint.export_hf writes the trained model)"));
+    }
     if (!spec.benchmark.enabled) {
       data::Hdf5Dataset ds = data::Hdf5Dataset::open(spec.data.path);
       ds.check_matches(spec.model.image_size, spec.model.num_classes);

@@ -22,6 +22,7 @@
 #include <boost/program_options.hpp>
 
 #include "core/error.h"
+#include "io/rank_agreement.h"
 
 namespace po = boost::program_options;
 
@@ -181,10 +182,8 @@ int vit_cli_main(int argc, char** argv, const RunFn& run) {
       problem = str_cat("vit_hpc: internal error while reading the spec: ", e.what());
     }
   }
-  const int mine = problem.empty() ? INT_MAX : rank;
-  int first_failing = INT_MAX;
-  MPI_Allreduce(&mine, &first_failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (first_failing != INT_MAX) {
+  const int first_failing = io::first_failing_rank(!problem.empty());
+  if (first_failing >= 0) {
     if (rank == first_failing) {
       if (rank != 0) std::cerr << "vit_hpc: rank " << rank << " of " << world << ":\n";
       std::cerr << problem << "\n";

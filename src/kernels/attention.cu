@@ -530,6 +530,14 @@ struct PointerSpec {
   char* base[kMaxArrays];
   int64_t stride_b[kMaxArrays], stride_h[kMaxArrays];
   int elem[kMaxArrays];
+
+  // Array j: element (b, h) at base + (b * sb + h * sh) * elem_bytes.
+  void set(int j, char* b, int64_t sb, int64_t sh, int elem_bytes) {
+    base[j] = b;
+    stride_b[j] = sb;
+    stride_h[j] = sh;
+    elem[j] = elem_bytes;
+  }
 };
 
 __global__ void build_pointers_kernel(void** out, PointerSpec spec, int64_t BH, int NH) {
@@ -669,18 +677,12 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   const int64_t sb_qkv = s.T * 3 * s.C, sb_out = s.T * s.C, sb_tt = s.NH * s.T * s.T;
   PointerSpec spec{};
   spec.count = 6;
-  auto set = [&](int j, char* base, int64_t sb, int64_t sh, int elem) {
-    spec.base[j] = base;
-    spec.stride_b[j] = sb;
-    spec.stride_h[j] = sh;
-    spec.elem[j] = elem;
-  };
-  set(0, q, sb_qkv, s.HS, (int)e);                                 // Q
-  set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                       // K
-  set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                   // V
-  set(3, static_cast<char*>(out.data), sb_out, s.HS, (int)e);      // O
-  set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);  // P
-  set(5, reinterpret_cast<char*>(S), sb_tt, s.T * s.T, 4);         // S
+  spec.set(0, q, sb_qkv, s.HS, (int)e);                                 // Q
+  spec.set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                       // K
+  spec.set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                   // V
+  spec.set(3, static_cast<char*>(out.data), sb_out, s.HS, (int)e);      // O
+  spec.set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);  // P
+  spec.set(5, reinterpret_cast<char*>(S), sb_tt, s.T * s.T, 4);         // S
   build_pointers_kernel<<<static_cast<unsigned>((BH + 127) / 128), 128, 0, h.stream>>>(ptrs, spec, BH, s.NH);
   VIT_CUDA_CHECK_LAUNCH();
   void** sptrs = ptrs + 5 * BH;
@@ -755,22 +757,16 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   const int64_t sb_qkv = s.T * 3 * s.C, sb_out = s.T * s.C, sb_tt = s.NH * s.T * s.T;
   PointerSpec spec{};
   spec.count = 10;
-  auto set = [&](int j, char* base, int64_t sb, int64_t sh, int elem) {
-    spec.base[j] = base;
-    spec.stride_b[j] = sb;
-    spec.stride_h[j] = sh;
-    spec.elem[j] = elem;
-  };
-  set(0, q, sb_qkv, s.HS, (int)e);                                    // Q
-  set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                          // K
-  set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                      // V
-  set(3, static_cast<char*>(dout.data), sb_out, s.HS, (int)e);        // dO
-  set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);     // P
-  set(5, reinterpret_cast<char*>(dP), sb_tt, s.T * s.T, 4);           // dP
-  set(6, dS, sb_tt, s.T * s.T, (int)e);                               // dS
-  set(7, dq, sb_qkv, s.HS, (int)e);                                   // dQ
-  set(8, dq + s.C * e, sb_qkv, s.HS, (int)e);                         // dK
-  set(9, dq + 2 * s.C * e, sb_qkv, s.HS, (int)e);                     // dV
+  spec.set(0, q, sb_qkv, s.HS, (int)e);                                    // Q
+  spec.set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                          // K
+  spec.set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                      // V
+  spec.set(3, static_cast<char*>(dout.data), sb_out, s.HS, (int)e);        // dO
+  spec.set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);     // P
+  spec.set(5, reinterpret_cast<char*>(dP), sb_tt, s.T * s.T, 4);           // dP
+  spec.set(6, dS, sb_tt, s.T * s.T, (int)e);                               // dS
+  spec.set(7, dq, sb_qkv, s.HS, (int)e);                                   // dQ
+  spec.set(8, dq + s.C * e, sb_qkv, s.HS, (int)e);                         // dK
+  spec.set(9, dq + 2 * s.C * e, sb_qkv, s.HS, (int)e);                     // dV
   build_pointers_kernel<<<static_cast<unsigned>((BH + 127) / 128), 128, 0, h.stream>>>(ptrs, spec, BH, s.NH);
   VIT_CUDA_CHECK_LAUNCH();
   void** P_[10];

@@ -82,10 +82,6 @@ Buffer ViTModel::alloc(size_t elems, DType t) {
   return Buffer(elems * dtype_size(t), ctx_.device);
 }
 
-Tensor ViTModel::act(const Buffer& buf, DType t, std::initializer_list<int64_t> dims) const {
-  return tensor_of(buf, t, dims);
-}
-
 void ViTModel::bind(const Tensor& params, const Tensor& grads) {
   VIT_CHECK(params.numel() == layout_.total(), "parameter buffer holds ", params.numel(), " values, the layout ",
             layout_.total());
@@ -123,18 +119,18 @@ Tensor ViTModel::grad(int index) const {
 ViTModel::BlockActs& ViTModel::acts_for(int l) { return *blocks_[compute_.recompute ? 0 : static_cast<size_t>(l)]; }
 
 Tensor ViTModel::residual(int l, int B) const {
-  return act(residuals_[static_cast<size_t>(l)], compute_.dtype, {B, cfg_.tokens(), cfg_.hidden});
+  return tensor_of(residuals_[static_cast<size_t>(l)], compute_.dtype, {B, cfg_.tokens(), cfg_.hidden});
 }
 
-Tensor ViTModel::residual_grad(int B) const { return act(dres_, compute_.dtype, {B, cfg_.tokens(), cfg_.hidden}); }
+Tensor ViTModel::residual_grad(int B) const { return tensor_of(dres_, compute_.dtype, {B, cfg_.tokens(), cfg_.hidden}); }
 
-Tensor ViTModel::losses(int B) const { return act(losses_, DType::F32, {B}); }
+Tensor ViTModel::losses(int B) const { return tensor_of(losses_, DType::F32, {B}); }
 
 Tensor ViTModel::predicted(int B) const {
   return Tensor(predicted_.data(), DType::I32, ctx_.device, {B});
 }
 
-Tensor ViTModel::logits(int B) const { return act(logits_, compute_.dtype, {B, cfg_.num_classes}); }
+Tensor ViTModel::logits(int B) const { return tensor_of(logits_, compute_.dtype, {B, cfg_.num_classes}); }
 
 // ---------------------------------------------------------------------------
 // Forward
@@ -149,8 +145,8 @@ void ViTModel::embed_forward(const Tensor& images, int B) {
   const DType dt = compute_.dtype;
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
   Tensor imgs(images.data, images.dtype, images.device, {B, images.dim(1), images.dim(2), images.dim(3)});
-  Tensor patches = act(patches_, dt, {B * NP, cfg_.patch_dim()});
-  Tensor pe = act(patch_emb_, dt, {B * NP, C});
+  Tensor patches = tensor_of(patches_, dt, {B * NP, cfg_.patch_dim()});
+  Tensor pe = tensor_of(patch_emb_, dt, {B * NP, C});
   k::patchify(ctx_, patches.reshape({B, NP, cfg_.patch_dim()}), imgs, cfg_.patch_size);
   k::matmul_forward(ctx_, pe, Tensor(), patches, param(layout_.patch_w), param(layout_.patch_b));
   k::embed_tokens_forward(ctx_, residual(0, B), pe.reshape({B, NP, C}), param(layout_.cls_token),
@@ -163,24 +159,24 @@ void ViTModel::block_forward(int l, int B) {
   const DType dt = compute_.dtype, f32 = DType::F32;
   const int64_t T = cfg_.tokens(), C = cfg_.hidden, M = cfg_.mlp_dim, BT = B * T;
   Tensor x = residual(l, B).reshape({BT, C});
-  Tensor ln1 = act(a.ln1, dt, {BT, C});
-  Tensor qkv = act(a.qkv, dt, {BT, 3 * C});
-  Tensor att = act(a.att, dt, {BT, C});
-  Tensor xmid = act(a.xmid, dt, {BT, C});
-  Tensor ln2 = act(a.ln2, dt, {BT, C});
-  Tensor fc1_pre = act(a.fc1_pre, dt, {BT, M});
-  Tensor fc1 = act(a.fc1, dt, {BT, M});
-  Tensor branch = act(a.branch, dt, {BT, C});
+  Tensor ln1 = tensor_of(a.ln1, dt, {BT, C});
+  Tensor qkv = tensor_of(a.qkv, dt, {BT, 3 * C});
+  Tensor att = tensor_of(a.att, dt, {BT, C});
+  Tensor xmid = tensor_of(a.xmid, dt, {BT, C});
+  Tensor ln2 = tensor_of(a.ln2, dt, {BT, C});
+  Tensor fc1_pre = tensor_of(a.fc1_pre, dt, {BT, M});
+  Tensor fc1 = tensor_of(a.fc1, dt, {BT, M});
+  Tensor branch = tensor_of(a.branch, dt, {BT, C});
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
 
-  k::layernorm_forward(ctx_, ln1, act(a.ln1_mean, f32, {BT}), act(a.ln1_rstd, f32, {BT}), x, param(p.ln1_w),
+  k::layernorm_forward(ctx_, ln1, tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), x, param(p.ln1_w),
                        param(p.ln1_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, qkv, Tensor(), ln1, param(p.qkv_w), param(p.qkv_b));
   k::attention_forward(ctx_, att.reshape({B, T, C}), aux, qkv.reshape({B, T, 3 * C}), cfg_.heads,
                        compute_.attention);
   k::matmul_forward(ctx_, branch, Tensor(), att, param(p.proj_w), param(p.proj_b));
   k::residual_add(ctx_, xmid, x, branch);
-  k::layernorm_forward(ctx_, ln2, act(a.ln2_mean, f32, {BT}), act(a.ln2_rstd, f32, {BT}), xmid, param(p.ln2_w),
+  k::layernorm_forward(ctx_, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), xmid, param(p.ln2_w),
                        param(p.ln2_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, fc1, fc1_pre, ln2, param(p.fc1_w), param(p.fc1_b));  // GELU epilogue
   k::matmul_forward(ctx_, branch, Tensor(), fc1, param(p.fc2_w), param(p.fc2_b));
@@ -190,14 +186,14 @@ void ViTModel::block_forward(int l, int B) {
 void ViTModel::head_forward(const Tensor& labels, int B, float grad_scale, bool want_grad) {
   const DType dt = compute_.dtype, f32 = DType::F32;
   const int64_t C = cfg_.hidden, K = cfg_.num_classes;
-  Tensor cls = act(cls_, dt, {B, C});
-  Tensor cls_ln = act(cls_ln_, dt, {B, C});
+  Tensor cls = tensor_of(cls_, dt, {B, C});
+  Tensor cls_ln = tensor_of(cls_ln_, dt, {B, C});
   k::select_cls_forward(ctx_, cls, residual(cfg_.depth, B));
-  k::layernorm_forward(ctx_, cls_ln, act(cls_mean_, f32, {B}), act(cls_rstd_, f32, {B}), cls, param(layout_.norm_w),
+  k::layernorm_forward(ctx_, cls_ln, tensor_of(cls_mean_, f32, {B}), tensor_of(cls_rstd_, f32, {B}), cls, param(layout_.norm_w),
                        param(layout_.norm_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, logits(B), Tensor(), cls_ln, param(layout_.head_w), param(layout_.head_b));
   Tensor lab(labels.data, labels.dtype, labels.device, {B});
-  k::softmax_cross_entropy(ctx_, losses(B), predicted(B), want_grad ? act(dlogits_, dt, {B, K}) : Tensor(),
+  k::softmax_cross_entropy(ctx_, losses(B), predicted(B), want_grad ? tensor_of(dlogits_, dt, {B, K}) : Tensor(),
                            logits(B), lab, grad_scale);
 }
 
@@ -214,13 +210,13 @@ void ViTModel::forward(const Tensor& images, const Tensor& labels, int B) {
 void ViTModel::head_backward(int B) {
   const DType dt = compute_.dtype, f32 = DType::F32;
   const int64_t C = cfg_.hidden, K = cfg_.num_classes;
-  Tensor dcls_ln = act(dcls_ln_, dt, {B, C});
-  Tensor dcls = act(dcls_, dt, {B, C});
-  k::matmul_backward(ctx_, dcls_ln, grad(layout_.head_w), grad(layout_.head_b), act(dlogits_, dt, {B, K}),
-                     act(cls_ln_, dt, {B, C}), param(layout_.head_w));
+  Tensor dcls_ln = tensor_of(dcls_ln_, dt, {B, C});
+  Tensor dcls = tensor_of(dcls_, dt, {B, C});
+  k::matmul_backward(ctx_, dcls_ln, grad(layout_.head_w), grad(layout_.head_b), tensor_of(dlogits_, dt, {B, K}),
+                     tensor_of(cls_ln_, dt, {B, C}), param(layout_.head_w));
   k::fill(ctx_, dcls, 0.0f);  // layernorm_backward accumulates into dinp
-  k::layernorm_backward(ctx_, dcls, grad(layout_.norm_w), grad(layout_.norm_b), dcls_ln, act(cls_, dt, {B, C}),
-                        param(layout_.norm_w), act(cls_mean_, f32, {B}), act(cls_rstd_, f32, {B}));
+  k::layernorm_backward(ctx_, dcls, grad(layout_.norm_w), grad(layout_.norm_b), dcls_ln, tensor_of(cls_, dt, {B, C}),
+                        param(layout_.norm_w), tensor_of(cls_mean_, f32, {B}), tensor_of(cls_rstd_, f32, {B}));
   k::select_cls_backward(ctx_, residual_grad(B), dcls);
 }
 
@@ -231,36 +227,36 @@ void ViTModel::block_backward(int l, int B) {
   const DType dt = compute_.dtype, f32 = DType::F32;
   const int64_t T = cfg_.tokens(), C = cfg_.hidden, M = cfg_.mlp_dim, BT = B * T;
   Tensor dres = residual_grad(B).reshape({BT, C});  // holds d(block output); becomes d(block input)
-  Tensor dtmp = act(dtmp_, dt, {BT, C});
-  Tensor dh = act(dhidden_, dt, {BT, M});
-  Tensor dh_pre = act(dhidden2_, dt, {BT, M});
-  Tensor dqkv = act(dqkv_, dt, {BT, 3 * C});
+  Tensor dtmp = tensor_of(dtmp_, dt, {BT, C});
+  Tensor dh = tensor_of(dhidden_, dt, {BT, M});
+  Tensor dh_pre = tensor_of(dhidden2_, dt, {BT, M});
+  Tensor dqkv = tensor_of(dqkv_, dt, {BT, 3 * C});
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
 
   // MLP branch: x_out = xmid + fc2(gelu(fc1(LN2(xmid)))).
-  k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dres, act(a.fc1, dt, {BT, M}), param(p.fc2_w));
-  k::gelu_backward(ctx_, dh_pre, act(a.fc1_pre, dt, {BT, M}), dh);
-  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, act(a.ln2, dt, {BT, C}), param(p.fc1_w));
-  k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, act(a.xmid, dt, {BT, C}), param(p.ln2_w),
-                        act(a.ln2_mean, f32, {BT}), act(a.ln2_rstd, f32, {BT}));
+  k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dres, tensor_of(a.fc1, dt, {BT, M}), param(p.fc2_w));
+  k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, M}), dh);
+  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w));
+  k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}), param(p.ln2_w),
+                        tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}));
   // Attention branch: xmid = x + proj(attn(qkv(LN1(x)))).
-  k::matmul_backward(ctx_, dtmp, grad(p.proj_w), grad(p.proj_b), dres, act(a.att, dt, {BT, C}), param(p.proj_w));
+  k::matmul_backward(ctx_, dtmp, grad(p.proj_w), grad(p.proj_b), dres, tensor_of(a.att, dt, {BT, C}), param(p.proj_w));
   k::attention_backward(ctx_, dqkv.reshape({B, T, 3 * C}), dtmp.reshape({B, T, C}),
-                        act(a.qkv, dt, {B, T, 3 * C}), act(a.att, dt, {B, T, C}), aux, cfg_.heads,
+                        tensor_of(a.qkv, dt, {B, T, 3 * C}), tensor_of(a.att, dt, {B, T, C}), aux, cfg_.heads,
                         compute_.attention);
-  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), grad(p.qkv_b), dqkv, act(a.ln1, dt, {BT, C}), param(p.qkv_w));
+  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), grad(p.qkv_b), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w));
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B).reshape({BT, C}),
-                        param(p.ln1_w), act(a.ln1_mean, f32, {BT}), act(a.ln1_rstd, f32, {BT}));
+                        param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}));
 }
 
 void ViTModel::embed_backward(int B) {
   const DType dt = compute_.dtype;
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
-  Tensor dpe = act(patch_emb_, dt, {B * NP, C});  // the forward value is no longer needed
+  Tensor dpe = tensor_of(patch_emb_, dt, {B * NP, C});  // the forward value is no longer needed
   k::embed_tokens_backward(ctx_, dpe.reshape({B, NP, C}), grad(layout_.cls_token), grad(layout_.pos_embed),
                            residual_grad(B));
   k::matmul_backward(ctx_, Tensor(), grad(layout_.patch_w), grad(layout_.patch_b), dpe,
-                     act(patches_, dt, {B * NP, cfg_.patch_dim()}), param(layout_.patch_w));
+                     tensor_of(patches_, dt, {B * NP, cfg_.patch_dim()}), param(layout_.patch_w));
 }
 
 void ViTModel::forward_backward(const Tensor& images, const Tensor& labels, int B, float grad_scale,

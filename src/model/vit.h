@@ -82,7 +82,6 @@ class ViTModel {
   struct BlockActs;
   Tensor param(int index) const;              // compute-dtype view, shaped
   Tensor grad(int index) const;               // fp32 view, shaped
-  Tensor act(const Buffer& buf, DType t, std::initializer_list<int64_t> dims) const;
   Buffer alloc(size_t elems, DType t);
   BlockActs& acts_for(int l);
 

@@ -78,10 +78,6 @@ class Plugin {
   // Sums an EvalResult over the data-parallel ranks.
   virtual EvalResult all_reduce_eval(const EvalResult& local) = 0;
 
-  // Per-sample predictions of the last eval_batch (host copies): logits
-  // (B x K, fp32) and predicted class.
-  virtual void last_predictions(std::vector<float>& logits, std::vector<int32_t>& predicted) = 0;
-
   // Images each optimizer step consumes per data-parallel replica multiple.
   virtual int data_parallel_size() const = 0;
   virtual int data_parallel_rank() const = 0;

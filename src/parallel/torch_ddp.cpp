@@ -1,7 +1,6 @@
 #include "parallel/torch_ddp.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -54,7 +53,6 @@ class DataParallelPlugin final : public Plugin {
     labels_ = Buffer(static_cast<size_t>(max_micro_batch) * 4, dev);
     scalars_ = Buffer(4 * 4, dev);  // sumsq, clip*unscale factor, norm, nonfinite flag
     host_scalars_ = Buffer(4 * 4, Device::CPU, HostMemory::Pinned);
-    logits32_ = Buffer(static_cast<size_t>(max_micro_batch) * c.num_classes * 4, dev);
     model_.bind(compute_params(), tensor_of(grads_, DType::F32, {N}));
     build_buckets();
   }
@@ -102,7 +100,7 @@ class DataParallelPlugin final : public Plugin {
       if (mb.count == 0) continue;
       upload(mb);
       model::GradHook hook = nullptr;
-      if (last) hook = [this](int64_t begin, int64_t end) { on_grads_ready(begin, end); };
+      if (last) hook = [this](int64_t begin, int64_t) { on_grads_ready(begin); };
       model_.forward_backward(images_tensor(mb), labels_tensor(mb.count), mb.count, grad_scale, hook);
       copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
                        static_cast<size_t>(mb.count) * 4, ctx_.stream);
@@ -150,7 +148,6 @@ class DataParallelPlugin final : public Plugin {
 
   EvalResult eval_batch(const MicroBatch& mb) override {
     EvalResult r;
-    last_count_ = mb.count;
     if (mb.count == 0) return r;
     upload(mb);
     model_.forward(images_tensor(mb), labels_tensor(mb.count), mb.count);
@@ -168,19 +165,6 @@ class DataParallelPlugin final : public Plugin {
                   static_cast<float>(local.count)};
     dp_.all_reduce(v, 3, DType::F32, comm::ReduceOp::Sum, Device::CPU);
     return EvalResult{v[0], static_cast<int64_t>(v[1] + 0.5f), static_cast<int64_t>(v[2] + 0.5f)};
-  }
-
-  void last_predictions(std::vector<float>& logits, std::vector<int32_t>& predicted) override {
-    const int B = last_count_;
-    const int K = model_.config().num_classes;
-    logits.assign(static_cast<size_t>(B) * K, 0.0f);
-    predicted.assign(static_cast<size_t>(B), 0);
-    if (B == 0) return;
-    Tensor l32 = tensor_of(logits32_, DType::F32, {B, K});
-    k::cast(ctx_, l32, model_.logits(B));
-    synchronize_stream(ctx_.stream);
-    copy_bytes(logits.data(), Device::CPU, l32.data, ctx_.device, logits.size() * 4);
-    copy_bytes(predicted.data(), Device::CPU, model_.predicted(B).data, ctx_.device, predicted.size() * 4);
   }
 
  private:
@@ -243,8 +227,9 @@ class DataParallelPlugin final : public Plugin {
     if (cur.end > cur.begin) buckets_.push_back(cur);
   }
 
-  void on_grads_ready(int64_t begin, int64_t end) {
-    (void)end;
+  // Ranges arrive in backward order and each bucket is a union of whole
+  // ranges, so a bucket is complete when its lowest range has arrived.
+  void on_grads_ready(int64_t begin) {
     for (Bucket& b : buckets_) {
       if (b.launched || begin < b.begin || begin >= b.end) continue;
       b.pending_begin = std::min(b.pending_begin, begin);
@@ -274,11 +259,10 @@ class DataParallelPlugin final : public Plugin {
   comm::Communicator& dp_;
   model::ViTModel model_;
   Buffer master_, lowp_, grads_, m_, v_;
-  Buffer images_, labels_, scalars_, host_scalars_, logits32_;
+  Buffer images_, labels_, scalars_, host_scalars_;
   size_t image_bytes_ = 0;
   std::vector<Bucket> buckets_;
   Buffer host_losses_;  // pinned: per-sample losses of the current step
-  int last_count_ = 0;
   Stream comm_stream_;
   Event backward_done_, comm_done_;
 };

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/rank_agreement.h"
 #include "kernels/cpu_threads.h"
 #ifdef VIT_WITH_CUDA
 #include "kernels/gpu_context.h"
@@ -30,13 +31,10 @@ bool all_ranks_ok(const std::function<void()>& check) {
   } catch (const UserError& e) {
     message = e.what();
   }
-  int rank = 0, size = 1;
+  const int first_failing = io::first_failing_rank(!message.empty());
+  if (first_failing < 0) return true;
+  int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  const int mine = message.empty() ? size : rank;
-  int first_failing = size;
-  MPI_Allreduce(&mine, &first_failing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (first_failing == size) return true;
   if (rank == first_failing) {
     std::fprintf(stderr, "error: %s\n", message.c_str());
     std::fflush(stderr);

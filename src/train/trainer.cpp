@@ -164,9 +164,8 @@ class Trainer {
       int64_t images = 0;
       data::Batch batch;
       for (int64_t s = 0; s < epoch_steps; ++s) {
-        const auto wait_t0 = Clock::now();
         VIT_CHECK(loader.next(batch), "the loader ran out of batches at step ", s, " of epoch ", epoch);
-        const double data_wait = seconds_since(wait_t0);
+        const double data_wait = loader.wait_seconds();
         ++step;
         const auto step_t0 = Clock::now();
         const float lr_now = static_cast<float>(schedule.at(step));

@@ -89,4 +89,12 @@ inline std::vector<double> step_losses(const std::string& run) {
   return out;
 }
 
+// The cells of one CSV line (vit_hpc predict quotes none in these tests).
+inline std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> cells;
+  std::stringstream ss(line);
+  for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+  return cells;
+}
+
 }  // namespace e2e

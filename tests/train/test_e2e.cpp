@@ -125,9 +125,7 @@ BOOST_AUTO_TEST_CASE(exported_model_predicts_what_the_trainer_measured) {
   int rows = 0, correct = 0;
   while (std::getline(in, line)) {
     ++rows;
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    const std::vector<std::string> cells = split_csv(line);
     BOOST_TEST_REQUIRE(cells.size() == 6u);
     correct += cells[1] == cells[2];
   }
@@ -147,9 +145,7 @@ BOOST_AUTO_TEST_CASE(exported_model_predicts_what_the_trainer_measured) {
   const std::string folder = scratch() + "/images";
   std::map<std::string, int> per_class;
   while (std::getline(again, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    const std::vector<std::string> cells = split_csv(line);
     if (per_class[cells[1]]++ >= 2) continue;
     const fs::path src = fs::path(VIT_BEANS_DIR) / cells[0];
     fs::create_directories(folder + "/" + cells[1]);
@@ -164,9 +160,7 @@ BOOST_AUTO_TEST_CASE(exported_model_predicts_what_the_trainer_measured) {
   std::getline(fin, line);
   int matched = 0;
   while (std::getline(fin, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+    const std::vector<std::string> cells = split_csv(line);
     const auto it = hdf5_rows.find(cells[0]);
     BOOST_TEST_REQUIRE((it != hdf5_rows.end()), "unexpected row " << cells[0]);
     BOOST_TEST(cells[1] == it->second[1]);  // the label comes from the folder name

@@ -11,11 +11,13 @@
 namespace vit::comm::gpu {
 
 // Waits for the work queued on `stream` (a cudaStream_t as void*). nullptr
-// does nothing: the synchronous copies comm makes run on the legacy default
-// stream, which already waits for earlier work of the blocking streams.
+// does nothing: a caller that passes no stream promises that the data is
+// ready (every stream of vit_hpc is non-blocking, so nothing orders the
+// legacy default stream after them).
 void synchronize_stream(void* stream);
 
-// cudaSetDevice / cudaGetDevice.
+// set_device makes `index` this process's GPU for every thread (core's
+// set_home_gpu); current_device is cudaGetDevice.
 void set_device(int index);
 int current_device();
 

@@ -3,6 +3,7 @@
 
 #include "comm/gpu_runtime.h"
 #include "core/cuda_check.h"
+#include "core/device.h"
 
 namespace vit::comm::gpu {
 
@@ -11,7 +12,7 @@ void synchronize_stream(void* stream) {
   VIT_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
 }
 
-void set_device(int index) { VIT_CUDA_CHECK(cudaSetDevice(index)); }
+void set_device(int index) { set_home_gpu(index); }
 
 int current_device() {
   int index = -1;

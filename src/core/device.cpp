@@ -21,6 +21,8 @@ void cuda_free_pinned(void* p);
 void cuda_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero(void* p, size_t bytes);
 int cuda_count_devices();
+void cuda_set_home_gpu(int index);
+int cuda_home_gpu();
 #endif
 
 namespace {
@@ -58,6 +60,22 @@ int cuda_device_count() {
   return cuda_count_devices();
 #else
   return 0;
+#endif
+}
+
+void set_home_gpu(int index) {
+#ifdef VIT_WITH_CUDA
+  cuda_set_home_gpu(index);
+#else
+  (void)index;
+#endif
+}
+
+int home_gpu() {
+#ifdef VIT_WITH_CUDA
+  return cuda_home_gpu();
+#else
+  return -1;
 #endif
 }
 

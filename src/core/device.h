@@ -41,7 +41,7 @@ class Buffer {
   Device device() const { return device_; }
   bool empty() const { return data_ == nullptr; }
 
-  void zero();  // synchronous memset to 0
+  void zero();  // memset to 0; complete when it returns
   void release();
 
  private:
@@ -51,7 +51,15 @@ class Buffer {
   HostMemory host_ = HostMemory::Pageable;
 };
 
-// Synchronous copy between any two places (host<->device, device<->device).
+// The GPU this process works on. Once set, every thread that allocates,
+// copies or zeroes GPU or pinned memory through this file switches to it
+// first (a new host thread starts on GPU 0). No-op without CUDA; -1 = unset.
+void set_home_gpu(int index);
+int home_gpu();
+
+// Copy between any two places (host<->device, device<->device). Synchronous:
+// dst holds the data when it returns. Work queued on other streams is not
+// waited for: synchronise the stream that produced src before copying it.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
 struct MemoryStats {

@@ -179,7 +179,9 @@ std::vector<FieldInfo> build_schema() {
       // --- eval ----------------------------------------------------------
       Bool(VIT_AT(eval, enabled), "true", "Evaluate loss and accuracy on data.eval_split during training."),
       Int(VIT_AT(eval, every_epochs), "1", at_least(1), "Epochs between evaluations."),
-      Int(VIT_AT(eval, batch_size), "32", at_least(1), "Images per data-parallel rank per evaluation step."),
+      Int(VIT_AT(eval, batch_size), "32", at_least(1),
+          "Images per data-parallel rank per evaluation step (run through the model in chunks of at most "
+          "train.batch_size: activations are sized by training)."),
       Bool(VIT_AT(eval, test_at_end), "true", "Evaluate data.test_split once after training."),
 
       // --- benchmark -----------------------------------------------------

@@ -38,6 +38,14 @@
 //    Backward: dV = P^T dO, dP = dO V^T (fp32 scratch), dS = P * (dP -
 //    rowsum(P * dP)) (compute dtype scratch), dQ = dS K / sqrt(HS),
 //    dK = dS^T Q / sqrt(HS), every gradient written in place inside dqkv.
+//    The GEMMs need every head to start on a 16-byte boundary (HS and C
+//    times the element size multiples of 16); other head sizes (12 in bf16,
+//    5 in fp32, ...) take the padded form: Q, K, V (and dO) are copied into
+//    a layout whose heads are zero-padded to the next 16 bytes, the same
+//    GEMMs run there (the zero columns add nothing to Q K^T or P V, and the
+//    scale stays 1/sqrt of the true head size), and the results are copied
+//    back without the padding. resolve_attention() (attention_aux.cpp)
+//    decides, the model reports it once.
 //
 // Row-major/column-major: a row-major (T, HS) block with row stride ld is the
 // column-major (HS, T) matrix with leading dimension ld; each GEMM below says
@@ -625,8 +633,6 @@ Shape check_shapes(const Tensor& qkv, int NH, const char* op) {
   return s;
 }
 
-bool use_cudnn(AttentionImpl impl, DType dt) { return impl == AttentionImpl::CuDNN && dt != DType::F32; }
-
 void check_cublas_alignment(const Shape& s, DType dt, std::initializer_list<const void*> bases, const char* op) {
   const size_t e = dtype_size(dt);
   bool ok = (s.HS * e) % 16 == 0 && (s.C * e) % 16 == 0;
@@ -635,53 +641,71 @@ void check_cublas_alignment(const Shape& s, DType dt, std::initializer_list<cons
             ", C * ", e, " = ", s.C * e, ") and tensors");
 }
 
-}  // namespace
-
-namespace cuda {
-
-void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor& qkv, int NH, AttentionImpl impl) {
-  const char* op = "attention_forward";
-  GpuHandles& h = gpu_of(ctx, op);
-  VIT_CHECK(stream_of(ctx) == h.stream, op, ": the Context's stream must be its GpuHandles' stream");
-  const Shape s = check_shapes(qkv, NH, op);
-  const DType dt = qkv.dtype;
-  check_gpu(out, op, "out");
-  check_gpu(aux, op, "aux");
-  check_dtype(out, dt, op, "out");
-  check_numel(out, s.B * s.T * s.C, op, "out");
-  const size_t aux_need = attention_aux_bytes(Device::CUDA, impl, dt, s.B, s.T, s.NH);
-  VIT_CHECK(aux.bytes() >= aux_need, op, ": aux has ", aux.bytes(), " bytes, needs ", aux_need);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(s.HS));
-  const int64_t BH = s.B * s.NH;
-
-  if (use_cudnn(impl, dt)) {
-    const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 0, 1, 0};
-    const SdpaPlan& plan = sdpa_plan(h, key);
-    char* base = static_cast<char*>(qkv.data);
-    const size_t e = dtype_size(dt);
-    float scale_value = scale;
-    sdpa_execute(h, plan, {kQ, kK, kV, kO, kStats, kScale},
-                 {base, base + s.C * e, base + 2 * s.C * e, out.data, aux.data, &scale_value});
-    return;
+// The path that runs (attention.h: resolve_attention), also when a caller
+// asked for the in-place cuBLAS path on tensors that are not 16-byte aligned.
+AttentionImpl path_for(AttentionImpl impl, const Shape& s, DType dt, std::initializer_list<const void*> bases) {
+  AttentionImpl path = resolve_attention(Device::CUDA, impl, dt, s.C, s.NH);
+  if (path == AttentionImpl::Cublas) {
+    for (const void* p : bases) {
+      if (!aligned16(p)) path = AttentionImpl::CublasPadded;
+    }
   }
+  return path;
+}
 
-  // cuBLAS path. scratch: pointer arrays | S (BH, T, T) fp32.
-  check_cublas_alignment(s, dt, {qkv.data, out.data, aux.data}, op);
+// dst: groups of dst_hs values; src: groups of src_hs values (`groups` of
+// each). The first copy_hs values of each group are copied, the rest of a
+// dst group is zero. Packs heads into a padded layout and unpacks them.
+template <typename T>
+__global__ void copy_heads_kernel(T* __restrict__ dst, int64_t dst_hs, const T* __restrict__ src, int64_t src_hs,
+                                  int64_t groups, int64_t copy_hs) {
+  const int64_t n = groups * dst_hs;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const int64_t g = i / dst_hs, d = i - g * dst_hs;
+    dst[i] = d < copy_hs ? src[g * src_hs + d] : from_f<T>(0.0f);
+  }
+}
+
+void copy_heads(GpuHandles& h, DType dt, void* dst, int64_t dst_hs, const void* src, int64_t src_hs, int64_t groups,
+                int64_t copy_hs) {
+  VIT_DTYPE_SWITCH(dt, T,
+                   copy_heads_kernel<T><<<grid_for(groups * dst_hs, 256, h.num_sms), 256, 0, h.stream>>>(
+                       static_cast<T*>(dst), dst_hs, static_cast<const T*>(src), src_hs, groups, copy_hs));
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+// The padded layout: every head widened to HSp, a whole number of 16-byte
+// rows; zeros in the extra columns leave Q K^T and P V unchanged.
+Shape padded_shape(const Shape& s, DType dt) {
+  const int64_t per16 = 16 / static_cast<int64_t>(dtype_size(dt));
+  Shape p = s;
+  p.HS = (s.HS + per16 - 1) / per16 * per16;
+  p.C = p.HS * s.NH;
+  return p;
+}
+
+// cuBLAS forward on (B, T, 3C) qkv with heads in place; scores scaled by
+// `scale` (1/sqrt of the true head size, also for padded heads).
+// scratch: pointer arrays | S (BH, T, T) fp32.
+void cublas_forward(GpuHandles& h, const Shape& s, DType dt, char* q, char* out, char* aux, float scale,
+                    const char* op) {
+  check_cublas_alignment(s, dt, {q, out, aux}, op);
   const size_t e = dtype_size(dt);
+  const int64_t BH = s.B * s.NH;
   const size_t ptr_bytes = round_up(sizeof(void*) * 6 * BH);
   const size_t s_bytes = round_up(sizeof(float) * BH * s.T * s.T);
   char* scratch = static_cast<char*>(h.scratch.get(ptr_bytes + s_bytes, h.stream));
   void** ptrs = reinterpret_cast<void**>(scratch);
   float* S = reinterpret_cast<float*>(scratch + ptr_bytes);
-  char* q = static_cast<char*>(qkv.data);
   const int64_t sb_qkv = s.T * 3 * s.C, sb_out = s.T * s.C, sb_tt = s.NH * s.T * s.T;
   PointerSpec spec{};
   spec.count = 6;
   spec.set(0, q, sb_qkv, s.HS, (int)e);                                 // Q
   spec.set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                       // K
   spec.set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                   // V
-  spec.set(3, static_cast<char*>(out.data), sb_out, s.HS, (int)e);      // O
-  spec.set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);  // P
+  spec.set(3, out, sb_out, s.HS, (int)e);                               // O
+  spec.set(4, aux, sb_tt, s.T * s.T, (int)e);                           // P
   spec.set(5, reinterpret_cast<char*>(S), sb_tt, s.T * s.T, 4);         // S
   build_pointers_kernel<<<static_cast<unsigned>((BH + 127) / 128), 128, 0, h.stream>>>(ptrs, spec, BH, s.NH);
   VIT_CUDA_CHECK_LAUNCH();
@@ -697,54 +721,19 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   batched_gemm(h, true, false, Ti, Ti, HSi, scale, Kp, dt, C3, Qp, dt, C3, sptrs, DType::F32, Ti, BHi, dt);
   const int64_t rows = BH * s.T;
   VIT_DTYPE_SWITCH(dt, T, softmax_rows_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, h.stream>>>(
-                              aux.as<T>(), S, rows, Ti));
+                              reinterpret_cast<T*>(aux), S, rows, Ti));
   VIT_CUDA_CHECK_LAUNCH();
   // O^T (HS, T) = V (HS, T) . P^T (P row-major is P^T col-major): row-major O = P V.
   batched_gemm(h, false, false, HSi, Ti, Ti, 1.0f, Vp, dt, C3, Pp, dt, Ti, Op, dt, Ci, BHi, dt);
 }
 
-void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& aux, int NH, AttentionImpl impl) {
-  const char* op = "attention_backward";
-  GpuHandles& h = gpu_of(ctx, op);
-  VIT_CHECK(stream_of(ctx) == h.stream, op, ": the Context's stream must be its GpuHandles' stream");
-  const Shape s = check_shapes(qkv, NH, op);
-  const DType dt = qkv.dtype;
-  check_gpu(dqkv, op, "dqkv");
-  check_gpu(dout, op, "dout");
-  check_gpu(aux, op, "aux");
-  check_dtype(dqkv, dt, op, "dqkv");
-  check_dtype(dout, dt, op, "dout");
-  check_numel(dqkv, s.B * s.T * 3 * s.C, op, "dqkv");
-  check_numel(dout, s.B * s.T * s.C, op, "dout");
-  const size_t aux_need = attention_aux_bytes(Device::CUDA, impl, dt, s.B, s.T, s.NH);
-  VIT_CHECK(aux.bytes() >= aux_need, op, ": aux has ", aux.bytes(), " bytes, needs ", aux_need);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(s.HS));
-  const int64_t BH = s.B * s.NH;
+// cuBLAS backward, heads in place.
+// scratch: pointer arrays | dP (BH, T, T) fp32 | dS (BH, T, T) compute dtype.
+void cublas_backward(GpuHandles& h, const Shape& s, DType dt, char* dq, const char* dout, char* q, const char* aux,
+                     float scale, const char* op) {
+  check_cublas_alignment(s, dt, {q, dq, dout, aux}, op);
   const size_t e = dtype_size(dt);
-
-  if (use_cudnn(impl, dt)) {
-    check_gpu(out, op, "out");
-    check_dtype(out, dt, op, "out");
-    check_numel(out, s.B * s.T * s.C, op, "out");
-    const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 1, h.sdpa_deterministic ? 1 : 0, 0};
-    const SdpaPlan& plan = sdpa_plan(h, key);
-    char* q = static_cast<char*>(qkv.data);
-    char* dq = static_cast<char*>(dqkv.data);
-    float scale_value = scale, one_value = 1.0f;
-    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kScale, kdQ, kdK, kdV};
-    std::vector<void*> ptrs{q, q + s.C * e, q + 2 * s.C * e, out.data, dout.data, aux.data, &scale_value,
-                            dq, dq + s.C * e, dq + 2 * s.C * e};
-    if (plan.graph != SdpaGraph::BackwardUnified) {
-      uids.push_back(kOne);
-      ptrs.push_back(&one_value);
-    }
-    sdpa_execute(h, plan, std::move(uids), std::move(ptrs));
-    return;
-  }
-
-  // cuBLAS path. scratch: pointer arrays | dP (BH, T, T) fp32 | dS (BH, T, T) compute dtype.
-  check_cublas_alignment(s, dt, {qkv.data, dqkv.data, dout.data, aux.data}, op);
+  const int64_t BH = s.B * s.NH;
   const size_t ptr_bytes = round_up(sizeof(void*) * 10 * BH);
   const size_t dp_bytes = round_up(sizeof(float) * BH * s.T * s.T);
   const size_t ds_bytes = round_up(e * BH * s.T * s.T);
@@ -752,16 +741,14 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   void** ptrs = reinterpret_cast<void**>(scratch);
   float* dP = reinterpret_cast<float*>(scratch + ptr_bytes);
   char* dS = scratch + ptr_bytes + dp_bytes;
-  char* q = static_cast<char*>(qkv.data);
-  char* dq = static_cast<char*>(dqkv.data);
   const int64_t sb_qkv = s.T * 3 * s.C, sb_out = s.T * s.C, sb_tt = s.NH * s.T * s.T;
   PointerSpec spec{};
   spec.count = 10;
   spec.set(0, q, sb_qkv, s.HS, (int)e);                                    // Q
   spec.set(1, q + s.C * e, sb_qkv, s.HS, (int)e);                          // K
   spec.set(2, q + 2 * s.C * e, sb_qkv, s.HS, (int)e);                      // V
-  spec.set(3, static_cast<char*>(dout.data), sb_out, s.HS, (int)e);        // dO
-  spec.set(4, static_cast<char*>(aux.data), sb_tt, s.T * s.T, (int)e);     // P
+  spec.set(3, const_cast<char*>(dout), sb_out, s.HS, (int)e);              // dO
+  spec.set(4, const_cast<char*>(aux), sb_tt, s.T * s.T, (int)e);           // P
   spec.set(5, reinterpret_cast<char*>(dP), sb_tt, s.T * s.T, 4);           // dP
   spec.set(6, dS, sb_tt, s.T * s.T, (int)e);                               // dS
   spec.set(7, dq, sb_qkv, s.HS, (int)e);                                   // dQ
@@ -782,7 +769,7 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   const int64_t rows = BH * s.T;
   VIT_DTYPE_SWITCH(dt, T,
                    softmax_backward_rows_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, h.stream>>>(
-                       reinterpret_cast<T*>(dS), aux.as<T>(), dP, rows, Ti));
+                       reinterpret_cast<T*>(dS), reinterpret_cast<const T*>(aux), dP, rows, Ti));
   VIT_CUDA_CHECK_LAUNCH();
   // dQ = scale * dS K:  dQ^T (HS, T) = K (HS, T) . dS^T (dS row-major).
   batched_gemm(h, false, false, HSi, Ti, Ti, scale, Kp, dt, C3, dSp, dt, Ti, dQp, dt, C3, BHi, dt);
@@ -790,6 +777,133 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   batched_gemm(h, false, true, HSi, Ti, Ti, scale, Qp, dt, C3, dSp, dt, Ti, dKp, dt, C3, BHi, dt);
 }
 
+}  // namespace
+
+namespace cuda {
+
+void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor& qkv, int NH, AttentionImpl impl) {
+  const char* op = "attention_forward";
+  GpuHandles& h = gpu_of(ctx, op);
+  VIT_CHECK(stream_of(ctx) == h.stream, op, ": the Context's stream must be its GpuHandles' stream");
+  const Shape s = check_shapes(qkv, NH, op);
+  const DType dt = qkv.dtype;
+  check_gpu(out, op, "out");
+  check_gpu(aux, op, "aux");
+  check_dtype(out, dt, op, "out");
+  check_numel(out, s.B * s.T * s.C, op, "out");
+  const AttentionImpl path = path_for(impl, s, dt, {qkv.data, out.data, aux.data});
+  const size_t aux_need = attention_aux_bytes(Device::CUDA, path, dt, s.B, s.T, s.NH);
+  VIT_CHECK(aux.bytes() >= aux_need, op, ": aux has ", aux.bytes(), " bytes, needs ", aux_need, " for the ",
+            attention_impl_name(path), " path (size it with the path resolve_attention returns)");
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.HS));
+  const size_t e = dtype_size(dt);
+  char* q = static_cast<char*>(qkv.data);
+
+  if (path == AttentionImpl::CuDNN) {
+    const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 0, 1, 0};
+    const SdpaPlan& plan = sdpa_plan(h, key);
+    float scale_value = scale;
+    sdpa_execute(h, plan, {kQ, kK, kV, kO, kStats, kScale},
+                 {q, q + s.C * e, q + 2 * s.C * e, out.data, aux.data, &scale_value});
+    return;
+  }
+  if (path == AttentionImpl::Cublas) {
+    cublas_forward(h, s, dt, q, static_cast<char*>(out.data), static_cast<char*>(aux.data), scale, op);
+    return;
+  }
+  // Padded heads: qkv_p (B, T, 3 Cp) | out_p (B, T, Cp) in their own arena
+  // (the cuBLAS form uses `scratch`).
+  const Shape p = padded_shape(s, dt);
+  const size_t qkv_bytes = round_up(static_cast<size_t>(s.B * s.T * 3 * p.C) * e);
+  const size_t out_bytes = round_up(static_cast<size_t>(s.B * s.T * p.C) * e);
+  char* pad = static_cast<char*>(h.attention_pad.get(qkv_bytes + out_bytes, h.stream));
+  char* qkv_p = pad;
+  char* out_p = pad + qkv_bytes;
+  copy_heads(h, dt, qkv_p, p.HS, q, s.HS, s.B * s.T * 3 * s.NH, s.HS);
+  cublas_forward(h, p, dt, qkv_p, out_p, static_cast<char*>(aux.data), scale, op);
+  copy_heads(h, dt, out.data, s.HS, out_p, p.HS, s.B * s.T * s.NH, s.HS);
+}
+
+void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& aux, int NH, AttentionImpl impl) {
+  const char* op = "attention_backward";
+  GpuHandles& h = gpu_of(ctx, op);
+  VIT_CHECK(stream_of(ctx) == h.stream, op, ": the Context's stream must be its GpuHandles' stream");
+  const Shape s = check_shapes(qkv, NH, op);
+  const DType dt = qkv.dtype;
+  check_gpu(dqkv, op, "dqkv");
+  check_gpu(dout, op, "dout");
+  check_gpu(aux, op, "aux");
+  check_dtype(dqkv, dt, op, "dqkv");
+  check_dtype(dout, dt, op, "dout");
+  check_numel(dqkv, s.B * s.T * 3 * s.C, op, "dqkv");
+  check_numel(dout, s.B * s.T * s.C, op, "dout");
+  const AttentionImpl path = path_for(impl, s, dt, {qkv.data, dqkv.data, dout.data, aux.data});
+  const size_t aux_need = attention_aux_bytes(Device::CUDA, path, dt, s.B, s.T, s.NH);
+  VIT_CHECK(aux.bytes() >= aux_need, op, ": aux has ", aux.bytes(), " bytes, needs ", aux_need, " for the ",
+            attention_impl_name(path), " path (size it with the path resolve_attention returns)");
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.HS));
+  const size_t e = dtype_size(dt);
+  char* q = static_cast<char*>(qkv.data);
+  char* dq = static_cast<char*>(dqkv.data);
+
+  if (path == AttentionImpl::CuDNN) {
+    check_gpu(out, op, "out");
+    check_dtype(out, dt, op, "out");
+    check_numel(out, s.B * s.T * s.C, op, "out");
+    const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 1, h.sdpa_deterministic ? 1 : 0, 0};
+    const SdpaPlan& plan = sdpa_plan(h, key);
+    float scale_value = scale, one_value = 1.0f;
+    std::vector<int64_t> uids{kQ, kK, kV, kO, kdO, kStats, kScale, kdQ, kdK, kdV};
+    std::vector<void*> ptrs{q, q + s.C * e, q + 2 * s.C * e, out.data, dout.data, aux.data, &scale_value,
+                            dq, dq + s.C * e, dq + 2 * s.C * e};
+    if (plan.graph != SdpaGraph::BackwardUnified) {
+      uids.push_back(kOne);
+      ptrs.push_back(&one_value);
+    }
+    sdpa_execute(h, plan, std::move(uids), std::move(ptrs));
+    return;
+  }
+  if (path == AttentionImpl::Cublas) {
+    cublas_backward(h, s, dt, dq, static_cast<const char*>(dout.data), q, static_cast<const char*>(aux.data), scale,
+                    op);
+    return;
+  }
+  // Padded heads: qkv_p (B, T, 3 Cp) | dqkv_p (B, T, 3 Cp) | dout_p (B, T, Cp).
+  const Shape p = padded_shape(s, dt);
+  const size_t qkv_bytes = round_up(static_cast<size_t>(s.B * s.T * 3 * p.C) * e);
+  const size_t out_bytes = round_up(static_cast<size_t>(s.B * s.T * p.C) * e);
+  char* pad = static_cast<char*>(h.attention_pad.get(2 * qkv_bytes + out_bytes, h.stream));
+  char* qkv_p = pad;
+  char* dqkv_p = pad + qkv_bytes;
+  char* dout_p = pad + 2 * qkv_bytes;
+  copy_heads(h, dt, qkv_p, p.HS, q, s.HS, s.B * s.T * 3 * s.NH, s.HS);
+  copy_heads(h, dt, dout_p, p.HS, dout.data, s.HS, s.B * s.T * s.NH, s.HS);
+  cublas_backward(h, p, dt, dqkv_p, dout_p, qkv_p, static_cast<const char*>(aux.data), scale, op);
+  copy_heads(h, dt, dq, s.HS, dqkv_p, p.HS, s.B * s.T * 3 * s.NH, s.HS);
+}
+
 }  // namespace cuda
+
+bool cudnn_attention_available(const Context& ctx, DType dt, int64_t B, int64_t T, int64_t C, int64_t NH,
+                               std::string* why) {
+  if (why) why->clear();
+  if (!ctx.on_gpu()) {
+    if (why) *why = "not on a GPU";
+    return false;
+  }
+  if (resolve_attention(Device::CUDA, AttentionImpl::CuDNN, dt, C, NH, why) != AttentionImpl::CuDNN) return false;
+  GpuHandles& h = gpu_of(ctx, "cudnn_attention_available");
+  const int64_t HS = C / NH;
+  try {
+    sdpa_plan(h, SdpaKey{B, T, NH, HS, static_cast<int32_t>(dt), 0, 1, 0});
+    sdpa_plan(h, SdpaKey{B, T, NH, HS, static_cast<int32_t>(dt), 1, h.sdpa_deterministic ? 1 : 0, 0});
+  } catch (const Error& e) {
+    if (why) *why = e.what();
+    return false;
+  }
+  return true;
+}
+
 }  // namespace kernels
 }  // namespace vit

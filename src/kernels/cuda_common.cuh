@@ -33,6 +33,7 @@
                          ::vit::str_cat(#call, " failed: ", cublasGetStatusString(vit_st_),     \
                                         " (CUBLASLT_LOG_LEVEL=5 prints cuBLASLt's reasons)"));  \
     }                                                                                           \
+    ::vit::cuda_debug_sync_point(__FILE__, __LINE__, #call);                                    \
   } while (0)
 
 #define VIT_CUDNN_CHECK(call)                                                                   \
@@ -46,6 +47,7 @@
                                         vit_msg_, " (CUDNN_LOGERR_DBG=1 CUDNN_LOGDEST_DBG=stderr " \
                                         "prints cuDNN's reasons)"));                            \
     }                                                                                           \
+    ::vit::cuda_debug_sync_point(__FILE__, __LINE__, #call);                                    \
   } while (0)
 
 namespace vit::kernels::cuda_detail {

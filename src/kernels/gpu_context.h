@@ -96,6 +96,7 @@ struct GpuHandles {
   DeviceArena cudnn_workspace;     // sized by the largest SDPA plan built
   DeviceArena scratch;             // per-op temporaries (see each .cu file)
   DeviceArena scratch_small;       // small temporaries needed while `scratch` is in use
+  DeviceArena attention_pad;       // zero-padded copies of the heads (attention.cu, odd head sizes)
 
   MatmulPlanCache* matmul_plans = nullptr;
   SdpaPlanCache* sdpa_plans = nullptr;

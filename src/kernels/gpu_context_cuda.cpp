@@ -47,7 +47,7 @@ GpuRuntime::GpuRuntime(int device_index, bool tf32) : handles_(std::make_unique<
   GpuHandles& h = *handles_;
   h.device = device_index;
   h.tf32 = tf32;
-  VIT_CUDA_CHECK(cudaSetDevice(device_index));
+  set_home_gpu(device_index);  // for this thread and every later one that allocates
   VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.num_sms, cudaDevAttrMultiProcessorCount, device_index));
   VIT_CUDA_CHECK(cudaStreamCreateWithFlags(&h.stream, cudaStreamNonBlocking));
   VIT_LIB_CHECK(cublasLtCreate(&h.lt), CUBLAS_STATUS_SUCCESS, "cuBLASLt handle");
@@ -85,7 +85,7 @@ void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic 
 size_t GpuRuntime::workspace_bytes() const {
   const GpuHandles& h = *handles_;
   return h.gemm_workspace.bytes() + h.cudnn_workspace.capacity() + h.scratch.capacity() +
-         h.scratch_small.capacity();
+         h.scratch_small.capacity() + h.attention_pad.capacity();
 }
 
 }  // namespace vit

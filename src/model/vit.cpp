@@ -33,11 +33,24 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   const int64_t NP = cfg.num_patches(), P = cfg.patch_dim(), K = cfg.num_classes;
   const DType dt = compute.dtype, f32 = DType::F32;
 
+  // The attention path that runs this shape (every head size runs; the
+  // owner of the model reports attention_note() once).
+  compute_.attention = k::resolve_attention(ctx.device, compute.attention, dt, C, NH, &attention_note_);
+  if (compute_.attention == k::AttentionImpl::CuDNN) {
+    std::string reasons;
+    if (!k::cudnn_attention_available(ctx, dt, B, T, C, NH, &reasons)) {
+      compute_.attention = k::resolve_attention(ctx.device, k::AttentionImpl::Cublas, dt, C, NH);
+      attention_note_ = str_cat("cuDNN builds no fused attention plan for batch ", B, ", ", T, " tokens, ", NH,
+                                " heads of ", C / NH, " (", reasons, "); attention runs on the ",
+                                k::attention_impl_name(compute_.attention), " path instead");
+    }
+  }
+
   for (int l = 0; l <= cfg.depth; ++l) residuals_.push_back(alloc(B * T * C, dt));
   // With recompute only the block inputs (residuals) persist; one set of
   // block activations is rebuilt for each block during backward.
   const int sets = compute.recompute ? 1 : cfg.depth;
-  const size_t aux_bytes = k::attention_aux_bytes(ctx.device, compute.attention, dt, B, T, NH);
+  const size_t aux_bytes = k::attention_aux_bytes(ctx.device, compute_.attention, dt, B, T, NH);
   for (int s = 0; s < sets; ++s) {
     auto a = std::make_unique<BlockActs>();
     a->ln1 = alloc(B * T * C, dt);

@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/context.h"
@@ -42,7 +43,11 @@ class ViTModel {
   ViTModel& operator=(const ViTModel&) = delete;
 
   const ViTConfig& config() const { return cfg_; }
+  // As asked, except `attention`: the path that actually runs this shape.
   const ComputeConfig& compute() const { return compute_; }
+  // Empty, or one sentence saying why attention runs on another path than
+  // the one asked for (for the owner to print once).
+  const std::string& attention_note() const { return attention_note_; }
   const ParamLayout& layout() const { return layout_; }
   const Context& context() const { return ctx_; }
   int max_batch() const { return max_batch_; }
@@ -91,6 +96,7 @@ class ViTModel {
   Context ctx_;
   int max_batch_;
   size_t activation_bytes_ = 0;
+  std::string attention_note_;
   Tensor params_, grads_;
 
   std::vector<Buffer> residuals_;             // L + 1 of (B, T, C)

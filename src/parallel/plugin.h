@@ -59,6 +59,9 @@ class Plugin {
  public:
   virtual ~Plugin() = default;
   virtual std::string name() const = 0;
+  // Lines to print once at the start of a job (e.g. that attention runs on
+  // another path than asked for this head size); empty when nothing to say.
+  virtual std::vector<std::string> notes() const { return {}; }
 
   // Every rank passes the same full fp32 parameter vector (fresh init or a
   // loaded checkpoint); the plugin keeps what it owns of it.
@@ -73,7 +76,8 @@ class Plugin {
   virtual StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr,
                                 float loss_scale, int64_t adam_step) = 0;
 
-  // Forward only on this rank's batch; sums over its samples.
+  // Forward only on this rank's batch (at most the max_micro_batch the
+  // plugin was made for); sums over its samples.
   virtual EvalResult eval_batch(const MicroBatch& batch) = 0;
   // Sums an EvalResult over the data-parallel ranks.
   virtual EvalResult all_reduce_eval(const EvalResult& local) = 0;

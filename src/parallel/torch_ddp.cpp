@@ -58,6 +58,10 @@ class DataParallelPlugin final : public Plugin {
   }
 
   std::string name() const override { return opts_.name; }
+  std::vector<std::string> notes() const override {
+    if (model_.attention_note().empty()) return {};
+    return {str_cat("attention: ", model_.attention_note())};
+  }
   int data_parallel_size() const override { return dp_.size(); }
   int data_parallel_rank() const override { return dp_.rank(); }
 

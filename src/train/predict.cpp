@@ -130,6 +130,7 @@ int run_predict(const Options& o) {
   compute.dtype = parse_dtype(o.precision);
   compute.attention = o.attention == "cublas" ? kernels::AttentionImpl::Cublas : kernels::AttentionImpl::CuDNN;
   model::ViTModel vit(cfg, compute, ctx, o.batch);
+  if (!vit.attention_note().empty()) std::fprintf(stderr, "vit_hpc predict: attention: %s\n", vit.attention_note().c_str());
   const int64_t N = vit.layout().total();
   Buffer master(N * 4, ctx.device), params(N * dtype_size(compute.dtype), ctx.device);
   copy_bytes(master.data(), ctx.device, weights.params.data(), Device::CPU, N * 4);

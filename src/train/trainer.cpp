@@ -112,9 +112,11 @@ class Trainer {
         dataset_(data::Hdf5Dataset::open(spec_.data.path)),
         bar_(env.is_rank0(), spec_.run.progress, spec_.run.log_every) {
     dataset_.check_matches(cfg_.image_size, cfg_.num_classes);
-    const int max_micro = std::max(spec_.train.batch_size, spec_.eval.batch_size);
+    // Activations are sized by the training micro-batch; evaluation runs its
+    // batches in chunks of at most that size, so peak memory is what
+    // training needs.
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
-    plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), max_micro, penv);
+    plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), spec_.train.batch_size, penv);
     plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();
@@ -152,6 +154,7 @@ class Trainer {
                         per_rank * dp_, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
                         env_.results_dir()));
       bar_.line(str_cat("weights: ", init_note_));
+      for (const std::string& note : plugin_->notes()) bar_.line(note);
     }
 
     int64_t step = 0, adam_step = 1;
@@ -278,15 +281,18 @@ class Trainer {
     loader.start_epoch(0);
     parallel::EvalResult local;
     data::Batch batch;
+    const int64_t chunk = spec_.train.batch_size;
     while (loader.next(batch)) {
-      parallel::MicroBatch mb;
-      mb.images = batch.images.as<uint8_t>();
-      mb.labels = batch.labels.data();
-      mb.count = static_cast<int>(batch.count);
-      const parallel::EvalResult r = plugin_->eval_batch(mb);
-      local.loss_sum += r.loss_sum;
-      local.correct += r.correct;
-      local.count += r.count;
+      for (int64_t first = 0; first < batch.count; first += chunk) {
+        parallel::MicroBatch mb;
+        mb.images = batch.images.as<uint8_t>() + first * static_cast<int64_t>(image_bytes_);
+        mb.labels = batch.labels.data() + first;
+        mb.count = static_cast<int>(std::min(chunk, batch.count - first));
+        const parallel::EvalResult r = plugin_->eval_batch(mb);
+        local.loss_sum += r.loss_sum;
+        local.correct += r.correct;
+        local.count += r.count;
+      }
     }
     const parallel::EvalResult g = plugin_->all_reduce_eval(local);
     env_.record({{"type", "eval"},
@@ -352,6 +358,7 @@ int benchmark(RunEnvironment& env) {
     bar.line(str_cat("vit_hpc benchmark: ", plugin->name(), " (", spec.plugin.precision, ") on ",
                      env.world().describe(), "; batch ", B, " per rank, global ", global_batch, "; ",
                      spec.benchmark.warmup_steps, " warm-up + ", spec.benchmark.steps, " measured steps"));
+    for (const std::string& note : plugin->notes()) bar.line(note);
   }
   const float lr = static_cast<float>(spec.train.lr);
   int64_t adam_step = 1;

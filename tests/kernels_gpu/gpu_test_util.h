@@ -6,8 +6,9 @@
 // the dtype under test and upload (DevTensor::upload), give the CPU
 // reference the rounded values (DevTensor::host, fp32), poison the GPU
 // outputs with NaN, run both, download and compare with compare(): relative
-// L2 error against the op class's tolerance (tolerances.h), and no NaN or
-// inf anywhere (a poisoned element that was never written shows as NaN).
+// L2 error and largest element error against the op class's tolerances
+// (common/tolerances.h), and no NaN or inf anywhere (a poisoned element that
+// was never written shows as NaN).
 #pragma once
 
 #include <boost/test/unit_test.hpp>
@@ -28,7 +29,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "kernels/gpu_context.h"
-#include "tolerances.h"
+#include "common/tolerances.h"
 
 namespace vit::test {
 
@@ -205,13 +206,19 @@ inline std::vector<CheckRecord>& records() {
 
 inline std::string dtype_str(DType t) { return dtype_name(t); }
 
-// rel = ||got - ref|| / ||ref||; fails on any non-finite value in got.
+// Two bounds, both from the one table (common/tolerances.h):
+//   rel     = ||got - ref||_2 / ||ref||_2                 <= tol.rel
+//   max_abs = max_i |got_i - ref_i| / max_i |ref_i|       <= tol.max_abs
+// The L2 bound sees small errors spread over the whole tensor (a wrong
+// scale); the max-abs bound sees a few wrong elements that the L2 norm of a
+// large tensor would average away. Any non-finite value in got fails.
 inline bool compare(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
-                    double tol) {
+                    Bound tol) {
   BOOST_TEST_REQUIRE(got.size() == ref.size());
-  double num = 0.0, den = 0.0, max_abs = 0.0;
-  size_t bad = 0, first_bad = 0;
+  double num = 0.0, den = 0.0, max_abs = 0.0, max_ref = 0.0;
+  size_t bad = 0, first_bad = 0, worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
     if (!std::isfinite(got[i])) {
       if (bad++ == 0) first_bad = i;
       continue;
@@ -219,17 +226,31 @@ inline bool compare(const std::string& what, const std::vector<float>& got, cons
     const double d = static_cast<double>(got[i]) - ref[i];
     num += d * d;
     den += static_cast<double>(ref[i]) * ref[i];
-    max_abs = std::max(max_abs, std::fabs(d));
+    if (std::fabs(d) > max_abs) {
+      max_abs = std::fabs(d);
+      worst = i;
+    }
   }
   const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  const bool pass = bad == 0 && rel <= tol;
-  records().push_back({what, bad ? NAN : rel, max_abs, tol, pass});
-  BOOST_CHECK_MESSAGE(pass, what << ": rel " << rel << " (tol " << tol << "), max|d| " << max_abs
+  const double max_rel = max_ref > 0 ? max_abs / max_ref : max_abs;
+  const bool pass = bad == 0 && rel <= tol.rel && max_rel <= tol.max_abs;
+  records().push_back({what, bad ? NAN : rel, max_rel, tol.rel, pass});
+  BOOST_CHECK_MESSAGE(pass, what << ": rel " << rel << " (tol " << tol.rel << "), max|d|/max|ref| " << max_rel
+                                 << " (tol " << tol.max_abs << ") at element " << worst << " (got " << got[worst]
+                                 << ", ref " << ref[worst] << ")"
                                  << (bad ? ", non-finite elements: " + std::to_string(bad) + " first at " +
                                                std::to_string(first_bad)
                                          : std::string()));
-  BOOST_TEST_MESSAGE(what << ": rel " << rel << " max|d| " << max_abs << " tol " << tol);
+  BOOST_TEST_MESSAGE(what << ": rel " << rel << " max|d|/max|ref| " << max_rel << " tol " << tol.rel << " / "
+                          << tol.max_abs);
   return pass;
+}
+
+// The kernel tests give an op class's L2 tolerance; its max-abs bound comes
+// with it from the table.
+inline bool compare(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
+                    double rel_tol) {
+  return compare(what, got, ref, Bound{rel_tol, max_abs_for(rel_tol)});
 }
 
 // One GPU runtime for the whole test program (TF32 off unless a test sets

@@ -7,7 +7,8 @@
 // so an element the kernel never writes fails the check; accumulated outputs
 // (+=) start from random values on both sides. Shapes: ViT-B/16 (T = 197,
 // C = 768, NH = 12, MLP 3072, K = 3, batch 2..4) and odd small ones (T = 5,
-// C = 24, NH = 3, and GEMMs of 7x13x5). Tolerances: tolerances.h, one table.
+// C = 24, NH = 3, head sizes 5, 12, 20, and GEMMs of 7x13x5). Tolerances:
+// common/tolerances.h, one table (an L2 and a largest-element bound).
 //
 // Without a GPU (or without CUDA) the program exits 77 and ctest reports the
 // test as skipped (tests/common/gpu_main.h).
@@ -19,6 +20,8 @@
 
 #ifdef VIT_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
 #endif
 
 #include <algorithm>
@@ -284,9 +287,12 @@ const AttnShape kAttnShapes[] = {
 
 void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool deterministic = true) {
   const int64_t C = s.NH * s.HS;
-  const std::string tag =
-      s.name + (impl == K::AttentionImpl::CuDNN ? (dt == DType::F32 ? " cudnn->cublas" : " cudnn") : " cublas") +
-      (deterministic ? "" : " dQ-atomic");
+  // The path that runs (fp32 asked of cuDNN, or heads that are not whole
+  // 16-byte rows, run elsewhere) sizes aux, as the model does.
+  const K::AttentionImpl path = K::resolve_attention(Device::CUDA, impl, dt, C, s.NH);
+  const std::string tag = s.name + " " + K::attention_impl_name(impl) +
+                          (path != impl ? std::string("->") + K::attention_impl_name(path) : std::string()) +
+                          (deterministic ? "" : " dQ-atomic");
   gpu().set_sdpa_deterministic(deterministic);
   DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C}),
       dqkv(dt, {s.B, s.T, 3 * C});
@@ -294,7 +300,7 @@ void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool d
   dout.upload(random_values(dout.numel()));
   out.poison();
   dqkv.poison();
-  const size_t aux_bytes = K::attention_aux_bytes(Device::CUDA, impl, dt, s.B, s.T, s.NH);
+  const size_t aux_bytes = K::attention_aux_bytes(Device::CUDA, path, dt, s.B, s.T, s.NH);
   DevTensor aux(DType::F32, {static_cast<int64_t>((aux_bytes + 3) / 4)});
   aux.poison();
   K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), impl);
@@ -327,6 +333,33 @@ BOOST_AUTO_TEST_CASE(attention_cudnn_path) {
   // The non-deterministic backward (fp32 dQ accumulated with atomics).
   for (DType dt : {DType::BF16, DType::F16})
     for (const auto& s : kAttnShapes) check_attention(s, dt, K::AttentionImpl::CuDNN, false);
+}
+
+// Head sizes whose rows are not whole 16-byte multiples (12 and 20 in
+// bf16/fp16, 5 in every dtype) run on zero-padded copies of the heads,
+// whichever path is asked for; T not a multiple of 8 as well.
+const AttnShape kOddHeadShapes[] = {
+    {3, 26, 3, 12, "B3 T26 NH3 HS12"},
+    {2, 197, 12, 12, "B2 T197 NH12 HS12"},
+    {2, 17, 4, 5, "B2 T17 NH4 HS5"},
+    {2, 37, 3, 20, "B2 T37 NH3 HS20"},
+};
+
+BOOST_AUTO_TEST_CASE(attention_any_head_size) {
+  for (DType dt : kDtypes) {
+    for (const auto& s : kOddHeadShapes) {
+      for (K::AttentionImpl impl : {K::AttentionImpl::CuDNN, K::AttentionImpl::Cublas, K::AttentionImpl::CublasPadded}) {
+        check_attention(s, dt, impl);
+      }
+    }
+  }
+  // The rule itself: bf16 head size 12 cannot run on cuDNN or in place.
+  auto name = [](DType dt, int64_t C, int64_t NH) {
+    return std::string(K::attention_impl_name(K::resolve_attention(Device::CUDA, K::AttentionImpl::CuDNN, dt, C, NH)));
+  };
+  BOOST_TEST(name(DType::BF16, 36, 3) == "cublas (padded heads)");
+  BOOST_TEST(name(DType::BF16, 96, 3) == "cudnn");
+  BOOST_TEST(name(DType::F32, 36, 3) == "cublas");
 }
 
 // ---------------------------------------------------------------------------
@@ -610,11 +643,13 @@ BOOST_AUTO_TEST_CASE(casts_round_like_the_host_and_fills) {
 // ---------------------------------------------------------------------------
 void capture_block_step(K::AttentionImpl impl, bool deterministic = true) {
   gpu().set_sdpa_deterministic(deterministic);
+  // Synchronising after every op (VIT_DEBUG_SYNC) is illegal inside a capture.
+  const bool debug_sync = cuda_debug_sync();
+  set_cuda_debug_sync(false);
   const int64_t B = 2, T = 197, C = 768, NH = 12, M = B * T;
   {
     const DType dt = DType::BF16;
-    const std::string tag =
-        std::string(impl == K::AttentionImpl::CuDNN ? "cudnn" : "cublas") + (deterministic ? "" : " dQ-atomic");
+    const std::string tag = std::string(K::attention_impl_name(impl)) + (deterministic ? "" : " dQ-atomic");
     DevTensor x(dt, {M, C}), lnw(dt, {C}), lnb(dt, {C}), ln(dt, {M, C}), mean(DType::F32, {M}),
         rstd(DType::F32, {M}), wqkv(dt, {3 * C, C}), bqkv(dt, {3 * C}), qkv(dt, {B, T, 3 * C}),
         att(dt, {B, T, C}), datt(dt, {B, T, C}), dqkv(dt, {B, T, 3 * C}), dln(dt, {M, C}),
@@ -677,10 +712,14 @@ void capture_block_step(K::AttentionImpl impl, bool deterministic = true) {
     cudaGraphDestroy(graph);
   }
   gpu().set_sdpa_deterministic(true);
+  set_cuda_debug_sync(debug_sync);
 }
 
 BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cudnn) { capture_block_step(K::AttentionImpl::CuDNN); }
 BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cublas) { capture_block_step(K::AttentionImpl::Cublas); }
+BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_padded_heads) {
+  capture_block_step(K::AttentionImpl::CublasPadded);
+}
 BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cudnn_atomic) {
   capture_block_step(K::AttentionImpl::CuDNN, /*deterministic=*/false);
 }

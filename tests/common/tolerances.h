@@ -1,8 +1,10 @@
-// Tolerances of the CUDA-vs-CPU kernel tests, all in one place.
+// Tolerances of the CUDA-vs-CPU tests, all in one place: the kernel tests
+// (tests/kernels_gpu) and the whole-model tests (tests/model/test_model_gpu).
 //
 // Every check compares the GPU result with the CPU reference (fp32, run on
-// fp32 copies of the very same rounded inputs the GPU got) by
-//   rel = ||gpu - ref||_2 / ||ref||_2
+// fp32 copies of the very same rounded inputs the GPU got) by two bounds
+//   rel     = ||gpu - ref||_2 / ||ref||_2
+//   max_abs = max_i |gpu_i - ref_i| / max_i |ref_i|
 // and fails on any NaN/inf. The values below are set from what each dtype's
 // arithmetic can honestly deliver, with headroom of about 3-5x over the
 // expected error, so that a real bug (a wrong index, a missed element, a
@@ -18,6 +20,18 @@
 #include "core/dtype.h"
 
 namespace vit::test {
+
+struct Bound {
+  double rel;      // bound on the relative L2 error
+  double max_abs;  // bound on the largest element error, relative to the largest reference element
+};
+
+// The max-abs bound of the kernel tests: 10x the L2 bound. Rounding puts
+// every element within about one unit roundoff of its own magnitude, so the
+// largest error relative to the largest value stays below ~2x the L2 error;
+// 10x leaves room for a heavy tail while a single element that is wrong by
+// a typical value's size (a few percent or more of the largest) still fails.
+inline double max_abs_for(double rel_tol) { return 10.0 * rel_tol; }
 
 enum class OpClass {
   // One fp32 evaluation per element, one rounding to the storage type:
@@ -66,6 +80,36 @@ inline double tolerance(OpClass c, DType t, bool tf32 = false) {
     case OpClass::Optimizer: return 2e-6;
   }
   return 0.0;
+}
+
+// ---------------------------------------------------------------------------
+// The whole model (tests/model/test_model_gpu.cpp): one forward + backward of
+// the GPU model against the CPU model (fp32) given the same weights rounded
+// to the compute dtype; logits, per-sample losses, and each parameter's
+// gradient compared separately.
+//
+// fp32 (TF32 off): every op differs from the CPU by summation order only
+// (~1e-6 relative); through up to 12 blocks and the backward chain the
+// errors add, not multiply (LayerNorm renormalises): 1e-4 relative, 1e-3 on
+// the largest element.
+// bf16: each op rounds its output to 8 bits (u = 3.9e-3, rms ~1.1e-3 per
+// rounding); a block has ~10 rounded results in forward and ~15 in backward,
+// partly independent, so the logits drift by a few 1e-3 per block
+// (sqrt(10 L) roundings); the gradients, which also carry the attention
+// backward's 1e-2 (Attention class above), by more. 6e-2 on the logits and
+// losses, 1e-1 on gradients; 3x that on the largest element. A wrong scale,
+// a wrong slice or a missed op moves them by O(1).
+// fp16: 8x finer rounding than bf16: 1e-2 / 2e-2, 3x on the largest element.
+enum class ModelOutput { Logits, Losses, Grads };
+
+inline Bound model_tolerance(ModelOutput o, DType t) {
+  const bool grads = o == ModelOutput::Grads;
+  switch (t) {
+    case DType::F32: return grads ? Bound{1e-4, 1e-3} : Bound{1e-4, 1e-3};
+    case DType::BF16: return grads ? Bound{1e-1, 3e-1} : Bound{6e-2, 1.8e-1};
+    case DType::F16: return grads ? Bound{2e-2, 6e-2} : Bound{1e-2, 3e-2};
+  }
+  return Bound{0.0, 0.0};
 }
 
 }  // namespace vit::test

@@ -3,14 +3,21 @@
 # (GPU_MACHINE.md: build on the build machine, run there). From the
 # repository root:
 #
-#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [tests] [hf] [bench] [demo]
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [demo]
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
-# (test_kernels_gpu, test_comm_gpu, test_e2e_gpu); DATA_DIR holds the HDF5
-# files they read (beans_64.h5, beans_test_224.h5 raw, beans_224.h5 for the
-# demo). Logs go to $OUT (or ./gpu_logs). Each named stage runs in turn:
-#   tests  the GPU suites (kernels vs CPU reference, NCCL/MPI communicators,
-#          1 vs 2 ranks for torch_ddp/torch_ddp_fp16, fp16 overflow skip)
+# (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
+# test_e2e_gpu); DATA_DIR holds the HDF5 files they read (beans_64.h5,
+# beans_48.h5 raw with a test split, beans_test_224.h5 raw, beans_224.h5 for
+# the demo). Logs go to $OUT (or ./gpu_logs). Each named stage runs in turn:
+#   odd    tests/hf/odd_model_predict.py: predict on issue 8's odd model, 20
+#          runs per attention path (run it first on a fresh machine), bf16, and
+#          once per CUDA_VISIBLE_DEVICES choice
+#   units  the GPU unit suites: core (copies complete, allocations on the
+#          chosen GPU), kernels vs CPU reference, the whole model vs the CPU
+#          model (debug synchronisation on)
+#   tests  NCCL/MPI communicators, end to end: 1 vs 2 ranks for
+#          torch_ddp/torch_ddp_fp16, fp16 overflow skip, bf16 head size 12
 #   hf     tests/hf/hf_interop.py: logits against transformers, both ways
 #   bench  images/s and peak memory of ViT-B/16 bf16 at batch 32/64/256, and
 #          the original example's grid (plugins x batch 8, 32)
@@ -39,10 +46,25 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 stage() { echo; echo "=== $1 ($(date +%T))"; }
 for what in "$@"; do
   case "$what" in
-    tests)
+    odd)
+      stage "odd model: vit_hpc predict against transformers, repeated"
+      PYTHONUNBUFFERED=1 timeout 400 python3 tests/hf/odd_model_predict.py --vit-hpc "$BIN/vit_hpc" \
+        --data "$DATA/beans_48.h5" --work /tmp/odd --runs "${ODD_RUNS:-20}" > "$LOG/odd_predict.txt" 2>&1
+      echo "rc=$?"; grep -E "FAIL|ZERO" "$LOG/odd_predict.txt" | head -5; tail -4 "$LOG/odd_predict.txt"
+      ;;
+    units)
+      stage "test_core_gpu"
+      timeout 120 "$BIN/test_core_gpu" --report_level=short > "$LOG/core_gpu.txt" 2>&1
+      echo "rc=$?"; grep -E "failure|passed|error|stale|chosen|SKIPPED" "$LOG/core_gpu.txt" | tail -6
       stage "test_kernels_gpu"
-      timeout 240 "$BIN/test_kernels_gpu" --report_level=short > "$LOG/kernels_gpu.txt" 2>&1
+      timeout 300 "$BIN/test_kernels_gpu" --report_level=short > "$LOG/kernels_gpu.txt" 2>&1
       echo "rc=$?"; grep -E "failure|passed|error" "$LOG/kernels_gpu.txt" | tail -5
+      stage "test_model_gpu"
+      timeout 400 "$BIN/test_model_gpu" --report_level=short > "$LOG/model_gpu.txt" 2>&1
+      echo "rc=$?"; grep -E "failure|passed|error|FAIL" "$LOG/model_gpu.txt" | tail -5
+      sed -n '/^whole model/,$p' "$LOG/model_gpu.txt"
+      ;;
+    tests)
       for np in 1 2; do
         stage "test_comm_gpu np$np"
         timeout 120 mpirun --bind-to none -np $np "$BIN/test_comm_gpu" --report_level=short > "$LOG/comm_gpu_np$np.txt" 2>&1

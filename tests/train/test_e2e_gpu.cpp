@@ -7,6 +7,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include "common/gpu_main.h"
+
+#include <cmath>
+#include <iterator>
 #include "e2e_util.h"
 
 using namespace e2e;
@@ -69,4 +72,23 @@ BOOST_AUTO_TEST_CASE(fp16_overflow_is_skipped_and_the_scale_lowered) {
   for (const auto& s : steps) applied += s["skipped"] == false;
   BOOST_TEST(applied >= 2);  // once the scale fits, steps go through
   BOOST_TEST(steps.back()["loss_scale"].get<double>() < 1e10);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_head_size_12_trains_on_the_padded_attention_path) {
+  // hidden 36 over 3 heads: head size 12 (24 bytes in bf16) has no cuDNN
+  // engine and no 16-byte rows; the run falls back to the padded cuBLAS form,
+  // says so once (rank 0), and trains with finite losses that fall.
+  const std::string b = kGpu +
+                        "--set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16 --set model.hidden=36 "
+                        "--set model.heads=3 --set model.mlp_dim=70 --set train.batch_size=8 --set train.lr=3e-3";
+  BOOST_TEST_REQUIRE(vit_hpc(2, "gpu_bf16_hs12", b) == 0);
+  const auto losses = step_losses("gpu_bf16_hs12");
+  BOOST_TEST_REQUIRE(losses.size() == 6u);
+  for (double l : losses) BOOST_TEST(std::isfinite(l));
+  std::ifstream log(scratch() + "/gpu_bf16_hs12.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  size_t notes = 0;
+  for (size_t at = text.find("attention: "); at != std::string::npos; at = text.find("attention: ", at + 1)) ++notes;
+  BOOST_TEST(notes == 1u, "the fallback is reported once per job, found " << notes << " times:\n" << text);
+  BOOST_TEST(text.find("padded") != std::string::npos);
 }

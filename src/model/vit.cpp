@@ -50,7 +50,9 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   // With recompute only the block inputs (residuals) persist; one set of
   // block activations is rebuilt for each block during backward.
   const int sets = compute.recompute ? 1 : cfg.depth;
-  const size_t aux_bytes = k::attention_aux_bytes(ctx.device, compute_.attention, dt, B, T, NH);
+  // Rounded up to whole fp32 words: the blocks view aux as fp32 (B*NH*T*T
+  // 16-bit probabilities can be an odd number of halves).
+  const size_t aux_bytes = (k::attention_aux_bytes(ctx.device, compute_.attention, dt, B, T, NH) + 3) / 4 * 4;
   for (int s = 0; s < sets; ++s) {
     auto a = std::make_unique<BlockActs>();
     a->ln1 = alloc(B * T * C, dt);

@@ -31,10 +31,11 @@ using namespace vit;
 namespace {
 
 // Counts elements of `dev` (fp32, on the GPU) that differ from `want`,
-// after a copy made by the GPU on the runtime's non-blocking stream.
-size_t mismatches_after_stream_copy(GpuRuntime& gpu, const Buffer& dev, const std::vector<float>& want) {
+// after the GPU copied `dev` into `out` on the runtime's non-blocking stream.
+// `out` is allocated by the caller beforehand: cudaMalloc may synchronise the
+// device and so hide the very race this looks for.
+size_t mismatches_after_stream_copy(GpuRuntime& gpu, const Buffer& dev, Buffer& out, const std::vector<float>& want) {
   const int64_t n = static_cast<int64_t>(want.size());
-  Buffer out(dev.bytes(), Device::CUDA);
   kernels::cast(gpu.context(), tensor_of(out, DType::F32, {n}), tensor_of(const_cast<Buffer&>(dev), DType::F32, {n}));
   gpu.synchronize();
   std::vector<float> got(want.size());
@@ -56,13 +57,14 @@ BOOST_AUTO_TEST_CASE(uploads_and_zeroing_are_complete_when_they_return) {
   std::vector<float> zeros(n, 0.0f);
   const int trials = 5;
   size_t raw_bad = 0;
+  Buffer out(n * 4, Device::CUDA);
   for (int t = 0; t < trials; ++t) {
     Buffer dev(n * 4, Device::CUDA);
     // Zeros first, so a stale read cannot find the last trial's data there.
     VIT_CUDA_CHECK(cudaMemset(dev.data(), 0, n * 4));
     VIT_CUDA_CHECK(cudaDeviceSynchronize());
     VIT_CUDA_CHECK(cudaMemcpy(dev.data(), host.data(), n * 4, cudaMemcpyHostToDevice));  // the old way
-    raw_bad += mismatches_after_stream_copy(gpu, dev, host);
+    raw_bad += mismatches_after_stream_copy(gpu, dev, out, host);
   }
   std::printf("plain cudaMemcpy then a kernel on a non-blocking stream: %zu of %zu elements read stale "
               "(over %d trials; timing-dependent, shown, not asserted)\n",
@@ -72,14 +74,15 @@ BOOST_AUTO_TEST_CASE(uploads_and_zeroing_are_complete_when_they_return) {
     VIT_CUDA_CHECK(cudaMemset(dev.data(), 0, n * 4));
     VIT_CUDA_CHECK(cudaDeviceSynchronize());
     copy_bytes(dev.data(), Device::CUDA, host.data(), Device::CPU, n * 4);
-    BOOST_TEST(mismatches_after_stream_copy(gpu, dev, host) == 0u, "copy_bytes, trial " << t);
+    BOOST_TEST(mismatches_after_stream_copy(gpu, dev, out, host) == 0u, "copy_bytes, trial " << t);
     dev.zero();
-    BOOST_TEST(mismatches_after_stream_copy(gpu, dev, zeros) == 0u, "Buffer::zero, trial " << t);
+    BOOST_TEST(mismatches_after_stream_copy(gpu, dev, out, zeros) == 0u, "Buffer::zero, trial " << t);
     // Device to device: cudaMemcpy returns at once for these.
     Buffer other(n * 4, Device::CUDA);
+    VIT_CUDA_CHECK(cudaMemset(other.data(), 0, n * 4));
     copy_bytes(dev.data(), Device::CUDA, host.data(), Device::CPU, n * 4);
     copy_bytes(other.data(), Device::CUDA, dev.data(), Device::CUDA, n * 4);
-    BOOST_TEST(mismatches_after_stream_copy(gpu, other, host) == 0u, "device-to-device copy_bytes, trial " << t);
+    BOOST_TEST(mismatches_after_stream_copy(gpu, other, out, host) == 0u, "device-to-device copy_bytes, trial " << t);
   }
 }
 

@@ -74,7 +74,7 @@ for what in "$@"; do
       VIT_TEST_BIN=$BIN VIT_TEST_SOURCE=$PWD VIT_TEST_DATA=$DATA/beans_64.h5 VIT_TEST_SCRATCH=/tmp \
         timeout 300 "$BIN/test_e2e_gpu" --report_level=short --log_level=message > "$LOG/e2e_gpu.txt" 2>&1
       echo "rc=$?"; grep -E "failure|passed|error" "$LOG/e2e_gpu.txt" | tail -8
-      for f in /tmp/e2e_scratch_*/gpu_*; do
+      for f in /tmp/scratch_e2e_gpu/gpu_*; do
         [ -f "$f/rank_0.jsonl" ] && echo "$(basename "$f"): $(grep -o '"loss":[0-9.e+-]*' "$f/rank_0.jsonl" | cut -d: -f2 | head -6 | tr '\n' ' ')"
       done
       ;;

@@ -205,7 +205,12 @@ void check_case(const ModelCase& mc) {
     const Outputs ref = run_cpu(mc, in, dt);
     std::vector<K::AttentionImpl> paths{K::AttentionImpl::CuDNN, K::AttentionImpl::Cublas};
     if (dt == DType::F32) paths = {K::AttentionImpl::Cublas};  // cuDNN has no fp32 path (it runs cuBLAS)
+    std::vector<std::string> done;  // a request that resolves to a path already run is skipped
     for (K::AttentionImpl attention : paths) {
+      const std::string resolved =
+          K::attention_impl_name(K::resolve_attention(Device::CUDA, attention, dt, mc.cfg.hidden, mc.cfg.heads));
+      if (std::find(done.begin(), done.end(), resolved) != done.end()) continue;
+      done.push_back(resolved);
       for (bool recompute : {false, true}) {
         std::string path;
         const Outputs got = run_gpu(mc, in, dt, attention, recompute, &path);
@@ -248,7 +253,7 @@ BOOST_AUTO_TEST_CASE(odd_shapes_have_views_off_16_byte_boundaries) {
   // start off a 16-byte boundary, so the GEMMs and kernels see unaligned
   // operands.
   for (const auto& mc : kCases) {
-    if (mc.name == "vit_b16") continue;
+    if (mc.name == "vit_b16" || mc.name == "hs32_t37_k5") continue;  // widths that are multiples of 8
     const model::ParamLayout layout(mc.cfg);
     int unaligned = 0;
     for (const auto& p : layout.params()) unaligned += (p.offset * 2) % 16 != 0;

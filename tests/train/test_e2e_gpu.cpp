@@ -77,7 +77,7 @@ BOOST_AUTO_TEST_CASE(fp16_overflow_is_skipped_and_the_scale_lowered) {
 BOOST_AUTO_TEST_CASE(bf16_head_size_12_trains_on_the_padded_attention_path) {
   // hidden 36 over 3 heads: head size 12 (24 bytes in bf16) has no cuDNN
   // engine and no 16-byte rows; the run falls back to the padded cuBLAS form,
-  // says so once (rank 0), and trains with finite losses that fall.
+  // says so once (rank 0), and trains with finite losses.
   const std::string b = kGpu +
                         "--set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16 --set model.hidden=36 "
                         "--set model.heads=3 --set model.mlp_dim=70 --set train.batch_size=8 --set train.lr=3e-3";

@@ -6,18 +6,31 @@
 //     -> class token (B, C) -> final LN -> head (B, K) -> softmax cross-entropy
 //
 // The model owns only activations. Parameters (compute dtype) and gradients
-// (fp32) belong to the plugin, which binds them with bind(); both follow
-// ParamLayout. Backward accumulates (+=) into the gradient buffer, so
-// micro-batches of one step add up, and calls the GradHook each time a
-// contiguous range of gradients is final for this micro-batch (head, then
-// blocks L-1 .. 0, then embeddings): the data-parallel plugin starts a
-// bucket's all-reduce from there while backward goes on.
+// (fp32) come from a ParamSource (param_source.h), which the model tells
+// before and after it uses each segment; bind() installs the simplest one
+// (two flat buffers). Backward accumulates (+=) into the gradients, so
+// micro-batches of one step add up, and calls after_backward(segment) each
+// time a segment's gradients are final (head, then blocks L-1 .. 0, then
+// embeddings): the data-parallel plugins start a bucket's reduction there.
+//
+// A model may be one rank's shard (ParamLayout's ShardSpec): pipeline stages
+// hold a range of blocks (plus the embeddings on the first stage, the head on
+// the last), tensor-parallel ranks hold NH/tp heads and F/tp MLP columns of
+// every block and call the TensorParallelComm at the four places a Megatron
+// block communicates (reduce_from_tensor_parallel_region after proj and fc2
+// in forward; the backward of copy_to_tensor_parallel_region after the qkv
+// and fc1 input gradients). The row-parallel biases (proj, fc2) are added by
+// tensor-parallel rank 0 only, before the reduction, so they count once.
+//
+// Activations: `slots` independent sets of what forward keeps for backward
+// (residual stream, block activations, head values), each for up to
+// max_batch images, so a pipeline schedule can have several micro-batches in
+// flight; backward scratch is shared (one backward runs at a time).
 //
 // The stage functions (embed_forward, block_forward, ...) are public so that
 // a pipeline schedule can run a subset of the layers.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,18 +39,25 @@
 #include "core/device.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/param_source.h"
 #include "model/params.h"
 
 namespace vit::model {
 
-// Called with [begin, end) element ranges of the gradient buffer that are
-// final for this micro-batch, in backward order.
-using GradHook = std::function<void(int64_t begin, int64_t end)>;
+// Sums a tensor over the tensor-parallel ranks, in place, ordered on the
+// model's stream (NCCL or MPI behind it; plugins provide it).
+class TensorParallelComm {
+ public:
+  virtual ~TensorParallelComm() = default;
+  virtual void all_reduce(Tensor x) = 0;
+};
 
 class ViTModel {
  public:
-  // Allocates activations for up to max_batch images on ctx.device.
-  ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Context& ctx, int max_batch);
+  // Allocates `slots` sets of activations for up to max_batch images on
+  // ctx.device, for the part of the model that `shard` describes.
+  ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Context& ctx, int max_batch,
+           const ShardSpec& shard = ShardSpec(), int slots = 1);
   ~ViTModel();
   ViTModel(const ViTModel&) = delete;
   ViTModel& operator=(const ViTModel&) = delete;
@@ -51,44 +71,58 @@ class ViTModel {
   const ParamLayout& layout() const { return layout_; }
   const Context& context() const { return ctx_; }
   int max_batch() const { return max_batch_; }
+  int slots() const { return static_cast<int>(acts_.size()); }
 
   // params: (N) in the compute dtype; grads: (N) fp32, or undefined for a
   // model that only evaluates. N = layout().total(). Both on ctx.device.
+  // Installs a FlatParamSource over them (replacing any earlier source).
   void bind(const Tensor& params, const Tensor& grads);
+  // Or any other source (not owned; must outlive its use).
+  void set_param_source(ParamSource* source);
+  // Required when layout().shard().tp_size > 1 (not owned).
+  void set_tensor_parallel(TensorParallelComm* tp) { tp_ = tp; }
 
-  // One micro-batch: forward, loss, backward. images uint8 (B, H, W, 3),
-  // labels int32 (B), both on ctx.device. grad_scale multiplies the loss
-  // gradient (1 / global batch, times the fp16 loss scale).
-  void forward_backward(const Tensor& images, const Tensor& labels, int B, float grad_scale,
-                        const GradHook& hook = nullptr);
+  // One micro-batch through the whole model (a model holding every segment):
+  // forward, loss, backward. images uint8 (B, H, W, 3), labels int32 (B),
+  // both on ctx.device. grad_scale multiplies the loss gradient (1 / global
+  // batch, times the fp16 loss scale).
+  void forward_backward(const Tensor& images, const Tensor& labels, int B, float grad_scale, int slot = 0);
   // Forward and loss only (evaluation, prediction).
-  void forward(const Tensor& images, const Tensor& labels, int B);
+  void forward(const Tensor& images, const Tensor& labels, int B, int slot = 0);
 
-  // Results of the last forward, on ctx.device: losses (B) fp32, predicted
-  // (B) int32, logits (B, K) compute dtype.
-  Tensor losses(int B) const;
-  Tensor predicted(int B) const;
-  Tensor logits(int B) const;
+  // Results of the last forward of a slot, on ctx.device: losses (B) fp32,
+  // predicted (B) int32, logits (B, K) compute dtype.
+  Tensor losses(int B, int slot = 0) const;
+  Tensor predicted(int B, int slot = 0) const;
+  Tensor logits(int B, int slot = 0) const;
 
   // Stages (see the file comment). Block l reads residual(l), writes residual(l+1).
-  void embed_forward(const Tensor& images, int B);
-  void block_forward(int l, int B);
-  void head_forward(const Tensor& labels, int B, float grad_scale, bool want_grad);
-  void head_backward(int B);                // d residual(L) from dlogits
-  void block_backward(int l, int B);        // d residual(l) from d residual(l+1)
-  void embed_backward(int B);               // parameter gradients of the embeddings
-  Tensor residual(int l, int B) const;      // (B, T, C), l = 0..L
-  Tensor residual_grad(int B) const;        // (B, T, C): gradient of the current residual
+  void embed_forward(const Tensor& images, int B, int slot = 0);
+  void block_forward(int l, int B, int slot = 0);
+  void head_forward(const Tensor& labels, int B, float grad_scale, bool want_grad, int slot = 0);
+  void head_backward(int B, int slot = 0);          // d residual(L) from dlogits
+  void block_backward(int l, int B, int slot = 0);  // d residual(l) from d residual(l+1)
+  void embed_backward(int B, int slot = 0);         // parameter gradients of the embeddings
+  // (B, T, C) for l in [first block, end block] of the layout: residual(first)
+  // is a stage's input, residual(end) its output.
+  Tensor residual(int l, int B, int slot = 0) const;
+  Tensor residual_grad(int B) const;  // (B, T, C): gradient of the current residual (shared)
 
   // Bytes of activation memory this model holds.
   size_t activation_bytes() const { return activation_bytes_; }
 
  private:
   struct BlockActs;
-  Tensor param(int index) const;              // compute-dtype view, shaped
-  Tensor grad(int index) const;               // fp32 view, shaped
+  struct Activations;
+  Tensor param(int index) const;
+  Tensor grad(int index) const;
   Buffer alloc(size_t elems, DType t);
-  BlockActs& acts_for(int l);
+  std::unique_ptr<BlockActs> make_block_acts(int64_t B, size_t aux_bytes);
+  BlockActs& acts_for(int l, int slot);
+  void block_forward_compute(int l, int B, int slot);
+  int64_t local_hidden() const;  // C / tp: attention width of this rank
+  int64_t local_mlp() const;     // F / tp
+  void reduce_over_tp(Tensor x);
 
   ViTConfig cfg_;
   ComputeConfig compute_;
@@ -97,13 +131,12 @@ class ViTModel {
   int max_batch_;
   size_t activation_bytes_ = 0;
   std::string attention_note_;
-  Tensor params_, grads_;
+  std::unique_ptr<FlatParamSource> flat_source_;
+  ParamSource* source_ = nullptr;
+  TensorParallelComm* tp_ = nullptr;
 
-  std::vector<Buffer> residuals_;             // L + 1 of (B, T, C)
-  std::vector<std::unique_ptr<BlockActs>> blocks_;  // L, or 1 shared set with recompute
-  Buffer patches_, patch_emb_;                // (B, NP, P), (B, NP, C)
-  Buffer cls_, cls_ln_, cls_mean_, cls_rstd_; // (B, C), (B, C), (B), (B)
-  Buffer logits_, dlogits_, losses_, predicted_;
+  std::vector<std::unique_ptr<Activations>> acts_;
+  std::unique_ptr<BlockActs> recompute_acts_;  // one set rebuilt per block in backward (recompute)
   Buffer dres_, dtmp_, dqkv_, dhidden_, dhidden2_, dcls_, dcls_ln_;
 };
 

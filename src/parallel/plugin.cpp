@@ -1,17 +1,35 @@
 #include "parallel/plugin.h"
 
 #include "core/error.h"
-#include "parallel/torch_ddp.h"
+#include "parallel/data_parallel.h"
 
 namespace vit::parallel {
 
-std::vector<std::string> available_plugins() { return {"torch_ddp", "torch_ddp_fp16"}; }
+const std::vector<PluginEntry>& plugin_registry() {
+  static const std::vector<PluginEntry> registry = {
+      {"torch_ddp", "data parallel, fp32", make_data_parallel},
+      {"torch_ddp_fp16", "data parallel, bf16/fp16 compute with fp32 master weights", make_data_parallel},
+      {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
+       make_data_parallel},
+      {"gemini", "ZeRO-3 over parameter chunks with CPU offload", nullptr},
+      {"hybrid_parallel", "tensor x pipeline x data parallel", nullptr},
+  };
+  return registry;
+}
+
+std::vector<std::string> available_plugins() {
+  std::vector<std::string> names;
+  for (const PluginEntry& e : plugin_registry()) {
+    if (e.make) names.push_back(e.name);
+  }
+  return names;
+}
 
 std::unique_ptr<Plugin> make_plugin(const PluginOptions& opts, const model::ViTConfig& cfg,
                                     const model::ComputeConfig& compute, int max_micro_batch,
                                     const PluginEnv& env) {
-  if (opts.name == "torch_ddp" || opts.name == "torch_ddp_fp16") {
-    return make_data_parallel(opts, cfg, compute, max_micro_batch, env);
+  for (const PluginEntry& e : plugin_registry()) {
+    if (opts.name == e.name && e.make) return e.make(opts, cfg, compute, max_micro_batch, env);
   }
   std::string offered;
   for (const auto& n : available_plugins()) offered += (offered.empty() ? "" : ", ") + n;

@@ -17,6 +17,7 @@
 #include "core/context.h"
 #include "core/dtype.h"
 #include "model/config.h"
+#include "parallel/step_finisher.h"
 
 namespace vit::comm {
 class Communicator;
@@ -25,14 +26,33 @@ class ProcessMesh;
 
 namespace vit::parallel {
 
+// Options of the plugins, filled from the spec in one place (the trainer's
+// plugin_options()); each plugin reads the common part and its own section.
+struct ZeroOptions {          // low_level_zero
+  int stage = 2;              // 1: optimizer states sharded; 2: gradients too
+};
+struct GeminiOptions {        // gemini
+  int chunk_size_mb = 32;
+  float offload_optim_frac = 0.0f, offload_param_frac = 0.0f;
+};
+struct HybridOptions {        // hybrid_parallel
+  int tp_size = 1, pp_size = 1, num_microbatches = 1;
+  int zero_stage = 0;         // 1: ZeRO-1 inside the data-parallel group
+};
+
 struct PluginOptions {
   std::string name = "torch_ddp";
   DType precision = DType::F32;      // compute dtype; master weights and optimizer states stay fp32
   size_t bucket_bytes = 25u << 20;   // gradient bucket size (data parallel)
-  bool overlap_comm = true;          // reduce buckets while backward goes on
+  bool overlap_comm = true;          // reduce buckets while backward goes on; gather parameters during forward
   // AdamW
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   float grad_clip = 0.0f;            // global-norm clipping; 0 = off
+  ZeroOptions zero;
+  GeminiOptions gemini;
+  HybridOptions hybrid;
+
+  OptimizerHyper optimizer() const { return OptimizerHyper{beta1, beta2, eps, weight_decay, grad_clip}; }
 };
 
 // One micro-batch of this rank.
@@ -67,7 +87,16 @@ class Plugin {
   // loaded checkpoint); the plugin keeps what it owns of it.
   virtual void load_params(const std::vector<float>& full) = 0;
   // The full fp32 parameters, assembled on every rank (export, checks).
+  // Collective.
   virtual std::vector<float> gather_params() = 0;
+  // The full fp32 gradient of the last train_step as the optimizer saw it
+  // before clipping: summed over the data-parallel ranks and divided by the
+  // loss scale, i.e. the gradient of the mean loss over the global batch.
+  // Collective (every rank calls it); for tests and debugging.
+  virtual std::vector<float> gather_grads() = 0;
+  // Bytes this rank holds of optimizer state (fp32 master weights and AdamW
+  // moments), wherever they live (device or host).
+  virtual size_t optimizer_state_bytes() const = 0;
 
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all
@@ -92,13 +121,26 @@ struct PluginEnv {
   comm::ProcessMesh* mesh = nullptr;   // process groups (dp, tp, pp)
 };
 
+// The plugin registry: every plugin this build offers, listed once. The
+// spec schema's list of names (src/io/spec_schema.cpp) is checked against it
+// by a test.
+using PluginFactory = std::unique_ptr<Plugin> (*)(const PluginOptions& opts, const model::ViTConfig& cfg,
+                                                 const model::ComputeConfig& compute, int max_micro_batch,
+                                                 const PluginEnv& env);
+struct PluginEntry {
+  const char* name;
+  const char* summary;
+  PluginFactory make;  // nullptr: named in the spec, not built yet
+};
+const std::vector<PluginEntry>& plugin_registry();
+
 // Builds the plugin named in opts.name; throws vit::UserError for a plugin
 // this build does not offer.
 std::unique_ptr<Plugin> make_plugin(const PluginOptions& opts, const model::ViTConfig& cfg,
                                     const model::ComputeConfig& compute, int max_micro_batch,
                                     const PluginEnv& env);
 
-// The plugin names this build offers, in canonical order.
+// The plugin names this build offers (built ones), in canonical order.
 std::vector<std::string> available_plugins();
 
 }  // namespace vit::parallel

@@ -81,6 +81,14 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   o.eps = static_cast<float>(spec.train.eps);
   o.weight_decay = static_cast<float>(spec.train.weight_decay);
   o.grad_clip = static_cast<float>(spec.train.grad_clip);
+  o.zero.stage = spec.plugin.stage;
+  o.gemini.chunk_size_mb = spec.plugin.chunk_size_mb;
+  o.gemini.offload_optim_frac = static_cast<float>(spec.plugin.offload_optim_frac);
+  o.gemini.offload_param_frac = static_cast<float>(spec.plugin.offload_param_frac);
+  o.hybrid.tp_size = spec.plugin.tp_size;
+  o.hybrid.pp_size = spec.plugin.pp_size;
+  o.hybrid.num_microbatches = spec.plugin.num_microbatches;
+  o.hybrid.zero_stage = spec.plugin.zero_stage;
   return o;
 }
 

@@ -1,0 +1,313 @@
+#include "parallel/data_parallel.h"
+
+#include <algorithm>
+
+#include "comm/communicator.h"
+#include "comm/process_mesh.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/stream.h"
+#include "kernels/cast.h"
+#include "model/vit.h"
+#include "parallel/batch_stager.h"
+#include "parallel/bucket_layout.h"
+#include "parallel/grad_buckets.h"
+#include "parallel/step_finisher.h"
+
+namespace vit::parallel {
+
+namespace k = vit::kernels;
+
+namespace {
+
+class DataParallelPlugin final : public Plugin, private model::ParamSource {
+ public:
+  DataParallelPlugin(const PluginOptions& opts, const model::ViTConfig& cfg, const model::ComputeConfig& compute,
+                     int max_micro_batch, const PluginEnv& env)
+      : opts_(opts),
+        ctx_(env.ctx),
+        dp_(env.mesh->dp_comm()),
+        sharded_(opts.name == "low_level_zero"),
+        model_(cfg, compute, env.ctx, max_micro_batch),
+        buckets_(model_.layout(), opts.bucket_bytes, dp_.size(), dp_.rank()),
+        grads_(buckets_, dp_, env.ctx,
+               sharded_ && opts.zero.stage == 2 ? GradReduction::ReduceScatter : GradReduction::AllReduce,
+               opts.overlap_comm),
+        stager_(cfg, env.ctx, max_micro_batch),
+        finisher_(env.ctx, opts.optimizer(), sharded_ ? &dp_ : nullptr) {
+    VIT_CHECK(env.mesh->tp_size() == 1 && env.mesh->pp_size() == 1, opts.name,
+              " is data parallel only; tensor/pipeline layouts need hybrid_parallel");
+    VIT_CHECK(!sharded_ || opts.zero.stage == 1 || opts.zero.stage == 2, "low_level_zero: stage ", opts.zero.stage,
+              " (allowed: 1, 2)");
+    const Device dev = ctx_.device;
+    const DType cd = model_.compute().dtype;
+    const int64_t P = buckets_.padded_total();
+    const int64_t S = sharded_ ? buckets_.shard_total() : P;
+    params_ = Buffer(static_cast<size_t>(P) * dtype_size(cd), dev);
+    // Replicated fp32: the parameters the model reads are the master weights.
+    if (sharded_ || cd != DType::F32) master_ = Buffer(static_cast<size_t>(S) * 4, dev);
+    m_ = Buffer(static_cast<size_t>(S) * 4, dev);
+    v_ = Buffer(static_cast<size_t>(S) * 4, dev);
+    m_.zero();
+    v_.zero();
+    params_.zero();
+    if (!master_.empty()) master_.zero();
+    const auto& ps = model_.layout().params();
+    for (const auto& p : ps) padded_offset_.push_back(buckets_.padded_offset(p.offset));
+    if (sharded_) gather_ = std::make_unique<ParamGather>(buckets_, dp_, ctx_, params_tensor());
+    build_views();
+    model_.set_param_source(this);
+  }
+
+  std::string name() const override { return opts_.name; }
+  std::vector<std::string> notes() const override {
+    std::vector<std::string> out;
+    if (!model_.attention_note().empty()) out.push_back(str_cat("attention: ", model_.attention_note()));
+    if (sharded_) {
+      out.push_back(str_cat(opts_.name, " stage ", opts_.zero.stage, ": this rank keeps ",
+                            buckets_.shard_total(), " of ", buckets_.padded_total(),
+                            " optimizer-state elements (1/", dp_.size(), ")",
+                            opts_.zero.stage == 2 ? ", and gradients reduce-scattered into a shard of that size" : ""));
+    }
+    return out;
+  }
+  int data_parallel_size() const override { return dp_.size(); }
+  int data_parallel_rank() const override { return dp_.rank(); }
+
+  size_t optimizer_state_bytes() const override {
+    const size_t moments = m_.bytes() + v_.bytes();
+    return moments + (master_.empty() ? params_.bytes() : master_.bytes());
+  }
+
+  void load_params(const std::vector<float>& full) override {
+    const int64_t N = model_.layout().total(), P = buckets_.padded_total();
+    VIT_CHECK(static_cast<int64_t>(full.size()) == N, "load_params: ", full.size(), " values for a model of ", N);
+    settle();
+    std::vector<float> padded(static_cast<size_t>(P));
+    buckets_.pad(full.data(), padded.data());
+    const DType cd = model_.compute().dtype;
+    Buffer staged(static_cast<size_t>(P) * 4, ctx_.device);
+    copy_bytes(staged.data(), ctx_.device, padded.data(), Device::CPU, staged.bytes());
+    Tensor all = tensor_of(staged, DType::F32, {P});
+    k::cast(ctx_, params_tensor(), all);  // fp32 -> compute dtype (a copy for fp32)
+    if (!master_.empty()) {
+      if (!sharded_) {
+        k::cast(ctx_, tensor_of(master_, DType::F32, {P}), all);
+      } else {
+        for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+          const int64_t part = buckets_.part_size(static_cast<int>(b));
+          k::cast(ctx_, Tensor(master_.as<float>() + buckets_.buckets()[b].shard_offset, DType::F32, ctx_.device, {part}),
+                  Tensor(staged.as<float>() + buckets_.part_begin(static_cast<int>(b)), DType::F32, ctx_.device, {part}));
+        }
+      }
+    }
+    (void)cd;
+    k::fill(ctx_, tensor_of(m_, DType::F32, {static_cast<int64_t>(m_.bytes() / 4)}), 0.0f);
+    k::fill(ctx_, tensor_of(v_, DType::F32, {static_cast<int64_t>(v_.bytes() / 4)}), 0.0f);
+    synchronize_stream(ctx_.stream);  // `staged` is freed on return
+  }
+
+  std::vector<float> gather_params() override {
+    settle();
+    const int64_t P = buckets_.padded_total();
+    std::vector<float> padded(static_cast<size_t>(P));
+    if (!sharded_) {
+      const Buffer& master = master_.empty() ? params_ : master_;
+      copy_bytes(padded.data(), Device::CPU, master.data(), ctx_.device, static_cast<size_t>(P) * 4);
+    } else {
+      gather_shards(master_.as<float>(), padded.data());
+    }
+    std::vector<float> out(static_cast<size_t>(model_.layout().total()));
+    buckets_.unpad(padded.data(), out.data());
+    return out;
+  }
+
+  std::vector<float> gather_grads() override {
+    settle();
+    const int64_t P = buckets_.padded_total();
+    std::vector<float> padded(static_cast<size_t>(P));
+    if (grads_.reduction() == GradReduction::AllReduce) {
+      copy_bytes(padded.data(), Device::CPU, grads_.reduced().data, ctx_.device, static_cast<size_t>(P) * 4);
+    } else {
+      gather_shards(grads_.reduced().f32(), padded.data());
+    }
+    std::vector<float> out(static_cast<size_t>(model_.layout().total()));
+    buckets_.unpad(padded.data(), out.data());
+    for (float& g : out) g /= last_loss_scale_;
+    return out;
+  }
+
+  StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
+                        int64_t adam_step) override {
+    VIT_CHECK(!micro.empty() && global_count > 0, "train_step needs micro-batches and a positive global count");
+    grads_.begin_step();
+    // The loss gradient is scaled by 1/global batch (a mean over every rank's
+    // images) and by the fp16 loss scale: the reductions sum.
+    const float grad_scale = loss_scale / static_cast<float>(global_count);
+    // Per-sample losses go to pinned host memory asynchronously and are
+    // summed after the step's one synchronisation.
+    size_t loss_slots = 0;
+    for (const MicroBatch& mb : micro) loss_slots += static_cast<size_t>(mb.count);
+    if (host_losses_.bytes() < loss_slots * 4) host_losses_ = Buffer(loss_slots * 4, Device::CPU, HostMemory::Pinned);
+    size_t filled = 0;
+    for (size_t i = 0; i < micro.size(); ++i) {
+      const MicroBatch& mb = micro[i];
+      const bool last = i + 1 == micro.size();
+      if (mb.count == 0) {
+        grads_.skip_micro(last);  // still joins every reduction
+        continue;
+      }
+      Tensor images, labels;
+      stager_.stage(mb, &images, &labels);
+      grads_.begin_micro(last);
+      model_.forward_backward(images, labels, mb.count, grad_scale);
+      copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
+                       static_cast<size_t>(mb.count) * 4, ctx_.stream);
+      filled += static_cast<size_t>(mb.count);
+    }
+    grads_.finish();
+    finisher_.finish(views_, lr, loss_scale, adam_step);
+    if (gather_) {
+      gather_->launch();
+      if (!opts_.overlap_comm) gather_->wait_all();
+    }
+    // One host synchronisation per step, after all its work is queued.
+    finisher_.read_back();
+    synchronize_stream(ctx_.stream);
+    last_loss_scale_ = loss_scale;
+    double local_loss = 0.0;
+    for (size_t i = 0; i < filled; ++i) local_loss += host_losses_.as<float>()[i];
+    float loss_sum = static_cast<float>(local_loss);
+    dp_.all_reduce(&loss_sum, 1, DType::F32, comm::ReduceOp::Sum, Device::CPU);
+    StepResult r;
+    r.loss = loss_sum / static_cast<double>(global_count);
+    r.grad_norm = finisher_.grad_norm();
+    r.skipped = finisher_.skipped();
+    return r;
+  }
+
+  EvalResult eval_batch(const MicroBatch& mb) override {
+    EvalResult r;
+    if (mb.count == 0) return r;
+    Tensor images, labels;
+    stager_.stage(mb, &images, &labels);
+    model_.forward(images, labels, mb.count);
+    std::vector<float> losses(static_cast<size_t>(mb.count));
+    std::vector<int32_t> pred(static_cast<size_t>(mb.count));
+    synchronize_stream(ctx_.stream);
+    copy_bytes(losses.data(), Device::CPU, model_.losses(mb.count).data, ctx_.device, losses.size() * 4);
+    copy_bytes(pred.data(), Device::CPU, model_.predicted(mb.count).data, ctx_.device, pred.size() * 4);
+    for (float l : losses) r.loss_sum += l;
+    for (int i = 0; i < mb.count; ++i) r.correct += pred[static_cast<size_t>(i)] == mb.labels[i];
+    r.count = mb.count;
+    return r;
+  }
+
+  EvalResult all_reduce_eval(const EvalResult& local) override {
+    // Counts stay exact in fp32 up to 2^24 samples per evaluation.
+    float v[3] = {static_cast<float>(local.loss_sum), static_cast<float>(local.correct),
+                  static_cast<float>(local.count)};
+    dp_.all_reduce(v, 3, DType::F32, comm::ReduceOp::Sum, Device::CPU);
+    return EvalResult{v[0], static_cast<int64_t>(v[1] + 0.5f), static_cast<int64_t>(v[2] + 0.5f)};
+  }
+
+ private:
+  // model::ParamSource: views into the padded buffers; bucket bookkeeping.
+  Tensor param(int index) override {
+    const model::ParamInfo& p = model_.layout()[index];
+    const DType cd = model_.compute().dtype;
+    char* base = static_cast<char*>(params_.data()) +
+                 padded_offset_[static_cast<size_t>(index)] * static_cast<int64_t>(dtype_size(cd));
+    return model::param_view(base, cd, ctx_.device, p);
+  }
+  Tensor grad(int index) override { return grads_.grad_view(index); }
+  void before_forward(const model::Segment& s) override {
+    if (gather_) gather_->wait_for(s);
+  }
+  void before_backward(const model::Segment& s) override { grads_.segment_started(s); }
+  void after_backward(const model::Segment& s) override { grads_.segment_done(s); }
+
+  Tensor params_tensor() const {
+    return tensor_of(params_, model_.compute().dtype, {buckets_.padded_total()});
+  }
+
+  // The parts this rank updates (StepFinisher): everything when replicated,
+  // its part of every bucket when sharded.
+  void build_views() {
+    const DType cd = model_.compute().dtype;
+    const Device dev = ctx_.device;
+    if (!sharded_) {
+      const int64_t P = buckets_.padded_total();
+      ShardView v;
+      v.master = tensor_of(master_.empty() ? params_ : master_, DType::F32, {P});
+      v.m = tensor_of(m_, DType::F32, {P});
+      v.v = tensor_of(v_, DType::F32, {P});
+      v.grad = grads_.reduced();
+      if (!master_.empty()) v.lowp = params_tensor();
+      views_.push_back(v);
+      return;
+    }
+    for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+      const int64_t part = buckets_.part_size(static_cast<int>(b));
+      const int64_t off = buckets_.buckets()[b].shard_offset;
+      ShardView v;
+      v.master = Tensor(master_.as<float>() + off, DType::F32, dev, {part});
+      v.m = Tensor(m_.as<float>() + off, DType::F32, dev, {part});
+      v.v = Tensor(v_.as<float>() + off, DType::F32, dev, {part});
+      v.grad = grads_.reduced_part(static_cast<int>(b));
+      v.lowp = Tensor(static_cast<char*>(params_.data()) +
+                          buckets_.part_begin(static_cast<int>(b)) * static_cast<int64_t>(dtype_size(cd)),
+                      cd, dev, {part});
+      views_.push_back(v);
+    }
+  }
+
+  // Every queued gather and update has landed (before host reads or writes).
+  void settle() {
+    if (gather_) gather_->wait_all();
+    synchronize_stream(ctx_.stream);
+  }
+
+  // Shards (shard_total fp32 on the device, this rank's parts) -> the whole
+  // padded vector on the host, by an all-gather per bucket. Collective.
+  void gather_shards(const float* shard, float* padded_host) {
+    const int64_t P = buckets_.padded_total();
+    Buffer whole(static_cast<size_t>(P) * 4, ctx_.device);
+    for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+      const int64_t part = buckets_.part_size(static_cast<int>(b));
+      dp_.all_gather(shard + buckets_.buckets()[b].shard_offset, whole.as<float>() + buckets_.buckets()[b].padded_begin,
+                     static_cast<size_t>(part), DType::F32, ctx_.device, ctx_.stream);
+    }
+    synchronize_stream(ctx_.stream);
+    copy_bytes(padded_host, Device::CPU, whole.data(), ctx_.device, whole.bytes());
+  }
+
+  PluginOptions opts_;
+  Context ctx_;
+  comm::Communicator& dp_;
+  bool sharded_;
+  model::ViTModel model_;
+  BucketLayout buckets_;
+  GradBuckets grads_;
+  BatchStager stager_;
+  StepFinisher finisher_;
+  std::unique_ptr<ParamGather> gather_;
+  std::vector<int64_t> padded_offset_;
+  std::vector<ShardView> views_;
+  // params_: compute dtype, padded, whole model (what forward reads).
+  // master_: fp32 master weights (padded whole, or this rank's shard); empty
+  // for replicated fp32, where params_ is the master.
+  Buffer params_, master_, m_, v_;
+  Buffer host_losses_;  // pinned: per-sample losses of the current step
+  float last_loss_scale_ = 1.0f;
+};
+
+}  // namespace
+
+std::unique_ptr<Plugin> make_data_parallel(const PluginOptions& opts, const model::ViTConfig& cfg,
+                                           const model::ComputeConfig& compute, int max_micro_batch,
+                                           const PluginEnv& env) {
+  return std::make_unique<DataParallelPlugin>(opts, cfg, compute, max_micro_batch, env);
+}
+
+}  // namespace vit::parallel

@@ -1,0 +1,63 @@
+#include "parallel/step_finisher.h"
+
+#include "comm/communicator.h"
+#include "core/error.h"
+#include "core/stream.h"
+#include "kernels/adamw.h"
+#include "kernels/cast.h"
+#include "kernels/reduce.h"
+
+namespace vit::parallel {
+
+namespace k = vit::kernels;
+
+StepFinisher::StepFinisher(const Context& ctx, const OptimizerHyper& hyper, comm::Communicator* group)
+    : ctx_(ctx),
+      hyper_(hyper),
+      group_(group),
+      scalars_(4 * sizeof(float), ctx.device),
+      host_scalars_(2 * sizeof(float), Device::CPU, HostMemory::Pinned) {}
+
+void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float loss_scale, int64_t adam_step) {
+  VIT_CHECK(loss_scale > 0.0f, "loss scale must be positive, got ", loss_scale);
+  float* s = scalars_.as<float>();
+  Tensor sumsq(s + 0, DType::F32, ctx_.device, {1});
+  Tensor flag(s + 1, DType::F32, ctx_.device, {1});
+  Tensor factor(s + 2, DType::F32, ctx_.device, {1});
+  Tensor norm(s + 3, DType::F32, ctx_.device, {1});
+  k::fill(ctx_, tensor_of(scalars_, DType::F32, {4}), 0.0f);
+  for (const ShardView& v : views) {
+    if (v.grad.numel() == 0) continue;
+    k::sum_squares(ctx_, sumsq, v.grad);
+    k::nonfinite_flag(ctx_, flag, v.grad);
+  }
+  // Shards: the sum of squares and the flag (0 or 1 per rank, so the sum is
+  // nonzero exactly when some rank saw a non-finite value) over the group.
+  if (group_ != nullptr && group_->size() > 1) {
+    group_->all_reduce(s, 2, DType::F32, comm::ReduceOp::Sum, ctx_.device, ctx_.stream);
+  }
+  k::grad_scale_from_norm(ctx_, factor, norm, sumsq, hyper_.grad_clip, 1.0f / loss_scale);
+  k::AdamWHyper hp;
+  hp.lr = lr;
+  hp.beta1 = hyper_.beta1;
+  hp.beta2 = hyper_.beta2;
+  hp.eps = hyper_.eps;
+  hp.weight_decay = hyper_.weight_decay;
+  hp.step = adam_step;
+  for (const ShardView& v : views) {
+    if (v.master.numel() == 0) continue;
+    k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, factor, flag);
+  }
+}
+
+void StepFinisher::read_back() {
+  float* h = host_scalars_.as<float>();
+  const float* s = scalars_.as<float>();
+  copy_bytes_async(h + 0, s + 3, sizeof(float), ctx_.stream);  // norm
+  copy_bytes_async(h + 1, s + 1, sizeof(float), ctx_.stream);  // flag
+}
+
+float StepFinisher::grad_norm() const { return host_scalars_.as<float>()[0]; }
+bool StepFinisher::skipped() const { return host_scalars_.as<float>()[1] != 0.0f; }
+
+}  // namespace vit::parallel

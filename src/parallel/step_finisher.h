@@ -1,0 +1,65 @@
+// The end of an optimizer step, shared by every plugin: global gradient norm,
+// non-finite check, clipping factor and AdamW, over a list of shard views.
+//
+// Each ShardView is one contiguous run of parameters this rank updates: fp32
+// master weights, AdamW m and v, the fp32 gradient (reduced, still multiplied
+// by the loss scale) and optionally the compute-dtype copy that AdamW
+// refreshes. A replicated plugin passes one view of everything; a sharded
+// one (ZeRO, gemini) passes its parts. Queued on ctx's stream, no host sync:
+//
+//   sumsq = sum over views of |grad|^2;  flag = any grad non-finite
+//   all-reduce (sumsq, flag) over `group` when the views are shards of the
+//     gradient that other ranks hold the rest of (nullptr: this rank's views
+//     cover the whole gradient)
+//   norm = sqrt(sumsq) / loss_scale;  factor = min(1, clip / norm) / loss_scale
+//   AdamW on every view with grad * factor, skipped everywhere when flag
+//
+// read_back() copies norm and flag to pinned host memory (asynchronously,
+// on the stream); after the caller synchronises the stream, grad_norm() and
+// skipped() hold the step's values. Every rank of `group` reaches the same
+// decision because it acts on the same reduced scalars.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/context.h"
+#include "core/device.h"
+#include "core/tensor.h"
+
+namespace vit::comm {
+class Communicator;
+}
+
+namespace vit::parallel {
+
+struct ShardView {
+  Tensor master, m, v, grad;  // fp32 (n) each
+  Tensor lowp;                // compute dtype (n), or undefined
+};
+
+struct OptimizerHyper {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  float grad_clip = 0.0f;  // global-norm clipping; 0 = off
+};
+
+class StepFinisher {
+ public:
+  StepFinisher(const Context& ctx, const OptimizerHyper& hyper, comm::Communicator* group);
+  // Queues the norm, the checks and the update (see the file comment).
+  void finish(const std::vector<ShardView>& views, float lr, float loss_scale, int64_t adam_step);
+  // Queues the copy of (norm, flag) to the host.
+  void read_back();
+  // After the stream was synchronised following read_back().
+  float grad_norm() const;
+  bool skipped() const;
+
+ private:
+  Context ctx_;
+  OptimizerHyper hyper_;
+  comm::Communicator* group_;
+  Buffer scalars_;       // device: sumsq, flag, clip*unscale factor, norm
+  Buffer host_scalars_;  // pinned copy of norm and flag
+};
+
+}  // namespace vit::parallel

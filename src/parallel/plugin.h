@@ -65,6 +65,11 @@ class Plugin {
   virtual void load_params(const std::vector<float>& full) = 0;
   // The full fp32 parameters, assembled on every rank (export, checks).
   virtual std::vector<float> gather_params() = 0;
+  // The full fp32 gradient of the last train_step as the optimizer saw it
+  // before clipping: summed over the data-parallel ranks and divided by the
+  // loss scale, i.e. the gradient of the mean loss over the global batch.
+  // Collective (every rank calls it); for tests and debugging.
+  virtual std::vector<float> gather_grads() = 0;
 
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all

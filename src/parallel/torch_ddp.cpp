@@ -1,6 +1,7 @@
 #include "parallel/torch_ddp.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -75,9 +76,25 @@ class DataParallelPlugin final : public Plugin {
     return out;
   }
 
+  std::vector<float> gather_grads() override {
+    VIT_CHECK(last_loss_scale_ > 0.0f, "gather_grads: no train_step has run yet");
+    // After train_step the buffer holds the all-reduced sum of every rank's
+    // gradient, still multiplied by the loss scale (the optimizer applies
+    // 1/loss_scale through its grad_scale; it never rescales the buffer).
+    std::vector<float> out(static_cast<size_t>(model_.layout().total()));
+    synchronize_stream(ctx_.stream);
+    copy_bytes(out.data(), Device::CPU, grads_.data(), ctx_.device, out.size() * 4);
+    const double inv = 1.0 / static_cast<double>(last_loss_scale_);
+    for (float& g : out) g = static_cast<float>(g * inv);
+    return out;
+  }
+
   StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
                         int64_t adam_step) override {
     VIT_CHECK(!micro.empty() && global_count > 0, "train_step needs micro-batches and a positive global count");
+    VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
+              loss_scale);
+    last_loss_scale_ = loss_scale;
     const int64_t N = model_.layout().total();
     Tensor grads = tensor_of(grads_, DType::F32, {N});
     k::fill(ctx_, grads, 0.0f);
@@ -263,6 +280,7 @@ class DataParallelPlugin final : public Plugin {
   size_t image_bytes_ = 0;
   std::vector<Bucket> buckets_;
   Buffer host_losses_;  // pinned: per-sample losses of the current step
+  float last_loss_scale_ = 0.0f;  // of the last train_step (gather_grads unscales with it); 0 before the first
   Stream comm_stream_;
   Event backward_done_, comm_done_;
 };

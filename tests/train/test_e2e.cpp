@@ -35,13 +35,27 @@ BOOST_AUTO_TEST_CASE(metrics_files_hold_every_field) {
     const auto lines = read_jsonl(dir + "/rank_" + std::to_string(r) + ".jsonl");
     const auto steps = of_type(lines, "step");
     BOOST_TEST(steps.size() == 1034u / 32u);  // drop_last: 32 full global batches
-    for (const auto& s : steps) {
+    double loss_sum = 0;
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const json& s = steps[i];
       for (const char* k : {"step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "skipped", "step_time",
                             "data_wait", "images_per_s", "peak_mem"}) {
         BOOST_TEST_REQUIRE(s.contains(k), "step line lacks " << k);
       }
+      // Relations between the fields that docs/metrics.md states (the
+      // values of grad_norm and loss are checked across rank counts below).
+      BOOST_TEST(s["step"] == i + 1);
+      BOOST_TEST(s["epoch"] == 1);
       BOOST_TEST(s["loss"].get<double>() > 0.0);
+      BOOST_TEST(std::isfinite(s["grad_norm"].get<double>()));
+      BOOST_TEST(s["grad_norm"].get<double>() > 0.0);
+      BOOST_TEST(s["loss_scale"] == 1.0);  // fp32
+      BOOST_TEST(s["skipped"] == false);
+      BOOST_TEST(s["data_wait"].get<double>() >= 0.0);
+      BOOST_TEST(s["images_per_s"].get<double>() * s["step_time"].get<double>() == 32.0,
+                 boost::test_tools::tolerance(1e-9));
       BOOST_TEST(s["peak_mem"].get<double>() > 0.0);
+      loss_sum += s["loss"].get<double>();
     }
     const auto evals = of_type(lines, "eval");
     BOOST_TEST_REQUIRE(evals.size() == 2u);  // validation after the epoch, test at the end
@@ -50,21 +64,32 @@ BOOST_AUTO_TEST_CASE(metrics_files_hold_every_field) {
     BOOST_TEST(evals[1]["split"] == "test");
     BOOST_TEST(evals[1]["count"] == 128);
     for (const auto& e : evals) {
-      for (const char* k : {"split", "epoch", "loss", "accuracy", "count"}) BOOST_TEST(e.contains(k));
+      for (const char* k : {"split", "epoch", "loss", "accuracy", "count"}) BOOST_TEST_REQUIRE(e.contains(k));
+      // accuracy = correct / count with a whole number of correct images.
+      const double correct = e["accuracy"].get<double>() * e["count"].get<double>();
+      BOOST_TEST(std::abs(correct - std::round(correct)) <= 1e-9 * e["count"].get<double>());
+      BOOST_TEST((e["accuracy"].get<double>() >= 0.0 && e["accuracy"].get<double>() <= 1.0));
     }
     const auto epochs = of_type(lines, "epoch");
     BOOST_TEST_REQUIRE(epochs.size() == 1u);
+    const json& ep = epochs[0];
     for (const char* k : {"epoch", "steps", "avg_loss", "it_per_s", "images_per_s", "time"}) {
-      BOOST_TEST(epochs[0].contains(k));
+      BOOST_TEST_REQUIRE(ep.contains(k));
     }
+    BOOST_TEST(ep["steps"] == steps.size());
+    BOOST_TEST(ep["avg_loss"].get<double>() == loss_sum / steps.size(), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(ep["it_per_s"].get<double>() * ep["time"].get<double>() == double(steps.size()),
+               boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(ep["images_per_s"].get<double>() * ep["time"].get<double>() == 32.0 * steps.size(),
+               boost::test_tools::tolerance(1e-9));
   }
-  // Global figures agree across ranks (the loss is the mean over the global batch).
-  BOOST_TEST(step_losses("fields") ==
-             [&] {
-               std::vector<double> v;
-               for (const auto& l : of_type(read_jsonl(dir + "/rank_1.jsonl"), "step")) v.push_back(l["loss"]);
-               return v;
-             }());
+  // Global figures agree across ranks bit for bit (the loss is the mean
+  // over the global batch, the gradient norm that of the all-reduced gradient).
+  for (const char* field : {"loss", "grad_norm"}) {
+    std::vector<double> rank1;
+    for (const auto& l : of_type(read_jsonl(dir + "/rank_1.jsonl"), "step")) rank1.push_back(l[field]);
+    BOOST_TEST(step_field("fields", field) == rank1, field);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(same_seed_same_layout_gives_bitwise_identical_losses) {

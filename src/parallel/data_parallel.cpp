@@ -1,6 +1,7 @@
 #include "parallel/data_parallel.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -123,6 +124,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   }
 
   std::vector<float> gather_grads() override {
+    VIT_CHECK(last_loss_scale_ > 0.0f, "gather_grads: no train_step has run yet");
     settle();
     const int64_t P = buckets_.padded_total();
     std::vector<float> padded(static_cast<size_t>(P));
@@ -133,13 +135,18 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     }
     std::vector<float> out(static_cast<size_t>(model_.layout().total()));
     buckets_.unpad(padded.data(), out.data());
-    for (float& g : out) g /= last_loss_scale_;
+    // The buffers hold the loss-scaled sums (AdamW undoes the scale through
+    // its grad_scale and never rescales them); divide in double, round once.
+    const double inv = 1.0 / static_cast<double>(last_loss_scale_);
+    for (float& g : out) g = static_cast<float>(g * inv);
     return out;
   }
 
   StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
                         int64_t adam_step) override {
     VIT_CHECK(!micro.empty() && global_count > 0, "train_step needs micro-batches and a positive global count");
+    VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
+              loss_scale);
     grads_.begin_step();
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale: the reductions sum.
@@ -299,7 +306,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   // for replicated fp32, where params_ is the master.
   Buffer params_, master_, m_, v_;
   Buffer host_losses_;  // pinned: per-sample losses of the current step
-  float last_loss_scale_ = 1.0f;
+  float last_loss_scale_ = 0.0f;  // of the last train_step; 0 before the first
 };
 
 }  // namespace

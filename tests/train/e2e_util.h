@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -81,12 +83,23 @@ inline std::vector<json> of_type(const std::vector<json>& lines, const std::stri
   return out;
 }
 
-inline std::vector<double> step_losses(const std::string& run) {
+// One numeric field of every "step" line of rank 0, in step order.
+inline std::vector<double> step_field(const std::string& run, const std::string& field) {
   std::vector<double> out;
   for (const auto& l : of_type(read_jsonl(scratch() + "/" + run + "/rank_0.jsonl"), "step")) {
-    out.push_back(l.at("loss").get<double>());
+    out.push_back(l.at(field).get<double>());
   }
   return out;
+}
+inline std::vector<double> step_losses(const std::string& run) { return step_field(run, "loss"); }
+inline std::vector<double> step_grad_norms(const std::string& run) { return step_field(run, "grad_norm"); }
+
+// Largest |a[i] - b[i]| of two curves of the same length.
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  BOOST_TEST_REQUIRE(a.size() == b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
 }
 
 // The cells of one CSV line (vit_hpc predict quotes none in these tests).

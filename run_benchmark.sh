@@ -7,9 +7,11 @@
 #                                                  no GPU: the small CPU model on 2 ranks
 #   bash run_benchmark.sh --batch-sizes "8 32 64 256" --np 1 --steps 50
 #   bash run_benchmark.sh --plugins torch_ddp_fp16 --precision fp16
+#   bash run_benchmark.sh --plugins "torch_ddp_fp16 low_level_zero:1 low_level_zero:2"
 #
-# Options: --batch-sizes "A B ..."  --plugins "P Q ..."  --np N  --steps N  --warmup N
-#          --precision bf16|fp16 (of torch_ddp_fp16)  --name GRID  --no-build
+# Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S)
+#          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
+#          --name GRID  --no-build
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -48,7 +50,7 @@ if [ "$gpus" -gt 0 ]; then
   config=configs/benchmark.yaml
   device=cuda
   np=${np:-$gpus}
-  plugins=${plugins:-"torch_ddp torch_ddp_fp16"}
+  plugins=${plugins:-"torch_ddp torch_ddp_fp16 low_level_zero:2"}
   extra=()
 else
   # No GPU: the small CPU model of the quickstart, synthetic images.
@@ -64,13 +66,21 @@ fi
 out=results/$name
 mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
-for plugin in $plugins; do
+for entry in $plugins; do
+  plugin=${entry%%:*}
+  option=()
+  tag=$plugin
+  if [ "$entry" != "$plugin" ]; then  # low_level_zero:S
+    option=(--set plugin.stage="${entry#*:}")
+    tag=${plugin}_stage${entry#*:}
+  fi
   prec=fp32
-  [ "$plugin" = torch_ddp_fp16 ] && prec=$precision
+  # The mixed-precision plugins run in --precision on the GPU (fp32 on the CPU).
+  [ "$plugin" != torch_ddp ] && [ "$device" = cuda ] && prec=$precision
   for bs in $batch_sizes; do
     args=(--set benchmark.enabled=true --set run.device="$device" --set plugin.name="$plugin"
           --set plugin.precision="$prec" --set train.batch_size="$bs" --set run.output_dir="$out"
-          --set run.name="${plugin}_bs${bs}" --set run.progress=false)
+          --set run.name="${tag}_bs${bs}" --set run.progress=false "${option[@]}")
     [ -n "$steps" ] && args+=(--set benchmark.steps="$steps")
     [ -n "$warmup" ] && args+=(--set benchmark.warmup_steps="$warmup")
     mpirun --bind-to none -np "$np" "$BUILD_DIR/vit_hpc" "$config" "${args[@]}" "${extra[@]}"

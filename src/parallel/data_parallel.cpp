@@ -72,6 +72,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     }
     return out;
   }
+  std::string variant() const override { return sharded_ ? str_cat("stage ", opts_.zero.stage) : std::string(); }
   int data_parallel_size() const override { return dp_.size(); }
   int data_parallel_rank() const override { return dp_.rank(); }
 

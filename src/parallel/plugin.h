@@ -82,6 +82,10 @@ class Plugin {
   // Lines to print once at the start of a job (e.g. that attention runs on
   // another path than asked for this head size); empty when nothing to say.
   virtual std::vector<std::string> notes() const { return {}; }
+  // What tells two runs of the same plugin apart beyond precision and layout
+  // ("stage 1" for low_level_zero, ...); empty when nothing does. Recorded
+  // in the manifest, shown in vit_results' column labels.
+  virtual std::string variant() const { return ""; }
 
   // Every rank passes the same full fp32 parameter vector (fresh init or a
   // loaded checkpoint); the plugin keeps what it owns of it.

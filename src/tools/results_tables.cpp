@@ -224,16 +224,18 @@ std::string format_bytes(int64_t bytes) {
 
 std::vector<BenchmarkTable> benchmark_tables(const RunSet& set) {
   using TableKey = std::tuple<int64_t, std::string, int, int>;  // batch size, device, nodes, ranks per node
-  using ColumnKey = std::tuple<int, std::string, int, std::string, int, int, int, int64_t>;
+  using ColumnKey = std::tuple<int, std::string, std::string, int, std::string, int, int, int, int64_t>;
   std::map<TableKey, std::map<ColumnKey, BenchmarkColumn>> grouped;
   for (const Run& r : set.completed) {
     if (r.mode != "benchmark") continue;
     const BenchmarkRecord& b = *r.benchmark;
     const TableKey tk{b.batch_size, r.world.device, r.world.nodes, r.world.ranks_per_node};
-    const ColumnKey ck{plugin_order(r.plugin), r.plugin, precision_order(r.precision), r.precision,
-                       r.world.tp,             r.world.pp, r.world.dp, b.global_batch};
+    const ColumnKey ck{plugin_order(r.plugin), r.plugin,   r.plugin_variant, precision_order(r.precision),
+                       r.precision,            r.world.tp, r.world.pp,       r.world.dp,
+                       b.global_batch};
     BenchmarkColumn& c = grouped[tk][ck];
     c.plugin = r.plugin;
+    c.variant = r.plugin_variant;
     c.precision = r.precision;
     c.dp = r.world.dp;
     c.tp = r.world.tp;
@@ -275,6 +277,7 @@ std::vector<BenchmarkTable> benchmark_tables(const RunSet& set) {
       c.it_per_s = median(its);
       c.step_time_median = median(times);
       std::vector<std::string> parts;
+      if (!c.variant.empty()) parts.push_back(c.variant);
       if (precisions[c.plugin].size() > 1) parts.push_back(c.precision);
       if (layouts[c.plugin].size() > 1) parts.push_back(str_cat(c.dp, " x ", c.tp, " x ", c.pp));
       if (batches[c.plugin].size() > 1) parts.push_back(str_cat("global batch ", c.global_batch));

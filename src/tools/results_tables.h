@@ -25,6 +25,7 @@ namespace vit::tools {
 // for an even count); memory is the largest over them, memory being a limit.
 struct BenchmarkColumn {
   std::string plugin, precision;
+  std::string variant;  // the plugin's variant ("stage 1"), empty when none
   int dp = 0, tp = 0, pp = 0;
   int64_t global_batch = 0;
   std::string label;  // the plugin, plus precision and layout where needed to tell columns apart

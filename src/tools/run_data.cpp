@@ -213,6 +213,7 @@ void read_manifest(const fs::path& dir, Run& run) {
   }
 
   run.plugin = get_string(m, "plugin", at, ctx);
+  run.plugin_variant = get_optional_string(m, "plugin_variant", at);
   run.precision = one_of(m, "precision", at, ctx, {"fp32", "bf16", "fp16"});
   run.global_batch = get_int(m, "global_batch", at, ctx);
 

@@ -74,6 +74,7 @@ struct Run {
   std::string error;  // manifest "error" of a failed run
   WorldLayout world;
   std::string plugin, precision;
+  std::string plugin_variant;  // manifest "plugin_variant" ("stage 1", ...), empty when absent
   int64_t global_batch = 0;
   std::string host, cpu, gpu_name;  // gpu_name empty on CPU runs
   int64_t gpu_memory_bytes = 0;

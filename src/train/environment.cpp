@@ -110,7 +110,8 @@ nlohmann::json RunEnvironment::hardware() const {
   return hw;
 }
 
-void RunEnvironment::open_results(const std::string& mode, const std::string& plugin, int64_t global_batch) {
+void RunEnvironment::open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
+                                  const std::string& plugin_variant) {
   results_dir_ = spec_.run.output_dir + "/" + spec_.run.name;
   if (is_rank0()) io::make_dirs(results_dir_);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -133,6 +134,7 @@ void RunEnvironment::open_results(const std::string& mode, const std::string& pl
                         {"communicator", m.dp_comm().backend()},
                         {"describe", world_.describe()}};
   manifest_["plugin"] = plugin;
+  if (!plugin_variant.empty()) manifest_["plugin_variant"] = plugin_variant;
   manifest_["precision"] = spec_.plugin.precision;
   manifest_["global_batch"] = global_batch;
   manifest_["hardware"] = hardware();

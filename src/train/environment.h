@@ -36,7 +36,8 @@ class RunEnvironment {
   bool is_rank0() const { return world_.rank == 0; }
 
   // Results: <output_dir>/<name>/manifest.json (rank 0) and rank_<r>.jsonl.
-  void open_results(const std::string& mode, const std::string& plugin, int64_t global_batch);
+  void open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
+                    const std::string& plugin_variant = "");
   void record(const nlohmann::json& line) { metrics_.write(line); }
   // Rewrites the manifest with status "completed" or "failed".
   void close_results(bool ok, const std::string& error = "");

@@ -155,7 +155,7 @@ class Trainer {
     sc.max_scale = spec_.plugin.max_scale;
     LossScaler scaler(sc);
 
-    env_.open_results("train", plugin_->name(), per_rank * dp_);
+    env_.open_results("train", plugin_->name(), per_rank * dp_, plugin_->variant());
     if (env_.is_rank0()) {
       bar_.line(str_cat("vit_hpc: ", plugin_->name(), " (", spec_.plugin.precision, ") on ",
                         env_.world().describe(), "; ", cfg_.num_parameters(), " parameters; global batch ",
@@ -360,7 +360,7 @@ int benchmark(RunEnvironment& env) {
     micro[i].on_device = dev == Device::CUDA;
   }
 
-  env.open_results("benchmark", plugin->name(), global_batch);
+  env.open_results("benchmark", plugin->name(), global_batch, plugin->variant());
   ProgressBar bar(env.is_rank0(), spec.run.progress, spec.run.log_every);
   if (env.is_rank0()) {
     bar.line(str_cat("vit_hpc benchmark: ", plugin->name(), " (", spec.plugin.precision, ") on ",

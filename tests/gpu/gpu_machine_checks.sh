@@ -3,7 +3,7 @@
 # (GPU_MACHINE.md: build on the build machine, run there). From the
 # repository root:
 #
-#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [demo]
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [demo]
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
 # (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
@@ -21,6 +21,8 @@
 #   hf     tests/hf/hf_interop.py: logits against transformers, both ways
 #   bench  images/s and peak memory of ViT-B/16 bf16 at batch 32/64/256, and
 #          the original example's grid (plugins x batch 8, 32)
+#   zero   torch_ddp_fp16 vs low_level_zero stage 1/2 (bf16, batch 8/32/256)
+#          on 1 GPU and on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
 set -uo pipefail
 BIN=$(realpath "$1")
@@ -93,6 +95,19 @@ for what in "$@"; do
       BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --batch-sizes "8 32" --name bench_grid \
         > "$LOG/bench_grid.txt" 2>&1
       echo "rc=$?"; cp results/bench_grid/summary.md "$LOG/bench_grid.md" 2>/dev/null; grep -A12 "^### " "$LOG/bench_grid.txt" | head -40
+      ;;
+    zero)
+      # torch_ddp_fp16 against low_level_zero stage 1 and 2 (bf16), batch 8, 32
+      # and 256 per GPU, on 1 GPU and on every GPU: one run folder and table each.
+      for np in 1 $(nvidia-smi -L | wc -l); do
+        stage "benchmark: torch_ddp_fp16 vs low_level_zero 1/2, bf16, $np GPU(s)"
+        BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$np" --precision bf16 \
+          --plugins "torch_ddp_fp16 low_level_zero:1 low_level_zero:2" --batch-sizes "8 32 256" --steps 20 \
+          --name "bench_zero_np$np" > "$LOG/bench_zero_np$np.txt" 2>&1
+        echo "rc=$?"; cp "results/bench_zero_np$np/summary.md" "$LOG/bench_zero_np$np.md" 2>/dev/null
+        grep -A12 "^### " "$LOG/bench_zero_np$np.txt" | grep -E "^###|throughput|memory"
+        [ "$np" = "$(nvidia-smi -L | wc -l)" ] && break
+      done
       ;;
     demo)
       stage "demo: configs/demo.yaml, ViT-B/16 from scratch on Beans 224"

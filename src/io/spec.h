@@ -121,6 +121,7 @@ struct BenchmarkSpec {
   bool enabled = false;
   int warmup_steps = 0;
   int steps = 0;
+  bool profile = false;
 };
 
 struct CheckpointSpec {

@@ -189,6 +189,9 @@ std::vector<FieldInfo> build_schema() {
            "Synthetic images, no evaluation: measure throughput and peak memory instead of training."),
       Int(VIT_AT(benchmark, warmup_steps), "5", at_least(0), "Steps run before timing starts (not measured)."),
       Int(VIT_AT(benchmark, steps), "20", at_least(1), "Measured steps."),
+      Bool(VIT_AT(benchmark, profile), "false",
+           "After the measured steps, time every op in up to 5 more (GPU events) and measure the GEMM ceiling; "
+           "the breakdown goes to the log and the metrics (\"profile\" lines)."),
 
       // --- checkpoint ----------------------------------------------------
       String(VIT_AT(checkpoint, dir), "", "Folder for checkpoints (save and resume); empty = none."),

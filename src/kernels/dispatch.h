@@ -9,6 +9,7 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "kernels/profile.h"
 
 namespace vit::kernels {
 [[noreturn]] inline void no_cuda(const char* op) {
@@ -16,12 +17,19 @@ namespace vit::kernels {
 }
 }  // namespace vit::kernels
 
+// Each call is timed by the op profiler when it is enabled (profile.h).
 #ifdef VIT_WITH_CUDA
-#define VIT_DISPATCH(ctx, fn, ...) \
-  ((ctx).on_gpu() ? ::vit::kernels::cuda::fn(__VA_ARGS__) : ::vit::kernels::cpu::fn(__VA_ARGS__))
+#define VIT_DISPATCH(ctx, fn, ...)                                                            \
+  do {                                                                                        \
+    const ::vit::kernels::ProfileScope vit_profile_scope_((ctx), #fn);                        \
+    (ctx).on_gpu() ? ::vit::kernels::cuda::fn(__VA_ARGS__) : ::vit::kernels::cpu::fn(__VA_ARGS__); \
+  } while (0)
 #else
-#define VIT_DISPATCH(ctx, fn, ...) \
-  ((ctx).on_gpu() ? ::vit::kernels::no_cuda(#fn) : ::vit::kernels::cpu::fn(__VA_ARGS__))
+#define VIT_DISPATCH(ctx, fn, ...)                                                            \
+  do {                                                                                        \
+    const ::vit::kernels::ProfileScope vit_profile_scope_((ctx), #fn);                        \
+    (ctx).on_gpu() ? ::vit::kernels::no_cuda(#fn) : ::vit::kernels::cpu::fn(__VA_ARGS__);     \
+  } while (0)
 #endif
 
 // Declares fn with one signature in both namespaces.

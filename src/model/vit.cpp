@@ -49,7 +49,7 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   // The attention path that runs this shape (every head size runs; the
   // owner of the model reports attention_note() once).
   compute_.attention = k::resolve_attention(ctx.device, compute.attention, dt, Cl, NHl, &attention_note_);
-  if (compute_.attention == k::AttentionImpl::CuDNN) {
+  if (ctx.on_gpu() && compute_.attention == k::AttentionImpl::CuDNN) {
     std::string reasons;
     if (!k::cudnn_attention_available(ctx, dt, B, T, Cl, NHl, &reasons)) {
       compute_.attention = k::resolve_attention(ctx.device, k::AttentionImpl::Cublas, dt, Cl, NHl);

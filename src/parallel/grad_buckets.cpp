@@ -5,6 +5,7 @@
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "kernels/cast.h"
+#include "kernels/profile.h"
 #include "kernels/residual.h"
 #include "model/param_source.h"
 
@@ -146,6 +147,7 @@ void GradBuckets::launch(int b) {
     if (dp == 1) return;
     ready_.record(ctx_.stream);
     comm_stream_.wait(ready_);
+    const k::ProfileScope timed(ctx_.device, comm_stream_.handle(), "all_reduce (gradients)");
     dp_.all_reduce(grads_.as<float>() + bk.padded_begin, static_cast<size_t>(bk.padded_size), DType::F32,
                    comm::ReduceOp::Sum, ctx_.device, comm_stream_.handle());
     return;
@@ -158,6 +160,7 @@ void GradBuckets::launch(int b) {
   float* mine = base + static_cast<int64_t>(layout_.dp_rank()) * part;
   ready_.record(ctx_.stream);
   comm_stream_.wait(ready_);
+  const k::ProfileScope timed(ctx_.device, comm_stream_.handle(), "reduce_scatter (gradients)");
   if (dp > 1) {
     dp_.reduce_scatter(base, mine, static_cast<size_t>(part), DType::F32, comm::ReduceOp::Sum, ctx_.device,
                        comm_stream_.handle());
@@ -213,6 +216,7 @@ void ParamGather::launch() {
     const int64_t part = layout_.part_size(b);
     char* recv = base + layout_.buckets()[static_cast<size_t>(b)].padded_begin * static_cast<int64_t>(es);
     char* send = base + layout_.part_begin(b) * static_cast<int64_t>(es);
+    const k::ProfileScope timed(ctx_.device, comm_stream_.handle(), "all_gather (parameters)");
     dp_.all_gather(send, recv, static_cast<size_t>(part), params_.dtype, ctx_.device, comm_stream_.handle());
     gathered_[static_cast<size_t>(b)].record(comm_stream_.handle());
     pending_[static_cast<size_t>(b)] = true;

@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/stream.h"
+#include "kernels/matmul.h"
+#include "kernels/profile.h"
 #include "data/loader.h"
 #include "model/params.h"
 #include "train/hf_checkpoint.h"
@@ -331,6 +333,47 @@ int train(RunEnvironment& env) { return Trainer(env).run(); }
 // Benchmark
 // ---------------------------------------------------------------------------
 
+namespace {
+
+// Multiply-add FLOPs (x2) of one image in the ops whose rate the profile
+// reports: the dense layers (patch embedding, qkv, proj, fc1, fc2, head)
+// forward, and attention's two T x T products forward; backward is twice the
+// forward. Other ops are memory-bound: their time is shown, not a rate.
+double op_flops_per_image(const model::ViTConfig& c, const std::string& op) {
+  const double T = c.tokens(), C = c.hidden, F = c.mlp_dim, L = c.depth;
+  const double dense = 2.0 * (L * T * (4.0 * C * C + 2.0 * C * F) + c.num_patches() * double(c.patch_dim()) * C +
+                              C * c.num_classes);
+  const double attention = 4.0 * L * T * T * C;
+  if (op == "matmul_forward") return dense;
+  if (op == "matmul_backward") return 2.0 * dense;
+  if (op == "attention_forward") return attention;
+  if (op == "attention_backward") return 2.0 * attention;
+  return 0.0;
+}
+
+// The rate of one large GEMM in the compute dtype (cuBLASLt, 8192^3, best of
+// 5 after a warm-up): the ceiling the step's arithmetic rate is compared with.
+double measure_matrix_ceiling(const Context& ctx, DType dt) {
+  const int64_t n = 8192;
+  Buffer a(static_cast<size_t>(n * n) * dtype_size(dt), ctx.device), w(a.bytes(), ctx.device),
+      out(a.bytes(), ctx.device);
+  a.zero();
+  w.zero();
+  Tensor ta = tensor_of(a, dt, {n, n}), tw = tensor_of(w, dt, {n, n}), to = tensor_of(out, dt, {n, n});
+  kernels::matmul_forward(ctx, to, Tensor(), ta, tw, Tensor());  // plans and workspaces
+  synchronize_stream(ctx.stream);
+  auto& prof = kernels::OpProfiler::instance();
+  prof.enable(true);
+  for (int i = 0; i < 5; ++i) kernels::matmul_forward(ctx, to, Tensor(), ta, tw, Tensor());
+  synchronize_stream(ctx.stream);
+  prof.enable(false);
+  const auto times = prof.collect();
+  VIT_CHECK(!times.empty() && times[0].calls == 5, "matrix ceiling: the profiler recorded no GEMM");
+  return 2.0 * n * n * n / (times[0].ms / times[0].calls * 1e-3) / 1e12;
+}
+
+}  // namespace
+
 int benchmark(RunEnvironment& env) {
   const ExperimentSpec& spec = env.spec();
   const model::ViTConfig cfg = model_config(spec);
@@ -399,6 +442,38 @@ int benchmark(RunEnvironment& env) {
   for (size_t i = 0; i < times.size(); ++i) {
     env.record({{"type", "benchmark_step"}, {"step", static_cast<int64_t>(i + 1)}, {"step_time", times[i]}});
   }
+  // The arithmetic rate per GPU (model FLOPs of the images this rank's
+  // share of the world processed), and with benchmark.profile the time of
+  // every op in a few more steps (after the measured ones, so the events the
+  // profiler records do not touch the throughput above) and the measured
+  // matrix ceiling.
+  const int world = env.world().size;
+  const double model_tflops = cfg.train_flops_per_image() * ips / world / 1e12;
+  double ceiling = 0.0;
+  std::vector<kernels::OpTime> ops;
+  const int profiled = spec.benchmark.profile ? std::min(spec.benchmark.steps, 5) : 0;
+  if (profiled > 0) {
+    auto& prof = kernels::OpProfiler::instance();
+    prof.enable(true);
+    for (int i = 0; i < profiled; ++i) plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
+    synchronize_stream(env.ctx().stream);
+    prof.enable(false);
+    ops = prof.collect();
+    if (dev == Device::CUDA) ceiling = measure_matrix_ceiling(env.ctx(), parse_dtype(spec.plugin.precision));
+    double total = 0.0;
+    for (const auto& o : ops) total += o.ms;
+    for (const auto& o : ops) {
+      const double ms = o.ms / profiled;
+      nlohmann::json line = {{"type", "profile"},
+                             {"op", o.name},
+                             {"ms_per_step", ms},
+                             {"calls_per_step", static_cast<double>(o.calls) / profiled},
+                             {"share", total > 0 ? o.ms / total : 0.0}};
+      const double flops = op_flops_per_image(cfg, o.name) * per_rank * dp / world;
+      if (flops > 0 && ms > 0) line["tflops"] = flops / (ms * 1e-3) / 1e12;
+      env.record(line);
+    }
+  }
   env.record({{"type", "benchmark"},
               {"batch_size", B},
               {"global_batch", global_batch},
@@ -411,11 +486,33 @@ int benchmark(RunEnvironment& env) {
               {"step_time_max", pct(1.0)},
               {"step_time_p10", pct(0.1)},
               {"step_time_p90", pct(0.9)},
+              {"model_tflops_per_gpu", model_tflops},
+              {"matrix_ceiling_tflops", ceiling},
+              {"profiled_steps", profiled},
               {"peak_mem", peak}});
   if (env.is_rank0()) {
     bar.line(str_cat("throughput ", fmt("%.1f", ips), " images/s, step median ", fmt("%.4f", pct(0.5)),
                      " s (p10 ", fmt("%.4f", pct(0.1)), ", p90 ", fmt("%.4f", pct(0.9)), "), peak memory ",
                      fmt("%.1f", peak / 1048576.0), " MiB on rank 0"));
+    std::string rate = str_cat("arithmetic rate ", fmt("%.3f", model_tflops), " TFLOP/s per ",
+                               dev == Device::CUDA ? "GPU" : "rank", " (model FLOPs)");
+    if (ceiling > 0) rate += str_cat(", ", fmt("%.1f", 100.0 * model_tflops / ceiling), "% of the measured ",
+                                     fmt("%.0f", ceiling), " TFLOP/s ", spec.plugin.precision, " GEMM ceiling");
+    bar.line(rate);
+    if (!ops.empty()) {
+      bar.line(str_cat("profile (rank 0, mean of ", profiled, " steps after the measured ones; ",
+                       dev == Device::CUDA ? "GPU time of each op, communication on its own stream" : "wall time of each op",
+                       "):"));
+      double total = 0.0;
+      for (const auto& o : ops) total += o.ms;
+      for (const auto& o : ops) {
+        const double ms = o.ms / profiled;
+        const double flops = op_flops_per_image(cfg, o.name) * per_rank * dp / world;
+        bar.line(str_cat("  ", o.name, std::string(o.name.size() < 28 ? 28 - o.name.size() : 1, ' '),
+                         fmt("%8.3f", ms), " ms  ", fmt("%5.1f", 100.0 * o.ms / total), "%",
+                         flops > 0 ? str_cat("  ", fmt("%8.2f", flops / (ms * 1e-3) / 1e9), " GFLOP/s") : ""));
+      }
+    }
   }
   env.close_results(true);
   return 0;

@@ -8,6 +8,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <set>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -181,6 +182,44 @@ BOOST_AUTO_TEST_CASE(benchmark_figures_agree_with_the_recorded_step_times) {
   // Every rank records its own steps.
   const auto other = of_type(read_jsonl(scratch() + "/bench/rank_1.jsonl"), "benchmark_step");
   BOOST_TEST(other.size() == static_cast<size_t>(steps));
+}
+
+BOOST_AUTO_TEST_CASE(benchmark_profile_accounts_for_every_op) {
+  // benchmark.profile: each op's time in 2 more steps, shares summing to 1,
+  // the dense layers' rate computed from their FLOPs and time, the
+  // gradient reduction timed on its own. The model FLOP/s of the summary is
+  // the model's FLOPs per image times the throughput per rank.
+  BOOST_TEST_REQUIRE(vit_hpc(2, "bench_profile",
+                             "--set benchmark.enabled=true --set benchmark.warmup_steps=1 --set benchmark.steps=2 "
+                             "--set benchmark.profile=true --set train.batch_size=4") == 0);
+  const auto lines = read_jsonl(scratch() + "/bench_profile/rank_0.jsonl");
+  const auto summary = of_type(lines, "benchmark");
+  BOOST_TEST_REQUIRE(summary.size() == 1u);
+  BOOST_TEST(summary[0]["profiled_steps"] == 2);
+  const auto ops = of_type(lines, "profile");
+  BOOST_TEST_REQUIRE(ops.size() >= 10u);
+  double share = 0, matmul_ms = 0;
+  std::set<std::string> names;
+  for (const auto& o : ops) {
+    share += o["share"].get<double>();
+    BOOST_TEST(o["ms_per_step"].get<double>() >= 0.0);
+    names.insert(o["op"].get<std::string>());
+    if (o["op"] == "matmul_forward") {
+      matmul_ms = o["ms_per_step"].get<double>();
+      BOOST_TEST_REQUIRE(o.contains("tflops"));
+      // quickstart sizes: T 65, C 128, F 256, L 4, 8x8x3 patches, 3 classes; 4 images per rank.
+      const double T = 65, C = 128, F = 256, L = 4;
+      const double flops = 4 * 2.0 * (L * T * (4 * C * C + 2 * C * F) + 64 * 192.0 * C + C * 3);
+      BOOST_TEST(o["tflops"].get<double>() == flops / (matmul_ms * 1e-3) / 1e12, boost::test_tools::tolerance(1e-6));
+    }
+  }
+  BOOST_TEST(share == 1.0, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(matmul_ms > 0.0);
+  for (const char* op : {"matmul_backward", "attention_forward", "layernorm_backward", "adamw_update",
+                         "all_reduce (gradients)"}) {
+    BOOST_TEST(names.count(op) == 1u, "no profile line for " << op);
+  }
+  BOOST_TEST(summary[0]["model_tflops_per_gpu"].get<double>() > 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(exported_model_predicts_what_the_trainer_measured) {

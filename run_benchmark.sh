@@ -12,6 +12,8 @@
 # Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
+#          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
+#                           at the same batch sizes, into the same folder and table
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -23,6 +25,7 @@ warmup=""
 precision=bf16
 name="bench_$(date +%Y%m%d_%H%M%S)"
 build=1
+with_pytorch=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --batch-sizes) batch_sizes=$2; shift 2 ;;
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
     --precision) precision=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --with-pytorch) with_pytorch=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -86,6 +90,11 @@ for entry in $plugins; do
     mpirun --bind-to none -np "$np" "$BUILD_DIR/vit_hpc" "$config" "${args[@]}" "${extra[@]}"
   done
 done
+if [ "$with_pytorch" -eq 1 ] && [ "$device" = cuda ]; then
+  # shellcheck disable=SC2086
+  python3 tests/gpu/pytorch_baseline.py --output "$out" --batch-sizes $batch_sizes --steps "${steps:-20}" \
+    --warmup "${warmup:-5}"
+fi
 "$BUILD_DIR/vit_results" --output "$out/summary.md" "$out"
 echo
 cat "$out/summary.md"

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The PyTorch step that vit_hpc's benchmark is compared with, timed the same way.
+
+ViT-B/16 from timm (3 classes, 224 px), synthetic uint8 images normalised on
+the GPU as vit_hpc does (mean = std = 0.5), bf16 autocast, cross-entropy,
+backward, fused AdamW, zero_grad; eager and torch.compile; the host waits
+for every step (vit_hpc's steps end with one host synchronisation too).
+Warm-up steps are not timed; throughput = images x measured steps / the wall
+time of the measured steps; memory = torch.cuda.max_memory_allocated over
+the measured steps (vit_hpc reports its own allocations the same way).
+
+Each (mode, batch size) becomes a run folder in vit_hpc's format (manifest.json
++ rank_0.jsonl with one "benchmark" line) under --output, so `vit_results`
+puts the figures in the same tables as vit_hpc's runs of that folder:
+
+    python3 tests/gpu/pytorch_baseline.py --output results/GRID --batch-sizes 32 256 --steps 30 --warmup 5
+    bash run_benchmark.sh --with-pytorch ...     (does both and prints one table)
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_steps(batch, mode, steps, warmup):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", num_classes=3).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
+    net = torch.compile(model) if mode == "compile" else model
+    images = torch.randint(0, 256, (batch, 224, 224, 3), device="cuda", dtype=torch.uint8)
+    labels = torch.randint(0, 3, (batch,), device="cuda")
+
+    def step():
+        x = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(net(x), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        s0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - s0)
+    wall = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated()
+    del net, model, opt
+    torch.cuda.empty_cache()
+    return times, wall, peak
+
+
+def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak):
+    name = f"pytorch_{mode}_bs{batch}"
+    run_dir = os.path.join(out_dir, name)
+    os.makedirs(run_dir, exist_ok=False)  # never over an earlier run
+    ordered = sorted(times)
+
+    def pct(q):
+        return ordered[int(round(q * (len(ordered) - 1)))]
+
+    ips = batch * steps / wall
+    prop = torch.cuda.get_device_properties(0)
+    start = now()
+    with open(os.path.join(run_dir, "rank_0.jsonl"), "w") as f:
+        for i, t in enumerate(times):
+            f.write(json.dumps({"type": "benchmark_step", "step": i + 1, "step_time": t}) + "\n")
+        f.write(json.dumps({"type": "benchmark", "batch_size": batch, "global_batch": batch, "warmup_steps": warmup,
+                            "steps": steps, "images_per_s": ips, "it_per_s": steps / wall,
+                            "step_time_median": pct(0.5), "step_time_min": pct(0.0), "step_time_max": pct(1.0),
+                            "step_time_p10": pct(0.1), "step_time_p90": pct(0.9), "peak_mem": peak}) + "\n")
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+    except OSError:
+        rev = "unknown"
+    manifest = {
+        "format": 1, "run": name, "mode": "benchmark", "status": "completed",
+        "spec": {"baseline": f"timm vit_base_patch16_224, bf16 autocast, fused AdamW, {mode}",
+                 "torch": torch.__version__},
+        "world": {"size": 1, "dp": 1, "tp": 1, "pp": 1, "nodes": 1, "ranks_per_node": 1, "device": "cuda",
+                  "communicator": "nccl", "describe": "1 process, 1 GPU (PyTorch)"},
+        "plugin": f"pytorch_{mode}", "precision": "bf16", "global_batch": batch,
+        "hardware": {"host": socket.gethostname(), "cpu": cpu_name(), "cpu_threads": os.cpu_count() or 1,
+                     "gpu_name": prop.name, "gpu_memory_bytes": prop.total_memory},
+        "git_revision": rev, "start_time": start, "end_time": now(),
+    }
+    tmp = os.path.join(run_dir, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(tmp, os.path.join(run_dir, "manifest.json"))
+    print(f"{name}: {ips:.1f} images/s, step median {pct(0.5) * 1e3:.2f} ms, peak {peak / 2**30:.2f} GiB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--output", required=True, help="the results folder of the grid (run folders go inside)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    ap.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("pytorch_baseline.py: no CUDA GPU visible")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    os.makedirs(args.output, exist_ok=True)
+    for mode in args.modes:
+        for batch in args.batch_sizes:
+            times, wall, peak = time_steps(batch, mode, args.steps, args.warmup)
+            write_run(args.output, mode, batch, args.steps, args.warmup, times, wall, peak)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

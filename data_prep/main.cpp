@@ -1,6 +1,7 @@
 // vit_data_prep: packs <split>/<class>/*.jpg images (a folder or the published
 // zip archives) into the HDF5 file the trainer reads. See data_prep/prep.h
 // and src/data/format.h for what is written.
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -34,6 +35,15 @@ std::vector<std::string> split_commas(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5's exit handler closes files still open. After a failed final flush
+  // (a disk that filled up at the last moment) the library's own state is
+  // broken and that handler crashes; every file is closed (or discarded) on
+  // our paths, so there is nothing for it to do. Must precede any HDF5 call.
+  H5dont_atexit();
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported
+  // like a full disk, instead of killing the process with SIGXFSZ and
+  // leaving the temporary file behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   vit::data_prep::PrepOptions opts;
   std::string classes, splits = "train,validation,test";
   bool quiet = false;
@@ -41,7 +51,10 @@ int main(int argc, char** argv) {
       "vit_data_prep: decode, resize and pack images into one HDF5 file for vit_hpc\n\n"
       "Usage: vit_data_prep --input DIR|A.zip [B.zip ...] --output FILE.h5 [options]\n\n"
       "Input layout: <split>/<class>/<image>.jpg (a folder, or zip archives holding it).\n"
-      "Output: per split /<split>/images, labels, files; see src/data/format.h.\n\nOptions");
+      "Output: per split /<split>/images, labels, files, digests; see src/data/format.h.\n"
+      "Refused: an output inside the input folder, an image above 100 megapixels; noted: images\n"
+      "upscaled more than 4x or shrunk more than 32x, stale temporaries of killed runs (removed).\n"
+      "Exit status: 0 written, 1 refused or failed (nothing left behind), 2 bad command line.\n\nOptions");
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
@@ -71,6 +84,7 @@ int main(int argc, char** argv) {
     opts.splits = split_commas(splits);
     opts.progress = !quiet && isatty(STDERR_FILENO);
     opts.cancel = &g_cancel;
+    opts.note = [](const std::string& line) { std::cerr << "vit_data_prep: note: " << line << std::endl; };
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     const auto result = vit::data_prep::prepare_dataset(opts);

@@ -3,6 +3,7 @@
 #include "data_prep/prep.h"
 
 #include <omp.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +11,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "core/error.h"
@@ -40,17 +43,35 @@ class TempOutput {
  public:
   TempOutput(std::string temp, std::string final_path) : temp_(std::move(temp)), final_(std::move(final_path)) {}
   ~TempOutput() {
-    if (committed_) return;
+    if (!committed_) discard();
+  }
+  const std::string& temp_path() const { return temp_; }
+  // Drops the file. Its bytes are freed FIRST (truncated to nothing): on a
+  // full disk, closing would otherwise try to flush HDF5's pending metadata,
+  // fail, and leave the library in a state that crashes at exit. With the
+  // space back the close succeeds; the file is then removed.
+  void discard() {
+    if (discarded_) return;
+    discarded_ = true;
+    if (::truncate(temp_.c_str(), 0) != 0) {
+      // Nothing to free (the file may not exist yet): close regardless.
+    }
     file.close();
     std::error_code ec;
     fs::remove(temp_, ec);
   }
-  const std::string& temp_path() const { return temp_; }
-  // Closes (flushes) the file and renames it over the final path.
+  // Closes (flushes) the file and renames it over the final path. A failed
+  // flush arrives as vit::Error carrying HDF5's reason (see write_failure).
   void commit() {
-    if (!file.close()) throw UserError(str_cat(final_, ": cannot finish writing: ", data::h5::last_error_text()));
+    if (!file.close()) {
+      const std::string why = data::h5::last_error_text();
+      discard();
+      VIT_THROW("HDF5: finishing the file failed: ", why);
+    }
     if (std::rename(temp_.c_str(), final_.c_str()) != 0) {
-      throw UserError(str_cat(final_, ": cannot rename ", temp_, " into place: ", std::strerror(errno)));
+      const std::string why = std::strerror(errno);
+      discard();
+      throw UserError(str_cat(final_, ": cannot rename ", temp_, " into place: ", why));
     }
     committed_ = true;
   }
@@ -59,6 +80,7 @@ class TempOutput {
  private:
   std::string temp_, final_;
   bool committed_ = false;
+  bool discarded_ = false;
 };
 
 class ProgressBar {
@@ -147,6 +169,37 @@ void validate(const PrepOptions& o) {
   VIT_USER_CHECK(o.threads >= 0, "--threads ", o.threads, " is negative (0 = all cores)");
 }
 
+std::string this_host() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+// "." + the output's file name + ".tmp-": what every temporary of this output starts with.
+std::string temp_prefix(const fs::path& out) { return "." + out.filename().string() + ".tmp-"; }
+
+// Refuses an output inside its own input: the temporary and the file would
+// sit among the images (and a zip named as output would be destroyed).
+void refuse_output_inside_input(const PrepOptions& o) {
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(fs::absolute(o.output, ec), ec);
+  for (const std::string& input : o.inputs) {
+    std::error_code ec2;
+    const fs::path in = fs::weakly_canonical(fs::absolute(input, ec2), ec2);
+    if (ec || ec2) continue;
+    if (out == in) {
+      throw UserError(str_cat(o.output, ": is the input ", input, " itself (--output names a new .h5 file)"));
+    }
+    if (!fs::is_directory(in, ec2)) continue;
+    const fs::path rel = out.lexically_relative(in);
+    if (!rel.empty() && *rel.begin() != "..") {
+      throw UserError(str_cat(o.output, ": inside the input folder ", input,
+                              " (vit_data_prep would write among the images it reads); write it outside, e.g. "
+                              "--output data/", fs::path(o.output).filename().string()));
+    }
+  }
+}
+
 // Refuses an output that exists (without overwrite) or cannot be written;
 // returns the temporary path beside it.
 std::string check_output(const PrepOptions& o) {
@@ -163,42 +216,150 @@ std::string check_output(const PrepOptions& o) {
   VIT_USER_CHECK(fs::is_directory(dir, ec), o.output, ": cannot write: folder ", dir.string(), " does not exist");
   VIT_USER_CHECK(access(dir.c_str(), W_OK) == 0, o.output, ": cannot write: folder ", dir.string(),
                  " is not writable (", std::strerror(errno), ")");
-  return (dir / ("." + out.filename().string() + ".tmp-" + std::to_string(getpid()))).string();
+  return (dir / (temp_prefix(out) + this_host() + "-" + std::to_string(getpid()))).string();
+}
+
+// The command name of a running process ("" when it does not run).
+std::string process_name(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return "";
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(in, name);
+  return name.empty() ? "?" : name;
+}
+
+// Temporaries of the same output left by runs that were killed: removed (and
+// reported). One that a vit_data_prep on this host still writes is refused;
+// one from another host is left alone (its writer cannot be seen from here).
+std::vector<std::string> remove_stale_temporaries(const PrepOptions& o) {
+  const fs::path out(o.output);
+  const fs::path dir = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  const std::string prefix = temp_prefix(out), host = this_host();
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // <host>-<pid>, or <pid> alone (the name before hosts were recorded: this host).
+    const std::string tail = name.substr(prefix.size());
+    const size_t dash = tail.rfind('-');
+    const std::string pid_text = dash == std::string::npos ? tail : tail.substr(dash + 1);
+    const std::string writer_host = dash == std::string::npos ? host : tail.substr(0, dash);
+    if (pid_text.empty() || pid_text.size() > 9 ||
+        !std::all_of(pid_text.begin(), pid_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    const long pid = std::stol(pid_text);
+    const std::string shown = it->path().string();
+    if (writer_host != host) {
+      if (o.note) {
+        o.note(str_cat(shown, ": a temporary file of ", o.output, " from host ", writer_host, " (pid ", pid,
+                       ") is left alone; remove it by hand if no vit_data_prep there is writing it"));
+      }
+      continue;
+    }
+    const std::string running = pid == getpid() ? "" : process_name(pid);
+    if (running == "vit_data_prep") {
+      throw UserError(str_cat(o.output, ": another vit_data_prep (pid ", pid, ") is writing it right now (",
+                              shown, "); wait for it to finish or choose another --output"));
+    }
+    std::error_code rm;
+    if (!fs::remove(it->path(), rm) || rm) {
+      throw UserError(str_cat(shown, ": a stale temporary file of an interrupted run (pid ", pid,
+                              ") cannot be removed: ", rm ? rm.message() : "unknown reason", "; remove it by hand"));
+    }
+    removed.push_back(shown);
+    if (o.note) {
+      o.note(str_cat("removed ", shown, ", a temporary file left by an interrupted run (pid ", pid,
+                     ", no longer running)"));
+    }
+  }
+  return removed;
+}
+
+// Raw storage has a known size: refuse up front when the disk cannot hold it,
+// rather than failing after minutes of decoding.
+void check_free_space(const PrepOptions& o, const InputManifest& m) {
+  if (o.storage != fmt::kStorageRaw) return;  // JPEG sizes are known only once encoded
+  int64_t images = 0;
+  for (const auto& s : m.splits) images += static_cast<int64_t>(s.images.size());
+  const double pixels = static_cast<double>(images) * o.image_size * o.image_size * 3;
+  // HDF5's own records (chunk index, names, labels) stay far below 1% + 1 MB.
+  const double needed = pixels * 1.01 + 1e6;
+  const fs::path out(o.output);
+  const fs::path dir = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) return;
+  const double free_bytes = static_cast<double>(vfs.f_bavail) * static_cast<double>(vfs.f_frsize);
+  if (free_bytes >= needed) return;
+  auto size_text = [](double bytes) {
+    char buf[32];
+    if (bytes < 1e6) {
+      std::snprintf(buf, sizeof buf, "%.0f kB", bytes / 1e3);
+    } else {
+      std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+    }
+    return std::string(buf);
+  };
+  throw UserError(str_cat(o.output, ": needs about ", size_text(needed), " (", images, " images of ", o.image_size,
+                          " x ", o.image_size, " x 3 bytes, --storage raw) but the disk holding ", dir.string(),
+                          " has ", size_text(free_bytes), " free; free space there, write elsewhere, or use "
+                          "--storage jpeg (about 4x smaller)"));
+}
+
+// The user's message for an HDF5 write that failed (`e` carries HDF5's text).
+std::string write_failure(const PrepOptions& o, const std::string& hdf5_text) {
+  std::string reason = hdf5_text;
+  const size_t at = reason.find("failed: ");
+  if (at != std::string::npos) reason = reason.substr(at + 8);
+  reason = data::h5::short_reason(reason);
+  const fs::path out(o.output);
+  const std::string dir = out.has_parent_path() ? out.parent_path().string() : ".";
+  std::string hint;
+  if (reason.find("No space left") != std::string::npos) {
+    hint = str_cat(": the disk holding ", dir, " is full (free space there or choose another --output)");
+  } else if (reason.find("File too large") != std::string::npos) {
+    hint = ": a file-size limit stops it (see ulimit -f), or the file system takes no files this large";
+  }
+  return str_cat(o.output, ": cannot write (", reason, ")", hint, "; nothing was written");
 }
 
 }  // namespace
 
-PrepResult prepare_dataset(const PrepOptions& opts) {
-  const auto t0 = Clock::now();
-  validate(opts);
-  const std::string temp_path = check_output(opts);
-  InputSet input(opts.inputs);
-  const InputManifest manifest = input.scan(opts.splits, opts.classes);
+namespace {
 
+// Why an image far from the output size deserves a note ("" when it does not).
+std::string size_note(int width, int height, int S) {
+  if (static_cast<int64_t>(width) * 4 < S || static_cast<int64_t>(height) * 4 < S) {
+    return "upscaled more than 4x: it will be blurry";
+  }
+  if (width > static_cast<int64_t>(32) * S || height > static_cast<int64_t>(32) * S) {
+    return "shrunk more than 32x: check it is the image you meant";
+  }
+  return "";
+}
+
+// Notes about image sizes: the first few by name, then a count.
+constexpr int64_t kListedSizeNotes = 10;
+
+// Writes every split and the root attributes into the open file `file`.
+// Throws UserError for bad input; HDF5 failures (a full disk) arrive as
+// vit::Error and are turned into a message by the caller.
+void write_contents(hid_t file, const PrepOptions& opts, const InputSet& input, const InputManifest& manifest,
+                    PrepResult& result) {
   const int S = opts.image_size;
   const size_t image_bytes = static_cast<size_t>(S) * S * 3;
   const bool jpeg = opts.storage == fmt::kStorageJpeg;
   const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
   const int64_t block = std::max<int64_t>(64, 8 * threads);
 
-  data::h5::quiet_hdf5_errors();
-  TempOutput out(temp_path, opts.output);
-  {
-    H5Handle fcpl = object_create_plist(H5P_FILE_CREATE);
-    const hid_t f = H5Fcreate(temp_path.c_str(), H5F_ACC_EXCL, fcpl.get(), H5P_DEFAULT);
-    if (f < 0) throw UserError(str_cat(opts.output, ": cannot write: ", data::h5::last_error_text()));
-    out.file = H5Handle(f);
-  }
-
   std::vector<WorkerState> workers(threads);
-  PrepResult result;
-  result.class_names = manifest.class_names;
   uint64_t checksum = fmt::kFnvOffset;
 
   for (const SplitManifest& split : manifest.splits) {
     const int64_t N = static_cast<int64_t>(split.images.size());
     H5Handle gcpl = object_create_plist(H5P_GROUP_CREATE);
-    H5Handle group = checked(H5Gcreate2(out.file.get(), split.name.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT),
+    H5Handle group = checked(H5Gcreate2(file, split.name.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT),
                              "create group " + split.name);
     data::h5::write_attr_int64(group.get(), fmt::kAttrCount, N);
 
@@ -246,7 +407,7 @@ PrepResult prepare_dataset(const PrepOptions& opts) {
     std::vector<uint64_t> digests(N);
     std::vector<uint8_t> block_pixels(jpeg ? 0 : static_cast<size_t>(std::min(block, N)) * image_bytes);
     std::vector<std::vector<uint8_t>> block_jpeg(jpeg ? std::min(block, N) : 0);
-    std::vector<std::string> errors(std::min(block, N));
+    std::vector<std::string> errors(std::min(block, N)), notes(std::min(block, N));
     ProgressBar bar(opts.progress, split.name, N);
 
     for (int64_t b0 = 0; b0 < N; b0 += block) {
@@ -259,13 +420,27 @@ PrepResult prepare_dataset(const PrepOptions& opts) {
         WorkerState& w = workers[omp_get_thread_num()];
         const ImageEntry& e = split.images[b0 + j];
         errors[j].clear();
+        notes[j].clear();
         try {
           input.read(e, &w.bytes);
           int width = 0, height = 0;
           std::string why;
-          if (!w.codec.decode_rgb(w.bytes.data(), w.bytes.size(), &w.decoded, &width, &height, &why)) {
+          // The header first: an enormous image is refused before its pixels are allocated.
+          if (!w.codec.header(w.bytes.data(), w.bytes.size(), &width, &height, &why)) {
+            errors[j] = str_cat(input.describe(e), ": not a decodable JPEG image (", why, ")");
+          } else if (static_cast<int64_t>(width) * height > kMaxSourcePixels) {
+            errors[j] = str_cat(input.describe(e), ": ", width, " x ", height, " pixels is above vit_data_prep's limit of ",
+                                kMaxSourcePixels / 1000000, " megapixels per image (decoded it would take ",
+                                static_cast<int64_t>(width) * height * 3 / 1000000,
+                                " MB); shrink it or leave it out");
+          } else if (!w.codec.decode_rgb(w.bytes.data(), w.bytes.size(), &w.decoded, &width, &height, &why)) {
             errors[j] = str_cat(input.describe(e), ": not a decodable JPEG image (", why, ")");
           } else {
+            const std::string far = size_note(width, height, S);
+            if (!far.empty()) {
+              notes[j] = str_cat(input.describe(e), ": ", width, " x ", height, " pixels, far from the ", S, " x ", S,
+                                 " output (", far, ")");
+            }
             uint8_t* dst = nullptr;
             if (jpeg) {
               w.resized.resize(image_bytes);
@@ -291,6 +466,10 @@ PrepResult prepare_dataset(const PrepOptions& opts) {
       for (int64_t j = 0; j < k; ++j) {
         if (!errors[j].empty()) throw UserError(errors[j]);  // the first bad image in file order
       }
+      for (int64_t j = 0; j < k; ++j) {
+        if (notes[j].empty()) continue;
+        if (++result.images_far_from_size <= kListedSizeNotes && opts.note) opts.note(notes[j]);
+      }
 
       if (jpeg) {
         std::vector<hvl_t> vl(k);
@@ -315,24 +494,81 @@ PrepResult prepare_dataset(const PrepOptions& opts) {
       bar.update(b0 + k);
     }
     bar.finish();
+
+    // Every image's digest, so that a reader can name a damaged image.
+    {
+      const hsize_t n = N;
+      H5Handle space = checked(H5Screate_simple(1, &n, nullptr), "H5Screate_simple");
+      H5Handle dcpl = object_create_plist(H5P_DATASET_CREATE);
+      H5Handle ds = checked(H5Dcreate2(group.get(), fmt::kDigests, H5T_STD_U64LE, space.get(), H5P_DEFAULT,
+                                       dcpl.get(), H5P_DEFAULT), "create digests");
+      check_status(H5Dwrite(ds.get(), H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, digests.data()),
+                   "write digests");
+    }
     checksum = fmt::fold_split(checksum, split.name, digests.data(), N);
     result.split_counts.emplace_back(split.name, N);
   }
+  if (result.images_far_from_size > kListedSizeNotes && opts.note) {
+    opts.note(str_cat("... and ", result.images_far_from_size - kListedSizeNotes,
+                      " more images far from the output size (not listed)"));
+  }
 
-  const hid_t root = out.file.get();
-  data::h5::write_attr_int64(root, fmt::kAttrFormatVersion, fmt::kFormatVersion);
-  data::h5::write_attr_string(root, fmt::kAttrLayout, fmt::kLayout);
-  data::h5::write_attr_strings(root, fmt::kAttrClassNames, manifest.class_names);
-  data::h5::write_attr_int64(root, fmt::kAttrImageSize, S);
-  data::h5::write_attr_strings(root, fmt::kAttrSplits, opts.splits);
-  data::h5::write_attr_string(root, fmt::kAttrStorage, opts.storage);
-  data::h5::write_attr_string(root, fmt::kAttrSource, input.source());
+  data::h5::write_attr_int64(file, fmt::kAttrFormatVersion, fmt::kFormatVersion);
+  data::h5::write_attr_string(file, fmt::kAttrLayout, fmt::kLayout);
+  data::h5::write_attr_strings(file, fmt::kAttrClassNames, manifest.class_names);
+  data::h5::write_attr_int64(file, fmt::kAttrImageSize, S);
+  data::h5::write_attr_strings(file, fmt::kAttrSplits, opts.splits);
+  data::h5::write_attr_string(file, fmt::kAttrStorage, opts.storage);
+  data::h5::write_attr_string(file, fmt::kAttrSource, input.source());
   result.checksum = fmt::checksum_hex(checksum);
-  data::h5::write_attr_string(root, fmt::kAttrChecksum, result.checksum);
-  data::h5::write_attr_string(root, fmt::kAttrChecksumAlgorithm, fmt::kChecksumAlgorithm);
+  data::h5::write_attr_string(file, fmt::kAttrChecksum, result.checksum);
+  data::h5::write_attr_string(file, fmt::kAttrChecksumAlgorithm, fmt::kChecksumAlgorithm);
+}
+
+}  // namespace
+
+PrepResult prepare_dataset(const PrepOptions& opts) {
+  const auto t0 = Clock::now();
+  validate(opts);
+  VIT_USER_CHECK(!opts.output.empty(), "--output is required (the .h5 file to write)");
+  refuse_output_inside_input(opts);
+  const std::string temp_path = check_output(opts);
+  PrepResult result;
+  result.stale_removed = remove_stale_temporaries(opts);
+  InputSet input(opts.inputs);
+  const InputManifest manifest = input.scan(opts.splits, opts.classes);
+  check_free_space(opts, manifest);
+  result.class_names = manifest.class_names;
+
+  data::h5::quiet_hdf5_errors();
+  TempOutput out(temp_path, opts.output);
+  {
+    H5Handle fcpl = object_create_plist(H5P_FILE_CREATE);
+    const hid_t f = H5Fcreate(temp_path.c_str(), H5F_ACC_EXCL, fcpl.get(), H5P_DEFAULT);
+    if (f < 0) {
+      throw UserError(str_cat(opts.output, ": cannot write: ", data::h5::short_reason(data::h5::last_error_text())));
+    }
+    out.file = H5Handle(f);
+  }
+  try {
+    write_contents(out.file.get(), opts, input, manifest, result);
+  } catch (const UserError&) {
+    out.discard();
+    throw;
+  } catch (const Error& e) {
+    // HDF5 could not write (a full disk, a file-size limit, an I/O error).
+    out.discard();
+    throw UserError(write_failure(opts, e.what()));
+  }
 
   if (opts.cancel && opts.cancel->load()) throw UserError(str_cat(opts.output, ": interrupted, nothing written"));
-  out.commit();
+  try {
+    out.commit();
+  } catch (const UserError&) {
+    throw;
+  } catch (const Error& e) {
+    throw UserError(write_failure(opts, e.what()));
+  }
   std::error_code ec;
   result.file_bytes = fs::file_size(opts.output, ec);
   result.seconds = seconds_since(t0);

@@ -13,16 +13,33 @@
 // attributes are written in a fixed order at the end.
 //
 // Nothing half-written is ever left: the file is written as
-// <dir>/.<name>.tmp-<pid> in the output's folder and renamed over the output
-// only when complete; any failure (or a cancel request) removes it.
+// <dir>/.<name>.tmp-<host>-<pid> in the output's folder and renamed over the
+// output only when complete; any failure (a full disk included, or a cancel
+// request) removes it. A temporary of the same output left by a run that was
+// killed (its pid no longer runs on this host; also the older name
+// .<name>.tmp-<pid>) is removed by the next run, which says so.
+//
+// Refused before any image is decoded: an output inside the input folder
+// (it would be read back as input), an output that exists (without
+// overwrite), a folder that is missing or not writable, and, for raw
+// storage, a disk without room for the file. Refused while decoding: an
+// image above kMaxSourcePixels (named, before its pixels are allocated).
+// Images far from the output size (upscaled more than 4x or shrunk more
+// than 32x along a side) are written, with a note naming them.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace vit::data_prep {
+
+// The largest source image accepted, in pixels (width x height): 100
+// megapixels, 300 MB once decoded to RGB (per worker thread). Larger files
+// are refused with their name rather than exhausting memory.
+constexpr int64_t kMaxSourcePixels = 100'000'000;
 
 struct PrepOptions {
   std::vector<std::string> inputs;  // one folder, or one or more .zip files
@@ -35,6 +52,9 @@ struct PrepOptions {
   int threads = 0;         // 0: all cores
   bool progress = false;   // draw a progress bar on stderr
   const std::atomic<bool>* cancel = nullptr;  // set (e.g. by SIGINT) to stop and clean up
+  // Receives notes for the user (a stale temporary removed, images far from
+  // the output size), one line each without a prefix; nullptr drops them.
+  std::function<void(const std::string&)> note;
 };
 
 struct PrepResult {
@@ -43,11 +63,13 @@ struct PrepResult {
   std::string checksum;
   uint64_t file_bytes = 0;
   double seconds = 0;
+  int64_t images_far_from_size = 0;  // images noted as far from the output size
+  std::vector<std::string> stale_removed;  // stale temporaries removed before writing
 };
 
 // Writes the HDF5 file. Throws vit::UserError (bad input, output exists,
-// unwritable output) naming the file; nothing is left at the output path or
-// beside it on any failure.
+// unwritable output, a full disk) naming the file; nothing is left at the
+// output path or beside it on any failure.
 PrepResult prepare_dataset(const PrepOptions& opts);
 
 // One line: counts per split, classes, size, storage, time, file size.

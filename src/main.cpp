@@ -1,6 +1,7 @@
 // vit_hpc: the training program. The command line lives in src/io/cli.cpp
 // (so tests run the same code); the experiment itself in src/train/.
 // `vit_hpc predict ...` is a single-process command of its own.
+#include <csignal>
 #include <cstring>
 
 #include "io/cli.h"
@@ -8,6 +9,10 @@
 #include "train/run.h"
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) makes a write fail with EFBIG, reported like
+  // a full disk (and the trained model kept elsewhere), instead of SIGXFSZ
+  // killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (argc > 1 && std::strcmp(argv[1], "predict") == 0) return vit::predict_main(argc - 1, argv + 1);
-  return vit::vit_cli_main(argc, argv, vit::run_experiment);
+  return vit::vit_cli_main(argc, argv, vit::preflight_experiment, vit::run_experiment);
 }

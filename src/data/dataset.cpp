@@ -2,6 +2,7 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "core/error.h"
@@ -23,6 +24,7 @@ struct Hdf5Dataset::Impl {
     H5Handle file_space;   // scratch dataspace of `images`, reselected per read (under the lock)
     H5Handle mem_space;    // one image: (1, S, S, 3) raw or (1) jpeg
     std::vector<int64_t> labels;
+    std::vector<uint64_t> digests;  // per image (format.h); empty in files written before they existed
   };
   DatasetInfo info;
   H5Handle file;
@@ -64,10 +66,66 @@ int64_t DatasetInfo::count(const std::string& split) const {
                           "; re-run vit_data_prep with --splits including ", split, ")"));
 }
 
-Hdf5Dataset Hdf5Dataset::open(const std::string& path) {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".jpg" || ext == ".jpeg";
+}
+
+// True when `dir` holds JPEG files within three levels (<split>/<class>/<image>).
+// Looks at a bounded number of entries: a cheap guess for a message.
+bool holds_images(const fs::path& dir) {
   std::error_code ec;
-  VIT_USER_CHECK(std::filesystem::is_regular_file(path, ec), path,
-                 ": no such file (make it with vit_data_prep --input <images> --output ", path, ")");
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+  for (int seen = 0; !ec && it != end && seen < 20000; it.increment(ec), ++seen) {
+    if (it.depth() > 2) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (is_image_file(it->path())) return true;
+  }
+  return false;
+}
+
+// The vit_data_prep command that packs the images in `folder` (`image_size`
+// 0: the tool's default size).
+std::string prep_command(const std::string& folder, int image_size) {
+  fs::path p = fs::path(folder).lexically_normal();
+  std::string base = p.filename().string();
+  if (base.empty() || base == ".") base = p.parent_path().filename().string();
+  if (base.empty() || base == "." || base == "..") base = "images";
+  const std::string size = image_size > 0 ? str_cat("_", image_size) : "";
+  return str_cat("vit_data_prep --input ", folder, " --output data/", base, size, ".h5",
+                 image_size > 0 ? str_cat(" --image-size ", image_size) : "");
+}
+
+// An HDF5 read failed inside a file that opened fine: the file is damaged (or
+// the disk is failing). `e` carries HDF5's reason.
+[[noreturn]] void unreadable(const std::string& path, const std::string& split, int64_t index, const Error& e) {
+  std::string reason = e.what();
+  const size_t at = reason.find("failed: ");
+  if (at != std::string::npos) reason = reason.substr(at + 8);
+  throw UserError(str_cat(path, ": /", split, "/images[", index, "] cannot be read (", h5::short_reason(reason),
+                          "): the file is damaged or unreadable; re-create it with vit_data_prep"));
+}
+
+}  // namespace
+
+Hdf5Dataset Hdf5Dataset::open(const std::string& path, int image_size_hint) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    if (holds_images(path)) {
+      throw UserError(str_cat(path, ": is a folder of images, not an HDF5 file: pack it once with `",
+                              prep_command(path, image_size_hint), "` and use the .h5 file it writes"));
+    }
+    throw UserError(str_cat(path, ": is a folder, not an HDF5 file (expected the .h5 file vit_data_prep writes)"));
+  }
+  VIT_USER_CHECK(fs::is_regular_file(path, ec), path, ": no such file (make it with vit_data_prep --input <images> --output ",
+                 path, image_size_hint > 0 ? str_cat(" --image-size ", image_size_hint) : "", ")");
   auto impl = std::make_shared<Impl>();
   DatasetInfo& info = impl->info;
   info.path = path;
@@ -165,10 +223,30 @@ Hdf5Dataset Hdf5Dataset::open(const std::string& path) {
       s->mem_space = checked(H5Screate_simple(4, one, nullptr), "H5Screate_simple");
     }
     s->files = checked(H5Dopen2(g, fmt::kFiles, H5P_DEFAULT), "open files");
+    if (H5Lexists(g, fmt::kDigests, H5P_DEFAULT) > 0) {
+      H5Handle digests = checked(H5Dopen2(g, fmt::kDigests, H5P_DEFAULT), "open digests");
+      H5Handle space = checked(H5Dget_space(digests.get()), "H5Dget_space");
+      VIT_USER_CHECK(H5Sget_simple_extent_npoints(space.get()) == n, where, "/digests holds ",
+                     H5Sget_simple_extent_npoints(space.get()), " values but count is ", n,
+                     " (the file is damaged; re-create it with vit_data_prep)");
+      s->digests.resize(n);
+      check_status(H5Dread(digests.get(), H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->digests.data()),
+                   "read digests");
+    }
     info.splits.push_back({name, n});
     impl->splits.push_back(std::move(s));
   }
   VIT_USER_CHECK(!impl->splits.empty(), path, ": holds no splits");
+  // Per-image digests come with every split of a file, or with none (older files).
+  const auto has_digests = [](const auto& s) { return !s->digests.empty(); };
+  const auto non_empty = [](const auto& s) { return !s->labels.empty(); };
+  for (const auto& s : impl->splits) {
+    const bool others_have = std::any_of(impl->splits.begin(), impl->splits.end(), has_digests);
+    VIT_USER_CHECK(!others_have || !non_empty(s) || has_digests(s), path, ": /", s->name,
+                   " has no per-image digests while other splits have them (the file is damaged; re-create it "
+                   "with vit_data_prep)");
+  }
+  info.image_digests = std::any_of(impl->splits.begin(), impl->splits.end(), has_digests);
   Hdf5Dataset ds;
   ds.impl_ = std::move(impl);
   return ds;
@@ -247,14 +325,27 @@ void Hdf5Dataset::read_image(const std::string& split, int64_t index, uint8_t* o
   if (impl.info.storage == fmt::kStorageRaw) {
     std::lock_guard<std::mutex> lock(h5::hdf5_mutex());
     h5::quiet_hdf5_errors();
-    read_raw_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), S, index, out);
+    try {
+      read_raw_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), S, index, out);
+    } catch (const UserError&) {
+      throw;
+    } catch (const Error& e) {
+      unreadable(impl.info.path, split, index, e);
+    }
     return;
   }
   thread_local std::vector<uint8_t> bytes;
   {
     std::lock_guard<std::mutex> lock(h5::hdf5_mutex());
     h5::quiet_hdf5_errors();
-    read_jpeg_bytes_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), impl.vlen_u8.get(), index, &bytes);
+    try {
+      read_jpeg_bytes_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), impl.vlen_u8.get(), index,
+                             &bytes);
+    } catch (const UserError&) {
+      throw;
+    } catch (const Error& e) {
+      unreadable(impl.info.path, split, index, e);
+    }
   }
   JpegCodec local;
   JpegCodec* c = codec ? codec : &local;
@@ -266,34 +357,89 @@ void Hdf5Dataset::read_image(const std::string& split, int64_t index, uint8_t* o
                  "/images[", index, "]: corrupt JPEG (", why, ")");
 }
 
-void Hdf5Dataset::verify_checksum() const {
+void Hdf5Dataset::verify_checksum(int part, int parts) const {
+  VIT_CHECK(parts >= 1 && part >= 0 && part < parts, "verify_checksum part ", part, " of ", parts);
   const Impl& impl = *impl_;
-  const int S = impl.info.image_size;
+  const DatasetInfo& info = impl.info;
+  if (!info.image_digests && part != 0) return;  // an older file is checked whole, by part 0
+  const int S = info.image_size;
   const size_t image_bytes = static_cast<size_t>(S) * S * 3;
-  std::vector<uint8_t> buf(image_bytes);
-  std::vector<uint8_t> bytes;
-  uint64_t h = fmt::kFnvOffset;
-  for (const auto& s : impl.splits) {
-    const int64_t n = static_cast<int64_t>(s->labels.size());
-    std::vector<uint64_t> digests(n);
+  const bool raw = info.storage == fmt::kStorageRaw;
+  std::vector<uint8_t> pixels(raw ? image_bytes : 0), bytes;
+
+  // The digest of image i of split s as stored now.
+  auto digest_of = [&](const Impl::Split& s, int64_t i) {
     std::lock_guard<std::mutex> lock(h5::hdf5_mutex());
     h5::quiet_hdf5_errors();
-    for (int64_t i = 0; i < n; ++i) {
-      if (impl.info.storage == fmt::kStorageRaw) {
-        read_raw_locked(s->images.get(), s->file_space.get(), s->mem_space.get(), S, i, buf.data());
-        digests[i] = fmt::image_digest(s->labels[i], buf.data(), image_bytes);
-      } else {
-        read_jpeg_bytes_locked(s->images.get(), s->file_space.get(), s->mem_space.get(), impl.vlen_u8.get(), i,
-                               &bytes);
-        digests[i] = fmt::image_digest(s->labels[i], bytes.data(), bytes.size());
+    try {
+      if (raw) {
+        read_raw_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), S, i, pixels.data());
+        return fmt::image_digest(s.labels[i], pixels.data(), image_bytes);
       }
+      read_jpeg_bytes_locked(s.images.get(), s.file_space.get(), s.mem_space.get(), impl.vlen_u8.get(), i, &bytes);
+      return fmt::image_digest(s.labels[i], bytes.data(), bytes.size());
+    } catch (const UserError&) {
+      throw;
+    } catch (const Error& e) {
+      unreadable(info.path, s.name, i, e);
     }
-    h = fmt::fold_split(h, s->name, digests.data(), n);
+  };
+
+  if (!info.image_digests) {
+    // Written before per-image digests existed: only the whole-file sum can be compared.
+    uint64_t h = fmt::kFnvOffset;
+    for (const auto& s : impl.splits) {
+      const int64_t n = static_cast<int64_t>(s->labels.size());
+      std::vector<uint64_t> digests(n);
+      for (int64_t i = 0; i < n; ++i) digests[i] = digest_of(*s, i);
+      h = fmt::fold_split(h, s->name, digests.data(), n);
+    }
+    const std::string got = fmt::checksum_hex(h);
+    VIT_USER_CHECK(got == info.content_checksum, info.path, ": damaged: its content checksum is ", got,
+                   " but the file records ", info.content_checksum,
+                   " (the file was written by an older vit_data_prep that records no per-image checksums, so the "
+                   "damaged image cannot be named); re-create it with vit_data_prep");
+    return;
   }
-  const std::string got = fmt::checksum_hex(h);
-  VIT_USER_CHECK(got == impl.info.content_checksum, impl.info.path, ": content checksum is ", got,
-                 " but the file records ", impl.info.content_checksum,
-                 " (the file is damaged or was altered; re-create it with vit_data_prep)");
+
+  // The recorded digests must add up to the recorded file checksum...
+  uint64_t h = fmt::kFnvOffset;
+  for (const auto& s : impl.splits) {
+    h = fmt::fold_split(h, s->name, s->digests.data(), static_cast<int64_t>(s->digests.size()));
+  }
+  VIT_USER_CHECK(fmt::checksum_hex(h) == info.content_checksum, info.path,
+                 ": damaged: its per-image digests do not add up to its content_checksum ", info.content_checksum,
+                 " (the checksum records themselves changed); re-create it with vit_data_prep");
+
+  // ... and every image (this part's share) must match its digest.
+  struct Mismatch {
+    std::string split;
+    int64_t index;
+  };
+  std::vector<Mismatch> bad;
+  int64_t bad_count = 0;
+  for (const auto& s : impl.splits) {
+    const int64_t n = static_cast<int64_t>(s->labels.size());
+    for (int64_t i = part; i < n; i += parts) {
+      if (digest_of(*s, i) == s->digests[i]) continue;
+      if (bad.size() < 3) bad.push_back({s->name, i});
+      ++bad_count;
+    }
+  }
+  if (bad.empty()) return;
+  std::string which;
+  for (const Mismatch& m : bad) {
+    const std::string file = this->file(m.split, m.index);
+    which += str_cat(which.empty() ? "" : ", ", "image ", m.index, " of split '", m.split, "'",
+                     file.empty() ? "" : str_cat(" (", file, ")"));
+  }
+  if (bad_count > static_cast<int64_t>(bad.size())) {
+    which += str_cat(" and ", bad_count - static_cast<int64_t>(bad.size()), " more",
+                     parts > 1 ? " among the images checked here" : "");
+  }
+  throw UserError(str_cat(info.path, ": damaged: ", which, bad_count == 1 ? " does" : " do",
+                          " not match the checksum vit_data_prep recorded (pixels or label changed since); "
+                          "re-create the file with vit_data_prep"));
 }
 
 }  // namespace vit::data

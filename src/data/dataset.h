@@ -35,6 +35,7 @@ struct DatasetInfo {
   std::string content_checksum;          // 16 hex digits (format.h)
   int64_t format_version = 0;
   std::vector<SplitInfo> splits;         // in file order
+  bool image_digests = false;            // per-image digests recorded (format.h): damage can be located
 
   bool has_split(const std::string& split) const;
   // UserError naming the file and the splits it has when `split` is absent.
@@ -44,9 +45,11 @@ struct DatasetInfo {
 
 class Hdf5Dataset {
  public:
-  // Opens read-only. UserError naming the file when it is missing, not HDF5,
-  // or not a vit_data_prep file of a known format_version.
-  static Hdf5Dataset open(const std::string& path);
+  // Opens read-only. UserError naming the file when it is missing, a folder
+  // (a folder of images gets the vit_data_prep command that packs it; with
+  // `image_size_hint` > 0 the command asks for that size), not HDF5, or not
+  // a vit_data_prep file of a known format_version.
+  static Hdf5Dataset open(const std::string& path, int image_size_hint = 0);
 
   const DatasetInfo& info() const;
   const std::string& path() const { return info().path; }
@@ -65,9 +68,18 @@ class Hdf5Dataset {
   // nullptr uses a temporary one.
   void read_image(const std::string& split, int64_t index, uint8_t* out, JpegCodec* codec = nullptr) const;
 
-  // Recomputes content_checksum from every label and stored image and
-  // compares (UserError naming the file on a mismatch). Reads the whole file.
-  void verify_checksum() const;
+  // Recomputes the digest of every stored image and its label and compares
+  // with what the file records. UserError on a mismatch, naming the file, the
+  // split, the image index and its source file (files with per-image
+  // digests), or saying the file is damaged (older files that record only
+  // the whole-file checksum). Reads every image once.
+  //
+  // Several readers of one file may share the work: part `part` of `parts`
+  // checks the images i with i % parts == part of every split; the recorded
+  // digests are checked against content_checksum by every part, so the parts
+  // together check the whole file. An older file without per-image digests
+  // can only be checked whole: part 0 does it, the other parts return.
+  void verify_checksum(int part = 0, int parts = 1) const;
 
  private:
   struct Impl;

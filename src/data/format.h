@@ -18,6 +18,10 @@
 //                           already resized image (quality 95, 4:4:4)
 //     labels          int64 (N)
 //     files           variable-length UTF-8 strings (N): "<split>/<class>/<name>"
+//     digests         uint64 (N): every image's digest (below), in file order,
+//                     so that a damaged image can be named. Optional: files
+//                     written before it existed are still read, and verified
+//                     by the whole-file content_checksum alone.
 //
 // Images are stored class by class (label order), file names sorted within a
 // class; the sampler shuffles, so the file order only has to be reproducible.
@@ -31,6 +35,9 @@
 //                    (uint64 LE) in file order.
 // It covers what the trainer consumes (labels and stored pixels), not the
 // HDF5 bytes: two files with different chunking but the same content agree.
+// The per-split `digests` are the image digests the file checksum folds, so
+// a reader checks each image against its own digest and the digests against
+// content_checksum; together that is the whole-file check.
 #pragma once
 
 #include <cstddef>
@@ -59,6 +66,7 @@ constexpr const char* kAttrSplits = "splits";
 constexpr const char* kImages = "images";
 constexpr const char* kLabels = "labels";
 constexpr const char* kFiles = "files";
+constexpr const char* kDigests = "digests";
 
 constexpr const char* kStorageRaw = "raw";
 constexpr const char* kStorageJpeg = "jpeg";

@@ -31,7 +31,8 @@ inline std::mutex& hdf5_mutex() {
 // so call it before any sequence of HDF5 calls.
 inline void quiet_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-// The innermost description on HDF5's current error stack ("" when empty).
+// The innermost description on HDF5's current error stack ("" when empty);
+// short_reason() below makes a file-driver dump readable.
 inline std::string last_error_text() {
   std::string text;
   auto walker = [](unsigned n, const H5E_error2_t* err, void* data) -> herr_t {
@@ -42,6 +43,19 @@ inline std::string last_error_text() {
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walker, &text);
   H5Eclear2(H5E_DEFAULT);
   return text;
+}
+
+// HDF5's file-driver messages are a dump ("file write failed: time = ...,
+// filename = ..., errno = 28, error message = 'No space left on device', buf =
+// ..."); for a user only the system's reason matters. Returns that reason
+// when the text carries one, else the text itself.
+inline std::string short_reason(const std::string& hdf5_text) {
+  const std::string key = "error message = '";
+  const size_t at = hdf5_text.find(key);
+  if (at == std::string::npos) return hdf5_text;
+  const size_t begin = at + key.size();
+  const size_t end = hdf5_text.find('\'', begin);
+  return hdf5_text.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
 // Owns one HDF5 identifier (file, group, dataset, dataspace, type, plist, attribute).

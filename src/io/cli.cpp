@@ -52,7 +52,9 @@ po::options_description visible_options() {
   opts.add_options()
       ("set", po::value<std::vector<std::string>>()->composing()->value_name("section.field=value"),
        "override one field of the spec (repeatable; later wins), e.g. --set train.lr=1e-4")
-      ("check", "validate the spec and the layout for this many ranks, print the resolved spec, run nothing")
+      ("check", "validate the spec for this many ranks and check what it names (plugin, device, data file and "
+                "its checksums, checkpoints, export and results folders) as a run would; print the resolved "
+                "spec, run nothing")
       ("print-spec", "print every field of the spec with its type, default and meaning (no MPI)")
       ("help,h", "print this help (no MPI)");
   return opts;
@@ -139,7 +141,9 @@ bool launcher_rank_is_zero() {
 
 }  // namespace
 
-int vit_cli_main(int argc, char** argv, const RunFn& run) {
+int vit_cli_main(int argc, char** argv, const RunFn& run) { return vit_cli_main(argc, argv, nullptr, run); }
+
+int vit_cli_main(int argc, char** argv, const PreflightFn& preflight, const RunFn& run) {
   CommandLine cl;
   std::string usage_error;
   try {
@@ -191,21 +195,50 @@ int vit_cli_main(int argc, char** argv, const RunFn& run) {
     return finish(2);
   }
 
+  // What the spec names (data, devices, destinations): the same checks for
+  // --check and for a run.
+  std::vector<std::string> notes;
+  if (preflight) {
+    try {
+      io::agree_or_throw(
+          [&] {
+            try {
+              notes = preflight(spec);
+            } catch (const UserError&) {
+              throw;
+            } catch (const std::exception& e) {
+              throw UserError(str_cat("internal error in the checks before the run: ", e.what()));
+            }
+          },
+          "error: ");
+    } catch (const io::AgreedFailure& e) {
+      return finish(e.exit_status());
+    }
+  }
+
   if (cl.check) {
     if (rank == 0) {
       const int model_ranks = spec.plugin.tp_size * spec.plugin.pp_size;
       std::cout << "# vit_hpc --check: " << (cl.spec_path.empty() ? "the defaults" : cl.spec_path)
                 << " is valid for " << world << (world == 1 ? " rank" : " ranks") << " (dp "
                 << world / model_ranks << " x pp " << spec.plugin.pp_size << " x tp " << spec.plugin.tp_size
-                << ")\n"
-                << resolved_yaml(spec);
+                << ")\n";
+      for (const std::string& n : notes) std::cout << "# note: " << n << "\n";
+      std::cout << resolved_yaml(spec);
     }
     return finish(0);
+  }
+  if (rank == 0) {
+    for (const std::string& n : notes) std::cout << "vit_hpc: note: " << n << "\n";
+    std::cout << std::flush;
   }
 
   int status = 0;
   try {
     status = run(spec, cl.spec_path);
+  } catch (const io::AgreedFailure& e) {
+    // Every rank is here together, the message printed once: no abort.
+    return finish(e.exit_status());
   } catch (const std::exception& e) {
     // Other ranks may be inside a collective this rank will never join.
     std::cerr << "vit_hpc: rank " << rank << " of " << world << ": " << e.what() << std::endl;

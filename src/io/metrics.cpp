@@ -41,16 +41,39 @@ void JsonlWriter::write(const nlohmann::json& record) {
   }
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) throw UserError(str_cat(path, ": cannot write (", std::strerror(errno), ")"));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw UserError(str_cat(path, ": cannot write (", why, ")"));
+void write_file_atomic(const std::string& path, const std::string& text) { write_files_atomic({{path, text}}); }
+
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  const std::string suffix = ".tmp." + std::to_string(::getpid());
+  std::vector<std::string> temps;
+  auto remove_temps = [&] {
+    for (const std::string& t : temps) std::remove(t.c_str());
+  };
+  for (const auto& [path, text] : files) {
+    const std::string tmp = path + suffix;
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) {
+      const std::string why = std::strerror(errno);
+      remove_temps();
+      throw UserError(str_cat(path, ": cannot write (", why, ")"));
+    }
+    temps.push_back(tmp);
+    errno = 0;
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
+    const int write_errno = errno;
+    const bool closed = std::fclose(f) == 0;
+    if (!ok || !closed) {
+      const std::string why = std::strerror(!ok && write_errno != 0 ? write_errno : errno);
+      remove_temps();
+      throw UserError(str_cat(path, ": cannot write (", why, ")"));
+    }
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (std::rename(temps[i].c_str(), files[i].first.c_str()) != 0) {
+      const std::string why = std::strerror(errno);
+      for (size_t k = i; k < temps.size(); ++k) std::remove(temps[k].c_str());
+      throw UserError(str_cat(files[i].first, ": cannot write (", why, ")"));
+    }
   }
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +36,13 @@ class JsonlWriter {
 // the old file or the new one, never half of one.
 void write_file_atomic(const std::string& path, const std::string& text);
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
+
+// Several files that belong together (path, text): every one is written to
+// its temporary name first; only when all are complete are they renamed into
+// place. On a failure (a full disk) every temporary is removed and the files
+// already at those paths are left as they were. Throws UserError naming the
+// file that could not be written and why.
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 // Creates a folder and its parents; throws UserError naming it on failure.
 void make_dirs(const std::string& path);

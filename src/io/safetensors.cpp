@@ -120,6 +120,11 @@ SafeTensorsFile read_safetensors(const std::string& path) {
 
 void write_safetensors(const std::string& path, const std::map<std::string, Fp32Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  write_file_atomic(path, safetensors_bytes(tensors, metadata));
+}
+
+std::string safetensors_bytes(const std::map<std::string, Fp32Tensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -141,7 +146,7 @@ void write_safetensors(const std::string& path, const std::map<std::string, Fp32
   for (const auto& [name, t] : tensors) {
     blob.append(reinterpret_cast<const char*>(t.values.data()), 4 * t.values.size());
   }
-  write_file_atomic(path, blob);
+  return blob;
 }
 
 }  // namespace vit::io

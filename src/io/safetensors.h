@@ -42,5 +42,8 @@ struct Fp32Tensor {
 };
 void write_safetensors(const std::string& path, const std::map<std::string, Fp32Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+// The bytes write_safetensors writes (for writers that place them themselves).
+std::string safetensors_bytes(const std::map<std::string, Fp32Tensor>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace vit::io

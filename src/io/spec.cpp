@@ -16,6 +16,8 @@
 // line.
 #include "io/spec.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -443,12 +445,44 @@ void load_section(ExperimentSpec& spec, const std::string& label, const std::str
   }
 }
 
+// YAML indents with spaces only; yaml-cpp reports a tab there as "illegal
+// map value" or "illegal tab when looking for indentation". Finds the first
+// tab in the leading whitespace of line `error_line` (0-based), or failing
+// that of an earlier line: {line, column}, 1-based; {0, 0} when none.
+std::pair<int, int> indentation_tab(const std::string& text, int error_line) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  auto tab_in_indent = [&](int i) {
+    const std::string& l = lines[static_cast<size_t>(i)];
+    for (size_t c = 0; c < l.size() && (l[c] == ' ' || l[c] == '\t'); ++c) {
+      if (l[c] == '\t') return static_cast<int>(c) + 1;
+    }
+    return 0;
+  };
+  const int last = std::min(error_line, static_cast<int>(lines.size()) - 1);
+  if (last >= 0) {
+    if (const int col = tab_in_indent(last)) return {last + 1, col};
+  }
+  for (int i = 0; i < last; ++i) {
+    if (const int col = tab_in_indent(i)) return {i + 1, col};
+  }
+  return {0, 0};
+}
+
 void load_document(ExperimentSpec& spec, const std::string& label, const std::string& text,
                    Problems& problems) {
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(text);
   } catch (const YAML::ParserException& e) {
+    const auto [tab_line, tab_column] = indentation_tab(text, e.mark.line);
+    if (tab_line > 0) {
+      problems.lines.push_back(str_cat(label, ":", tab_line, ":", tab_column,
+                                       ": a tab in the indentation (YAML indents with spaces only: "
+                                       "replace the tab with spaces)"));
+      return;
+    }
     problems.lines.push_back(str_cat(at_line(label, e.mark), ": YAML syntax error: ", e.msg,
                                      " (at column ", e.mark.column + 1, ")"));
     return;
@@ -558,6 +592,12 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
   if (plugin == "torch_ddp_fp16" && s.plugin.precision == "fp32") {
     add("plugin.precision", "fp32 with torch_ddp_fp16 (allowed: fp16 or bf16; use torch_ddp for fp32)");
   }
+  // The CPU computes in fp32 only (whether `auto` means the CPU is known
+  // only where the run starts: the preflight checks that case).
+  if (s.run.device == "cpu" && s.plugin.precision != "fp32") {
+    add("plugin.precision", str_cat(s.plugin.precision, " needs a GPU, but run.device is cpu (allowed on the CPU: "
+                                    "fp32, with plugin.name torch_ddp)"));
+  }
   // fp16 loss scaling: the start must lie inside the clamp.
   if (s.plugin.min_scale > s.plugin.max_scale) {
     add("plugin.min_scale", str_cat(format_number(s.plugin.min_scale), " is above plugin.max_scale ",
@@ -659,6 +699,11 @@ ExperimentSpec load_spec_text(const std::string& yaml_text, const std::string& f
 
 ExperimentSpec load_spec(const std::string& path, const std::vector<std::string>& overrides) {
   if (path.empty()) return load_spec_text("", "", overrides);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    // An ifstream opens a folder and reads nothing: that would be the defaults.
+    throw UserError(str_cat(path, ": is a folder, not a spec file (give the YAML file, e.g. configs/quickstart.yaml)"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw UserError(str_cat(path, ": cannot open the spec file (", std::strerror(errno), ")"));

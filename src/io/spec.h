@@ -53,6 +53,7 @@ struct DataSpec {
   int prefetch = 0;
   int loader_threads = 0;
   bool drop_last = false;
+  bool verify_checksum = false;
 };
 
 struct ModelSpec {
@@ -128,6 +129,7 @@ struct CheckpointSpec {
   std::string dir;
   int every_epochs = 0;
   std::string export_hf;
+  bool overwrite_export = false;
   bool resume = false;
 };
 
@@ -159,10 +161,11 @@ struct ExperimentSpec {
 // Loading and validation
 // ---------------------------------------------------------------------------
 
-// Reads `path` (empty: start from the defaults alone), then applies each
-// override "section.field=value" in order (later wins), then checks every
-// field and the cross-field rules that need no world size. Throws
-// vit::UserError listing every problem, one per line.
+// Reads `path` (empty: start from the defaults alone; a folder is refused),
+// then applies each override "section.field=value" in order (later wins),
+// then checks every field and the cross-field rules that need no world size.
+// Throws vit::UserError listing every problem, one per line; a YAML syntax
+// error caused by a tab in the indentation names the tab (file:line:column).
 ExperimentSpec load_spec(const std::string& path, const std::vector<std::string>& overrides);
 
 // Same, from YAML text; `file_label` names the source in messages.

@@ -120,6 +120,7 @@ class PlotScript {
 };
 
 void add_training_plots(PlotScript& ps, const Run& r, const std::string& stem) {
+  if (r.epochs.empty()) return;  // train.epochs 0: evaluation only, no curve to draw
   // Loss against the optimizer step: the per-step curve, the epoch averages
   // and the validation loss, both placed at the last step of their epoch.
   std::ostringstream steps, epochs;

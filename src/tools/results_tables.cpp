@@ -148,6 +148,8 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
   }
 }
 
+void write_epoch_table(std::ostringstream& os, const Run& r);
+
 void write_training_run(std::ostringstream& os, const Run& r) {
   os << "\n### " << cell(r.name) << "\n\n";
   os << "- layout: " << plural(r.world.size, "rank", "ranks") << " = " << plural(r.world.nodes, "node", "nodes")
@@ -157,6 +159,23 @@ void write_training_run(std::ostringstream& os, const Run& r) {
   os << "- hardware: " << hardware(r) << ", host " << r.host << "\n";
   os << "- git " << r.git_revision << ", " << r.start_time << " to " << r.end_time << "\n\n";
 
+  if (r.epochs.empty()) {
+    os << "No training epochs (train.epochs 0): evaluation only.\n";
+  } else {
+    write_epoch_table(os, r);
+  }
+  os << '\n';
+  if (r.test) {
+    os << "Final test accuracy: " << format_fixed(r.test->accuracy, 4) << " (loss "
+       << format_fixed(r.test->loss, 4) << ", " << plural(r.test->count, "image", "images") << ", after epoch "
+       << r.test->epoch << ").";
+  } else {
+    os << "Final test accuracy: not evaluated.";
+  }
+  os << " Peak memory per rank: " << format_bytes(r.max_step_peak_mem) << ".\n";
+}
+
+void write_epoch_table(std::ostringstream& os, const Run& r) {
   std::vector<std::string> header{""};
   for (const auto& e : r.epochs) header.push_back(str_cat("epoch ", e.epoch));
   Table table(header, true);
@@ -173,16 +192,6 @@ void write_training_run(std::ostringstream& os, const Run& r) {
   }
   for (auto* row : {&it_per_s, &images, &loss, &val_loss, &val_acc}) table.add(std::move(*row));
   table.write(os);
-
-  os << '\n';
-  if (r.test) {
-    os << "Final test accuracy: " << format_fixed(r.test->accuracy, 4) << " (loss "
-       << format_fixed(r.test->loss, 4) << ", " << plural(r.test->count, "image", "images") << ", after epoch "
-       << r.test->epoch << ").";
-  } else {
-    os << "Final test accuracy: not evaluated.";
-  }
-  os << " Peak memory per rank: " << format_bytes(r.max_step_peak_mem) << ".\n";
 }
 
 void write_failed_section(std::ostringstream& os, const RunSet& set) {

@@ -187,7 +187,12 @@ void read_manifest(const fs::path& dir, Run& run) {
                : status == "completed" ? RunStatus::completed
                                        : RunStatus::failed;
   if (run.status == RunStatus::failed) run.error = get_string(m, "error", at, ctx);
-  get_object(m, "spec", at, ctx);
+  const json& spec = get_object(m, "spec", at, ctx);
+  if (const auto train = spec.find("train"); train != spec.end() && train->is_object()) {
+    const char* sctx = "manifest.json \"spec\" \"train\"";
+    if (train->contains("epochs")) run.spec_epochs = get_int(*train, "epochs", at, sctx);
+    if (train->contains("steps")) run.spec_steps = get_int(*train, "steps", at, sctx);
+  }
 
   const json& world = get_object(m, "world", at, ctx);
   const char* wctx = "manifest.json \"world\"";
@@ -356,9 +361,12 @@ void assemble_benchmark(Run& run, const std::vector<RankFile>& ranks) {
 
 void assemble_training(Run& run, const std::vector<RankFile>& ranks) {
   const RankFile& r0 = ranks.front();
-  if (r0.epochs.empty()) {
+  // No epoch line is right only for a run that asked for none (train.epochs 0,
+  // train.steps 0: the test split evaluated, nothing trained).
+  const bool asked_for_no_epochs = run.spec_epochs == 0 && run.spec_steps <= 0;
+  if (r0.epochs.empty() && !asked_for_no_epochs) {
     throw UserError(str_cat(r0.path, ": no \"epoch\" line, but manifest.json says mode \"train\" and status "
-                            "\"completed\""));
+                            "\"completed\" (and its spec asks for train.epochs ", run.spec_epochs, ")"));
   }
   for (size_t i = 0; i < r0.epochs.size(); ++i) {
     if (r0.epochs[i].epoch != static_cast<int>(i) + 1) {
@@ -393,11 +401,35 @@ bool run_less(const Run& a, const Run& b) {
 
 }  // namespace
 
-std::vector<fs::path> find_run_folders(const std::vector<fs::path>& paths, std::vector<std::string>& warnings) {
+namespace {
+
+// A folder that was meant to be a run but has no manifest: it holds rank
+// files, or the temporary a manifest write left (a disk full at start).
+bool looks_like_run_without_manifest(const fs::path& dir) {
+  if (!rank_files_in(dir).empty()) return true;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename().string().rfind("manifest.json.tmp", 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<fs::path> find_run_folders(const std::vector<fs::path>& paths, std::vector<std::string>& warnings,
+                                       bool strict, std::vector<fs::path>* damaged) {
   std::vector<fs::path> found;
   std::set<std::string> seen;  // canonical paths, so a run named twice counts once
   const auto add = [&](const fs::path& dir) {
     if (seen.insert(fs::weakly_canonical(dir).string()).second) found.push_back(dir);
+  };
+  const auto without_manifest = [&](const fs::path& dir) {
+    const std::string what = str_cat((dir / "manifest.json").string(),
+                                     ": missing (the folder holds rank files or a manifest's temporary, so it is a "
+                                     "run folder without its manifest)");
+    if (strict) throw UserError(what);
+    if (!seen.insert(fs::weakly_canonical(dir).string()).second) return;
+    warnings.push_back(what + ": skipped (vit_results --strict makes this an error)");
+    if (damaged) damaged->push_back(dir);
   };
   try {
     for (const fs::path& p : paths) {
@@ -421,17 +453,15 @@ std::vector<fs::path> find_run_folders(const std::vector<fs::path>& paths, std::
         if (fs::exists(sub / "manifest.json")) {
           add(sub);
           any = true;
-        } else if (!rank_files_in(sub).empty()) {
-          throw UserError(str_cat((sub / "manifest.json").string(),
-                                  ": missing (the folder holds rank files, so it is a run folder without its "
-                                  "manifest)"));
+        } else if (looks_like_run_without_manifest(sub)) {
+          without_manifest(sub);
+          any = true;
         }
       }
       if (!any) {
-        if (!rank_files_in(p).empty()) {
-          throw UserError(str_cat((p / "manifest.json").string(),
-                                  ": missing (the folder holds rank files, so it is a run folder without its "
-                                  "manifest)"));
+        if (looks_like_run_without_manifest(p)) {
+          without_manifest(p);
+          continue;
         }
         warnings.push_back(str_cat(p.string(), ": no run folder in it (none holds manifest.json): ignored"));
       }
@@ -478,7 +508,7 @@ Run load_run(const fs::path& dir) {
   return run;
 }
 
-RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now) {
+RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now, bool strict) {
   RunSet set;
   size_t shown = 0;
   const auto show_new_warnings = [&] {
@@ -486,16 +516,28 @@ RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now)
       *warnings_now << "vit_results: warning: " << set.warnings[shown] << "\n";
     }
   };
-  const std::vector<fs::path> dirs = find_run_folders(paths, set.warnings);
+  const std::vector<fs::path> dirs = find_run_folders(paths, set.warnings, strict, &set.damaged);
   show_new_warnings();
-  if (dirs.empty()) {
+  if (dirs.empty() && set.damaged.empty()) {
     std::string named;
     for (const auto& p : paths) named += str_cat(named.empty() ? "" : ", ", p.string());
     throw UserError(str_cat("no run folder found in ", named.empty() ? "(nothing named)" : named,
                             " (a run folder holds manifest.json; docs/metrics.md)"));
   }
+  size_t readable = 0;
   for (const fs::path& dir : dirs) {
-    Run run = load_run(dir);
+    Run run;
+    try {
+      run = load_run(dir);
+    } catch (const UserError& e) {
+      if (strict) throw;
+      set.warnings.push_back(str_cat(e.what(), ": run folder ", dir.string(),
+                                     " skipped (vit_results --strict makes this an error)"));
+      set.damaged.push_back(dir);
+      show_new_warnings();
+      continue;
+    }
+    ++readable;
     switch (run.status) {
       case RunStatus::running:
         set.warnings.push_back(str_cat(dir.string(), ": run \"", run.name,
@@ -511,6 +553,10 @@ RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now)
         break;
     }
     show_new_warnings();
+  }
+  if (readable == 0 && !set.damaged.empty()) {
+    throw UserError(str_cat("no readable run: every run folder found is damaged (", set.damaged.size(),
+                            set.damaged.size() == 1 ? " folder" : " folders", ", see the warnings above)"));
   }
   std::sort(set.completed.begin(), set.completed.end(), run_less);
   std::sort(set.failed.begin(), set.failed.end(), run_less);

@@ -13,6 +13,10 @@
 // says "running" are skipped with a warning (their files are still being
 // written); "failed" runs keep only their manifest, since their rank files may
 // stop anywhere, and are listed apart from the tables.
+//
+// One damaged run folder (no manifest, a malformed file) does not spoil the
+// others: load_runs skips it with one warning naming the file at fault and
+// reports the rest, unless `strict` makes it an error.
 #pragma once
 
 #include <cstdint>
@@ -80,8 +84,13 @@ struct Run {
   int64_t gpu_memory_bytes = 0;
   std::string git_revision, start_time, end_time;
 
+  // The spec's train.epochs and train.steps from the manifest (-1 where the
+  // manifest's spec does not say): a completed run with no epoch lines is
+  // whole only when it asked for none.
+  int64_t spec_epochs = -1, spec_steps = -1;
+
   // Training runs (completed only).
-  std::vector<EpochRecord> epochs;      // epochs 1..E in order
+  std::vector<EpochRecord> epochs;      // epochs 1..E in order (none for train.epochs 0)
   std::vector<EvalRecord> validation;   // one per epoch that had one, by epoch
   std::optional<EvalRecord> test;       // the last test evaluation
   std::vector<StepLoss> step_losses;    // rank 0, in step order
@@ -98,24 +107,32 @@ struct RunSet {
   std::vector<Run> completed;
   std::vector<Run> failed;
   std::vector<std::string> warnings;
+  std::vector<std::filesystem::path> damaged;  // run folders skipped as unreadable
 };
 
 // Resolves the user's paths into run folders: a folder holding manifest.json
 // is a run; any other folder contributes its immediate subfolders that hold
-// manifest.json. A subfolder with rank files but no manifest is refused (a run
-// that lost its manifest); a named path that is a plain file, or a folder with
-// no run in it, is left out with a warning. Returns the folders sorted, each
-// once.
+// manifest.json. A subfolder that looks like a run but has no manifest (rank
+// files, or a manifest's leftover temporary: a run whose disk filled up at
+// start) is a damaged run: with `strict` refused, otherwise added to
+// `damaged` with a warning naming the missing manifest. A named path that is
+// a plain file, or a folder with no run in it, is left out with a warning.
+// Returns the folders sorted, each once.
 std::vector<std::filesystem::path> find_run_folders(const std::vector<std::filesystem::path>& paths,
-                                                    std::vector<std::string>& warnings);
+                                                    std::vector<std::string>& warnings, bool strict = true,
+                                                    std::vector<std::filesystem::path>* damaged = nullptr);
 
 // Reads one run folder. Throws vit::UserError naming the file at fault.
 Run load_run(const std::filesystem::path& dir);
 
-// find_run_folders + load_run for each, sorted and split by status. Throws
-// vit::UserError when no run folder is found at all. Each warning is also
-// written to `warnings_now` (when given) the moment it arises, so that it is
-// seen even when a later run folder is refused.
-RunSet load_runs(const std::vector<std::filesystem::path>& paths, std::ostream* warnings_now = nullptr);
+// find_run_folders + load_run for each, sorted and split by status. A run
+// folder that cannot be read is skipped with one warning naming the file at
+// fault (and listed in `damaged`), unless `strict`: then its vit::UserError
+// stops everything. Throws vit::UserError when no run folder is found at all,
+// or when every one found is damaged. Each warning is also written to
+// `warnings_now` (when given) the moment it arises, so that it is seen even
+// when a later run folder is refused.
+RunSet load_runs(const std::vector<std::filesystem::path>& paths, std::ostream* warnings_now = nullptr,
+                 bool strict = false);
 
 }  // namespace vit::tools

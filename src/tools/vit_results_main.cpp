@@ -1,11 +1,14 @@
 // vit_results: run folders in, markdown tables (and optionally plots) out.
 //
-//   vit_results [--plots DIR] [--plot-format svg|png] [--output FILE] RUN_DIR_OR_PARENT...
+//   vit_results [--strict] [--plots DIR] [--plot-format svg|png] [--output FILE] RUN_DIR_OR_PARENT...
 //
 // Markdown goes to stdout, or to FILE (written atomically); warnings (runs
-// skipped, gnuplot missing) go to stderr, so `vit_results results/ >
-// summary.md` stays clean. Exit status: 0 done, 1 a run folder or output was
-// refused (message on stderr, nothing written), 2 bad command line.
+// skipped, damaged run folders, gnuplot missing) go to stderr, so
+// `vit_results results/ > summary.md` stays clean. A damaged run folder is
+// skipped with a warning naming the file at fault and the rest reported;
+// --strict refuses instead. Exit status: 0 done, 1 a run folder (with
+// --strict) or the output was refused, or no readable run was found (message
+// on stderr, nothing written), 2 bad command line.
 #include <iostream>
 #include <string>
 #include <vector>
@@ -31,13 +34,18 @@ constexpr const char* kUsage =
     "table per training run with a column per epoch. A folder holding manifest.json\n"
     "is a run; any other folder stands for its immediate subfolders that are runs.\n"
     "Runs still in progress are skipped with a warning; failed runs are listed.\n"
+    "A damaged run folder (no manifest, a malformed file) is skipped with a warning\n"
+    "naming the file, and the other runs are reported; --strict refuses it instead.\n"
     "\n"
     "Options";
 
 int run(int argc, char** argv) {
   po::options_description visible(kUsage);
   std::string plots, plot_format = "svg", output;
+  bool strict = false;
   visible.add_options()("help,h", "print this help and exit")(
+      "strict", po::bool_switch(&strict),
+      "refuse (exit status 1, nothing written) when any run folder is damaged, instead of skipping it")(
       "plots", po::value<std::string>(&plots)->value_name("DIR"),
       "also draw loss/accuracy curves and throughput bars into DIR with gnuplot "
       "(skipped, with a note, when gnuplot is not on PATH)")(
@@ -72,7 +80,7 @@ int run(int argc, char** argv) {
 
   try {
     const vit::tools::PlotFormat format = vit::tools::parse_plot_format(plot_format);
-    const vit::tools::RunSet runs = vit::tools::load_runs(paths, &std::cerr);
+    const vit::tools::RunSet runs = vit::tools::load_runs(paths, &std::cerr, strict);
     const std::string markdown = vit::tools::render_markdown(runs);
 
     if (!plots.empty()) {

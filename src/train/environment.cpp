@@ -25,21 +25,12 @@ nlohmann::json gpu_hardware(int device_index);  // environment_cuda.cpp
 #endif
 
 bool all_ranks_ok(const std::function<void()>& check) {
-  std::string message;
   try {
-    check();
-  } catch (const UserError& e) {
-    message = e.what();
+    io::agree_or_throw(check, "error: ");
+    return true;
+  } catch (const io::AgreedFailure&) {
+    return false;
   }
-  const int first_failing = io::first_failing_rank(!message.empty());
-  if (first_failing < 0) return true;
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == first_failing) {
-    std::fprintf(stderr, "error: %s\n", message.c_str());
-    std::fflush(stderr);
-  }
-  return false;
 }
 
 namespace {
@@ -112,10 +103,18 @@ nlohmann::json RunEnvironment::hardware() const {
 
 void RunEnvironment::open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
                                   const std::string& plugin_variant) {
+  // The folder was claimed (created) by run_experiment. The manifest comes
+  // first, so a run folder never holds rank files without one; a failure to
+  // write it (a full disk) stops every rank together.
   results_dir_ = spec_.run.output_dir + "/" + spec_.run.name;
-  if (is_rank0()) io::make_dirs(results_dir_);
-  MPI_Barrier(MPI_COMM_WORLD);
-  metrics_ = io::JsonlWriter(results_dir_ + "/rank_" + std::to_string(world_.rank) + ".jsonl");
+  io::agree_or_throw([&] { write_manifest(mode, plugin, global_batch, plugin_variant); }, "error: ", 1);
+  io::agree_or_throw(
+      [&] { metrics_ = io::JsonlWriter(results_dir_ + "/rank_" + std::to_string(world_.rank) + ".jsonl"); },
+      "error: ", 1);
+}
+
+void RunEnvironment::write_manifest(const std::string& mode, const std::string& plugin, int64_t global_batch,
+                                    const std::string& plugin_variant) {
   if (!is_rank0()) return;
   manifest_ = nlohmann::json::object();
   manifest_["format"] = 1;
@@ -145,11 +144,18 @@ void RunEnvironment::open_results(const std::string& mode, const std::string& pl
 }
 
 void RunEnvironment::close_results(bool ok, const std::string& error) {
-  if (!is_rank0() || results_dir_.empty()) return;
-  manifest_["status"] = ok ? "completed" : "failed";
-  if (!ok) manifest_["error"] = error;
-  manifest_["end_time"] = io::iso_time_now();
-  io::write_json_atomic(results_dir_ + "/manifest.json", manifest_);
+  auto write = [&] {
+    // Once closed, the manifest's word is final (a failure after a completed
+    // run, such as a failed export, is already in its "error").
+    if (!is_rank0() || results_dir_.empty() || manifest_.is_null() || closed_) return;
+    manifest_["status"] = ok ? "completed" : "failed";
+    if (!error.empty()) manifest_["error"] = error;
+    manifest_["end_time"] = io::iso_time_now();
+    io::write_json_atomic(results_dir_ + "/manifest.json", manifest_);
+    closed_ = true;
+  };
+  if (!ok) return write();  // on an error path: this rank alone
+  io::agree_or_throw(write, "error: ", 1);
 }
 
 }  // namespace vit::train

@@ -35,11 +35,16 @@ class RunEnvironment {
   comm::ProcessMesh& mesh() { return *mesh_; }
   bool is_rank0() const { return world_.rank == 0; }
 
-  // Results: <output_dir>/<name>/manifest.json (rank 0) and rank_<r>.jsonl.
+  // Results: <output_dir>/<name>/manifest.json (rank 0), then rank_<r>.jsonl,
+  // in the folder run_experiment claimed. Collective; a failure to write
+  // either stops every rank together (io::AgreedFailure).
   void open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
                     const std::string& plugin_variant = "");
   void record(const nlohmann::json& line) { metrics_.write(line); }
-  // Rewrites the manifest with status "completed" or "failed".
+  // Rewrites the manifest with status "completed" or "failed" and `error`
+  // (for a completed run: what went wrong after training, e.g. the export).
+  // Collective when ok (every rank calls it at the end of the run); on an
+  // error path (ok false) this rank alone.
   void close_results(bool ok, const std::string& error = "");
   const std::string& results_dir() const { return results_dir_; }
 
@@ -48,6 +53,8 @@ class RunEnvironment {
 
  private:
   nlohmann::json hardware() const;
+  void write_manifest(const std::string& mode, const std::string& plugin, int64_t global_batch,
+                      const std::string& plugin_variant);
   ExperimentSpec spec_;
   comm::WorldInfo world_;
   std::shared_ptr<void> gpu_;  // the CUDA runtime (stream, library handles); CUDA builds only
@@ -56,6 +63,7 @@ class RunEnvironment {
   std::string results_dir_;
   io::JsonlWriter metrics_;
   nlohmann::json manifest_;
+  bool closed_ = false;  // the final manifest is written
 };
 
 }  // namespace vit::train

@@ -1,7 +1,11 @@
 #include "train/hf_checkpoint.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -45,8 +49,56 @@ nlohmann::json read_json(const std::string& path) {
 
 int get_int(const nlohmann::json& j, const std::string& key, int fallback, const std::string& file) {
   if (!j.contains(key)) return fallback;
-  VIT_USER_CHECK(j[key].is_number_integer(), file, ": ", key, " must be an integer");
+  VIT_USER_CHECK(j[key].is_number_integer() && j[key].get<int64_t>() >= INT32_MIN && j[key].get<int64_t>() <= INT32_MAX,
+                 file, ": ", key, " must be an integer, got ", j[key].dump());
   return j[key].get<int>();
+}
+
+float get_float(const nlohmann::json& j, const std::string& key, float fallback, const std::string& file) {
+  if (!j.contains(key)) return fallback;
+  VIT_USER_CHECK(j[key].is_number(), file, ": ", key, " must be a number, got ", j[key].dump());
+  return j[key].get<float>();
+}
+
+// Sizes vit_hpc can run, as the model code requires them; a checkpoint's
+// config.json is user input, so this is a message, not a check failure.
+void check_sizes(const model::ViTConfig& c, const std::string& file) {
+  const std::pair<const char*, int> positive[] = {
+      {"hidden_size", c.hidden},         {"num_hidden_layers", c.depth}, {"num_attention_heads", c.heads},
+      {"intermediate_size", c.mlp_dim},  {"image_size", c.image_size},   {"patch_size", c.patch_size},
+      {"num_channels", c.channels},      {"the label count (id2label / num_labels)", c.num_classes}};
+  for (const auto& [field, v] : positive) VIT_USER_CHECK(v >= 1, file, ": ", field, " is ", v, " (allowed: >= 1)");
+  VIT_USER_CHECK(c.hidden % c.heads == 0, file, ": num_attention_heads ", c.heads, " does not divide hidden_size ",
+                 c.hidden, " (allowed: a divisor of hidden_size, so that every head has the same size)");
+  VIT_USER_CHECK(c.image_size % c.patch_size == 0, file, ": patch_size ", c.patch_size, " does not divide image_size ",
+                 c.image_size, " (allowed: a divisor of image_size)");
+  VIT_USER_CHECK(std::isfinite(c.layernorm_eps) && c.layernorm_eps > 0, file, ": layer_norm_eps is ",
+                 c.layernorm_eps, " (allowed: > 0)");
+}
+
+// The shape transformers gives the tensor that holds `info` (for q/k/v: one
+// of the three parts). Export writes these shapes; import requires them.
+std::vector<int64_t> hf_shape(const model::ParamInfo& info, const model::ViTConfig& cfg) {
+  const int64_t C = cfg.hidden;
+  if (info.name.find(".attn.qkv.") != std::string::npos) {
+    return info.shape.size() == 2 ? std::vector<int64_t>{C, C} : std::vector<int64_t>{C};
+  }
+  if (info.name == "patch_embed.weight") return {C, cfg.channels, cfg.patch_size, cfg.patch_size};
+  if (info.name == "cls_token") return {1, 1, C};
+  if (info.name == "pos_embed") return {1, cfg.tokens(), C};
+  return info.shape;
+}
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (const int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.size(); ++i) out += str_cat(i ? ", " : "", shape[i]);
+  return out + (shape.size() == 1 ? ",)" : ")");
 }
 
 // HF name for each of our parameters; qkv maps to three names.
@@ -94,22 +146,31 @@ model::ViTConfig read_hf_config(const std::string& path, std::vector<std::string
   c.image_size = get_int(j, "image_size", 224, p.config);
   c.patch_size = get_int(j, "patch_size", 16, p.config);
   c.channels = get_int(j, "num_channels", 3, p.config);
-  if (j.contains("layer_norm_eps")) c.layernorm_eps = j["layer_norm_eps"].get<float>();
-  if (j.contains("initializer_range")) c.init_std = j["initializer_range"].get<float>();
+  c.layernorm_eps = get_float(j, "layer_norm_eps", c.layernorm_eps, p.config);
+  c.init_std = get_float(j, "initializer_range", c.init_std, p.config);
   if (j.contains("hidden_act")) {
     VIT_USER_CHECK(j["hidden_act"] == "gelu", p.config, ": hidden_act is ", j["hidden_act"].dump(),
                    " (vit_hpc implements the exact \"gelu\")");
   }
-  if (j.contains("qkv_bias")) VIT_USER_CHECK(j["qkv_bias"].get<bool>(), p.config, ": qkv_bias false is not supported");
+  if (j.contains("qkv_bias")) {
+    VIT_USER_CHECK(j["qkv_bias"].is_boolean() && j["qkv_bias"].get<bool>(), p.config, ": qkv_bias is ",
+                   j["qkv_bias"].dump(), " (vit_hpc supports true only)");
+  }
   std::vector<std::string> names;
   if (j.contains("id2label") && j["id2label"].is_object()) {
     names.resize(j["id2label"].size());
     for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
-      const size_t id = std::stoul(it.key());
+      const std::string& key = it.key();
+      VIT_USER_CHECK(!key.empty() && key.size() < 10 && key.find_first_not_of("0123456789") == std::string::npos,
+                     p.config, ": id2label key \"", key, "\" is not a label number");
+      VIT_USER_CHECK(it.value().is_string(), p.config, ": id2label[\"", key, "\"] must be a string, got ",
+                     it.value().dump());
+      const size_t id = std::stoul(key);
       if (id < names.size()) names[id] = it.value().get<std::string>();
     }
   }
   c.num_classes = names.empty() ? get_int(j, "num_labels", 2, p.config) : static_cast<int>(names.size());
+  check_sizes(c, p.config);
   if (class_names) *class_names = names;
   return c;
 }
@@ -140,12 +201,27 @@ HfImport load_hf_vit(const std::string& path, const model::ViTConfig& cfg, uint6
   model::init_params(layout, cfg.init_std, seed, out.params.data());  // the head keeps this if replaced
   out.class_names = names;
 
-  auto fetch = [&](const std::string& name, int64_t numel) {
+  // A tensor of exactly the shape transformers gives it (an element count
+  // alone would let a transposed weight through), with finite values only.
+  auto fetch = [&](const std::string& name, const std::vector<int64_t>& shape) {
     auto it = st.tensors.find(name);
     VIT_USER_CHECK(it != st.tensors.end(), p.weights, ": tensor '", name, "' is missing");
-    VIT_USER_CHECK(it->second.numel() == numel, p.weights, ": tensor '", name, "' has ", it->second.numel(),
-                   " values, expected ", numel);
-    return it->second.to_float();
+    VIT_USER_CHECK(it->second.shape == shape, p.weights, ": tensor '", name, "' has shape ",
+                   shape_text(it->second.shape), " but this model needs ", shape_text(shape),
+                   it->second.numel() == numel_of(shape)
+                       ? " (the same number of values in another layout: a transposed or reshaped weight)"
+                       : "");
+    std::vector<float> v = it->second.to_float();
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (std::isfinite(v[i])) continue;
+      size_t bad = 0;
+      for (const float x : v) bad += !std::isfinite(x);
+      throw UserError(str_cat(p.weights, ": tensor '", name, "' holds ", bad,
+                              bad == 1 ? " value that is" : " values that are", " not finite (the first, ", v[i],
+                              ", at index ", i,
+                              "): the checkpoint is damaged or diverged; vit_hpc refuses to start from it"));
+    }
+    return v;
   };
 
   const bool has_head = st.tensors.count("classifier.weight") > 0;
@@ -163,12 +239,12 @@ HfImport load_hf_vit(const std::string& path, const model::ViTConfig& cfg, uint6
       const int64_t part = info.numel / 3;
       const char* parts[3] = {"query", "key", "value"};
       for (int k = 0; k < 3; ++k) {
-        const auto v = fetch(qkv_part_name(prefix, info.name, parts[k]), part);
+        const auto v = fetch(qkv_part_name(prefix, info.name, parts[k]), hf_shape(info, cfg));
         std::copy(v.begin(), v.end(), dst + k * part);
       }
       continue;
     }
-    const auto v = fetch(hf_name(prefix, info.name), info.numel);
+    const auto v = fetch(hf_name(prefix, info.name), hf_shape(info, cfg));
     std::copy(v.begin(), v.end(), dst);
   }
   out.head_reinitialised = !keep_head;
@@ -184,22 +260,43 @@ HfImport load_hf_vit(const std::string& path, const model::ViTConfig& cfg, uint6
   return out;
 }
 
+void check_export_destination(const std::string& dir, bool overwrite) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    VIT_USER_CHECK(S_ISDIR(st.st_mode), dir, ": is a file, not a folder (the export writes model.safetensors and "
+                   "config.json into a folder: name a folder)");
+    VIT_USER_CHECK(::access(dir.c_str(), W_OK) == 0, dir, ": the folder is not writable (", std::strerror(errno), ")");
+    const bool holds_export = ::access((dir + "/model.safetensors").c_str(), F_OK) == 0 ||
+                              ::access((dir + "/config.json").c_str(), F_OK) == 0;
+    VIT_USER_CHECK(!holds_export || overwrite, dir, ": already holds an export (model.safetensors, config.json); "
+                   "set checkpoint.overwrite_export: true to replace it, or choose another folder");
+    return;
+  }
+  std::string parent = dir;
+  while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
+  const size_t slash = parent.find_last_of('/');
+  parent = slash == std::string::npos ? "." : slash == 0 ? "/" : parent.substr(0, slash);
+  VIT_USER_CHECK(::stat(parent.c_str(), &st) == 0, dir, ": its parent folder ", parent,
+                 " does not exist (create it first, or choose another folder)");
+  VIT_USER_CHECK(S_ISDIR(st.st_mode), dir, ": ", parent, " is a file, not a folder");
+  VIT_USER_CHECK(::access(parent.c_str(), W_OK) == 0, dir, ": cannot be created: ", parent, " is not writable (",
+                 std::strerror(errno), ")");
+}
+
 void export_hf_vit(const std::string& dir, const model::ViTConfig& cfg, const std::vector<float>& params,
                    const std::vector<std::string>& class_names) {
   io::make_dirs(dir);
   model::ParamLayout layout(cfg);
   VIT_CHECK(static_cast<int64_t>(params.size()) == layout.total(), "export: parameter count mismatch");
   std::map<std::string, io::Fp32Tensor> tensors;
-  const int64_t C = cfg.hidden;
   for (const auto& info : layout.params()) {
     const float* src = params.data() + info.offset;
     if (info.name.find(".attn.qkv.") != std::string::npos) {
       const int64_t part = info.numel / 3;
       const char* parts[3] = {"query", "key", "value"};
-      const bool weight = info.shape.size() == 2;
       for (int k = 0; k < 3; ++k) {
         io::Fp32Tensor t;
-        t.shape = weight ? std::vector<int64_t>{C, C} : std::vector<int64_t>{C};
+        t.shape = hf_shape(info, cfg);
         t.values.assign(src + k * part, src + (k + 1) * part);
         tensors[qkv_part_name("vit.", info.name, parts[k])] = std::move(t);
       }
@@ -207,10 +304,7 @@ void export_hf_vit(const std::string& dir, const model::ViTConfig& cfg, const st
     }
     io::Fp32Tensor t;
     t.values.assign(src, src + info.numel);
-    t.shape = info.shape;
-    if (info.name == "patch_embed.weight") t.shape = {C, cfg.channels, cfg.patch_size, cfg.patch_size};
-    if (info.name == "cls_token") t.shape = {1, 1, C};
-    if (info.name == "pos_embed") t.shape = {1, cfg.tokens(), C};
+    t.shape = hf_shape(info, cfg);
     tensors[hf_name("vit.", info.name)] = std::move(t);
   }
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
@@ -240,8 +334,8 @@ void export_hf_vit(const std::string& dir, const model::ViTConfig& cfg, const st
                                  {"id2label", id2label},
                                  {"label2id", label2id},
                                  {"torch_dtype", "float32"}};
-  io::write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  io::write_json_atomic(dir + "/config.json", config);
+  io::write_files_atomic({{dir + "/model.safetensors", io::safetensors_bytes(tensors, {{"format", "pt"}})},
+                          {dir + "/config.json", config.dump(2) + "\n"}});
 }
 
 }  // namespace vit::train

@@ -44,7 +44,7 @@ struct Source {
 };
 
 Source hdf5_source(const Options& o, int S, const std::vector<std::string>& classes) {
-  auto ds = std::make_shared<data::Hdf5Dataset>(data::Hdf5Dataset::open(o.data));
+  auto ds = std::make_shared<data::Hdf5Dataset>(data::Hdf5Dataset::open(o.data, S));
   VIT_USER_CHECK(ds->info().image_size == S, o.data, ": image_size is ", ds->info().image_size,
                  " but the model takes ", S, " (prepare the data with vit_data_prep --image-size ", S, ")");
   const bool same_classes = ds->info().class_names == classes;
@@ -98,9 +98,16 @@ Source folder_source(const Options& o, int S, const std::vector<std::string>& cl
 }
 
 int run_predict(const Options& o) {
-  VIT_USER_CHECK(!o.model.empty(), "vit_hpc predict: --model is required (a folder with model.safetensors + config.json)");
-  VIT_USER_CHECK(o.data.empty() != o.images.empty(), "vit_hpc predict: give exactly one of --data FILE.h5 or --images FOLDER");
-  VIT_USER_CHECK(o.batch >= 1, "vit_hpc predict: --batch must be >= 1");
+  // Messages here carry no "vit_hpc predict: " prefix: predict_main adds it once.
+  VIT_USER_CHECK(!o.model.empty(), "--model is required (a folder with model.safetensors + config.json)");
+  VIT_USER_CHECK(o.data.empty() != o.images.empty(), "give exactly one of --data FILE.h5 or --images FOLDER");
+  VIT_USER_CHECK(o.batch >= 1, "--batch must be >= 1");
+  VIT_USER_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda", "--device '", o.device,
+                 "' is not allowed (allowed: auto, cpu, cuda)");
+  VIT_USER_CHECK(o.precision == "fp32" || o.precision == "bf16" || o.precision == "fp16", "--precision '",
+                 o.precision, "' is not allowed (allowed: fp32, bf16, fp16)");
+  VIT_USER_CHECK(o.attention == "cudnn" || o.attention == "cublas", "--attention '", o.attention,
+                 "' is not allowed (allowed: cudnn, cublas)");
   std::vector<std::string> classes;
   const model::ViTConfig cfg = train::read_hf_config(o.model, &classes);
   for (int k = 0; k < cfg.num_classes; ++k) {
@@ -115,9 +122,10 @@ int run_predict(const Options& o) {
   // Device and compute copy of the weights.
   Context ctx;
   const bool want_gpu = o.device == "cuda" || (o.device == "auto" && cuda_device_count() > 0);
-  VIT_USER_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
-                 "vit_hpc predict: --device must be auto, cpu or cuda");
-  VIT_USER_CHECK(!want_gpu || cuda_device_count() > 0, "vit_hpc predict: --device cuda but no GPU is visible");
+  VIT_USER_CHECK(!want_gpu || cuda_device_count() > 0, "--device cuda, but no GPU is visible",
+                 built_with_cuda() ? "" : " (this vit_hpc was built without CUDA)", " (allowed here: cpu, auto)");
+  VIT_USER_CHECK(want_gpu || o.precision == "fp32", "--precision ", o.precision,
+                 " needs a GPU, but this prediction runs on the CPU (allowed on the CPU: fp32)");
 #ifdef VIT_WITH_CUDA
   std::unique_ptr<GpuRuntime> gpu;
   if (want_gpu) {

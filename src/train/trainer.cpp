@@ -1,9 +1,12 @@
 #include "train/trainer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -11,6 +14,7 @@
 #include "kernels/matmul.h"
 #include "kernels/profile.h"
 #include "data/loader.h"
+#include "io/rank_agreement.h"
 #include "model/params.h"
 #include "train/hf_checkpoint.h"
 #include "train/loss_scaler.h"
@@ -239,19 +243,54 @@ class Trainer {
                           fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count, " images"));
       }
     }
+    // What went wrong after training (the export): kept in the manifest of
+    // an otherwise completed run, and the exit status of every rank.
+    std::string after_training;
     if (!spec_.checkpoint.export_hf.empty()) {
       const std::vector<float> params = plugin_->gather_params();  // collective
-      if (env_.is_rank0()) {
-        export_hf_vit(spec_.checkpoint.export_hf, cfg_, params, dataset_.info().class_names);
-        bar_.line(str_cat("exported the trained model to ", spec_.checkpoint.export_hf,
-                          " (model.safetensors + config.json, transformers ViTForImageClassification)"));
-      }
+      if (env_.is_rank0()) after_training = export_model(params);
     }
-    env_.close_results(true);
+    env_.close_results(true, after_training);
+    io::agree_or_throw([&] { VIT_USER_CHECK(after_training.empty(), after_training); }, "error: ", 1);
     return 0;
   }
 
  private:
+  // Rank 0: writes the trained model to checkpoint.export_hf. Trained weights
+  // are never dropped: when that fails (a full disk, a destination changed
+  // during training) they go to the run's results folder, or failing that to
+  // the temporary folder. Returns "" on success, else what happened and
+  // where the weights are.
+  std::string export_model(const std::vector<float>& params) {
+    const std::string& dest = spec_.checkpoint.export_hf;
+    const auto& classes = dataset_.info().class_names;
+    std::string failure;
+    try {
+      check_export_destination(dest, spec_.checkpoint.overwrite_export);  // as in the preflight, again now
+      export_hf_vit(dest, cfg_, params, classes);
+      bar_.line(str_cat("exported the trained model to ", dest,
+                        " (model.safetensors + config.json, transformers ViTForImageClassification)"));
+      return "";
+    } catch (const UserError& e) {
+      failure = str_cat("checkpoint.export_hf: ", e.what());
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    const std::vector<std::string> fallbacks = {
+        env_.results_dir() + "/export_hf",
+        str_cat(tmp && *tmp ? tmp : "/tmp", "/vit_hpc_export_", spec_.run.name, "_", ::getpid())};
+    std::string also_failed;
+    for (const std::string& f : fallbacks) {
+      try {
+        export_hf_vit(f, cfg_, params, classes);
+        return str_cat(failure, also_failed, "; the trained model was saved to ", f,
+                       " instead (model.safetensors + config.json): copy it from there");
+      } catch (const UserError& e) {
+        also_failed += str_cat("; saving it to ", f, " failed too (", e.what(), ")");
+      }
+    }
+    return str_cat(failure, also_failed, ": the trained weights could not be kept");
+  }
+
   data::SamplerOptions sampler(const std::string& split, int64_t per_rank, bool training) const {
     data::SamplerOptions o;
     o.dataset_size = dataset_.size(split);

@@ -80,14 +80,18 @@ BOOST_AUTO_TEST_CASE(defaults_are_the_documented_ones) {
   BOOST_TEST(s.eval.batch_size == 32);
   BOOST_TEST(s.benchmark.steps == 20);
   BOOST_TEST(s.checkpoint.dir == "");
+  BOOST_TEST(s.data.verify_checksum == true);        // issue 9: data is checked unless switched off
+  BOOST_TEST(s.checkpoint.overwrite_export == false);  // issue 9: an earlier export is kept unless asked
   BOOST_TEST(s.origin.where.empty());
 }
 
 BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   const auto& schema = spec_schema();
-  // DESIGN.md section 5 as listed in the brief: 76 fields. A tripwire: a new
-  // field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 76u);
+  // DESIGN.md section 5 as listed in the brief: 76 fields, plus
+  // data.verify_checksum and checkpoint.overwrite_export (issue 9), and
+  // benchmark.profile (issue 14). A
+  // tripwire: a new field must come with its row (and this count).
+  BOOST_TEST(schema.size() == 79u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -136,6 +140,13 @@ BOOST_AUTO_TEST_CASE(missing_file_names_the_file) {
              path + ": cannot open the spec file (No such file or directory)");
 }
 
+// Issue 9: a folder given as the spec used to read as an empty file, i.e.
+// every default, and ran.
+BOOST_AUTO_TEST_CASE(a_folder_is_not_a_spec_file) {
+  BOOST_TEST(user_error([&] { load_spec(kData, {}); }) ==
+             kData + ": is a folder, not a spec file (give the YAML file, e.g. configs/quickstart.yaml)");
+}
+
 // ---------------------------------------------------------------------------
 // Error classes, from files
 // ---------------------------------------------------------------------------
@@ -154,7 +165,7 @@ BOOST_AUTO_TEST_CASE(unknown_key_names_the_nearest_field) {
              "x.yaml:2: train.warmup: unknown field (did you mean 'train.warmup_ratio'?)");
   // Nothing close: the section's fields are listed.
   BOOST_TEST(text_error("benchmark:\n  zzzzzz: 1\n") ==
-             "x.yaml:2: benchmark.zzzzzz: unknown field (allowed in benchmark: enabled, warmup_steps, steps)");
+             "x.yaml:2: benchmark.zzzzzz: unknown field (allowed in benchmark: enabled, warmup_steps, steps, profile)");
 }
 
 BOOST_AUTO_TEST_CASE(unknown_section_names_the_nearest_section_or_field) {
@@ -213,6 +224,21 @@ BOOST_AUTO_TEST_CASE(yaml_syntax_error_names_the_line) {
   const std::string path = kData + "syntax_error.yaml";
   BOOST_TEST(user_error([&] { load_spec(path, {}); }) ==
              path + ":4: YAML syntax error: end of sequence flow not found (at column 9)");
+  BOOST_TEST(text_error("train:\n  lr: 1\n bad: 2\n") ==
+             "x.yaml:3: YAML syntax error: end of map not found (at column 2)");
+}
+
+// Issue 9: yaml-cpp says "illegal map value" or "illegal tab when looking for
+// indentation"; the user is told where the tab is. A tab after a key's colon
+// is legal YAML and still loads.
+BOOST_AUTO_TEST_CASE(a_tab_in_the_indentation_is_named) {
+  const std::string tab = "x.yaml:2:1: a tab in the indentation (YAML indents with spaces only: replace the tab with "
+                          "spaces)";
+  BOOST_TEST(text_error("train:\n\tlr: 0.1\n") == tab);
+  BOOST_TEST(text_error("train:\n  lr: 0.1\n  \tepochs: 2\n") ==
+             "x.yaml:3:3: a tab in the indentation (YAML indents with spaces only: replace the tab with spaces)");
+  BOOST_TEST(load_spec_text("train:\n  lr:\t0.1\n", "x.yaml", {}).train.lr == 0.1);
+  // A syntax error without a tab keeps yaml-cpp's words.
   BOOST_TEST(text_error("train:\n  lr: 1\n bad: 2\n") ==
              "x.yaml:3: YAML syntax error: end of map not found (at column 2)");
 }
@@ -327,6 +353,10 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
   BOOST_TEST(text_error("plugin:\n  initial_scale: 0.5\n") ==
              "x.yaml:2: plugin.initial_scale: 0.5 is outside [plugin.min_scale, plugin.max_scale] (allowed: 1.0 "
              "to 4294967296.0)");
+  // Issue 9: the CPU computes in fp32 only; known from the spec when run.device says cpu.
+  BOOST_TEST(text_error("run:\n  device: cpu\nplugin:\n  name: torch_ddp_fp16\n  precision: bf16\n") ==
+             "x.yaml:5: plugin.precision: bf16 needs a GPU, but run.device is cpu (allowed on the CPU: fp32, with "
+             "plugin.name torch_ddp)");
   // Both model problems at once, one line each.
   BOOST_TEST(text_error("model:\n  hidden: 64\n  heads: 5\n  patch_size: 15\n") ==
              "x.yaml:3: model.heads: 5 does not divide model.hidden 64 (allowed: a divisor of model.hidden)\n"

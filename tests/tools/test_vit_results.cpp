@@ -165,7 +165,7 @@ BOOST_AUTO_TEST_CASE(inconsistent_run_folders_are_refused_naming_the_file) {
     BOOST_TEST_CONTEXT("fixture bad/" << r.folder) {
       std::string message;
       try {
-        load_runs({kBad / r.folder});
+        load_runs({kBad / r.folder}, nullptr, /*strict=*/true);
       } catch (const vit::UserError& e) {
         message = e.what();
       }
@@ -175,24 +175,53 @@ BOOST_AUTO_TEST_CASE(inconsistent_run_folders_are_refused_naming_the_file) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_damaged_run_is_skipped_with_a_warning_naming_the_file) {
+  // Without --strict, each damaged folder beside the good runs costs one
+  // warning naming the file at fault; the good runs render as always.
+  for (const Refusal& r : kRefusals) {
+    BOOST_TEST_CONTEXT("fixture bad/" << r.folder) {
+      const RunSet runs = load_runs({kResults, kBad / r.folder});
+      BOOST_TEST(render_markdown(runs) == read_file(kExpected / "results.md"));
+      BOOST_TEST_REQUIRE(runs.damaged.size() == 1u);
+      BOOST_TEST(runs.damaged[0] == kBad / r.folder);
+      BOOST_TEST_REQUIRE(runs.warnings.size() == 3u);  // in progress, failed, and the damaged one
+      const size_t mentions = std::count_if(runs.warnings.begin(), runs.warnings.end(),
+                                            [&](const std::string& w) { return contains(w, r.where); });
+      BOOST_TEST(mentions == 1u);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(program_refuses_with_exit_code_1_and_writes_nothing) {
   TempDir tmp;
   for (const Refusal& r : kRefusals) {
     BOOST_TEST_CONTEXT("fixture bad/" << r.folder) {
-      const fs::path out = tmp.path / "summary.md";
-      const auto res = run_program({kExe, "--output", out.string(), (kBad / r.folder).string()});
-      BOOST_TEST(res.exit_code == 1);
-      BOOST_TEST(contains(res.err, "vit_results: error: "));
-      BOOST_TEST(contains(res.err, r.where), "stderr: " << res.err);
-      BOOST_TEST(res.out.empty());
-      BOOST_TEST(!fs::exists(out));
-      BOOST_TEST(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator()) == 0);
+      // Refused with --strict; without it as well, since nothing readable is left.
+      for (const bool strict : {true, false}) {
+        const fs::path out = tmp.path / "summary.md";
+        std::vector<std::string> args = {kExe, "--output", out.string(), (kBad / r.folder).string()};
+        if (strict) args.insert(args.begin() + 1, "--strict");
+        const auto res = run_program(args);
+        BOOST_TEST(res.exit_code == 1);
+        BOOST_TEST(contains(res.err, "vit_results: error: "));
+        BOOST_TEST(contains(res.err, r.where), "stderr: " << res.err);
+        BOOST_TEST(res.out.empty());
+        BOOST_TEST(!fs::exists(out));
+        BOOST_TEST(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator()) == 0);
+      }
     }
   }
-  // A bad run among good ones spoils the whole invocation.
-  const auto res = run_program({kExe, kResults.string(), (kBad / "missing_rank").string()});
-  BOOST_TEST(res.exit_code == 1);
-  BOOST_TEST(res.out.empty());
+  // With --strict a bad run among good ones spoils the whole invocation;
+  // without, it is skipped with a warning and the rest is reported.
+  const auto strict = run_program({kExe, "--strict", kResults.string(), (kBad / "missing_rank").string()});
+  BOOST_TEST(strict.exit_code == 1);
+  BOOST_TEST(strict.out.empty());
+  const auto lenient = run_program({kExe, kResults.string(), (kBad / "missing_rank").string()});
+  BOOST_TEST(lenient.exit_code == 0);
+  BOOST_TEST(lenient.out == read_file(kExpected / "results.md"));
+  BOOST_TEST(contains(lenient.err, "vit_results: warning: " + (kBad / "missing_rank" / "rank_1.jsonl").string() +
+                                       ": missing"));
+  BOOST_TEST(contains(lenient.err, "skipped (vit_results --strict makes this an error)"));
 }
 
 BOOST_AUTO_TEST_CASE(program_writes_the_markdown_to_stdout_or_atomically_to_a_file) {

@@ -194,6 +194,32 @@ void write_epoch_table(std::ostringstream& os, const Run& r) {
   table.write(os);
 }
 
+// benchmark.profile of one run: each op's time per step on rank 0 (GPU
+// events), its share, and the arithmetic rate of the ops with a FLOP count.
+void write_profile(std::ostringstream& os, const Run& r) {
+  const BenchmarkRecord& b = *r.benchmark;
+  os << "\n### Profile: " << r.name << "\n\n";
+  if (b.model_tflops_per_gpu > 0) {
+    os << "Step arithmetic rate: " << format_fixed(b.model_tflops_per_gpu, 1) << " TFLOP/s per "
+       << (r.world.device == "cuda" ? "GPU" : "rank") << " (model FLOPs x images/s)";
+    if (b.matrix_ceiling_tflops > 0) {
+      os << ", " << format_fixed(100.0 * b.model_tflops_per_gpu / b.matrix_ceiling_tflops, 1)
+         << "% of the measured GEMM ceiling (" << format_fixed(b.matrix_ceiling_tflops, 0) << " TFLOP/s)";
+    }
+    os << ".\n\n";
+  }
+  Table table({"op", "ms per step", "share", "calls per step", "TFLOP/s"}, true);
+  double total = 0;
+  for (const ProfileRecord& p : b.profile) {
+    total += p.ms_per_step;
+    table.add({p.op, format_fixed(p.ms_per_step, 3), format_fixed(100.0 * p.share, 1) + "%",
+               format_fixed(p.calls_per_step, 0), p.tflops > 0 ? format_fixed(p.tflops, 1) : "-"});
+  }
+  table.add({"sum of ops", format_fixed(total, 3), "100.0%", "", ""});
+  table.add({"step, median", format_fixed(b.step_time_median * 1e3, 3), "", "", ""});
+  table.write(os);
+}
+
 void write_failed_section(std::ostringstream& os, const RunSet& set) {
   os << "\n## Failed runs\n\n";
   Table table({"run", "mode", "plugin", "precision", "error"}, false);
@@ -311,6 +337,9 @@ std::string render_markdown(const RunSet& set) {
   if (benchmarks > 0) {
     os << '\n';
     write_benchmark_section(os, set, benchmark_tables(set));
+  }
+  for (const Run& r : set.completed) {
+    if (r.mode == "benchmark" && !r.benchmark->profile.empty()) write_profile(os, r);
   }
   if (trainings > 0) {
     os << "\n## Training\n";

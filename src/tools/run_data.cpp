@@ -252,6 +252,7 @@ struct RankFile {
   int64_t max_peak_mem = 0;
   std::optional<BenchmarkRecord> benchmark;
   int64_t benchmark_line = 0;
+  std::vector<ProfileRecord> profile;
 };
 
 RankFile read_rank_file(const fs::path& path) {
@@ -303,6 +304,15 @@ RankFile read_rank_file(const fs::path& path) {
       e.accuracy = get_number(j, "accuracy", at, ctx);
       e.count = get_int(j, "count", at, ctx);
       rf.evals.emplace_back(e, line_no);
+    } else if (type == "profile") {
+      const char* ctx = "a \"profile\" line";
+      ProfileRecord p;
+      p.op = get_string(j, "op", at, ctx);
+      p.ms_per_step = get_number(j, "ms_per_step", at, ctx);
+      p.calls_per_step = get_number(j, "calls_per_step", at, ctx);
+      p.share = get_number(j, "share", at, ctx);
+      if (j.contains("tflops")) p.tflops = get_number(j, "tflops", at, ctx);
+      rf.profile.push_back(p);
     } else if (type == "benchmark") {
       const char* ctx = "a \"benchmark\" line";
       if (rf.benchmark) {
@@ -318,6 +328,8 @@ RankFile read_rank_file(const fs::path& path) {
       b.it_per_s = get_number(j, "it_per_s", at, ctx);
       b.step_time_median = get_number(j, "step_time_median", at, ctx);
       b.max_peak_mem = get_int(j, "peak_mem", at, ctx);
+      if (j.contains("model_tflops_per_gpu")) b.model_tflops_per_gpu = get_number(j, "model_tflops_per_gpu", at, ctx);
+      if (j.contains("matrix_ceiling_tflops")) b.matrix_ceiling_tflops = get_number(j, "matrix_ceiling_tflops", at, ctx);
       rf.benchmark = b;
       rf.benchmark_line = line_no;
     }
@@ -344,6 +356,7 @@ void assemble_benchmark(Run& run, const std::vector<RankFile>& ranks) {
   }
   const RankFile& r0 = ranks.front();
   BenchmarkRecord b = *r0.benchmark;  // global figures: rank 0's
+  b.profile = r0.profile;
   for (const RankFile& rf : ranks) {
     const BenchmarkRecord& o = *rf.benchmark;
     check_same(r0, rf, "batch_size", b.batch_size, o.batch_size);

@@ -59,6 +59,13 @@ struct StepLoss {
 };
 
 // The "type":"benchmark" line: global figures from rank 0, memory over ranks.
+// One op's line of benchmark.profile (rank 0's), see docs/metrics.md.
+struct ProfileRecord {
+  std::string op;
+  double ms_per_step = 0, calls_per_step = 0, share = 0;
+  double tflops = 0;  // 0 where the op has no FLOP count (memory-bound ops)
+};
+
 struct BenchmarkRecord {
   int64_t batch_size = 0;    // per data-parallel rank
   int64_t global_batch = 0;  // images per step, each global batch once
@@ -66,6 +73,9 @@ struct BenchmarkRecord {
   double images_per_s = 0, it_per_s = 0;
   double step_time_median = 0;  // seconds
   int64_t max_peak_mem = 0;     // bytes, largest peak_mem over all ranks
+  double model_tflops_per_gpu = 0;   // 0 when the run did not record it
+  double matrix_ceiling_tflops = 0;  // measured with benchmark.profile, else 0
+  std::vector<ProfileRecord> profile;  // rank 0's, largest first
 };
 
 enum class RunStatus { running, completed, failed };

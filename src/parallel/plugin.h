@@ -33,6 +33,7 @@ struct ZeroOptions {          // low_level_zero
 };
 struct GeminiOptions {        // gemini
   int chunk_size_mb = 32;
+  size_t chunk_bytes = 0;     // when nonzero, the chunk size in bytes instead (tests with tiny models)
   float offload_optim_frac = 0.0f, offload_param_frac = 0.0f;
 };
 struct HybridOptions {        // hybrid_parallel

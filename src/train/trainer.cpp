@@ -290,12 +290,16 @@ class Trainer {
     parallel::EvalResult local;
     data::Batch batch;
     const int64_t chunk = spec_.train.batch_size;
+    // Every rank makes the same number of eval_batch calls (some with no
+    // images where its share of a last batch is short): a plugin whose
+    // forward gathers parameters (gemini) runs collectives in each.
+    const int64_t per_rank = spec_.eval.batch_size;
     while (loader.next(batch)) {
-      for (int64_t first = 0; first < batch.count; first += chunk) {
+      for (int64_t first = 0; first < per_rank; first += chunk) {
         parallel::MicroBatch mb;
-        mb.images = batch.images.as<uint8_t>() + first * static_cast<int64_t>(image_bytes_);
-        mb.labels = batch.labels.data() + first;
-        mb.count = static_cast<int>(std::min(chunk, batch.count - first));
+        mb.images = batch.images.as<uint8_t>() + std::min(first, batch.count) * static_cast<int64_t>(image_bytes_);
+        mb.labels = batch.labels.data() + std::min(first, batch.count);
+        mb.count = static_cast<int>(std::max<int64_t>(0, std::min(chunk, batch.count - first)));
         const parallel::EvalResult r = plugin_->eval_batch(mb);
         local.loss_sum += r.loss_sum;
         local.correct += r.correct;

@@ -268,9 +268,12 @@ BOOST_AUTO_TEST_CASE(pretrained_weights_are_what_the_first_forward_uses) {
   fresh.init_shift = 0.0f;
   const Outcome fresh_ref = train(fresh);
   BOOST_TEST(std::abs(fresh_ref.losses[0] - ref.losses[0]) > 1e-3 * ref.losses[0]);
-  for (float offload : {0.0f, 1.0f}) {
-    Setup g = gemini(kOneSegment, offload, ddp);
-    g.param_offload = offload;
+  // fp32 compute reads the master weights where both live together
+  // (offload 0, and 1 with parameter offload); offload 1 without parameter
+  // offload keeps a separate compute copy on the "device".
+  for (float param_offload : {-1.0f, 0.0f, 1.0f}) {
+    Setup g = gemini(kOneSegment, param_offload < 0 ? 0.0f : 1.0f, ddp);
+    g.param_offload = std::max(0.0f, param_offload);
     const Outcome out = train(g);
     // The same forward on the same weights: only the loss's summation over
     // ranks can differ, 1e-6 relative at most.

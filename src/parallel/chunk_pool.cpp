@@ -4,6 +4,7 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
+#include "parallel/chunk_timeline.h"
 
 namespace vit::parallel {
 
@@ -56,6 +57,7 @@ void ChunkPool::gather(int c, int s) {
   Slot& slot = slots_[static_cast<size_t>(s)];
   // The slot's previous chunk may still be read by queued compute work.
   if (slot.released_once) stream_wait_event(comm_stream_, slot.released);
+  const int span = timeline_ ? timeline_->begin("comm", "gather", c, comm_stream_) : -1;
   const int64_t n = chunks_.part_size(c);
   const size_t es = dtype_size(dtype_);
   char* base = static_cast<char*>(slot.buf.data());
@@ -70,6 +72,7 @@ void ChunkPool::gather(int c, int s) {
     copy_bytes_async(mine, part, static_cast<size_t>(n) * es, comm_stream_);
     dp_.all_gather(mine, base, static_cast<size_t>(n), dtype_, ctx_.device, comm_stream_);
   }
+  if (timeline_) timeline_->end(span, comm_stream_);
   slot.gathered.record(comm_stream_);
   slot.gather_pending = true;
   slot.chunk = c;

@@ -40,6 +40,8 @@ class Communicator;
 
 namespace vit::parallel {
 
+class ChunkTimeline;
+
 class ChunkPool {
  public:
   // chunks: one bucket per chunk; dtype: the compute dtype; comm_stream: the
@@ -51,6 +53,8 @@ class ChunkPool {
   // Where this rank's part of chunk c lives (part_size(c) elements of the
   // compute dtype); set before the first gather, kept by the owner.
   void set_part(int c, const void* part, Device where);
+  // Gathers are recorded there while it is on (not owned; may be null).
+  void set_timeline(ChunkTimeline* timeline) { timeline_ = timeline; }
 
   void acquire(int c);   // resident and ready for the compute stream; in use until release
   void prefetch(int c);  // queue its gather if it is not resident and a slot is free
@@ -86,6 +90,7 @@ class ChunkPool {
   std::vector<const void*> part_;
   std::vector<Device> part_where_;
   int64_t tick_ = 0, gathers_ = 0, hits_ = 0;
+  ChunkTimeline* timeline_ = nullptr;
 };
 
 }  // namespace vit::parallel

@@ -18,6 +18,7 @@
 #include "parallel/batch_stager.h"
 #include "parallel/bucket_layout.h"
 #include "parallel/chunk_pool.h"
+#include "parallel/chunk_timeline.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::parallel {
@@ -116,6 +117,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
         done_(env.ctx.device),
         updated_(env.ctx.device),
         offloaded_(env.ctx.device),
+        timeline_(env.ctx.device),
         device_scalars_(4 * sizeof(float), env.ctx.device),
         host_scalars_(8 * sizeof(float), Device::CPU, HostMemory::Pinned) {
     VIT_CHECK(env.mesh->tp_size() == 1 && env.mesh->pp_size() == 1,
@@ -186,6 +188,8 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       offset_in_chunk_.push_back(at - chunks_.buckets()[static_cast<size_t>(c)].padded_begin);
     }
     prefetch_ = opts.overlap_comm && pool_.slots() >= 2;
+    compute_span_.assign(n, -1);
+    pool_.set_timeline(&timeline_);
     model_.set_param_source(this);
   }
 
@@ -226,6 +230,8 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   }
   int data_parallel_size() const override { return dp_.size(); }
   int data_parallel_rank() const override { return dp_.rank(); }
+  void record_timeline() override { timeline_next_ = true; }
+  std::string timeline() const override { return timeline_text_; }
 
   size_t optimizer_state_bytes() const override {
     size_t bytes = 0;
@@ -286,6 +292,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
               loss_scale);
     training_ = true;
+    if (timeline_next_) timeline_.begin_step(ctx_.stream);
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale: the reductions sum.
     const float grad_scale = loss_scale / static_cast<float>(global_count);
@@ -315,7 +322,9 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     float grad_norm = 0.0f;
     bool skipped = false;
     if (optim_host_chunks_ == 0) {
+      const int span = timeline_.begin("compute", "norm+adamw", -1, ctx_.stream);
       finisher_.finish(device_views(), lr, loss_scale, adam_step);
+      timeline_.end(span, ctx_.stream);
       finisher_.read_back();
     } else {
       finish_with_offload(lr, loss_scale, adam_step, &grad_norm, &skipped);
@@ -326,6 +335,14 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     if (optim_host_chunks_ == 0) {
       grad_norm = finisher_.grad_norm();
       skipped = finisher_.skipped();
+    }
+    if (timeline_.on()) {
+      settle();
+      timeline_text_ = str_cat("# gemini, rank ", dp_.rank(), " of ", dp_.size(), ", ", chunks_.buckets().size(),
+                               " chunks (0 holds the head), ", micro.size(), " micro-batch(es), offload ",
+                               fraction_text(opts_.gemini.offload_optim_frac), "\n", timeline_.report());
+      timeline_.stop();
+      timeline_next_ = false;
     }
     last_loss_scale_ = loss_scale;
     double local_loss = 0.0;
@@ -412,19 +429,26 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     // Forward goes from the embeddings' chunk (the last) to the head's (0);
     // after the head's comes backward's second chunk.
     if (prefetch_) pool_.prefetch(c > 0 ? c - 1 : (training_ ? 1 : -1));
+    compute_span_[static_cast<size_t>(c)] = timeline_.begin("compute", "forward", c, ctx_.stream);
   }
 
-  void after_forward(const model::Segment& s) override { pool_.release(chunks_.bucket_of(s)); }
+  void after_forward(const model::Segment& s) override {
+    const int c = chunks_.bucket_of(s);
+    timeline_.end(compute_span_[static_cast<size_t>(c)], ctx_.stream);
+    pool_.release(c);
+  }
 
   void before_backward(const model::Segment& s) override {
     const int c = chunks_.bucket_of(s);
     pool_.acquire(c);
     if (prefetch_) pool_.prefetch(c + 1);
     if (grad_slot_of_chunk_[static_cast<size_t>(c)] < 0) take_grad_slot(c);
+    compute_span_[static_cast<size_t>(c)] = timeline_.begin("compute", "backward", c, ctx_.stream);
   }
 
   void after_backward(const model::Segment& s) override {
     const int c = chunks_.bucket_of(s);
+    timeline_.end(compute_span_[static_cast<size_t>(c)], ctx_.stream);
     pool_.release(c);
     if (chunks_.is_last_of_bucket(s)) reduce_chunk(c);
   }
@@ -469,6 +493,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     void* comm = comm_stream_.handle();
     ready_.record(ctx_.stream);
     stream_wait_event(comm, ready_);
+    const int span = timeline_.begin("comm", "reduce-scatter", c, comm);
     if (dp_.size() > 1) {
       dp_.reduce_scatter(base, mine, static_cast<size_t>(part), DType::F32, comm::ReduceOp::Sum, ctx_.device, comm);
     }
@@ -479,17 +504,21 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       } else {
         k::accumulate(comm_ctx_, tensor_of(st.grad, DType::F32, {part}), Tensor(mine, DType::F32, ctx_.device, {part}));
       }
+      timeline_.end(span, comm);
       slot.free.record(comm);
     } else {
       // The previous micro-batch's part must be added before its buffer is reused.
+      timeline_.end(span, comm);
       add_incoming(st);
       ready_.record(comm);
       offload_stream_.wait(ready_);
+      const int down = timeline_.begin("offload", "download grad", c, offload_stream_.handle());
       if (!first && st.incoming.empty()) {
         st.incoming = Buffer(static_cast<size_t>(part) * 4, Device::CPU, HostMemory::Pinned);
       }
       void* dst = first ? st.grad.data() : st.incoming.data();
       copy_bytes_async(dst, mine, static_cast<size_t>(part) * 4, offload_stream_.handle());
+      timeline_.end(down, offload_stream_.handle());
       st.landed.record(offload_stream_.handle());
       slot.free.record(offload_stream_.handle());
       st.incoming_pending = !first;
@@ -575,10 +604,12 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     const DType cd = model_.compute().dtype;
     // Device chunks: the factor and the flag go up, the updates are queued.
     copy_bytes_async(ds + 1, hs + 1, 2 * sizeof(float), ctx_.stream);  // flag, factor
+    const int span = timeline_.begin("compute", "adamw (device chunks)", -1, ctx_.stream);
     for (const ShardView& v : device_views()) {
       if (v.master.numel() == 0) continue;
       k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, dev1(2), dev1(1));
     }
+    timeline_.end(span, ctx_.stream);
     // Offloaded chunks: the CPU AdamW while the GPU works; uploads overlap
     // the next chunk's update.
     for (ChunkState& st : state_) {
@@ -586,12 +617,17 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       Tensor lowp;  // what the CPU AdamW writes besides the master weights
       if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
       if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
+      const int c = static_cast<int>(&st - state_.data());
+      const int cpu_span = timeline_.host_begin("cpu adamw", c);
       k::cpu::adamw_update(host_ctx, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
                            tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp, hp,
                            host1(2), host1(1));
+      timeline_.host_end(cpu_span);
       if (!st.param_on_host && !*skipped) {
         const Buffer& src = st.staging.empty() ? st.master : st.staging;  // fp32: the master weights themselves
+        const int up = timeline_.begin("offload", "upload params", c, offload_stream_.handle());
         copy_bytes_async(st.lowp.data(), src.data(), st.lowp.bytes(), offload_stream_.handle());
+        timeline_.end(up, offload_stream_.handle());
       }
     }
     offloaded_.record(offload_stream_.handle());
@@ -654,6 +690,10 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   bool training_ = true;
   int micro_index_ = 0;
   Event ready_, done_, updated_, offloaded_;
+  ChunkTimeline timeline_;   // benchmark mode: the next step, per chunk
+  bool timeline_next_ = false;
+  std::string timeline_text_;
+  std::vector<int> compute_span_;  // open forward/backward span of each chunk
   Buffer device_scalars_, host_scalars_;
   Buffer host_losses_;
   float last_loss_scale_ = 0.0f;

@@ -103,6 +103,12 @@ class Plugin {
   // moments), wherever they live (device or host).
   virtual size_t optimizer_state_bytes() const = 0;
 
+  // Benchmark mode: record what the next train_step runs when and on which
+  // stream (per chunk for gemini), and give it back as text afterwards; ""
+  // from plugins that keep no timeline.
+  virtual void record_timeline() {}
+  virtual std::string timeline() const { return ""; }
+
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all
   // data-parallel ranks (the loss is a mean over them). loss_scale is the

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -383,6 +384,7 @@ int benchmark(RunEnvironment& env) {
   bar.start("benchmark", spec.benchmark.steps);
   const auto t0 = Clock::now();
   for (int i = 0; i < spec.benchmark.steps; ++i) {
+    if (i + 1 == spec.benchmark.steps) plugin->record_timeline();  // the last measured step
     const auto s0 = Clock::now();
     const parallel::StepResult r = plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
     times.push_back(seconds_since(s0));  // train_step ends with the step's one host synchronisation
@@ -398,6 +400,14 @@ int benchmark(RunEnvironment& env) {
   };
   const double ips = static_cast<double>(global_batch) * spec.benchmark.steps / wall;
   const size_t peak = env.peak_memory();
+  // A plugin's timeline of its last step (gemini: per chunk), one file a rank.
+  const std::string timeline = plugin->timeline();
+  if (!timeline.empty()) {
+    const std::string path = str_cat(env.results_dir(), "/timeline_rank_", env.world().rank, ".txt");
+    std::ofstream out(path);
+    out << timeline;
+    VIT_CHECK(static_cast<bool>(out), "cannot write the timeline ", path);
+  }
   // Each measured step's time on its own line (written after the measured
   // loop, so the file writes stay out of the wall time), then the summary.
   for (size_t i = 0; i < times.size(); ++i) {

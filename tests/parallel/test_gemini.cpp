@@ -79,11 +79,14 @@ struct Setup {
   bool overlap = true;
   int steps = kSteps;
   float init_shift = 0.0f;  // added to every initial weight ("pretrained" weights unlike a fresh init)
+  float loss_scale = 1.0f;
+  bool poison_head = false;  // head weights of 3e38: logits, loss and gradients overflow on every step
 };
 
 struct Outcome {
   std::vector<double> losses, norms;
-  std::vector<float> first_grads, params;
+  std::vector<bool> skipped;
+  std::vector<float> init, first_grads, params;
   size_t state_bytes = 0;
 };
 
@@ -129,10 +132,16 @@ Outcome train(const Setup& s) {
   std::vector<float> init(static_cast<size_t>(layout.total()));
   model::init_params(layout, 0.02f, 42, init.data());
   for (float& w : init) w += s.init_shift;
+  if (s.poison_head) {
+    const model::ParamInfo& h = layout[layout.head_w];
+    std::fill(init.begin() + h.offset, init.begin() + h.offset + h.numel, 3e38f);
+  }
   plugin->load_params(init);
 
   Outcome out;
+  out.init = init;
   out.state_bytes = plugin->optimizer_state_bytes();
+  int64_t adam_step = 1;  // counts applied steps, as the trainer does
   for (int step = 0; step < s.steps; ++step) {
     const int first = step * kGlobalBatch + mesh.dp_rank() * per_rank;
     std::vector<parallel::MicroBatch> micro(static_cast<size_t>(s.grad_accum));
@@ -141,9 +150,11 @@ Outcome train(const Setup& s) {
       micro[m].labels = labels.data() + first + m * per_micro;
       micro[m].count = per_micro;
     }
-    const parallel::StepResult r = plugin->train_step(micro, kGlobalBatch, 1e-3f, 1.0f, step + 1);
+    const parallel::StepResult r = plugin->train_step(micro, kGlobalBatch, 1e-3f, s.loss_scale, adam_step);
+    if (!r.skipped) ++adam_step;
     out.losses.push_back(r.loss);
     out.norms.push_back(r.grad_norm);
+    out.skipped.push_back(r.skipped);
     if (step == 0) out.first_grads = plugin->gather_grads();
   }
   out.params = plugin->gather_params();
@@ -368,4 +379,39 @@ BOOST_AUTO_TEST_CASE(each_rank_holds_its_part_and_a_step_a_few_chunks) {
                                     << ddp.resident << " peak " << ddp.peak << "; gemini resident " << gem.resident
                                     << " peak " << gem.peak << "; gemini offload 1 resident " << off.resident
                                     << " peak " << off.peak << " (host and device are one on the CPU)");
+}
+
+BOOST_AUTO_TEST_CASE(loss_scale_is_undone_and_an_overflow_skips_the_step_on_every_rank) {
+  // A loss scale of 1024 (a power of two: the scaled fp32 gradients are
+  // exact multiples) must give torch_ddp's results at the same scale, and
+  // the unscaled grad_norm and gradient: gemini's offload path divides by the
+  // scale on the host, the device path in the step finisher.
+  Setup ddp;
+  ddp.grad_clip = 0.05f;
+  ddp.loss_scale = 1024.0f;
+  const Outcome ref = train(ddp);
+  Setup unscaled = ddp;
+  unscaled.loss_scale = 1.0f;
+  BOOST_TEST(train(unscaled).norms[0] == ref.norms[0], boost::test_tools::tolerance(1e-6));
+  for (float offload : {0.0f, 0.5f, 1.0f}) {
+    const Setup g = gemini(kOneSegment, offload, ddp);
+    expect_same(train(g), ref, describe(g) + " loss scale 1024");
+  }
+  // Head weights of 3e38 overflow the logits, so the loss and every
+  // gradient are inf/NaN on every step (fp32 cannot overflow through the
+  // loss scale alone): every rank must skip every step (the non-finite flag
+  // is summed over the ranks, from the host's parts and the device's) and no
+  // weight may move, the offloaded ones included.
+  Setup over;
+  over.poison_head = true;
+  over.steps = 3;
+  for (float offload : {0.0f, 0.5f, 1.0f}) {
+    Setup g = gemini(kOneSegment, offload, over);
+    g.param_offload = offload;
+    const Outcome out = train(g);
+    BOOST_TEST_CONTEXT(describe(g) << " with overflowing logits") {
+      for (bool skipped : out.skipped) BOOST_TEST(skipped);
+      BOOST_TEST(out.params == out.init, boost::test_tools::per_element());
+    }
+  }
 }

@@ -13,7 +13,12 @@
 // gradient parts, the norm summed from host and device parts, the CPU AdamW,
 // the upload of the updated part), with parameter offload, with chunks of
 // one segment (more chunks than pool slots: gathers evict and prefetch), of
-// one or two segments, and one chunk for the whole model.
+// one or two segments, and one chunk for the whole model; with a loss scale
+// (undone on both optimizer paths) and with overflowing gradients (every
+// step skipped on every rank, nothing moves). Also: loaded weights are what
+// the first forward uses, each rank holds 1/dp of the state and a step's
+// peak memory is a few chunks plus that part, and a parameter offload above
+// the optimizer offload is refused.
 //
 // Tolerances (the low_level_zero reasoning, which applies unchanged): the
 // plugins add the same fp32 numbers in another order (a reduce-scatter per

@@ -8,8 +8,10 @@
 #   bash run_benchmark.sh --batch-sizes "8 32 64 256" --np 1 --steps 50
 #   bash run_benchmark.sh --plugins torch_ddp_fp16 --precision fp16
 #   bash run_benchmark.sh --plugins "torch_ddp_fp16 low_level_zero:1 low_level_zero:2"
+#   bash run_benchmark.sh --plugins "torch_ddp_fp16 gemini:0 gemini:1"
 #
-# Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S)
+# Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S,
+#          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --name) name=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +56,7 @@ if [ "$gpus" -gt 0 ]; then
   config=configs/benchmark.yaml
   device=cuda
   np=${np:-$gpus}
-  plugins=${plugins:-"torch_ddp torch_ddp_fp16 low_level_zero:2"}
+  plugins=${plugins:-"torch_ddp torch_ddp_fp16 low_level_zero:2 gemini:0 gemini:1"}
   extra=()
 else
   # No GPU: the small CPU model of the quickstart, synthetic images.
@@ -74,7 +76,10 @@ for entry in $plugins; do
   plugin=${entry%%:*}
   option=()
   tag=$plugin
-  if [ "$entry" != "$plugin" ]; then  # low_level_zero:S
+  if [ "$entry" != "$plugin" ] && [ "$plugin" = gemini ]; then  # gemini:F
+    option=(--set plugin.offload_optim_frac="${entry#*:}")
+    tag=${plugin}_offload${entry#*:}
+  elif [ "$entry" != "$plugin" ]; then  # low_level_zero:S
     option=(--set plugin.stage="${entry#*:}")
     tag=${plugin}_stage${entry#*:}
   fi

@@ -621,6 +621,12 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
   only_with("plugin.zero_stage", s.plugin.zero_stage > 0, "hybrid_parallel", "0");
   only_with("plugin.offload_optim_frac", s.plugin.offload_optim_frac > 0, "gemini", "0");
   only_with("plugin.offload_param_frac", s.plugin.offload_param_frac > 0, "gemini", "0");
+  if (plugin == "gemini" && s.plugin.offload_param_frac > s.plugin.offload_optim_frac) {
+    add("plugin.offload_param_frac",
+        str_cat(format_number(s.plugin.offload_param_frac), " is above plugin.offload_optim_frac ",
+                format_number(s.plugin.offload_optim_frac),
+                " (allowed: at most plugin.offload_optim_frac; offloaded parameters are updated on the host)"));
+  }
   if (s.plugin.num_microbatches > 1 && !(hybrid && s.plugin.pp_size > 1)) {
     add("plugin.num_microbatches",
         str_cat(s.plugin.num_microbatches,

@@ -27,8 +27,37 @@ BucketLayout::BucketLayout(const model::ParamLayout& layout, size_t bucket_bytes
     }
   }
   if (!cur.segments.empty()) buckets_.push_back(cur);
+  place(align);
+}
+
+BucketLayout::BucketLayout(const model::ParamLayout& layout, const std::vector<std::vector<model::Segment>>& groups,
+                           int dp, int dp_rank, int64_t align)
+    : layout_(layout), dp_(dp), dp_rank_(dp_rank) {
+  VIT_CHECK(dp >= 1 && dp_rank >= 0 && dp_rank < dp, "data-parallel rank ", dp_rank, " of ", dp);
+  VIT_CHECK(align >= 1, "bucket alignment must be positive");
+  std::vector<model::Segment> backward = layout.segments();
+  std::reverse(backward.begin(), backward.end());
+  size_t next = 0;  // the groups must list every segment once, in backward order
+  for (const auto& group : groups) {
+    VIT_CHECK(!group.empty(), "a bucket needs at least one segment");
+    Bucket b;
+    b.end = layout.range(group.front()).second;
+    for (const model::Segment& s : group) {
+      VIT_CHECK(next < backward.size() && s == backward[next], "bucket groups must list the segments in backward "
+                "order, each once; found ", s.name(), " at position ", next);
+      ++next;
+      b.begin = layout.range(s).first;
+      b.segments.push_back(s);
+    }
+    buckets_.push_back(b);
+  }
+  VIT_CHECK(next == backward.size() && next > 0, "bucket groups cover ", next, " of ", backward.size(), " segments");
+  place(align);
+}
+
+void BucketLayout::place(int64_t align) {
   // Padded places in buffer order (the last bucket formed holds the embeddings).
-  const int64_t unit = static_cast<int64_t>(dp) * align;
+  const int64_t unit = static_cast<int64_t>(dp_) * align;
   int64_t at = 0;
   for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
     it->padded_begin = at;
@@ -39,7 +68,7 @@ BucketLayout::BucketLayout(const model::ParamLayout& layout, size_t bucket_bytes
   int64_t shard_at = 0;
   for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
     it->shard_offset = shard_at;
-    shard_at += it->padded_size / dp;
+    shard_at += it->padded_size / dp_;
   }
 }
 

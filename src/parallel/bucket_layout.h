@@ -41,6 +41,10 @@ class BucketLayout {
  public:
   // align: elements per alignment unit of a part (64: 256 bytes of fp32).
   BucketLayout(const model::ParamLayout& layout, size_t bucket_bytes, int dp, int dp_rank, int64_t align = 64);
+  // Buckets given as groups of whole segments (gemini's chunks): `groups` in
+  // backward order, each group's segments adjacent and in backward order.
+  BucketLayout(const model::ParamLayout& layout, const std::vector<std::vector<model::Segment>>& groups, int dp,
+               int dp_rank, int64_t align = 64);
 
   const model::ParamLayout& layout() const { return layout_; }
   int dp() const { return dp_; }
@@ -67,6 +71,7 @@ class BucketLayout {
   void unpad(const float* padded, float* flat) const;
 
  private:
+  void place(int64_t align);  // padded places and shard offsets of buckets_
   const model::ParamLayout& layout_;
   int dp_, dp_rank_;
   std::vector<Bucket> buckets_;

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "parallel/data_parallel.h"
+#include "parallel/gemini.h"
 
 namespace vit::parallel {
 
@@ -11,7 +12,7 @@ const std::vector<PluginEntry>& plugin_registry() {
       {"torch_ddp_fp16", "data parallel, bf16/fp16 compute with fp32 master weights", make_data_parallel},
       {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
        make_data_parallel},
-      {"gemini", "ZeRO-3 over parameter chunks with CPU offload", nullptr},
+      {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini},
       {"hybrid_parallel", "tensor x pipeline x data parallel", nullptr},
   };
   return registry;

@@ -33,6 +33,7 @@ struct ZeroOptions {          // low_level_zero
 };
 struct GeminiOptions {        // gemini
   int chunk_size_mb = 32;
+  size_t chunk_bytes = 0;     // when nonzero, the chunk size in bytes instead (tests with tiny models)
   float offload_optim_frac = 0.0f, offload_param_frac = 0.0f;
 };
 struct HybridOptions {        // hybrid_parallel
@@ -101,6 +102,12 @@ class Plugin {
   // Bytes this rank holds of optimizer state (fp32 master weights and AdamW
   // moments), wherever they live (device or host).
   virtual size_t optimizer_state_bytes() const = 0;
+
+  // Benchmark mode: record what the next train_step runs when and on which
+  // stream (per chunk for gemini), and give it back as text afterwards; ""
+  // from plugins that keep no timeline.
+  virtual void record_timeline() {}
+  virtual std::string timeline() const { return ""; }
 
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -331,12 +332,16 @@ class Trainer {
     parallel::EvalResult local;
     data::Batch batch;
     const int64_t chunk = spec_.train.batch_size;
+    // Every rank makes the same number of eval_batch calls (some with no
+    // images where its share of a last batch is short): a plugin whose
+    // forward gathers parameters (gemini) runs collectives in each.
+    const int64_t per_rank = spec_.eval.batch_size;
     while (loader.next(batch)) {
-      for (int64_t first = 0; first < batch.count; first += chunk) {
+      for (int64_t first = 0; first < per_rank; first += chunk) {
         parallel::MicroBatch mb;
-        mb.images = batch.images.as<uint8_t>() + first * static_cast<int64_t>(image_bytes_);
-        mb.labels = batch.labels.data() + first;
-        mb.count = static_cast<int>(std::min(chunk, batch.count - first));
+        mb.images = batch.images.as<uint8_t>() + std::min(first, batch.count) * static_cast<int64_t>(image_bytes_);
+        mb.labels = batch.labels.data() + std::min(first, batch.count);
+        mb.count = static_cast<int>(std::max<int64_t>(0, std::min(chunk, batch.count - first)));
         const parallel::EvalResult r = plugin_->eval_batch(mb);
         local.loss_sum += r.loss_sum;
         local.correct += r.correct;
@@ -461,6 +466,7 @@ int benchmark(RunEnvironment& env) {
   bar.start("benchmark", spec.benchmark.steps);
   const auto t0 = Clock::now();
   for (int i = 0; i < spec.benchmark.steps; ++i) {
+    if (i + 1 == spec.benchmark.steps) plugin->record_timeline();  // the last measured step
     const auto s0 = Clock::now();
     const parallel::StepResult r = plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
     times.push_back(seconds_since(s0));  // train_step ends with the step's one host synchronisation
@@ -476,6 +482,14 @@ int benchmark(RunEnvironment& env) {
   };
   const double ips = static_cast<double>(global_batch) * spec.benchmark.steps / wall;
   const size_t peak = env.peak_memory();
+  // A plugin's timeline of its last step (gemini: per chunk), one file a rank.
+  const std::string timeline = plugin->timeline();
+  if (!timeline.empty()) {
+    const std::string path = str_cat(env.results_dir(), "/timeline_rank_", env.world().rank, ".txt");
+    std::ofstream out(path);
+    out << timeline;
+    VIT_CHECK(static_cast<bool>(out), "cannot write the timeline ", path);
+  }
   // Each measured step's time on its own line (written after the measured
   // loop, so the file writes stay out of the wall time), then the summary.
   for (size_t i = 0; i < times.size(); ++i) {

@@ -342,6 +342,9 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
   BOOST_TEST(text_error("plugin:\n  offload_optim_frac: 0.5\n") ==
              "x.yaml:2: plugin.offload_optim_frac: 0.5 needs plugin.name gemini, not torch_ddp (allowed: 0 with "
              "torch_ddp)");
+  BOOST_TEST(text_error("plugin:\n  name: gemini\n  offload_optim_frac: 0.5\n  offload_param_frac: 1\n") ==
+             "x.yaml:4: plugin.offload_param_frac: 1.0 is above plugin.offload_optim_frac 0.5 (allowed: at most "
+             "plugin.offload_optim_frac; offloaded parameters are updated on the host)");
   BOOST_TEST(text_error("plugin:\n  name: hybrid_parallel\n  num_microbatches: 2\n") ==
              "x.yaml:3: plugin.num_microbatches: 2 micro-batches need pipeline stages (allowed: 1 unless "
              "plugin.name is hybrid_parallel with plugin.pp_size > 1)");

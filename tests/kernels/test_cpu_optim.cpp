@@ -3,6 +3,7 @@
 // and nonfinite reductions, clipping coefficients, casts and fill.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "cpu_kernel_test_util.h"
 #include "kernels/adamw.h"
 #include "kernels/cast.h"
+#include "kernels/cpu_threads.h"
 #include "kernels/reduce.h"
 
 using namespace vit_test;
@@ -110,6 +112,73 @@ BOOST_AUTO_TEST_CASE(adamw_skip_grad_scale_and_low_precision_copy) {
   for (int64_t i = 0; i < n; ++i) {
     BOOST_TEST(low16[i] == vit::float_to_f16(p3[i]).bits);
     BOOST_TEST(low32[i] == p4[i]);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(adamw_low_precision_copy_is_bit_exact_for_every_kind_of_value) {
+  // The vectorised 16-bit stores (branch-free rounding) must give the bits of
+  // core/dtype.h's conversions for every float: with lr 0, grad 0 the update
+  // leaves each parameter as it is (p * 1 - 0), so param_lowp is just the
+  // conversion of arbitrary bit patterns: every 61st of all 2^32 (all
+  // exponents, mantissas, signs; NaN, inf, subnormal inputs) plus, for every
+  // top 16 bits, the low halves that sit on and around both formats'
+  // rounding boundaries (bf16: 0x8000, fp16 normals: 0x1000 of the low 13).
+  std::vector<uint32_t> patterns;
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 61) patterns.push_back(static_cast<uint32_t>(u));
+  for (uint32_t hi = 0; hi < 0x10000u; ++hi) {
+    for (uint32_t lo : {0x0000u, 0x0fffu, 0x1000u, 0x1001u, 0x3000u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu}) {
+      patterns.push_back(hi << 16 | lo);
+    }
+  }
+  vit::kernels::AdamWHyper hp;
+  hp.lr = 0.0f;
+  const int64_t block = 1 << 20;  // in pieces: a multi-threaded call each
+  size_t bf16_bad = 0, f16_bad = 0, first_bad = 0;
+  for (size_t at = 0; at < patterns.size(); at += block) {
+    const int64_t n = std::min<int64_t>(block, static_cast<int64_t>(patterns.size() - at));
+    Arr p({n}), m({n}), v({n}), g({n});
+    std::memcpy(p.v.data(), patterns.data() + at, static_cast<size_t>(n) * 4);
+    std::vector<uint16_t> b16(static_cast<size_t>(n)), h16(static_cast<size_t>(n));
+    Arr p2 = clone(p);
+    cpu::adamw_update(cpu_ctx(), p.t, m.t, v.t, g, Tensor(b16.data(), DType::BF16, Device::CPU, {n}), hp, Tensor(),
+                      Tensor());
+    cpu::adamw_update(cpu_ctx(), p2.t, m.t, v.t, g, Tensor(h16.data(), DType::F16, Device::CPU, {n}), hp, Tensor(),
+                      Tensor());
+    for (int64_t i = 0; i < n; ++i) {
+      // Compare with the conversion of what the update left in p (a
+      // signalling NaN may have been quietened by p * 1).
+      const bool bad_b = b16[static_cast<size_t>(i)] != vit::float_to_bf16(p[i]).bits;
+      const bool bad_h = h16[static_cast<size_t>(i)] != vit::float_to_f16(p2[i]).bits;
+      if ((bad_b || bad_h) && bf16_bad + f16_bad == 0) first_bad = at + static_cast<size_t>(i);
+      bf16_bad += bad_b;
+      f16_bad += bad_h;
+    }
+  }
+  BOOST_TEST(bf16_bad == 0u, bf16_bad << " bf16 mismatches, first at pattern 0x" << std::hex << patterns[first_bad]);
+  BOOST_TEST(f16_bad == 0u, f16_bad << " fp16 mismatches, first at pattern 0x" << std::hex << patterns[first_bad]);
+}
+
+BOOST_AUTO_TEST_CASE(adamw_threads_cover_every_element_once) {
+  // Ranges per thread with ragged ends: the threaded update equals the
+  // single-threaded one element for element, for lengths around the
+  // alignment and the parallel threshold.
+  Rng rng(34);
+  for (int64_t n : {int64_t{1}, int64_t{63}, int64_t{65}, int64_t{16385}, int64_t{100003}}) {
+    Arr p = randn({n}, rng), m = randn({n}, rng, 0.1), v({n}, 0.01f), g = randn({n}, rng);
+    Arr p1 = clone(p), m1 = clone(m), v1 = clone(v);
+    std::vector<uint16_t> low(static_cast<size_t>(n), 0xdead), low1(static_cast<size_t>(n), 0xbeef);
+    vit::kernels::AdamWHyper hp;
+    hp.weight_decay = 0.05f;
+    vit::kernels::set_cpu_threads(4);
+    cpu::adamw_update(cpu_ctx(), p.t, m.t, v.t, g, Tensor(low.data(), DType::F16, Device::CPU, {n}), hp, Tensor(),
+                      Tensor());
+    vit::kernels::set_cpu_threads(1);
+    cpu::adamw_update(cpu_ctx(), p1.t, m1.t, v1.t, g, Tensor(low1.data(), DType::F16, Device::CPU, {n}), hp, Tensor(),
+                      Tensor());
+    BOOST_TEST(p.v == p1.v, boost::test_tools::per_element());
+    BOOST_TEST(m.v == m1.v, boost::test_tools::per_element());
+    BOOST_TEST(v.v == v1.v, boost::test_tools::per_element());
+    BOOST_TEST(low == low1, boost::test_tools::per_element());
   }
 }
 

@@ -1,0 +1,709 @@
+#include "parallel/gemini.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "comm/communicator.h"
+#include "comm/process_mesh.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/stream.h"
+#include "kernels/adamw.h"
+#include "kernels/cast.h"
+#include "kernels/reduce.h"
+#include "kernels/residual.h"
+#include "model/vit.h"
+#include "parallel/batch_stager.h"
+#include "parallel/bucket_layout.h"
+#include "parallel/chunk_pool.h"
+#include "parallel/chunk_timeline.h"
+#include "parallel/step_finisher.h"
+
+namespace vit::parallel {
+
+namespace k = vit::kernels;
+
+std::vector<std::vector<model::Segment>> gemini_chunk_groups(const model::ParamLayout& layout, int64_t max_elems) {
+  VIT_CHECK(max_elems >= 1, "gemini: the chunk size must be positive");
+  std::vector<model::Segment> backward = layout.segments();
+  std::reverse(backward.begin(), backward.end());
+  std::vector<std::vector<model::Segment>> groups;
+  int64_t in_chunk = 0;
+  for (const model::Segment& s : backward) {
+    const auto [b, e] = layout.range(s);
+    if (!groups.empty() && in_chunk > 0 && in_chunk + (e - b) <= max_elems) {
+      groups.back().push_back(s);
+      in_chunk += e - b;
+    } else {
+      groups.push_back({s});
+      in_chunk = e - b;
+    }
+  }
+  return groups;
+}
+
+int gemini_offload_count(const std::vector<int64_t>& chunk_elems, float frac) {
+  VIT_CHECK(frac >= 0.0f && frac <= 1.0f, "gemini: an offload fraction must lie in [0, 1], got ", frac);
+  const int n = static_cast<int>(chunk_elems.size());
+  if (frac <= 0.0f || n == 0) return 0;
+  if (frac >= 1.0f) return n;
+  int64_t total = 0;
+  for (int64_t e : chunk_elems) total += e;
+  const double want = static_cast<double>(frac) * static_cast<double>(total);
+  int best = 1;
+  double best_err = std::abs(static_cast<double>(chunk_elems[0]) - want);
+  int64_t cum = chunk_elems[0];
+  for (int i = 2; i <= n; ++i) {
+    cum += chunk_elems[static_cast<size_t>(i - 1)];
+    const double err = std::abs(static_cast<double>(cum) - want);
+    if (err < best_err) {
+      best = i;
+      best_err = err;
+    }
+  }
+  return best;
+}
+
+namespace {
+
+constexpr int kParamSlots = 3;  // gathered chunks: the one in use, the prefetched one, one kept for reuse
+constexpr int kGradSlots = 2;   // fp32 chunk gradients: one written by backward, one being reduced
+
+std::string fraction_text(double f) {
+  char buf[32];
+  if (std::abs(f * 10.0 - std::round(f * 10.0)) < 1e-6) {
+    std::snprintf(buf, sizeof(buf), "%.1f", f);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.3g", f);
+  }
+  return buf;
+}
+
+// What this rank keeps of one chunk: its part of everything, on the device or
+// in pinned host memory.
+struct ChunkState {
+  int64_t part = 0;                  // elements of this rank's part
+  bool optim_on_host = false;        // master, m, v, gradient in pinned host memory (CPU AdamW)
+  bool param_on_host = false;        // the compute-dtype part too
+  Buffer lowp;                       // compute dtype; empty when fp32 and aliased to master
+  Buffer master, m, v, grad;         // fp32
+  Buffer incoming;                   // pinned: a later micro-batch's gradient part, added on the host
+  Buffer staging;                    // pinned compute dtype: CPU AdamW's output for a device lowp part
+  Event landed;                      // the last download of this chunk's gradient part
+  bool incoming_pending = false;
+
+  const Buffer& lowp_or_master() const { return lowp.empty() ? master : lowp; }
+};
+
+class GeminiPlugin final : public Plugin, private model::ParamSource {
+ public:
+  GeminiPlugin(const PluginOptions& opts, const model::ViTConfig& cfg, const model::ComputeConfig& compute,
+               int max_micro_batch, const PluginEnv& env)
+      : opts_(opts),
+        ctx_(env.ctx),
+        dp_(env.mesh->dp_comm()),
+        model_(cfg, compute, env.ctx, max_micro_batch),
+        chunks_(model_.layout(), gemini_chunk_groups(model_.layout(), chunk_elems(opts, model_.compute().dtype)),
+                dp_.size(), dp_.rank()),
+        comm_stream_(env.ctx.device),
+        offload_stream_(env.ctx.device),
+        pool_(chunks_, dp_, env.ctx, model_.compute().dtype,
+              std::min<int>(kParamSlots, static_cast<int>(chunks_.buckets().size())), comm_stream_.handle()),
+        stager_(cfg, env.ctx, max_micro_batch),
+        finisher_(env.ctx, opts.optimizer(), &dp_),
+        ready_(env.ctx.device),
+        done_(env.ctx.device),
+        updated_(env.ctx.device),
+        offloaded_(env.ctx.device),
+        timeline_(env.ctx.device),
+        device_scalars_(4 * sizeof(float), env.ctx.device),
+        host_scalars_(8 * sizeof(float), Device::CPU, HostMemory::Pinned) {
+    VIT_CHECK(env.mesh->tp_size() == 1 && env.mesh->pp_size() == 1,
+              "gemini is data parallel only; tensor/pipeline layouts need hybrid_parallel");
+    const GeminiOptions& g = opts.gemini;
+    if (g.offload_param_frac > g.offload_optim_frac) {
+      throw UserError(str_cat("plugin.offload_param_frac: ", g.offload_param_frac, " is above plugin.offload_optim_frac ",
+                              g.offload_optim_frac, " (allowed: at most offload_optim_frac; a chunk whose "
+                              "parameters live on the host is updated there by the CPU AdamW)"));
+    }
+    comm_ctx_ = ctx_;
+    comm_ctx_.stream = comm_stream_.handle();
+    const size_t n = chunks_.buckets().size();
+    std::vector<int64_t> sizes;
+    for (size_t c = 0; c < n; ++c) sizes.push_back(chunks_.buckets()[c].end - chunks_.buckets()[c].begin);
+    optim_host_chunks_ = gemini_offload_count(sizes, g.offload_optim_frac);
+    param_host_chunks_ = gemini_offload_count(sizes, g.offload_param_frac);
+    const DType cd = model_.compute().dtype;
+    const Device dev = ctx_.device;
+    for (size_t c = 0; c < n; ++c) {
+      ChunkState st;
+      st.part = chunks_.part_size(static_cast<int>(c));
+      st.optim_on_host = static_cast<int>(c) < optim_host_chunks_;
+      st.param_on_host = static_cast<int>(c) < param_host_chunks_;
+      const size_t f32_bytes = static_cast<size_t>(st.part) * 4;
+      auto alloc = [&](size_t bytes, bool host) {
+        return host ? Buffer(bytes, Device::CPU, HostMemory::Pinned) : Buffer(bytes, dev);
+      };
+      st.master = alloc(f32_bytes, st.optim_on_host);
+      st.m = alloc(f32_bytes, st.optim_on_host);
+      st.v = alloc(f32_bytes, st.optim_on_host);
+      st.grad = alloc(f32_bytes, st.optim_on_host);
+      st.master.zero();
+      st.m.zero();
+      st.v.zero();
+      st.grad.zero();
+      // fp32 compute reads the master weights themselves where both live together.
+      if (!(cd == DType::F32 && st.param_on_host == st.optim_on_host)) {
+        st.lowp = alloc(static_cast<size_t>(st.part) * dtype_size(cd), st.param_on_host);
+        st.lowp.zero();
+      }
+      if (st.optim_on_host && !st.param_on_host && cd != DType::F32) {
+        st.staging = Buffer(static_cast<size_t>(st.part) * dtype_size(cd), Device::CPU, HostMemory::Pinned);
+      }
+      st.landed = Event(dev);
+      const Buffer& part = st.lowp_or_master();
+      pool_.set_part(static_cast<int>(c), part.data(), part.device());
+      state_.push_back(std::move(st));
+    }
+    for (int i = 0; i < std::min<int>(kGradSlots, static_cast<int>(n)); ++i) {
+      GradSlot s;
+      int64_t largest = 0;
+      for (const Bucket& b : chunks_.buckets()) largest = std::max(largest, b.padded_size);
+      s.buf = Buffer(static_cast<size_t>(largest) * 4, dev);
+      s.free = Event(dev);
+      grad_slots_.push_back(std::move(s));
+    }
+    grad_slot_of_chunk_.assign(n, -1);
+    const auto& ps = model_.layout().params();
+    for (const auto& p : ps) {
+      const int64_t at = chunks_.padded_offset(p.offset);
+      int c = -1;
+      for (size_t b = 0; b < n; ++b) {
+        if (p.offset >= chunks_.buckets()[b].begin && p.offset < chunks_.buckets()[b].end) c = static_cast<int>(b);
+      }
+      VIT_CHECK(c >= 0, "gemini: parameter ", p.name, " is in no chunk");
+      chunk_of_param_.push_back(c);
+      offset_in_chunk_.push_back(at - chunks_.buckets()[static_cast<size_t>(c)].padded_begin);
+    }
+    prefetch_ = opts.overlap_comm && pool_.slots() >= 2;
+    compute_span_.assign(n, -1);
+    pool_.set_timeline(&timeline_);
+    model_.set_param_source(this);
+  }
+
+  std::string name() const override { return "gemini"; }
+
+  std::vector<std::string> notes() const override {
+    std::vector<std::string> out;
+    if (!model_.attention_note().empty()) out.push_back(str_cat("attention: ", model_.attention_note()));
+    const DType cd = model_.compute().dtype;
+    int64_t largest = 0, optim_host = 0, param_host = 0, total = 0;
+    for (size_t c = 0; c < chunks_.buckets().size(); ++c) {
+      const Bucket& b = chunks_.buckets()[c];
+      largest = std::max(largest, b.end - b.begin);
+      total += b.end - b.begin;
+      if (state_[c].optim_on_host) optim_host += b.end - b.begin;
+      if (state_[c].param_on_host) param_host += b.end - b.begin;
+    }
+    out.push_back(str_cat("gemini: ", chunks_.buckets().size(), " chunks of whole blocks, the largest ",
+                          fmt_mib(static_cast<double>(largest) * dtype_size(cd)), " MiB of ", dtype_name(cd),
+                          "; each rank keeps 1/", dp_.size(), " of every chunk; ", pool_.slots(),
+                          " gathered-chunk slots (", fmt_mib(static_cast<double>(pool_.slots() * pool_.slot_bytes())),
+                          " MiB), prefetch ", prefetch_ ? "on" : "off"));
+    out.push_back(str_cat("gemini: optimizer states of ", optim_host_chunks_, " chunk(s) (",
+                          fraction_text(static_cast<double>(optim_host) / static_cast<double>(total)),
+                          " of the parameters) in pinned host memory, updated by the CPU AdamW; parameters of ",
+                          param_host_chunks_, " chunk(s) (",
+                          fraction_text(static_cast<double>(param_host) / static_cast<double>(total)),
+                          ") kept on the host between uses"));
+    return out;
+  }
+
+  std::string variant() const override {
+    std::string v = str_cat("offload ", fraction_text(opts_.gemini.offload_optim_frac));
+    if (opts_.gemini.offload_param_frac > 0.0f) {
+      v += str_cat(", param offload ", fraction_text(opts_.gemini.offload_param_frac));
+    }
+    return v;
+  }
+  int data_parallel_size() const override { return dp_.size(); }
+  int data_parallel_rank() const override { return dp_.rank(); }
+  void record_timeline() override { timeline_next_ = true; }
+  std::string timeline() const override { return timeline_text_; }
+
+  size_t optimizer_state_bytes() const override {
+    size_t bytes = 0;
+    for (const ChunkState& st : state_) bytes += st.master.bytes() + st.m.bytes() + st.v.bytes();
+    return bytes;
+  }
+
+  void load_params(const std::vector<float>& full) override {
+    const int64_t N = model_.layout().total();
+    VIT_CHECK(static_cast<int64_t>(full.size()) == N, "load_params: ", full.size(), " values for a model of ", N);
+    settle();
+    std::vector<float> padded(static_cast<size_t>(chunks_.padded_total()));
+    chunks_.pad(full.data(), padded.data());
+    const Context host_ctx;
+    const DType cd = model_.compute().dtype;
+    for (size_t c = 0; c < state_.size(); ++c) {
+      ChunkState& st = state_[c];
+      const float* mine = padded.data() + chunks_.part_begin(static_cast<int>(c));
+      const size_t bytes = static_cast<size_t>(st.part) * 4;
+      copy_bytes(st.master.data(), st.master.device(), mine, Device::CPU, bytes);
+      st.m.zero();
+      st.v.zero();
+      if (st.lowp.empty()) continue;
+      if (st.lowp.device() == Device::CPU) {
+        k::cpu::cast(host_ctx, Tensor(st.lowp.data(), cd, Device::CPU, {st.part}),
+                     Tensor(const_cast<float*>(mine), DType::F32, Device::CPU, {st.part}));
+      } else {
+        Buffer staged(bytes, ctx_.device);
+        copy_bytes(staged.data(), ctx_.device, mine, Device::CPU, bytes);
+        k::cast(ctx_, Tensor(st.lowp.data(), cd, ctx_.device, {st.part}), tensor_of(staged, DType::F32, {st.part}));
+        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this iteration
+      }
+    }
+    parameters_changed();
+    synchronize_stream(ctx_.stream);
+  }
+
+  std::vector<float> gather_params() override {
+    settle();
+    std::vector<const Buffer*> parts;
+    for (const ChunkState& st : state_) parts.push_back(&st.master);
+    return gather_parts(parts, 1.0);
+  }
+
+  std::vector<float> gather_grads() override {
+    VIT_CHECK(last_loss_scale_ > 0.0f, "gather_grads: no train_step has run yet");
+    settle();
+    std::vector<const Buffer*> parts;
+    for (const ChunkState& st : state_) parts.push_back(&st.grad);
+    // The shards hold the loss-scaled sums (AdamW undoes the scale through its
+    // grad_scale and never rescales them); divide in double, round once.
+    return gather_parts(parts, 1.0 / static_cast<double>(last_loss_scale_));
+  }
+
+  StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
+                        int64_t adam_step) override {
+    VIT_CHECK(!micro.empty() && global_count > 0, "train_step needs micro-batches and a positive global count");
+    VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
+              loss_scale);
+    training_ = true;
+    if (timeline_next_) timeline_.begin_step(ctx_.stream);
+    // The loss gradient is scaled by 1/global batch (a mean over every rank's
+    // images) and by the fp16 loss scale: the reductions sum.
+    const float grad_scale = loss_scale / static_cast<float>(global_count);
+    size_t loss_slots = 0;
+    for (const MicroBatch& mb : micro) loss_slots += static_cast<size_t>(mb.count);
+    if (host_losses_.bytes() < loss_slots * 4) host_losses_ = Buffer(loss_slots * 4, Device::CPU, HostMemory::Pinned);
+    size_t filled = 0;
+    for (size_t i = 0; i < micro.size(); ++i) {
+      const MicroBatch& mb = micro[i];
+      micro_index_ = static_cast<int>(i);
+      if (mb.count == 0) {
+        walk_hooks(true);  // no images: still joins every gather and reduce-scatter
+        continue;
+      }
+      Tensor images, labels;
+      stager_.stage(mb, &images, &labels);
+      model_.forward_backward(images, labels, mb.count, grad_scale);
+      copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
+                       static_cast<size_t>(mb.count) * 4, ctx_.stream);
+      filled += static_cast<size_t>(mb.count);
+    }
+    // Every device gradient part is reduced before the norm reads it.
+    done_.record(comm_stream_.handle());
+    stream_wait_event(ctx_.stream, done_);
+    // Gathered copies are stale once the update runs (and none may be in flight).
+    pool_.invalidate();
+    float grad_norm = 0.0f;
+    bool skipped = false;
+    if (optim_host_chunks_ == 0) {
+      const int span = timeline_.begin("compute", "norm+adamw", -1, ctx_.stream);
+      finisher_.finish(device_views(), lr, loss_scale, adam_step);
+      timeline_.end(span, ctx_.stream);
+      finisher_.read_back();
+    } else {
+      finish_with_offload(lr, loss_scale, adam_step, &grad_norm, &skipped);
+    }
+    parameters_changed();
+    // One host synchronisation per step, after all its work is queued.
+    synchronize_stream(ctx_.stream);
+    if (optim_host_chunks_ == 0) {
+      grad_norm = finisher_.grad_norm();
+      skipped = finisher_.skipped();
+    }
+    if (timeline_.on()) {
+      settle();
+      timeline_text_ = str_cat("# gemini, rank ", dp_.rank(), " of ", dp_.size(), ", ", chunks_.buckets().size(),
+                               " chunks (0 holds the head), ", micro.size(), " micro-batch(es), offload ",
+                               fraction_text(opts_.gemini.offload_optim_frac), "\n", timeline_.report());
+      timeline_.stop();
+      timeline_next_ = false;
+    }
+    last_loss_scale_ = loss_scale;
+    double local_loss = 0.0;
+    for (size_t i = 0; i < filled; ++i) local_loss += host_losses_.as<float>()[i];
+    float loss_sum = static_cast<float>(local_loss);
+    dp_.all_reduce(&loss_sum, 1, DType::F32, comm::ReduceOp::Sum, Device::CPU);
+    StepResult r;
+    r.loss = loss_sum / static_cast<double>(global_count);
+    r.grad_norm = grad_norm;
+    r.skipped = skipped;
+    return r;
+  }
+
+  EvalResult eval_batch(const MicroBatch& mb) override {
+    training_ = false;
+    EvalResult r;
+    if (mb.count == 0) {
+      walk_hooks(false);  // the gathers are collectives: join them
+      return r;
+    }
+    Tensor images, labels;
+    stager_.stage(mb, &images, &labels);
+    model_.forward(images, labels, mb.count);
+    std::vector<float> losses(static_cast<size_t>(mb.count));
+    std::vector<int32_t> pred(static_cast<size_t>(mb.count));
+    synchronize_stream(ctx_.stream);
+    copy_bytes(losses.data(), Device::CPU, model_.losses(mb.count).data, ctx_.device, losses.size() * 4);
+    copy_bytes(pred.data(), Device::CPU, model_.predicted(mb.count).data, ctx_.device, pred.size() * 4);
+    for (float l : losses) r.loss_sum += l;
+    for (int i = 0; i < mb.count; ++i) r.correct += pred[static_cast<size_t>(i)] == mb.labels[i];
+    r.count = mb.count;
+    return r;
+  }
+
+  EvalResult all_reduce_eval(const EvalResult& local) override {
+    // Counts stay exact in fp32 up to 2^24 samples per evaluation.
+    float v[3] = {static_cast<float>(local.loss_sum), static_cast<float>(local.correct),
+                  static_cast<float>(local.count)};
+    dp_.all_reduce(v, 3, DType::F32, comm::ReduceOp::Sum, Device::CPU);
+    return EvalResult{v[0], static_cast<int64_t>(v[1] + 0.5f), static_cast<int64_t>(v[2] + 0.5f)};
+  }
+
+ private:
+  struct GradSlot {
+    Buffer buf;
+    Event free;
+    bool used = false;
+  };
+
+  static int64_t chunk_elems(const PluginOptions& opts, DType cd) {
+    const size_t bytes = opts.gemini.chunk_bytes > 0 ? opts.gemini.chunk_bytes
+                                                     : static_cast<size_t>(opts.gemini.chunk_size_mb) << 20;
+    VIT_CHECK(bytes > 0, "gemini: plugin.chunk_size_mb must be at least 1");
+    return std::max<int64_t>(1, static_cast<int64_t>(bytes / dtype_size(cd)));
+  }
+
+  static std::string fmt_mib(double bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.2f", bytes / 1048576.0);
+    return buf;
+  }
+
+  // --- model::ParamSource: chunks gathered before use, released after ---
+
+  Tensor param(int index) override {
+    const int c = chunk_of_param_[static_cast<size_t>(index)];
+    const DType cd = model_.compute().dtype;
+    char* base = static_cast<char*>(pool_.data(c)) +
+                 offset_in_chunk_[static_cast<size_t>(index)] * static_cast<int64_t>(dtype_size(cd));
+    return model::param_view(base, cd, ctx_.device, model_.layout()[index]);
+  }
+
+  Tensor grad(int index) override {
+    const int c = chunk_of_param_[static_cast<size_t>(index)];
+    const int s = grad_slot_of_chunk_[static_cast<size_t>(c)];
+    VIT_CHECK(s >= 0, "gemini: gradient of ", model_.layout()[index].name, " asked for outside its chunk's backward");
+    float* base = grad_slots_[static_cast<size_t>(s)].buf.as<float>() + offset_in_chunk_[static_cast<size_t>(index)];
+    return model::param_view(base, DType::F32, ctx_.device, model_.layout()[index]);
+  }
+
+  void before_forward(const model::Segment& s) override {
+    const int c = chunks_.bucket_of(s);
+    pool_.acquire(c);
+    // Forward goes from the embeddings' chunk (the last) to the head's (0);
+    // after the head's comes backward's second chunk.
+    if (prefetch_) pool_.prefetch(c > 0 ? c - 1 : (training_ ? 1 : -1));
+    compute_span_[static_cast<size_t>(c)] = timeline_.begin("compute", "forward", c, ctx_.stream);
+  }
+
+  void after_forward(const model::Segment& s) override {
+    const int c = chunks_.bucket_of(s);
+    timeline_.end(compute_span_[static_cast<size_t>(c)], ctx_.stream);
+    pool_.release(c);
+  }
+
+  void before_backward(const model::Segment& s) override {
+    const int c = chunks_.bucket_of(s);
+    pool_.acquire(c);
+    if (prefetch_) pool_.prefetch(c + 1);
+    if (grad_slot_of_chunk_[static_cast<size_t>(c)] < 0) take_grad_slot(c);
+    compute_span_[static_cast<size_t>(c)] = timeline_.begin("compute", "backward", c, ctx_.stream);
+  }
+
+  void after_backward(const model::Segment& s) override {
+    const int c = chunks_.bucket_of(s);
+    timeline_.end(compute_span_[static_cast<size_t>(c)], ctx_.stream);
+    pool_.release(c);
+    if (chunks_.is_last_of_bucket(s)) reduce_chunk(c);
+  }
+
+  // The hooks of a pass without compute (a rank without images): the same
+  // gathers and (zero) reduce-scatters as everyone else, in the same order.
+  void walk_hooks(bool backward) {
+    const std::vector<model::Segment> segs = model_.layout().segments();
+    for (const model::Segment& s : segs) {
+      before_forward(s);
+      after_forward(s);
+    }
+    if (!backward) return;
+    for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+      before_backward(*it);
+      after_backward(*it);
+    }
+  }
+
+  void take_grad_slot(int c) {
+    const int s = next_grad_slot_;
+    next_grad_slot_ = (next_grad_slot_ + 1) % static_cast<int>(grad_slots_.size());
+    GradSlot& slot = grad_slots_[static_cast<size_t>(s)];
+    if (slot.used) stream_wait_event(ctx_.stream, slot.free);  // its last reduction has read it
+    slot.used = true;
+    grad_slot_of_chunk_[static_cast<size_t>(c)] = s;
+    const int64_t n = chunks_.buckets()[static_cast<size_t>(c)].padded_size;
+    k::fill(ctx_, Tensor(slot.buf.data(), DType::F32, ctx_.device, {n}), 0.0f);
+  }
+
+  // Chunk c's backward is done: reduce-scatter its gradient slot and add this
+  // rank's part into the chunk's gradient shard (on the device, or through a
+  // download into pinned host memory for an offloaded chunk).
+  void reduce_chunk(int c) {
+    const int s = grad_slot_of_chunk_[static_cast<size_t>(c)];
+    VIT_CHECK(s >= 0, "gemini: chunk ", c, " reduced without a gradient slot");
+    GradSlot& slot = grad_slots_[static_cast<size_t>(s)];
+    ChunkState& st = state_[static_cast<size_t>(c)];
+    const int64_t part = st.part;
+    float* base = slot.buf.as<float>();
+    float* mine = base + static_cast<int64_t>(dp_.rank()) * part;
+    void* comm = comm_stream_.handle();
+    ready_.record(ctx_.stream);
+    stream_wait_event(comm, ready_);
+    const int span = timeline_.begin("comm", "reduce-scatter", c, comm);
+    if (dp_.size() > 1) {
+      dp_.reduce_scatter(base, mine, static_cast<size_t>(part), DType::F32, comm::ReduceOp::Sum, ctx_.device, comm);
+    }
+    const bool first = micro_index_ == 0;
+    if (!st.optim_on_host) {
+      if (first) {
+        copy_bytes_async(st.grad.data(), mine, static_cast<size_t>(part) * 4, comm);
+      } else {
+        k::accumulate(comm_ctx_, tensor_of(st.grad, DType::F32, {part}), Tensor(mine, DType::F32, ctx_.device, {part}));
+      }
+      timeline_.end(span, comm);
+      slot.free.record(comm);
+    } else {
+      // The previous micro-batch's part must be added before its buffer is reused.
+      timeline_.end(span, comm);
+      add_incoming(st);
+      ready_.record(comm);
+      offload_stream_.wait(ready_);
+      const int down = timeline_.begin("offload", "download grad", c, offload_stream_.handle());
+      if (!first && st.incoming.empty()) {
+        st.incoming = Buffer(static_cast<size_t>(part) * 4, Device::CPU, HostMemory::Pinned);
+      }
+      void* dst = first ? st.grad.data() : st.incoming.data();
+      copy_bytes_async(dst, mine, static_cast<size_t>(part) * 4, offload_stream_.handle());
+      timeline_.end(down, offload_stream_.handle());
+      st.landed.record(offload_stream_.handle());
+      slot.free.record(offload_stream_.handle());
+      st.incoming_pending = !first;
+    }
+    grad_slot_of_chunk_[static_cast<size_t>(c)] = -1;
+  }
+
+  void add_incoming(ChunkState& st) {
+    if (!st.incoming_pending) return;
+    st.landed.synchronize();
+    k::cpu::accumulate(Context{}, tensor_of(st.grad, DType::F32, {st.part}), tensor_of(st.incoming, DType::F32, {st.part}));
+    st.incoming_pending = false;
+  }
+
+  // The parameters changed (update, load): the gathers that follow must see
+  // the new parts.
+  void parameters_changed() {
+    pool_.invalidate();
+    updated_.record(ctx_.stream);
+    stream_wait_event(comm_stream_.handle(), updated_);
+  }
+
+  std::vector<ShardView> device_views() {
+    std::vector<ShardView> views;
+    const DType cd = model_.compute().dtype;
+    for (ChunkState& st : state_) {
+      if (st.optim_on_host) continue;
+      ShardView v;
+      v.master = tensor_of(st.master, DType::F32, {st.part});
+      v.m = tensor_of(st.m, DType::F32, {st.part});
+      v.v = tensor_of(st.v, DType::F32, {st.part});
+      v.grad = tensor_of(st.grad, DType::F32, {st.part});
+      if (!st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
+      views.push_back(v);
+    }
+    return views;
+  }
+
+  // The step with offloaded chunks: the norm's sum of squares and the
+  // non-finite flag from the device parts (device kernels) and the host parts
+  // (CPU kernels), summed over the ranks on the host; the clip factor on the
+  // host; then AdamW on the device for device chunks (queued) while the CPU
+  // updates the offloaded ones, each upload queued as soon as it is ready.
+  void finish_with_offload(float lr, float loss_scale, int64_t adam_step, float* grad_norm, bool* skipped) {
+    const Context host_ctx;
+    float* ds = device_scalars_.as<float>();  // sumsq, flag, factor, (unused)
+    float* hs = host_scalars_.as<float>();    // sumsq, flag, factor, norm, device sumsq, device flag
+    auto dev1 = [&](int i) { return Tensor(ds + i, DType::F32, ctx_.device, {1}); };
+    auto host1 = [&](int i) { return Tensor(hs + i, DType::F32, Device::CPU, {1}); };
+    k::fill(ctx_, tensor_of(device_scalars_, DType::F32, {4}), 0.0f);
+    for (const ChunkState& st : state_) {
+      if (st.optim_on_host || st.part == 0) continue;
+      k::sum_squares(ctx_, dev1(0), tensor_of(st.grad, DType::F32, {st.part}));
+      k::nonfinite_flag(ctx_, dev1(1), tensor_of(st.grad, DType::F32, {st.part}));
+    }
+    copy_bytes_async(hs + 4, ds, 2 * sizeof(float), ctx_.stream);
+    // Host parts: every download done, later micro-batches' parts added.
+    offload_stream_.synchronize();
+    hs[0] = hs[1] = 0.0f;
+    for (ChunkState& st : state_) {
+      if (!st.optim_on_host) continue;
+      add_incoming(st);
+      if (st.part == 0) continue;
+      k::cpu::sum_squares(host_ctx, host1(0), tensor_of(st.grad, DType::F32, {st.part}));
+      k::cpu::nonfinite_flag(host_ctx, host1(1), tensor_of(st.grad, DType::F32, {st.part}));
+    }
+    synchronize_stream(ctx_.stream);
+    hs[0] += hs[4];
+    hs[1] += hs[5];
+    // Shards: the sum of squares and the flag (nonzero exactly when some rank
+    // saw a non-finite value) over the group.
+    if (dp_.size() > 1) dp_.all_reduce(hs, 2, DType::F32, comm::ReduceOp::Sum, Device::CPU);
+    k::cpu::grad_scale_from_norm(host_ctx, host1(2), host1(3), host1(0), opts_.grad_clip, 1.0f / loss_scale);
+    *grad_norm = hs[3];
+    *skipped = hs[1] != 0.0f;
+    k::AdamWHyper hp;
+    hp.lr = lr;
+    hp.beta1 = opts_.beta1;
+    hp.beta2 = opts_.beta2;
+    hp.eps = opts_.eps;
+    hp.weight_decay = opts_.weight_decay;
+    hp.step = adam_step;
+    const DType cd = model_.compute().dtype;
+    // Device chunks: the factor and the flag go up, the updates are queued.
+    copy_bytes_async(ds + 1, hs + 1, 2 * sizeof(float), ctx_.stream);  // flag, factor
+    const int span = timeline_.begin("compute", "adamw (device chunks)", -1, ctx_.stream);
+    for (const ShardView& v : device_views()) {
+      if (v.master.numel() == 0) continue;
+      k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, dev1(2), dev1(1));
+    }
+    timeline_.end(span, ctx_.stream);
+    // Offloaded chunks: the CPU AdamW while the GPU works; uploads overlap
+    // the next chunk's update.
+    for (ChunkState& st : state_) {
+      if (!st.optim_on_host || st.part == 0) continue;
+      Tensor lowp;  // what the CPU AdamW writes besides the master weights
+      if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
+      if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
+      const int c = static_cast<int>(&st - state_.data());
+      const int cpu_span = timeline_.host_begin("cpu adamw", c);
+      k::cpu::adamw_update(host_ctx, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
+                           tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp, hp,
+                           host1(2), host1(1));
+      timeline_.host_end(cpu_span);
+      if (!st.param_on_host && !*skipped) {
+        const Buffer& src = st.staging.empty() ? st.master : st.staging;  // fp32: the master weights themselves
+        const int up = timeline_.begin("offload", "upload params", c, offload_stream_.handle());
+        copy_bytes_async(st.lowp.data(), src.data(), st.lowp.bytes(), offload_stream_.handle());
+        timeline_.end(up, offload_stream_.handle());
+      }
+    }
+    offloaded_.record(offload_stream_.handle());
+    stream_wait_event(ctx_.stream, offloaded_);
+  }
+
+  // Every queued gather, reduction, update and download has landed.
+  void settle() {
+    synchronize_stream(ctx_.stream);
+    comm_stream_.synchronize();
+    offload_stream_.synchronize();
+  }
+
+  // One fp32 part per chunk (device or host) -> the whole vector on every
+  // rank, each chunk all-gathered through a device buffer of its padded size.
+  // Collective.
+  std::vector<float> gather_parts(const std::vector<const Buffer*>& parts, double scale) {
+    std::vector<float> padded(static_cast<size_t>(chunks_.padded_total()));
+    int64_t largest = 0;
+    for (const Bucket& b : chunks_.buckets()) largest = std::max(largest, b.padded_size);
+    Buffer whole(static_cast<size_t>(largest) * 4, ctx_.device);
+    for (size_t c = 0; c < state_.size(); ++c) {
+      const Bucket& b = chunks_.buckets()[c];
+      const int64_t part = state_[c].part;
+      float* mine = whole.as<float>() + static_cast<int64_t>(dp_.rank()) * part;
+      copy_bytes(mine, ctx_.device, parts[c]->data(), parts[c]->device(), static_cast<size_t>(part) * 4);
+      if (dp_.size() > 1) {
+        dp_.all_gather(mine, whole.data(), static_cast<size_t>(part), DType::F32, ctx_.device, ctx_.stream);
+        synchronize_stream(ctx_.stream);
+      }
+      copy_bytes(padded.data() + b.padded_begin, Device::CPU, whole.data(), ctx_.device,
+                 static_cast<size_t>(b.padded_size) * 4);
+    }
+    std::vector<float> out(static_cast<size_t>(model_.layout().total()));
+    chunks_.unpad(padded.data(), out.data());
+    if (scale != 1.0) {
+      for (float& g : out) g = static_cast<float>(g * scale);
+    }
+    return out;
+  }
+
+  PluginOptions opts_;
+  Context ctx_, comm_ctx_;
+  comm::Communicator& dp_;
+  model::ViTModel model_;
+  BucketLayout chunks_;  // one bucket per chunk, backward order (chunk 0 holds the head)
+  Stream comm_stream_;     // gathers and reduce-scatters, in one order on every rank
+  Stream offload_stream_;  // gradient downloads and parameter uploads of offloaded chunks
+  ChunkPool pool_;
+  BatchStager stager_;
+  StepFinisher finisher_;
+  std::vector<ChunkState> state_;
+  std::vector<GradSlot> grad_slots_;
+  int next_grad_slot_ = 0;
+  std::vector<int> grad_slot_of_chunk_;
+  std::vector<int> chunk_of_param_;
+  std::vector<int64_t> offset_in_chunk_;  // padded offset of each parameter inside its chunk
+  int optim_host_chunks_ = 0, param_host_chunks_ = 0;
+  bool prefetch_ = true;
+  bool training_ = true;
+  int micro_index_ = 0;
+  Event ready_, done_, updated_, offloaded_;
+  ChunkTimeline timeline_;   // benchmark mode: the next step, per chunk
+  bool timeline_next_ = false;
+  std::string timeline_text_;
+  std::vector<int> compute_span_;  // open forward/backward span of each chunk
+  Buffer device_scalars_, host_scalars_;
+  Buffer host_losses_;
+  float last_loss_scale_ = 0.0f;
+};
+
+}  // namespace
+
+std::unique_ptr<Plugin> make_gemini(const PluginOptions& opts, const model::ViTConfig& cfg,
+                                    const model::ComputeConfig& compute, int max_micro_batch, const PluginEnv& env) {
+  return std::make_unique<GeminiPlugin>(opts, cfg, compute, max_micro_batch, env);
+}
+
+}  // namespace vit::parallel

@@ -293,3 +293,50 @@ BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_fp16_in_bf16) {
     BOOST_TEST(std::sqrt(num / den) < 1e-3, "offload " << offload);
   }
 }
+
+BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_in_fp32_from_a_checkpoint) {
+  // Issue 12's GPU parity in fp32 (TF32 off), on 1 and on 2 ranks (NCCL on a
+  // 2-GPU machine), offload 0, 0.5 and 1, starting from a transformers
+  // checkpoint that vit_hpc exported after 3 steps of torch_ddp (so the
+  // weights are not a fresh initialisation). Same forward and backward on
+  // the same fp32 weights; only the order of the gradient sums (per chunk
+  // reduce-scatter, the norm summed per part) and the CPU AdamW's
+  // contraction differ, ~1e-7 relative: the first loss must equal
+  // torch_ddp's to 1e-6 (pretrained weights used, unlike Colossal-AI's
+  // issue 5034), losses and grad_norm of 8 steps to 1e-5, exported weights
+  // to 2e-5 absolute.
+  const std::string base = "--set run.device=cuda --set eval.enabled=false --set plugin.tf32=false "
+                           "--set train.grad_clip=1.0 --set model.hidden=256 --set train.batch_size=8 ";
+  const std::string ckpt = scratch() + "/gem32_seed_export";
+  BOOST_TEST_REQUIRE(vit_hpc(1, "gem32_seed", base + "--set train.steps=3 --set checkpoint.export_hf=" + ckpt) == 0);
+  const std::string from = base + "--set train.steps=8 --set model.pretrained=" + ckpt + " ";
+  for (int ranks : {1, 2}) {
+    const std::string bs = ranks == 1 ? "--set train.batch_size=16 " : "";
+    const std::string ref = "gem32_ddp_np" + std::to_string(ranks);
+    BOOST_TEST_REQUIRE(vit_hpc(ranks, ref, from + bs + "--set checkpoint.export_hf=" + scratch() + "/" + ref +
+                                               "_export") == 0);
+    const auto l0 = step_losses(ref), g0 = step_grad_norms(ref);
+    const auto w0 = exported_weights(ref);
+    for (const char* offload : {"0", "0.5", "1"}) {
+      const std::string name = "gem32_np" + std::to_string(ranks) + "_off" + offload;
+      BOOST_TEST_REQUIRE(vit_hpc(ranks, name, from + bs + "--set plugin.name=gemini --set plugin.chunk_size_mb=1 " +
+                                                  "--set plugin.offload_optim_frac=" + offload +
+                                                  " --set checkpoint.export_hf=" + scratch() + "/" + name +
+                                                  "_export") == 0);
+      const auto l = step_losses(name), g = step_grad_norms(name);
+      const auto w = exported_weights(name);
+      BOOST_TEST_REQUIRE(l.size() == l0.size());
+      BOOST_TEST(l[0] == l0[0], boost::test_tools::tolerance(1e-6));
+      for (size_t i = 0; i < l0.size(); ++i) {
+        BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(1e-5));
+        BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(1e-5));
+      }
+      double max_d = 0;
+      for (size_t i = 0; i < w0.size(); ++i) max_d = std::max(max_d, std::abs(double(w[i]) - w0[i]));
+      std::printf("gemini fp32 %d rank(s) offload %s vs torch_ddp: loss[0] %.7f vs %.7f, loss[7] %.7f vs %.7f, "
+                  "weights max |d| %.3e\n",
+                  ranks, offload, l.front(), l0.front(), l.back(), l0.back(), max_d);
+      BOOST_TEST(max_d < 2e-5, name);
+    }
+  }
+}

@@ -128,6 +128,18 @@ for what in "$@"; do
         grep -h "gemini:" "$LOG/bench_gemini_np$np.txt" | sort -u | head -4
         [ "$np" = "$(nvidia-smi -L | wc -l)" ] && break
       done
+      # gemini's leanest form on one GPU (optimizer states and parameters on
+      # the host, activations recomputed) at batch 32, and the per-chunk
+      # timelines of the batch-32 runs.
+      stage "gemini offload 1 + parameter offload 1 + recompute, batch 32, 1 GPU"
+      mpirun --bind-to none -np 1 "$BIN/vit_hpc" configs/benchmark.yaml --set run.device=cuda \
+        --set plugin.name=gemini --set plugin.precision=bf16 --set plugin.offload_optim_frac=1 \
+        --set plugin.offload_param_frac=1 --set train.recompute=true --set train.batch_size=32 \
+        --set run.output_dir=results/bench_gemini_lean --set run.name=gemini_lean_bs32 --set run.progress=false \
+        > "$LOG/bench_gemini_lean.txt" 2>&1
+      echo "rc=$?"; grep -E "throughput|gemini" "$LOG/bench_gemini_lean.txt" | head -4
+      (cd results && tar czf "$LOG/gemini_timelines.tgz" bench_gemini_np*/gemini_*bs32/timeline_rank_*.txt \
+        bench_gemini_lean/*/timeline_rank_*.txt 2>/dev/null)
       ;;
     demo)
       stage "demo: configs/demo.yaml, ViT-B/16 from scratch on Beans 224"

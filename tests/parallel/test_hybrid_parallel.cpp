@@ -379,3 +379,53 @@ BOOST_AUTO_TEST_CASE(zero_1_holds_a_dp_shard_of_the_optimizer_state) {
     BOOST_TEST(bytes[0] >= static_cast<size_t>(3 * 4 * local));
   }
 }
+
+BOOST_AUTO_TEST_CASE(an_overflow_on_any_rank_skips_the_step_on_every_rank) {
+  // An overflow confined to the last stage: a final-norm bias of 1e30 makes
+  // the head's input huge, so the head weight's gradient (input x dlogits,
+  // times a loss scale of 1e9) overflows fp32, while the logits saturate, the
+  // loss gradient stays bounded and every earlier gradient stays finite
+  // (~1e9 x its usual size). Each rank's finding is printed: the first
+  // stage finds nothing, so only the world's agreement on the flag keeps it
+  // from applying its update. Every rank must report the step skipped and
+  // keep its weights bit for bit.
+  const int world = vit_mpi_size();
+  const model::ViTConfig cfg = tiny_vit();
+  const Data& d = data();
+  for (Layout lay : {Layout{1, world, world, 0}, Layout{world / 2, 2, 2, 0}, Layout{1, 2, 2, 1}}) {
+    comm::WorldInfo info = comm::query_world(MPI_COMM_WORLD);
+    comm::ProcessMesh mesh(MPI_COMM_WORLD, info, lay.tp, lay.pp, false);
+    parallel::PluginOptions opts;
+    opts.name = "hybrid_parallel";
+    opts.hybrid.tp_size = lay.tp;
+    opts.hybrid.pp_size = lay.pp;
+    opts.hybrid.num_microbatches = lay.micro;
+    opts.hybrid.zero_stage = lay.zero;
+    const int per_rank = kGlobalBatch / mesh.dp_size();
+    auto plugin = parallel::make_plugin(opts, cfg, model::ComputeConfig{}, per_rank, parallel::PluginEnv{Context{}, &mesh});
+    auto* hp = dynamic_cast<parallel::HybridParallel*>(plugin.get());
+    const model::ParamLayout layout(cfg);
+    std::vector<float> init(static_cast<size_t>(layout.total()));
+    model::init_params(layout, 0.02f, 42, init.data());
+    init[static_cast<size_t>(layout[layout.index_of("norm.bias")].offset)] = 1e30f;
+    plugin->load_params(init);
+    parallel::MicroBatch mb;
+    mb.images = d.images.data() + static_cast<size_t>(mesh.dp_rank() * per_rank) * d.per_image;
+    mb.labels = d.labels.data() + mesh.dp_rank() * per_rank;
+    mb.count = per_rank;
+    const parallel::StepResult r = plugin->train_step({mb}, kGlobalBatch, 1e-3f, 1e9f, 1);
+    const std::vector<float> g = hp->local_grads();
+    const bool mine = std::any_of(g.begin(), g.end(), [](float x) { return !std::isfinite(x); });
+    const auto found = all_ranks(mine ? 1.0 : 0.0);
+    const auto skipped = all_ranks(r.skipped ? 1.0 : 0.0);
+    const std::vector<float> after = plugin->gather_params();
+    BOOST_TEST_CONTEXT(lay.name()) {
+      std::string who;
+      for (double f : found) who += f != 0.0 ? "1" : "0";
+      BOOST_TEST_MESSAGE(lay.name() << ": ranks that found a non-finite gradient: " << who);
+      BOOST_TEST(std::count(found.begin(), found.end(), 1.0) >= 1);
+      for (int q = 0; q < world; ++q) BOOST_TEST(skipped[static_cast<size_t>(q)] == 1.0, "rank " << q);
+      BOOST_TEST(max_abs_diff(after, init) == 0.0);
+    }
+  }
+}

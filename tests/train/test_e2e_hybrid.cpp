@@ -143,7 +143,10 @@ BOOST_AUTO_TEST_CASE(tp2_and_pp2_on_two_ranks_follow_torch_ddp_and_report_on_eve
   // The manifest says which layout ran.
   std::ifstream in(scratch() + "/pp2/manifest.json");
   const json manifest = json::parse(in);
-  BOOST_TEST(manifest.dump().find("pp2 mb4") != std::string::npos, manifest.dump());
+  BOOST_TEST(manifest.value("plugin_variant", "") == "tp1 pp2 mb4");
+  BOOST_TEST(manifest["world"]["pp"] == 2);
+  BOOST_TEST(manifest["world"]["dp"] == 1);
+  BOOST_TEST(manifest["global_batch"] == 32);
 }
 
 BOOST_AUTO_TEST_CASE(pp2_by_dp2_on_four_ranks_follows_torch_ddp) {

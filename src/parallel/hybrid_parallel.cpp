@@ -206,6 +206,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
               loss_scale);
     const auto t0 = Clock::now();
+    step_t0_ = t0;
     grads_.begin_step();
     // The loss gradient is scaled by 1/global batch (a mean over every
     // data-parallel rank's images) and by the fp16 loss scale: the reductions sum.
@@ -248,7 +249,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     }
     float loss_sum = static_cast<float>(local_loss);
     world_.all_reduce(&loss_sum, 1, DType::F32, comm::ReduceOp::Sum, Device::CPU);
-    stats_.schedule_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    stats_.step_s = std::chrono::duration<double>(Clock::now() - t0).count();
     StepResult r;
     r.loss = loss_sum / static_cast<double>(global_count);
     r.grad_norm = finisher_.grad_norm();
@@ -404,9 +405,10 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     auto slot_of = [&](int i) { return i % slots; };
     auto count_of = [&](int i) { return chunks[static_cast<size_t>(i)].count; };
     int alive = 0;
+    if (timing_) synchronize_stream(ctx_.stream);  // the clock starts with an idle GPU
     for (const PipeAction& a : one_f_one_b(mesh_.pp_size(), mesh_.pp_rank(), M)) {
       const auto t0 = Clock::now();
-      double* bucket = &stats_.comm_s;
+      double* bucket = &stats_.recv_s;
       switch (a.op) {
         case PipeAction::RecvForward:
           recv_from(prev, input(count_of(a.micro), slot_of(a.micro)));
@@ -422,6 +424,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
           break;
         case PipeAction::SendForward:
           send_to(next, output(count_of(a.micro), slot_of(a.micro)));
+          bucket = &stats_.send_s;
           break;
         case PipeAction::SendForwardRecvBackward:
           exchange(next, output(count_of(a.micro), slot_of(a.micro)), model_.residual_grad(count_of(a.other)));
@@ -436,13 +439,20 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
           break;
         case PipeAction::SendBackward:
           send_to(prev, model_.residual_grad(count_of(a.micro)));
+          bucket = &stats_.send_s;
           break;
         case PipeAction::SendBackwardRecvForward:
           exchange(prev, model_.residual_grad(count_of(a.micro)), input(count_of(a.other), slot_of(a.other)));
           break;
       }
       if (timing_) synchronize_stream(ctx_.stream);
-      *bucket += std::chrono::duration<double>(Clock::now() - t0).count();
+      const auto t1 = Clock::now();
+      *bucket += std::chrono::duration<double>(t1 - t0).count();
+      if (timing_) {
+        stats_.events.push_back(PipeEvent{static_cast<int>(a.op), a.micro,
+                                          std::chrono::duration<double>(t0 - step_t0_).count(),
+                                          std::chrono::duration<double>(t1 - step_t0_).count()});
+      }
     }
     VIT_CHECK(alive == 0, "pipeline stage ", mesh_.pp_rank(), ": ", alive, " micro-batches left without backward");
   }
@@ -604,6 +614,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   float last_loss_scale_ = 0.0f;
   bool timing_ = false;
   PipelineStats stats_;
+  Clock::time_point step_t0_;
 };
 
 }  // namespace

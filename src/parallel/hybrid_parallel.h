@@ -46,6 +46,14 @@
 
 namespace vit::parallel {
 
+// One pipeline action as the host clock saw it (seconds from the start of
+// the train_step), recorded while timing is on.
+struct PipeEvent {
+  int op = 0;  // PipeAction::Op
+  int micro = 0;
+  double begin = 0, end = 0;
+};
+
 // What the pipeline did in the last train_step of this rank (host clock).
 struct PipelineStats {
   int stage = 0, stages = 1;
@@ -53,11 +61,13 @@ struct PipelineStats {
   int micro_batches = 0;      // pipeline micro-batches run in the step (all accumulation rounds)
   int max_in_flight = 0;      // most micro-batches whose activations were alive at once
   int64_t tp_reductions = 0;  // tensor-parallel all-reduces issued since construction
-  // Host seconds spent in forward and backward compute, in the pipeline's
-  // sends and receives (waiting for a neighbour included: the bubble), and
-  // the whole schedule. Exact on the CPU; on the GPU only when the plugin
-  // was asked to time (set_timing), which synchronises around each action.
-  double forward_s = 0, backward_s = 0, comm_s = 0, schedule_s = 0;
+  // Host seconds of the last train_step: forward and backward compute, the
+  // pipeline's sends and its receives (an exchange counts as a receive; a
+  // blocking receive includes the wait for the neighbour: the bubble), and
+  // the whole step. Exact on the CPU; on the GPU only when the plugin was
+  // asked to time (set_timing), which synchronises around each action.
+  double forward_s = 0, backward_s = 0, send_s = 0, recv_s = 0, step_s = 0;
+  std::vector<PipeEvent> events;  // every action of the step, when timing is on
 };
 
 class HybridParallel : public Plugin {

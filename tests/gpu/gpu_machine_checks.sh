@@ -7,7 +7,7 @@
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
 # (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
-# test_e2e_gpu); DATA_DIR holds the HDF5 files they read (beans_64.h5,
+# test_e2e_gpu; vit_pipeline_timeline for the hybrid stage); DATA_DIR holds the HDF5 files they read (beans_64.h5,
 # beans_48.h5 raw with a test split, beans_test_224.h5 raw, beans_224.h5 for
 # the demo). Logs go to $OUT (or ./gpu_logs). Each named stage runs in turn:
 #   odd    tests/hf/odd_model_predict.py: predict on issue 8's odd model, 20
@@ -27,8 +27,9 @@
 #   hybrid hybrid_parallel on 2 GPUs (nvidia-h200-x2): tp2 and pp2 (4 micro-batches)
 #          against torch_ddp (fp32) and torch_ddp_fp16 (bf16) end to end, then
 #          the benchmark of tp2 and pp2 beside torch_ddp_fp16 (bf16, batch 8/32/256
-#          per data-parallel group) and the original example's grid (every
-#          plugin, batch 8 and 32, plus 256) on every GPU from one run
+#          per data-parallel group), the measured 1F1B timeline of pp2 (ViT-B/16,
+#          bf16, 4 and 8 micro-batches of batch 32) and the original example's
+#          grid (every plugin, batch 8 and 32, plus 256) on every GPU from one run
 #   demo   configs/demo.yaml on Beans at 224 px
 set -uo pipefail
 BIN=$(realpath "$1")
@@ -130,6 +131,15 @@ for what in "$@"; do
         --steps 20 --name bench_hybrid_np2 > "$LOG/bench_hybrid_np2.txt" 2>&1
       echo "rc=$?"; cp results/bench_hybrid_np2/summary.md "$LOG/bench_hybrid_np2.md" 2>/dev/null
       grep -A12 "^### " "$LOG/bench_hybrid_np2.txt" | grep -E "^###|throughput|memory"
+      for mb in 4 8; do
+        stage "1F1B timeline: pp2, $mb micro-batches, ViT-B/16 bf16, batch 32"
+        timeout 300 mpirun --bind-to none -np 2 "$BIN/vit_pipeline_timeline" configs/benchmark.yaml \
+          --set run.device=cuda --set plugin.name=hybrid_parallel --set plugin.precision=bf16 \
+          --set plugin.pp_size=2 --set plugin.num_microbatches=$mb --set train.batch_size=32 \
+          --set benchmark.warmup_steps=5 --set benchmark.steps=20 --set run.name=timeline_pp2_mb$mb \
+          > "$LOG/timeline_pp2_mb$mb.txt" 2>&1
+        echo "rc=$?"; grep -E "^\||^rank|^1F1B|^last" "$LOG/timeline_pp2_mb$mb.txt"
+      done
       stage "benchmark: the original grid (every plugin, batch 8, 32, 256) on $gpus GPUs"
       BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$gpus" --batch-sizes "8 32 256" \
         --name "bench_grid_np$gpus" > "$LOG/bench_grid_np$gpus.txt" 2>&1

@@ -9,9 +9,12 @@
 #   bash run_benchmark.sh --plugins torch_ddp_fp16 --precision fp16
 #   bash run_benchmark.sh --plugins "torch_ddp_fp16 low_level_zero:1 low_level_zero:2"
 #   bash run_benchmark.sh --plugins "torch_ddp_fp16 gemini:0 gemini:1"
+#   bash run_benchmark.sh --np 4 --plugins "hybrid_parallel:tp2pp2 hybrid_parallel:tp1pp2mb4zero1"
 #
-# Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S,
-#          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU)
+# Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S;
+#          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU;
+#          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
+#          micro-batches (default P), ZeRO-1 over the data-parallel group)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
     --name) name=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +59,11 @@ if [ "$gpus" -gt 0 ]; then
   config=configs/benchmark.yaml
   device=cuda
   np=${np:-$gpus}
-  plugins=${plugins:-"torch_ddp torch_ddp_fp16 low_level_zero:2 gemini:0 gemini:1"}
+  default_plugins="torch_ddp torch_ddp_fp16 low_level_zero:2 gemini:0 gemini:1"
+  # The example's hybrid layout is tp2 x pp2 (4 GPUs); on 2 or 6 GPUs tensor parallel alone.
+  if [ $((np % 4)) -eq 0 ]; then default_plugins+=" hybrid_parallel:tp2pp2"
+  elif [ $((np % 2)) -eq 0 ]; then default_plugins+=" hybrid_parallel:tp2pp1"; fi
+  plugins=${plugins:-$default_plugins}
   extra=()
 else
   # No GPU: the small CPU model of the quickstart, synthetic images.
@@ -79,6 +86,17 @@ for entry in $plugins; do
   if [ "$entry" != "$plugin" ] && [ "$plugin" = gemini ]; then  # gemini:F
     option=(--set plugin.offload_optim_frac="${entry#*:}")
     tag=${plugin}_offload${entry#*:}
+  elif [ "$entry" != "$plugin" ] && [ "$plugin" = hybrid_parallel ]; then  # hybrid_parallel:tpTppP[mbM][zero1]
+    layout=${entry#*:}
+    if ! [[ "$layout" =~ ^tp([0-9]+)pp([0-9]+)(mb([0-9]+))?(zero1)?$ ]]; then
+      echo "run_benchmark.sh: $entry: expected hybrid_parallel:tpTppP[mbM][zero1], e.g. hybrid_parallel:tp2pp2mb4" >&2
+      exit 2
+    fi
+    tp=${BASH_REMATCH[1]} pp=${BASH_REMATCH[2]} mb=${BASH_REMATCH[4]:-${BASH_REMATCH[2]}}
+    [ "$pp" -eq 1 ] && mb=1
+    option=(--set plugin.tp_size="$tp" --set plugin.pp_size="$pp" --set plugin.num_microbatches="$mb")
+    [ -n "${BASH_REMATCH[5]}" ] && option+=(--set plugin.zero_stage=1)
+    tag=${plugin}_tp${tp}pp${pp}mb${mb}${BASH_REMATCH[5]:+_zero1}
   elif [ "$entry" != "$plugin" ]; then  # low_level_zero:S
     option=(--set plugin.stage="${entry#*:}")
     tag=${plugin}_stage${entry#*:}

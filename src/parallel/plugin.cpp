@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "parallel/data_parallel.h"
 #include "parallel/gemini.h"
+#include "parallel/hybrid_parallel.h"
 
 namespace vit::parallel {
 
@@ -13,7 +14,8 @@ const std::vector<PluginEntry>& plugin_registry() {
       {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
        make_data_parallel},
       {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini},
-      {"hybrid_parallel", "tensor x pipeline x data parallel", nullptr},
+      {"hybrid_parallel", "tensor x pipeline x data parallel (Megatron 1-D, 1F1B, optional ZeRO-1)",
+       make_hybrid_parallel},
   };
   return registry;
 }

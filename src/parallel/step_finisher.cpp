@@ -18,6 +18,12 @@ StepFinisher::StepFinisher(const Context& ctx, const OptimizerHyper& hyper, comm
       scalars_(4 * sizeof(float), ctx.device),
       host_scalars_(2 * sizeof(float), Device::CPU, HostMemory::Pinned) {}
 
+void StepFinisher::set_norm_grads(std::vector<Tensor> grads) {
+  for (const Tensor& g : grads) VIT_CHECK(g.dtype == DType::F32, "norm gradients must be fp32");
+  norm_grads_ = std::move(grads);
+  own_norm_grads_ = true;
+}
+
 void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float loss_scale, int64_t adam_step) {
   VIT_CHECK(loss_scale > 0.0f, "loss scale must be positive, got ", loss_scale);
   float* s = scalars_.as<float>();
@@ -28,8 +34,11 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   k::fill(ctx_, tensor_of(scalars_, DType::F32, {4}), 0.0f);
   for (const ShardView& v : views) {
     if (v.grad.numel() == 0) continue;
-    k::sum_squares(ctx_, sumsq, v.grad);
+    if (!own_norm_grads_) k::sum_squares(ctx_, sumsq, v.grad);
     k::nonfinite_flag(ctx_, flag, v.grad);
+  }
+  for (const Tensor& g : norm_grads_) {
+    if (g.numel() > 0) k::sum_squares(ctx_, sumsq, g);
   }
   // Shards: the sum of squares and the flag (0 or 1 per rank, so the sum is
   // nonzero exactly when some rank saw a non-finite value) over the group.

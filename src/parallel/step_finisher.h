@@ -14,6 +14,13 @@
 //   norm = sqrt(sumsq) / loss_scale;  factor = min(1, clip / norm) / loss_scale
 //   AdamW on every view with grad * factor, skipped everywhere when flag
 //
+// By default the norm sums the views' gradients. A plugin whose ranks hold
+// some gradient values more than once (tensor-parallel ranks share their
+// replicated parameters, data-parallel replicas the whole reduced gradient)
+// names with set_norm_grads() the runs this rank counts, so that over
+// `group` every element is counted exactly once; the non-finite check still
+// covers every view.
+//
 // read_back() copies norm and flag to pinned host memory (asynchronously,
 // on the stream); after the caller synchronises the stream, grad_norm() and
 // skipped() hold the step's values. Every rank of `group` reaches the same
@@ -46,6 +53,9 @@ struct OptimizerHyper {
 class StepFinisher {
  public:
   StepFinisher(const Context& ctx, const OptimizerHyper& hyper, comm::Communicator* group);
+  // The gradients whose squares this rank adds to the norm, instead of the
+  // views' (views into the same memory; kept until replaced).
+  void set_norm_grads(std::vector<Tensor> grads);
   // Queues the norm, the checks and the update (see the file comment).
   void finish(const std::vector<ShardView>& views, float lr, float loss_scale, int64_t adam_step);
   // Queues the copy of (norm, flag) to the host.
@@ -58,6 +68,8 @@ class StepFinisher {
   Context ctx_;
   OptimizerHyper hyper_;
   comm::Communicator* group_;
+  bool own_norm_grads_ = false;
+  std::vector<Tensor> norm_grads_;
   Buffer scalars_;       // device: sumsq, flag, clip*unscale factor, norm
   Buffer host_scalars_;  // pinned copy of norm and flag
 };

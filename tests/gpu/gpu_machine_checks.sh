@@ -3,11 +3,11 @@
 # (GPU_MACHINE.md: build on the build machine, run there). From the
 # repository root:
 #
-#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [demo]
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [hybrid] [demo]
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
 # (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
-# test_e2e_gpu); DATA_DIR holds the HDF5 files they read (beans_64.h5,
+# test_e2e_gpu; vit_pipeline_timeline for the hybrid stage); DATA_DIR holds the HDF5 files they read (beans_64.h5,
 # beans_48.h5 raw with a test split, beans_test_224.h5 raw, beans_224.h5 for
 # the demo). Logs go to $OUT (or ./gpu_logs). Each named stage runs in turn:
 #   odd    tests/hf/odd_model_predict.py: predict on issue 8's odd model, 20
@@ -18,7 +18,7 @@
 #          model (debug synchronisation on)
 #   tests  NCCL/MPI communicators, end to end: 1 vs 2 ranks for
 #          torch_ddp/torch_ddp_fp16, fp16 overflow skip, bf16 head size 12,
-#          low_level_zero and gemini (offload 0/1) vs torch_ddp_fp16 in bf16
+#          low_level_zero, gemini (offload 0/1) and hybrid_parallel parity
 #   hf     tests/hf/hf_interop.py: logits against transformers, both ways
 #   bench  images/s and peak memory of ViT-B/16 bf16 at batch 32/64/256, and
 #          the original example's grid (plugins x batch 8, 32)
@@ -29,6 +29,12 @@
 #          issue 12 targets are read off the tables (1 GPU, batch 32,
 #          offload 1: peak memory <= 25% and throughput >= 80% of
 #          torch_ddp_fp16's; every GPU, offload 0: throughput >= 90%)
+#   hybrid hybrid_parallel on 2 GPUs (nvidia-h200-x2): tp2 and pp2 (4 micro-batches)
+#          against torch_ddp (fp32) and torch_ddp_fp16 (bf16) end to end, then
+#          the benchmark of tp2 and pp2 beside torch_ddp_fp16 (bf16, batch 8/32/256
+#          per data-parallel group), the measured 1F1B timeline of pp2 (ViT-B/16,
+#          bf16, 4 and 8 micro-batches of batch 32) and the original example's
+#          grid (every plugin, batch 8 and 32, plus 256) on every GPU from one run
 #   demo   configs/demo.yaml on Beans at 224 px
 set -uo pipefail
 BIN=$(realpath "$1")
@@ -80,7 +86,7 @@ for what in "$@"; do
       done
       stage "test_e2e_gpu"
       VIT_TEST_BIN=$BIN VIT_TEST_SOURCE=$PWD VIT_TEST_DATA=$DATA/beans_64.h5 VIT_TEST_SCRATCH=/tmp \
-        timeout 600 "$BIN/test_e2e_gpu" --report_level=short --log_level=message > "$LOG/e2e_gpu.txt" 2>&1
+        timeout 900 "$BIN/test_e2e_gpu" --report_level=short --log_level=message > "$LOG/e2e_gpu.txt" 2>&1
       echo "rc=$?"; grep -E "failure|passed|error" "$LOG/e2e_gpu.txt" | tail -8
       for f in /tmp/scratch_e2e_gpu/gpu_*; do
         [ -f "$f/rank_0.jsonl" ] && echo "$(basename "$f"): $(grep -o '"loss":[0-9.e+-]*' "$f/rank_0.jsonl" | cut -d: -f2 | head -6 | tr '\n' ' ')"
@@ -140,6 +146,36 @@ for what in "$@"; do
       echo "rc=$?"; grep -E "throughput|gemini" "$LOG/bench_gemini_lean.txt" | head -4
       (cd results && tar czf "$LOG/gemini_timelines.tgz" bench_gemini_np*/gemini_*bs32/timeline_rank_*.txt \
         bench_gemini_lean/*/timeline_rank_*.txt 2>/dev/null)
+      ;;
+    hybrid)
+      gpus=$(nvidia-smi -L | wc -l)
+      [ "$gpus" -lt 2 ] && echo "hybrid: needs 2 GPUs, found $gpus (the 2 ranks would share one through MPI)"
+      stage "test_e2e_gpu: hybrid_parallel tp2/pp2 vs torch_ddp (fp32) and torch_ddp_fp16 (bf16)"
+      VIT_TEST_BIN=$BIN VIT_TEST_SOURCE=$PWD VIT_TEST_DATA=$DATA/beans_64.h5 VIT_TEST_SCRATCH=/tmp \
+        timeout 600 "$BIN/test_e2e_gpu" --report_level=short --log_level=message \
+        --run_test=hybrid_parallel_tp2_and_pp2_match_torch_ddp_in_fp32,hybrid_parallel_tp2_and_pp2_match_torch_ddp_fp16_in_bf16 \
+        > "$LOG/e2e_gpu_hybrid.txt" 2>&1
+      echo "rc=$?"; grep -E "failure|passed|error|vs torch_ddp" "$LOG/e2e_gpu_hybrid.txt" | tail -12
+      stage "benchmark: torch_ddp_fp16 vs hybrid_parallel tp2, pp2 (bf16), 2 GPUs"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 2 --precision bf16 \
+        --plugins "torch_ddp_fp16 hybrid_parallel:tp2pp1 hybrid_parallel:tp1pp2mb4" --batch-sizes "8 32 256" \
+        --steps 20 --name bench_hybrid_np2 > "$LOG/bench_hybrid_np2.txt" 2>&1
+      echo "rc=$?"; cp results/bench_hybrid_np2/summary.md "$LOG/bench_hybrid_np2.md" 2>/dev/null
+      grep -A12 "^### " "$LOG/bench_hybrid_np2.txt" | grep -E "^###|throughput|memory"
+      for mb in 4 8; do
+        stage "1F1B timeline: pp2, $mb micro-batches, ViT-B/16 bf16, batch 32"
+        timeout 300 mpirun --bind-to none -np 2 "$BIN/vit_pipeline_timeline" configs/benchmark.yaml \
+          --set run.device=cuda --set plugin.name=hybrid_parallel --set plugin.precision=bf16 \
+          --set plugin.pp_size=2 --set plugin.num_microbatches=$mb --set train.batch_size=32 \
+          --set benchmark.warmup_steps=5 --set benchmark.steps=20 --set run.name=timeline_pp2_mb$mb \
+          > "$LOG/timeline_pp2_mb$mb.txt" 2>&1
+        echo "rc=$?"; grep -E "^\||^rank|^1F1B|^last" "$LOG/timeline_pp2_mb$mb.txt"
+      done
+      stage "benchmark: the original grid (every plugin, batch 8, 32, 256) on $gpus GPUs"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$gpus" --batch-sizes "8 32 256" \
+        --name "bench_grid_np$gpus" > "$LOG/bench_grid_np$gpus.txt" 2>&1
+      echo "rc=$?"; cp "results/bench_grid_np$gpus/summary.md" "$LOG/bench_grid_np$gpus.md" 2>/dev/null
+      grep -A12 "^### " "$LOG/bench_grid_np$gpus.txt" | grep -E "^###|throughput|memory"
       ;;
     demo)
       stage "demo: configs/demo.yaml, ViT-B/16 from scratch on Beans 224"

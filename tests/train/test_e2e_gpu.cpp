@@ -4,8 +4,11 @@
 // ranks share the GPU and talk through MPI), fp16 reports the unscaled
 // gradient norm whatever its loss scale, an fp16 run whose loss scale
 // overflows the gradients skips those steps and lowers the scale, a bf16
-// head size of 12 runs on the padded attention path, and low_level_zero
-// (stage 1 and 2) and gemini (offload 0 and 1) follow torch_ddp_fp16 in bf16.
+// head size of 12 runs on the padded attention path, low_level_zero
+// (stage 1 and 2) and gemini (offload 0 and 1) follow torch_ddp_fp16 in bf16,
+// gemini follows torch_ddp in fp32 from a checkpoint, and hybrid_parallel
+// (tp2, pp2 with 4 micro-batches) follows torch_ddp in fp32 and
+// torch_ddp_fp16 in bf16.
 #define BOOST_TEST_MODULE e2e_gpu
 #include <boost/test/unit_test.hpp>
 
@@ -338,5 +341,105 @@ BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_in_fp32_from_a_checkpoint) {
                   ranks, offload, l.front(), l0.front(), l.back(), l0.back(), max_d);
       BOOST_TEST(max_d < 2e-5, name);
     }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hybrid_parallel_tp2_and_pp2_match_torch_ddp_in_fp32) {
+  // 2 ranks (NCCL on a 2-GPU machine: the tp all-reduces and the pipeline's
+  // send/recv on the compute stream, the dp buckets on the comm stream),
+  // TF32 off, global batch 16: torch_ddp 8 per rank; tp2 and pp2 (4
+  // pipeline micro-batches of 4) one replica of 16. Only the fp32 summation
+  // order differs (GEMMs over 16, 8 or 4 rows and over half of K for the
+  // row-parallel layers, then the reductions), as between 1 and 2 ranks of
+  // torch_ddp above: losses 1e-4 and grad_norm 1e-5 relative per step, the
+  // exported weights 1e-4 relative L2 (measured on the CPU after 4 steps:
+  // 2e-6). A dropped reduction or a wrong micro-batch is off by percents.
+  const std::string common = kGpu + "--set plugin.tf32=false ";
+  auto run = [&](const std::string& name, const std::string& extra) {
+    return vit_hpc(2, name, common + extra + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
+  };
+  BOOST_TEST_REQUIRE(run("gpu_hyb32_ddp", "--set train.batch_size=8") == 0);
+  const auto l0 = step_losses("gpu_hyb32_ddp"), g0 = step_grad_norms("gpu_hyb32_ddp");
+  const auto w0 = exported_weights("gpu_hyb32_ddp");
+  BOOST_TEST_REQUIRE(l0.size() == 6u);
+  for (const auto& [name, layout] : std::vector<std::pair<std::string, std::string>>{
+           {"gpu_hyb32_tp2", "--set plugin.tp_size=2"},
+           {"gpu_hyb32_pp2", "--set plugin.pp_size=2 --set plugin.num_microbatches=4"}}) {
+    BOOST_TEST_REQUIRE(run(name, "--set plugin.name=hybrid_parallel --set train.batch_size=16 " + layout) == 0);
+    const auto l = step_losses(name), g = step_grad_norms(name);
+    const auto w = exported_weights(name);
+    BOOST_TEST_REQUIRE(l.size() == l0.size());
+    BOOST_TEST_REQUIRE(w.size() == w0.size());
+    for (size_t i = 0; i < l0.size(); ++i) {
+      BOOST_TEST_CONTEXT(name << " step " << i + 1) {
+        BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(1e-4));
+        BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(1e-5));
+      }
+    }
+    double num = 0, den = 0, max_d = 0;
+    for (size_t i = 0; i < w0.size(); ++i) {
+      const double d = double(w[i]) - w0[i];
+      max_d = std::max(max_d, std::abs(d));
+      num += d * d;
+      den += double(w0[i]) * w0[i];
+    }
+    std::printf("%s vs torch_ddp (fp32, 2 ranks, 6 steps): loss[5] %.7f vs %.7f, grad_norm[5] %.7f vs %.7f, "
+                "weights max |d| %.3e rel L2 %.3e\n",
+                name.c_str(), l.back(), l0.back(), g.back(), g0.back(), max_d, std::sqrt(num / den));
+    BOOST_TEST(std::sqrt(num / den) < 1e-4, name);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hybrid_parallel_tp2_and_pp2_match_torch_ddp_fp16_in_bf16) {
+  // 2 ranks, bf16, 10 steps, clipping below the gradient norm (0.5; the
+  // norms are 1-3), global batch 16 (torch_ddp_fp16 8 per rank; tp2 and pp2
+  // with 4 micro-batches one replica of 16). Unlike low_level_zero above,
+  // the forward differs in bf16: GEMMs over other row counts and, for tp, the
+  // row-parallel outputs rounded to bf16 per rank before their sum. That is
+  // the difference between 1 and 2 ranks of torch_ddp_fp16 in bf16 (test
+  // above): step 1 within 5e-3 (loss) and 1e-2 (grad_norm), every step
+  // within 2e-2 for both. Exported fp32 master weights: bf16 gradient noise
+  // of ~1e-2 relative moves AdamW's updates by ~1e-2 of lr per step
+  // (elements whose gradient is near the noise by up to lr): 1e-2 relative
+  // L2 after 10 steps of lr 1e-3 (not yet measured on a GPU; expected far
+  // below). A stage's gradient lost, a reduction dropped or the wrong
+  // micro-batch moves grad_norm by several percent on the first step.
+  const std::string common = "--set run.device=cuda --set eval.enabled=false --set train.steps=10 "
+                             "--set plugin.precision=bf16 --set train.grad_clip=0.5 ";
+  auto run = [&](const std::string& name, const std::string& extra) {
+    return vit_hpc(2, name, common + extra + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
+  };
+  BOOST_TEST_REQUIRE(run("gpu_hyb_ddp", "--set plugin.name=torch_ddp_fp16 --set train.batch_size=8") == 0);
+  const auto l0 = step_losses("gpu_hyb_ddp"), g0 = step_grad_norms("gpu_hyb_ddp");
+  const auto w0 = exported_weights("gpu_hyb_ddp");
+  BOOST_TEST_REQUIRE(l0.size() == 10u);
+  for (const auto& [name, layout] : std::vector<std::pair<std::string, std::string>>{
+           {"gpu_hyb_tp2", "--set plugin.tp_size=2"},
+           {"gpu_hyb_pp2", "--set plugin.pp_size=2 --set plugin.num_microbatches=4"}}) {
+    BOOST_TEST_REQUIRE(run(name, "--set plugin.name=hybrid_parallel --set train.batch_size=16 " + layout) == 0);
+    const auto l = step_losses(name), g = step_grad_norms(name);
+    const auto w = exported_weights(name);
+    BOOST_TEST_REQUIRE(l.size() == l0.size());
+    BOOST_TEST_REQUIRE(w.size() == w0.size());
+    BOOST_TEST(l[0] == l0[0], boost::test_tools::tolerance(5e-3));
+    BOOST_TEST(g[0] == g0[0], boost::test_tools::tolerance(1e-2));
+    for (size_t i = 0; i < l0.size(); ++i) {
+      BOOST_TEST_CONTEXT(name << " step " << i + 1) {
+        BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(2e-2));
+        BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(2e-2));
+      }
+    }
+    double max_d = 0, num = 0, den = 0;
+    for (size_t i = 0; i < w0.size(); ++i) {
+      const double d = double(w[i]) - w0[i];
+      max_d = std::max(max_d, std::abs(d));
+      num += d * d;
+      den += double(w0[i]) * w0[i];
+    }
+    std::printf("%s vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[0] %.6f vs %.6f, grad_norm[0] %.6f vs %.6f, "
+                "loss[9] %.6f vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
+                name.c_str(), l[0], l0[0], g[0], g0[0], l.back(), l0.back(), g.back(), g0.back(), max_d,
+                std::sqrt(num / den));
+    BOOST_TEST(std::sqrt(num / den) < 1e-2, name);
   }
 }

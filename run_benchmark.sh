@@ -19,6 +19,7 @@
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
 #                           at the same batch sizes, into the same folder and table
+#          --profile        time every op in a few more steps (benchmark.profile; vit_results prints it)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -31,6 +32,7 @@ precision=bf16
 name="bench_$(date +%Y%m%d_%H%M%S)"
 build=1
 with_pytorch=0
+profile=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --batch-sizes) batch_sizes=$2; shift 2 ;;
@@ -42,7 +44,8 @@ while [ $# -gt 0 ]; do
     --name) name=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --profile) profile=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -109,6 +112,7 @@ for entry in $plugins; do
           --set plugin.precision="$prec" --set train.batch_size="$bs" --set run.output_dir="$out"
           --set run.name="${tag}_bs${bs}" --set run.progress=false "${option[@]}")
     [ -n "$steps" ] && args+=(--set benchmark.steps="$steps")
+    [ "$profile" -eq 1 ] && args+=(--set benchmark.profile=true)
     [ -n "$warmup" ] && args+=(--set benchmark.warmup_steps="$warmup")
     mpirun --bind-to none -np "$np" "$BUILD_DIR/vit_hpc" "$config" "${args[@]}" "${extra[@]}"
   done

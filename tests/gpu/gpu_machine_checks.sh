@@ -3,7 +3,7 @@
 # (GPU_MACHINE.md: build on the build machine, run there). From the
 # repository root:
 #
-#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [hybrid] [demo]
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [hybrid] [grid] [speed] [demo]
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
 # (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
@@ -35,6 +35,10 @@
 #          per data-parallel group), the measured 1F1B timeline of pp2 (ViT-B/16,
 #          bf16, 4 and 8 micro-batches of batch 32) and the original example's
 #          grid (every plugin, batch 8 and 32, plus 256) on every GPU from one run
+#   grid   the original example's grid on every GPU (every plugin, batch 8/32/256)
+#          and the pp2 1F1B timeline
+#   speed  vit_hpc (op profile) against PyTorch eager/compile at batch 32/256 on
+#          one GPU, and data-parallel scaling on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
 set -uo pipefail
 BIN=$(realpath "$1")
@@ -176,6 +180,48 @@ for what in "$@"; do
         --name "bench_grid_np$gpus" > "$LOG/bench_grid_np$gpus.txt" 2>&1
       echo "rc=$?"; cp "results/bench_grid_np$gpus/summary.md" "$LOG/bench_grid_np$gpus.md" 2>/dev/null
       grep -A12 "^### " "$LOG/bench_grid_np$gpus.txt" | grep -E "^###|throughput|memory"
+      ;;
+    grid)
+      # The original example's grid on every GPU from one run: every plugin
+      # (hybrid_parallel as tp2 and as pp2 with 4 micro-batches), batch 8, 32
+      # and 256 per data-parallel group; the 1F1B timeline of pp2 on the GPU.
+      gpus=$(nvidia-smi -L | wc -l)
+      stage "benchmark: every plugin, batch 8, 32, 256, on $gpus GPUs"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$gpus" --batch-sizes "8 32 256" --precision bf16 \
+        --plugins "torch_ddp torch_ddp_fp16 low_level_zero:1 low_level_zero:2 gemini:0 gemini:1 hybrid_parallel:tp2pp1 hybrid_parallel:tp1pp2mb4" \
+        --name "bench_grid_np$gpus" > "$LOG/bench_grid_np$gpus.txt" 2>&1
+      echo "rc=$?"; cp "results/bench_grid_np$gpus/summary.md" "$LOG/bench_grid_np$gpus.md" 2>/dev/null
+      grep -A12 "^### " "$LOG/bench_grid_np$gpus.txt" | grep -E "^###|throughput|memory"
+      if [ "$gpus" -ge 2 ]; then
+        for mb in 4 8; do
+          stage "1F1B timeline: pp2, $mb micro-batches, ViT-B/16 bf16, batch 32"
+          timeout 300 mpirun --bind-to none -np 2 "$BIN/vit_pipeline_timeline" configs/benchmark.yaml \
+            --set run.device=cuda --set plugin.name=hybrid_parallel --set plugin.precision=bf16 \
+            --set plugin.pp_size=2 --set plugin.num_microbatches=$mb --set train.batch_size=32 \
+            --set benchmark.warmup_steps=5 --set benchmark.steps=20 --set run.name=timeline_pp2_mb$mb \
+            > "$LOG/timeline_pp2_mb$mb.txt" 2>&1
+          echo "rc=$?"; grep -E "^\||^rank|^1F1B|^last|bubble" "$LOG/timeline_pp2_mb$mb.txt" | head -12
+        done
+      fi
+      ;;
+    speed)
+      # Issue 14's table from one call: vit_hpc (bf16, op profile) and PyTorch
+      # (eager, torch.compile) at batch 32 and 256 on one GPU, then vit_hpc's
+      # data-parallel scaling on every GPU.
+      gpus=$(nvidia-smi -L | wc -l)
+      stage "speed: vit_hpc torch_ddp_fp16 bf16 + PyTorch eager/compile, batch 32 and 256, 1 GPU"
+      BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --plugins torch_ddp_fp16 --precision bf16 \
+        --batch-sizes "32 256" --steps 30 --warmup 5 --profile --with-pytorch --name speed_np1 \
+        > "$LOG/speed_np1.txt" 2>&1
+      echo "rc=$?"; cp results/speed_np1/summary.md "$LOG/speed_np1.md" 2>/dev/null
+      grep -E "throughput|arithmetic|pytorch_" "$LOG/speed_np1.txt" | head -12
+      if [ "$gpus" -ge 2 ]; then
+        stage "speed: vit_hpc torch_ddp_fp16 bf16, batch 32 and 256 per GPU, $gpus GPUs"
+        BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$gpus" --plugins torch_ddp_fp16 --precision bf16 \
+          --batch-sizes "32 256" --steps 30 --warmup 5 --name "speed_np$gpus" > "$LOG/speed_np$gpus.txt" 2>&1
+        echo "rc=$?"; cp "results/speed_np$gpus/summary.md" "$LOG/speed_np$gpus.md" 2>/dev/null
+        grep -E "throughput" "$LOG/speed_np$gpus.txt" | head -4
+      fi
       ;;
     demo)
       stage "demo: configs/demo.yaml, ViT-B/16 from scratch on Beans 224"

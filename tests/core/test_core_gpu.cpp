@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#ifdef VIT_WITH_CUDA  // a CPU build compiles the skip alone
 #include "core/cuda_check.h"
 #include "core/device.h"
 #include "core/tensor.h"
@@ -114,3 +115,5 @@ BOOST_AUTO_TEST_CASE(other_threads_allocate_on_the_chosen_gpu) {
   std::printf("GPU %d chosen: a new thread's device buffer is on GPU %d, its pinned buffer registered with GPU %d\n",
               chosen, device_of_buffer, device_of_pinned);
 }
+
+#endif  // VIT_WITH_CUDA

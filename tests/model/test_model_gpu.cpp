@@ -30,7 +30,9 @@
 #include <tuple>
 #include <vector>
 
+#ifdef VIT_WITH_CUDA
 #include "core/cuda_check.h"
+#endif
 #include "kernels/cast.h"
 #include "kernels/cpu_threads.h"
 #include "model/params.h"
@@ -170,7 +172,11 @@ std::vector<CaseRow>& rows() {
 }
 
 struct Summary {
-  Summary() { set_cuda_debug_sync(true); }
+  Summary() {
+#ifdef VIT_WITH_CUDA
+    set_cuda_debug_sync(true);
+#endif
+  }
   ~Summary() {
     gpu_holder().reset();
     std::printf("\nwhole model, GPU vs CPU: relative L2 error / largest element error (relative to the largest value)\n");

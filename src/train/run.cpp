@@ -11,6 +11,7 @@
 #include "io/metrics.h"
 #include "parallel/plugin.h"
 #include "train/environment.h"
+#include "train/resume.h"
 #include "train/trainer.h"
 
 namespace vit {
@@ -19,6 +20,7 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   (void)spec_path;
   // Input the user controls is checked on every rank before any GPU work;
   // all ranks agree on the outcome, so a bad file fails the job cleanly.
+  train::ResumePlan plan;
   const bool ok = train::all_ranks_ok([&] {
     const auto offered = parallel::available_plugins();
     if (std::find(offered.begin(), offered.end(), spec.plugin.name) == offered.end()) {
@@ -27,13 +29,6 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
       throw UserError(str_cat(spec.origin.locate("plugin.name"), ": plugin.name: '", spec.plugin.name,
                               "' is not implemented yet (available: ", list, ")"));
     }
-    // Saving and resuming the training state is not built yet: refuse rather
-    // than ignore it (checkpoint.export_hf, the final model, works).
-    if (!spec.checkpoint.dir.empty()) {
-      throw UserError(str_cat(spec.origin.locate("checkpoint.dir"),
-                              ": checkpoint.dir: saving and resuming training state is not implemented yet "
-                              "(checkpoint.export_hf writes the trained model)"));
-    }
     if (!spec.benchmark.enabled) {
       data::Hdf5Dataset ds = data::Hdf5Dataset::open(spec.data.path);
       ds.check_matches(spec.model.image_size, spec.model.num_classes);
@@ -41,10 +36,18 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
       if (spec.eval.enabled) ds.info().count(spec.data.eval_split);
     }
     io::make_dirs(spec.run.output_dir);
-    // Never write over an earlier run's results.
-    const std::string manifest = spec.run.output_dir + "/" + spec.run.name + "/manifest.json";
-    VIT_USER_CHECK(::access(manifest.c_str(), F_OK) != 0, manifest, ": a run named '", spec.run.name,
-                   "' already exists there; choose another run.name (--set run.name=...) or move that folder");
+    // Never write over an earlier run's results, unless this run resumes it
+    // from its own checkpoint (train/resume.h).
+    if (spec.benchmark.enabled) {
+      const std::string manifest = spec.run.output_dir + "/" + spec.run.name + "/manifest.json";
+      VIT_USER_CHECK(::access(manifest.c_str(), F_OK) != 0, manifest, ": a run named '", spec.run.name,
+                     "' already exists there; choose another run.name (--set run.name=...) or move that folder");
+    } else {
+      int rank = 0, size = 1;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      plan = train::plan_resume(spec, rank, size);
+    }
   });
   if (!ok) return 2;
 
@@ -53,7 +56,7 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   std::unique_ptr<train::RunEnvironment> env;
   try {
     env = std::make_unique<train::RunEnvironment>(spec);
-    return spec.benchmark.enabled ? train::benchmark(*env) : train::train(*env);
+    return spec.benchmark.enabled ? train::benchmark(*env) : train::train(*env, plan);
   } catch (const std::exception& e) {
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

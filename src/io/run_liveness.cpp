@@ -7,12 +7,28 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
 namespace vit::io {
+
+namespace {
+
+// The process is gone: no such pid, or a zombie (exited, not yet reaped).
+bool process_gone(long long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+}  // namespace
 
 double parse_iso_time(const std::string& text) {
   std::tm tm{};
@@ -38,7 +54,7 @@ LivenessReport run_liveness(const nlohmann::json& m, double now_utc) {
   char here[256] = {};
   ::gethostname(here, sizeof here - 1);
   if (!host.empty() && pid > 0 && host == here) {
-    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+    if (process_gone(pid)) {
       r.state = Liveness::Dead;
       r.why = str_cat("its rank 0 (pid ", pid, " on host ", host, ") is gone");
       return r;

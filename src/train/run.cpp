@@ -12,12 +12,16 @@
 #include "parallel/plugin.h"
 #include "train/environment.h"
 #include "train/resume.h"
+#include "train/stop_signals.h"
 #include "train/trainer.h"
 
 namespace vit {
 
 int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   (void)spec_path;
+  // A stop request (SIGTERM, SIGINT, SIGUSR1) that arrives while the run
+  // starts is kept for the first step boundary rather than killing the rank.
+  if (!spec.benchmark.enabled) train::install_stop_signals();
   // Input the user controls is checked on every rank before any GPU work;
   // all ranks agree on the outcome, so a bad file fails the job cleanly.
   train::ResumePlan plan;

@@ -14,8 +14,10 @@ constexpr int kSignals[] = {SIGTERM, SIGINT, SIGUSR1};
 struct sigaction g_previous[3];
 
 void on_stop_signal(int sig) {
-  if (g_signal != 0 && sig != SIGUSR1) {
-    // Asked twice: stop now, as the default action would.
+  if (g_signal == sig && sig != SIGUSR1) {
+    // The same request twice (Ctrl-C twice): stop now, as the default action
+    // would. Different signals are one request seen twice (Slurm's SIGTERM to
+    // the tasks and the batch script's forwarded SIGUSR1).
     ::signal(sig, SIG_DFL);
     ::raise(sig);
     return;

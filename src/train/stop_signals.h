@@ -4,7 +4,8 @@
 // records the signal; the trainer looks at every step boundary, agrees with
 // the other ranks (one rank's signal stops them all), saves a checkpoint when
 // one is configured, marks the manifest "interrupted" and exits with
-// kExitInterrupted. A second SIGINT or SIGTERM ends the process at once.
+// kExitInterrupted. The same SIGINT or SIGTERM a second time ends the
+// process at once.
 #pragma once
 
 namespace vit::train {

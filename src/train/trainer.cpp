@@ -188,7 +188,7 @@ class Trainer {
                    dataset_.size(spec_.data.train_split), " images, too few for one global batch of ",
                    global_batch, " with data.drop_last");
     const int64_t total_steps = t.steps > 0 ? t.steps : steps_per_epoch * t.epochs;
-    const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
+    int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
     const double lr = t.lr * (t.lr_scale_with_world ? dp_ : 1);
     LrSchedule schedule(lr, total_steps, t.warmup_ratio, parse_schedule(t.schedule));
     LossScalerConfig sc;
@@ -240,8 +240,11 @@ class Trainer {
       last_saved_path_ = resume->checkpoint;
     }
 
+    // A resume continues the epoch it stopped in; training extended beyond
+    // the checkpoint's own end continues with the next epoch.
+    epochs = std::max(epochs, st.epoch - 1 + (st.step_in_epoch + (total_steps - st.step) + steps_per_epoch - 1) /
+                                                  steps_per_epoch);
     env_.open_results("train", plugin_->name(), global_batch, plugin_->variant(), resume.get());
-    if (!spec_.checkpoint.dir.empty() || resume) install_stop_signals();
     if (env_.is_rank0()) {
       bar_.line(str_cat("vit_hpc: ", plugin_->name(), " (", spec_.plugin.precision, ") on ",
                         env_.world().describe(), "; ", cfg_.num_parameters(), " parameters; global batch ",
@@ -255,7 +258,7 @@ class Trainer {
 
     int64_t step = st.step, adam_step = st.adam_step, steps_this_run = 0;
     const int64_t first_epoch = st.epoch;
-    for (int64_t epoch = first_epoch; epoch <= epochs; ++epoch) {
+    for (int64_t epoch = first_epoch;; ++epoch) {
       const bool continuing = epoch == first_epoch;
       const int64_t first = continuing ? st.step_in_epoch : 0;
       // An epoch whose steps are all done may still owe its summary and
@@ -451,8 +454,9 @@ class Trainer {
                               ": the optimizer state was re-sharded by tensor name"));
     }
     if (was.value("world_size", 0) != env_.world().size || was.value("dp", 0) != dp_) {
-      notes.push_back(str_cat("the layout changes from ", was.value("world_size", 0), " ranks (dp ",
-                              was.value("dp", 0), ") to ", env_.world().size, " ranks (dp ", dp_, ")"));
+      const int before = was.value("world_size", 0), now = env_.world().size;
+      notes.push_back(str_cat("the layout changes from ", before, before == 1 ? " rank" : " ranks", " (dp ",
+                              was.value("dp", 0), ") to ", now, now == 1 ? " rank" : " ranks", " (dp ", dp_, ")"));
     }
     st.step = saved.step;
     st.adam_step = saved.adam_step;

@@ -320,7 +320,7 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
              "x.yaml:3: plugin.num_microbatches: 2 micro-batches need pipeline stages (allowed: 1 unless "
              "plugin.name is hybrid_parallel with plugin.pp_size > 1)");
   BOOST_TEST(text_error("checkpoint:\n  resume: true\n") ==
-             "x.yaml:2: checkpoint.resume: true needs checkpoint.dir (allowed: false when checkpoint.dir is empty)");
+             "x.yaml:2: checkpoint.resume: true needs checkpoint.dir (allowed: auto or false when checkpoint.dir is empty)");
   BOOST_TEST(text_error("data:\n  crop_ratio_min: 2\n") ==
              "x.yaml: data.crop_ratio_max: 1.3333 is below data.crop_ratio_min 2.0 (allowed: >= "
              "data.crop_ratio_min)");

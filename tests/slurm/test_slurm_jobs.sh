@@ -22,8 +22,8 @@
 #    uninterrupted outside Slurm, bit for bit, every step recorded once.
 #    Slurm sends the warning signal (due 2 s after the start) at its next
 #    30-second time-limit check, so the training is sized (from a short
-#    calibration run) to last about 40 s uninterrupted; a requeued job waits cred_expire (10 s here, 120 by
-#    default) before it may start again.
+#    calibration run) to last about 40 s uninterrupted; a requeued job waits
+#    cred_expire (10 s here, 120 by default) before it may start again.
 # Needs build/vit_hpc, build/vit_results and configs/quickstart.yaml (and
 # whatever data that spec reads). Takes about 30 s plus the jobs' own time,
 # and about two minutes for the preemption (4).

@@ -131,7 +131,8 @@ inline std::string log_of(const std::string& name) { return slurp(scratch() + "/
 // An mpirun started in the background: its pid, its exit status when done.
 class Background {
  public:
-  Background(int ranks, const std::string& name, const std::string& extra) : base_(scratch() + "/" + name) {
+  Background(int ranks, const std::string& name, const std::string& extra)
+      : base_(scratch() + "/" + name), name_(name) {
     fs::remove(base_ + ".pid");
     fs::remove(base_ + ".rc");
     std::ofstream script(base_ + ".sh");
@@ -146,6 +147,18 @@ class Background {
     BOOST_TEST_REQUIRE(wait_for([&] { return fs::exists(base_ + ".pid") && fs::file_size(base_ + ".pid") > 0; }, 10));
     pid_ = std::stoi(slurp(base_ + ".pid"));
   }
+  // A test that gave up early leaves no job behind: every rank, then mpirun.
+  ~Background() {
+    if (fs::exists(base_ + ".rc")) return;
+    try {
+      const json m = json::parse(slurp(scratch() + "/" + name_ + "/manifest.json"));
+      for (const json& r : m.at("ranks")) ::kill(r.at("pid").get<int>(), SIGKILL);
+    } catch (const std::exception&) {
+    }
+    if (pid_ > 0) ::kill(pid_, SIGKILL);
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
   int pid() const { return pid_; }
   // The exit status, or -1 when it did not end within `seconds`.
   int wait(double seconds) {
@@ -162,7 +175,7 @@ class Background {
   }
 
  private:
-  std::string base_;
+  std::string base_, name_;
   int pid_ = -1;
 };
 

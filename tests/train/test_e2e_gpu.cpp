@@ -339,8 +339,8 @@ BOOST_AUTO_TEST_CASE(collective_watchdog_ends_a_gpu_job_whose_rank_was_stopped) 
   const auto t0 = std::chrono::steady_clock::now();
   const int rc = job.wait(timeout + 60);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (rc == -1) {
-    ::kill(stopped, SIGKILL);
+  if (rc == -1) {  // never leave a stopped job behind: every rank, then mpirun
+    for (int r = 0; r < 2; ++r) ::kill(rank_pid("gpu_watchdog", r), SIGKILL);
     ::kill(job.pid(), SIGKILL);
   }
   BOOST_TEST_REQUIRE(rc != -1);

@@ -17,7 +17,8 @@
 #                    $VIT_RESULTS_DIR/plots/<summary name>/; 0: tables only
 #   VIT_RUN_NAME     run name of the demo and multinode jobs (default: <kind>_<job id>)
 #   VIT_CHECKPOINT_DIR  training jobs: checkpoint.dir (default: $VIT_RESULTS_DIR/checkpoints/<run name>;
-#                    "none": no checkpoints, and no resume after a requeue)
+#                    "none": the spec's own checkpoint.dir, which may be empty: then no
+#                    checkpoint, and a stopped job is not requeued)
 #   VIT_BENCH_*      the benchmark grid: see vit_benchmark_cell below
 #
 # Preemption and time limits (training jobs, docs/checkpoints.md): the scripts

@@ -1,10 +1,12 @@
 // vit_hpc: the training program. The command line lives in src/io/cli.cpp
 // (so tests run the same code); the experiment itself in src/train/.
-// `vit_hpc predict ...` is a single-process command of its own.
+// `vit_hpc predict ...` and `vit_hpc export ...` are single-process commands
+// of their own.
 #include <csignal>
 #include <cstring>
 
 #include "io/cli.h"
+#include "train/export_command.h"
 #include "train/predict.h"
 #include "train/run.h"
 
@@ -14,5 +16,6 @@ int main(int argc, char** argv) {
   // killing the process.
   std::signal(SIGXFSZ, SIG_IGN);
   if (argc > 1 && std::strcmp(argv[1], "predict") == 0) return vit::predict_main(argc - 1, argv + 1);
+  if (argc > 1 && std::strcmp(argv[1], "export") == 0) return vit::export_main(argc - 1, argv + 1);
   return vit::vit_cli_main(argc, argv, vit::preflight_experiment, vit::run_experiment);
 }

@@ -16,7 +16,19 @@
 #   VIT_PLOTS        1 (default): the summary step also draws plots under
 #                    $VIT_RESULTS_DIR/plots/<summary name>/; 0: tables only
 #   VIT_RUN_NAME     run name of the demo and multinode jobs (default: <kind>_<job id>)
+#   VIT_CHECKPOINT_DIR  training jobs: checkpoint.dir (default: $VIT_RESULTS_DIR/checkpoints/<run name>;
+#                    "none": the spec's own checkpoint.dir, which may be empty: then no
+#                    checkpoint, and a stopped job is not requeued)
 #   VIT_BENCH_*      the benchmark grid: see vit_benchmark_cell below
+#
+# Preemption and time limits (training jobs, docs/checkpoints.md): the scripts
+# ask for `#SBATCH --signal=B:USR1@<seconds>` and `#SBATCH --requeue`. When the
+# batch shell gets SIGUSR1 (the time limit is near), SIGTERM (preemption) or
+# SIGINT, it forwards SIGUSR1 to the launcher (srun and mpirun pass it on to
+# every rank); vit_hpc saves a checkpoint at the next step boundary and exits
+# with status 75; the script then requeues the job (scontrol requeue), which
+# starts again under the same job id, hence the same run name and checkpoint
+# folder, and resumes where it stopped (checkpoint.resume: auto).
 # Resources (nodes, tasks per node, GPUs, time, partition) are sbatch options:
 #   sbatch --partition=gpu --time=02:00:00 --nodes=2 jobs/multinode.sbatch
 
@@ -62,15 +74,65 @@ vit_config() {
 
 # Runs its arguments as one MPI job over every task of the allocation.
 # With srun, each task sees the GPUs of its node and vit_hpc picks one by
-# its local rank.
+# its local rank. The launcher runs in the background so that a signal to
+# the batch shell is forwarded at once (bash runs traps only between
+# commands); vit_job_stop_signal says which one came, if any.
+vit_job_stop_signal=""
+vit_job_launch_pid=""
+vit_job_on_signal() {  # SIGNAL
+  [ -n "$vit_job_stop_signal" ] || vit_job_stop_signal=$1
+  echo "vit_job: got SIG$1: asking vit_hpc to save a checkpoint and stop" >&2
+  if [ -n "$vit_job_launch_pid" ]; then kill -s USR1 "$vit_job_launch_pid" 2> /dev/null || true; fi
+}
 vit_launch() {
   echo "vit_job: launching: $*"
+  if [ -n "$vit_job_stop_signal" ]; then
+    echo "vit_job: SIG$vit_job_stop_signal arrived before the launch: not starting" >&2
+    return 75
+  fi
+  trap 'vit_job_on_signal USR1' USR1
+  trap 'vit_job_on_signal TERM' TERM
+  trap 'vit_job_on_signal INT' INT
   if [ "$VIT_LAUNCHER" = srun ]; then
-    srun --mpi="$VIT_SRUN_MPI" "$@"
+    srun --mpi="$VIT_SRUN_MPI" "$@" &
   else
     # shellcheck disable=SC2086  # VIT_MPIRUN_ARGS is a list of options
-    mpirun ${VIT_MPIRUN_ARGS:-} "$@"
+    mpirun ${VIT_MPIRUN_ARGS:-} "$@" &
   fi
+  vit_job_launch_pid=$!
+  local rc
+  while :; do
+    rc=0
+    wait "$vit_job_launch_pid" || rc=$?
+    # A trapped signal ends `wait` early: wait again while the launcher runs.
+    if [ "$rc" -gt 128 ] && kill -0 "$vit_job_launch_pid" 2> /dev/null; then continue; fi
+    break
+  done
+  vit_job_launch_pid=""
+  return "$rc"
+}
+
+# After a launch that stopped to be resumed (exit status 75, or a stop
+# signal): requeue this job so that it resumes by itself. Returns 0 when it
+# requeued (Slurm then ends this run of the script), 1 when it did not.
+vit_requeue_if_stopped() {  # LAUNCH_STATUS
+  [ "$1" -eq 75 ] || [ -n "$vit_job_stop_signal" ] || return 1
+  if [ "$1" -ne 75 ]; then
+    echo "vit_job: vit_hpc ended with status $1 after SIG$vit_job_stop_signal (not 75: no checkpoint to resume); not requeued" >&2
+    return 1
+  fi
+  echo "vit_job: vit_hpc saved a checkpoint and stopped (status 75): requeueing job $SLURM_JOB_ID" \
+       "(restart ${SLURM_RESTART_COUNT:-0} done)"
+  if scontrol requeue "$SLURM_JOB_ID"; then
+    # Slurm ends this run of the script (SIGTERM, then SIGKILL); do not let
+    # a summary race it.
+    trap - USR1 TERM INT
+    sleep 300 &
+    wait $! || true
+    return 0
+  fi
+  echo "vit_job: error: scontrol requeue $SLURM_JOB_ID failed (submit with --requeue); resubmit to resume" >&2
+  return 1
 }
 
 # vit_summarise SUMMARY.md RUN_DIR...: the markdown tables of the given runs
@@ -99,15 +161,20 @@ vit_summarise() {
 }
 
 # vit_run_once NAME DEVICE SPEC [vit_hpc arguments...]: one vit_hpc run named
-# NAME over the whole allocation, then its summary NAME.md. The summary is
-# made even when vit_hpc failed (the failed run is listed in it); the return
-# status is vit_hpc's when it failed, else vit_results'.
+# NAME over the whole allocation, then its summary NAME.md. The run keeps
+# checkpoints in VIT_CHECKPOINT_DIR and, when it stops to be resumed, the job
+# is requeued instead (vit_requeue_if_stopped). The summary is made even
+# when vit_hpc failed (the failed run is listed in it); the return status is
+# vit_hpc's when it failed, else vit_results'.
 vit_run_once() {
   local name=$1 device=$2 config=$3
   shift 3
-  local launch_status=0 summary_status=0
+  local launch_status=0 summary_status=0 checkpoints=()
+  local ckpt_dir=${VIT_CHECKPOINT_DIR:-$VIT_RESULTS_DIR/checkpoints/$name}
+  [ "$ckpt_dir" = none ] || checkpoints=(--set checkpoint.dir="$ckpt_dir")
   vit_launch "$VIT_BUILD_DIR/vit_hpc" "$config" --set run.device="$device" \
-    --set run.output_dir="$VIT_RESULTS_DIR" --set run.name="$name" "$@" || launch_status=$?
+    --set run.output_dir="$VIT_RESULTS_DIR" --set run.name="$name" "${checkpoints[@]}" "$@" || launch_status=$?
+  vit_requeue_if_stopped "$launch_status" && return 0
   vit_summarise "$VIT_RESULTS_DIR/$name.md" "$VIT_RESULTS_DIR/$name" || summary_status=$?
   return $((launch_status != 0 ? launch_status : summary_status))
 }

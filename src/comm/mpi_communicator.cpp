@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "comm/gpu_runtime.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 
 namespace vit::comm {
@@ -100,6 +101,16 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, size_t chunk_bytes) : chunk_byte
   VIT_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   VIT_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
   VIT_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  MPI_Group mine = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  VIT_MPI_CHECK(MPI_Comm_group(comm_, &mine));
+  VIT_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  std::vector<int> local(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) local[static_cast<size_t>(r)] = r;
+  world_ranks_.resize(local.size());
+  const int err = MPI_Group_translate_ranks(mine, size_, local.data(), world, world_ranks_.data());
+  MPI_Group_free(&mine);
+  MPI_Group_free(&world);
+  VIT_MPI_CHECK(err);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -150,6 +161,7 @@ void MpiCommunicator::all_reduce_host(void* buf, size_t count, DType dtype, Redu
 
 void MpiCommunicator::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op, Device device,
                                  void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("all_reduce", &world_ranks_, ++seq_, count, dtype);
   if (count == 0) return;
   const size_t es = dtype_size(dtype);
   // Chunks of chunk_bytes_ of fp32: bounds both the staging and the widened
@@ -207,6 +219,7 @@ void MpiCommunicator::reduce_scatter_host(const void* send, void* recv, size_t r
 
 void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype, ReduceOp op,
                                      Device device, void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("reduce_scatter", &world_ranks_, ++seq_, recv_count, dtype);
   if (recv_count == 0) return;
   if (device == Device::CUDA) {
     const size_t es = dtype_size(dtype);
@@ -228,6 +241,7 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_c
 
 void MpiCommunicator::all_gather(const void* send, void* recv, size_t send_count, DType dtype, Device device,
                                  void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("all_gather", &world_ranks_, ++seq_, send_count, dtype);
   if (send_count == 0) return;
   const size_t es = dtype_size(dtype);
   const MPI_Datatype type = movement_type(dtype);
@@ -257,6 +271,7 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t send_count
 // ---------------------------------------------------------------------------
 
 void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root, Device device, void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("broadcast", &world_ranks_, ++seq_, count, dtype);
   check_peer(root, "broadcast root");
   const size_t bytes = count * dtype_size(dtype);
   if (bytes == 0) return;
@@ -276,6 +291,7 @@ void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root, 
 }
 
 void MpiCommunicator::send(const void* buf, size_t count, DType dtype, int peer, Device device, void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("send", &world_ranks_, ++seq_, count, dtype);
   check_peer(peer, "send");
   VIT_CHECK(peer != rank_, "send: rank ", rank_, " sends to itself; use send_recv for a self-exchange");
   const size_t bytes = count * dtype_size(dtype);
@@ -295,6 +311,7 @@ void MpiCommunicator::send(const void* buf, size_t count, DType dtype, int peer,
 }
 
 void MpiCommunicator::recv(void* buf, size_t count, DType dtype, int peer, Device device, void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("recv", &world_ranks_, ++seq_, count, dtype);
   check_peer(peer, "recv");
   VIT_CHECK(peer != rank_, "recv: rank ", rank_, " receives from itself; use send_recv for a self-exchange");
   const size_t bytes = count * dtype_size(dtype);
@@ -319,6 +336,7 @@ void MpiCommunicator::recv(void* buf, size_t count, DType dtype, int peer, Devic
 // no chunk left it talks to MPI_PROC_NULL, which sends and receives nothing.
 void MpiCommunicator::send_recv(const void* send_buf, size_t send_count, int send_peer, void* recv_buf,
                                 size_t recv_count, int recv_peer, DType dtype, Device device, void* stream) {
+  const auto watched = CollectiveWatchdog::get().watch("send_recv", &world_ranks_, ++seq_, send_count, dtype);
   if (send_peer != -1) check_peer(send_peer, "send_recv (send side)");
   if (recv_peer != -1) check_peer(recv_peer, "send_recv (recv side)");
   const size_t es = dtype_size(dtype);
@@ -363,6 +381,9 @@ void MpiCommunicator::send_recv(const void* send_buf, size_t send_count, int sen
   }
 }
 
-void MpiCommunicator::barrier() { VIT_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  const auto watched = CollectiveWatchdog::get().watch("barrier", &world_ranks_, ++seq_, 0, DType::U8);
+  VIT_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 }  // namespace vit::comm

@@ -18,9 +18,14 @@
 // messages never mix with anyone else's, and the caller keeps its own
 // handle. MPI errors on it are returned, not fatal, and become vit::Error
 // with the rank in the message.
+// Every call is watched by the collective watchdog (watchdog.h) while it is
+// active: a peer that never arrives ends the job instead of hanging it.
 #pragma once
 
 #include <mpi.h>
+
+#include <cstdint>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "core/device.h"
@@ -40,6 +45,8 @@ class MpiCommunicator final : public Communicator {
   const char* backend() const override { return "mpi"; }
   // The duplicated communicator, for code that needs raw MPI.
   MPI_Comm comm() const { return comm_; }
+  // The members as ranks of MPI_COMM_WORLD, in this communicator's order.
+  const std::vector<int>& world_ranks() const { return world_ranks_; }
 
   void all_reduce(void* buf, size_t count, DType dtype, ReduceOp op, Device device,
                   void* stream = nullptr) override;
@@ -64,6 +71,8 @@ class MpiCommunicator final : public Communicator {
   void check_peer(int peer, const char* what) const;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
+  std::vector<int> world_ranks_;
+  uint64_t seq_ = 0;  // operations started, for the watchdog's messages
   int rank_ = 0;
   int size_ = 1;
   size_t chunk_bytes_ = kDefaultChunkBytes;

@@ -14,6 +14,9 @@
 //   waited for.
 // - Two ranks on one GPU are refused by NCCL ("duplicate GPU"): use
 //   make_communicator (bootstrap.h), which picks MPI in that case.
+// - The collective watchdog (watchdog.h) polls an event recorded after each
+//   operation and the communicator's asynchronous errors, and aborts it when
+//   a peer never arrives.
 // Several NCCL communicators (world, tp, pp, dp) must be used in the same
 // order on every rank, or launched on one stream, as with any NCCL program.
 #pragma once
@@ -22,6 +25,7 @@
 
 #include <mpi.h>
 
+#include <cstdint>
 #include <memory>
 
 #include "comm/communicator.h"
@@ -60,8 +64,12 @@ class NcclCommunicator final : public Communicator {
  private:
   void check_peer(int peer, const char* what) const;
 
+  // After enqueueing an operation: the watchdog polls an event behind it.
+  void watch(const char* op, size_t count, DType dtype, void* stream);
+
   std::unique_ptr<MpiCommunicator> host_;
   ncclComm* nccl_ = nullptr;
+  uint64_t seq_ = 0;
   int gpu_index_ = -1;
 };
 

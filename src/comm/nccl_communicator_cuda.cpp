@@ -5,6 +5,7 @@
 #include <nccl.h>
 
 #include "comm/gpu_runtime.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 
 namespace vit::comm {
@@ -76,12 +77,20 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm) : host_(std::make_unique<MpiCo
   ncclComm_t created = nullptr;
   VIT_NCCL_CHECK(ncclCommInitRank(&created, host_->size(), id, host_->rank()));
   nccl_ = created;
+  CollectiveWatchdog::get().register_nccl(nccl_, &host_->world_ranks());
 }
 
 NcclCommunicator::~NcclCommunicator() {
   // Destroy (not Finalize + Destroy): the destructor must not block on peers
   // that may already be unwinding after an error.
-  if (nccl_ != nullptr) ncclCommDestroy(nccl_);
+  if (nccl_ != nullptr) {
+    CollectiveWatchdog::get().unregister_nccl(nccl_);
+    ncclCommDestroy(nccl_);
+  }
+}
+
+void NcclCommunicator::watch(const char* op, size_t count, DType dtype, void* stream) {
+  CollectiveWatchdog::get().track_gpu(op, &host_->world_ranks(), ++seq_, count, dtype, stream, nccl_);
 }
 
 void NcclCommunicator::check_peer(int peer, const char* what) const {
@@ -94,6 +103,7 @@ void NcclCommunicator::all_reduce(void* buf, size_t count, DType dtype, ReduceOp
   if (device == Device::CPU) return host_->all_reduce(buf, count, dtype, op, device, stream);
   if (count == 0) return;
   VIT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), nccl_op(op), nccl_, as_stream(stream)));
+  watch("all_reduce", count, dtype, stream);
 }
 
 void NcclCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype, ReduceOp op,
@@ -102,6 +112,7 @@ void NcclCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_
   if (recv_count == 0) return;
   VIT_NCCL_CHECK(
       ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), nccl_, as_stream(stream)));
+  watch("reduce_scatter", recv_count, dtype, stream);
 }
 
 void NcclCommunicator::all_gather(const void* send, void* recv, size_t send_count, DType dtype, Device device,
@@ -109,6 +120,7 @@ void NcclCommunicator::all_gather(const void* send, void* recv, size_t send_coun
   if (device == Device::CPU) return host_->all_gather(send, recv, send_count, dtype, device, stream);
   if (send_count == 0) return;
   VIT_NCCL_CHECK(ncclAllGather(send, recv, send_count, nccl_type(dtype), nccl_, as_stream(stream)));
+  watch("all_gather", send_count, dtype, stream);
 }
 
 void NcclCommunicator::broadcast(void* buf, size_t count, DType dtype, int root, Device device, void* stream) {
@@ -116,6 +128,7 @@ void NcclCommunicator::broadcast(void* buf, size_t count, DType dtype, int root,
   check_peer(root, "broadcast root");
   if (count == 0) return;
   VIT_NCCL_CHECK(ncclBroadcast(buf, buf, count, nccl_type(dtype), root, nccl_, as_stream(stream)));
+  watch("broadcast", count, dtype, stream);
 }
 
 void NcclCommunicator::send(const void* buf, size_t count, DType dtype, int peer, Device device, void* stream) {
@@ -123,6 +136,7 @@ void NcclCommunicator::send(const void* buf, size_t count, DType dtype, int peer
   check_peer(peer, "send");
   if (count == 0) return;
   VIT_NCCL_CHECK(ncclSend(buf, count, nccl_type(dtype), peer, nccl_, as_stream(stream)));
+  watch("send", count, dtype, stream);
 }
 
 void NcclCommunicator::recv(void* buf, size_t count, DType dtype, int peer, Device device, void* stream) {
@@ -130,6 +144,7 @@ void NcclCommunicator::recv(void* buf, size_t count, DType dtype, int peer, Devi
   check_peer(peer, "recv");
   if (count == 0) return;
   VIT_NCCL_CHECK(ncclRecv(buf, count, nccl_type(dtype), peer, nccl_, as_stream(stream)));
+  watch("recv", count, dtype, stream);
 }
 
 // One NCCL group: the send and the receive progress together, so a ring of
@@ -149,6 +164,7 @@ void NcclCommunicator::send_recv(const void* send_buf, size_t send_count, int se
   if (do_send) VIT_NCCL_CHECK(ncclSend(send_buf, send_count, nccl_type(dtype), send_peer, nccl_, as_stream(stream)));
   if (do_recv) VIT_NCCL_CHECK(ncclRecv(recv_buf, recv_count, nccl_type(dtype), recv_peer, nccl_, as_stream(stream)));
   VIT_NCCL_CHECK(ncclGroupEnd());
+  watch("send_recv", do_send ? send_count : recv_count, dtype, stream);
 }
 
 void NcclCommunicator::barrier() { host_->barrier(); }

@@ -45,7 +45,9 @@ void Loader::stop() {
   if (producer_.joinable()) producer_.join();
 }
 
-void Loader::start_epoch(int64_t epoch) {
+void Loader::start_epoch(int64_t epoch, int64_t first_step) {
+  VIT_CHECK(first_step >= 0 && first_step <= sampler_.steps_per_epoch(), "start_epoch: step ", first_step, " of ",
+            sampler_.steps_per_epoch());
   stop();
   std::lock_guard<std::mutex> lock(mu_);
   for (Batch& b : ready_) free_.push_back(std::move(b.images));
@@ -57,7 +59,7 @@ void Loader::start_epoch(int64_t epoch) {
   last_wait_ = 0;
   started_ = true;
   // The producer gets its own sampler: DistributedSampler caches and is not thread-safe.
-  producer_ = std::thread(&Loader::produce, this, sampler_, epoch);
+  producer_ = std::thread(&Loader::produce, this, sampler_, epoch, first_step);
 }
 
 Buffer Loader::take_buffer() {
@@ -117,10 +119,10 @@ void Loader::fill(Batch& b, const DistributedSampler& sampler, std::vector<Worke
   }
 }
 
-void Loader::produce(DistributedSampler sampler, int64_t epoch) {
+void Loader::produce(DistributedSampler sampler, int64_t epoch, int64_t first_step) {
   std::vector<WorkerScratch> scratch;  // reused by the batches of this epoch
   const int64_t steps = sampler.steps_per_epoch();
-  for (int64_t step = 0; step < steps; ++step) {
+  for (int64_t step = first_step; step < steps; ++step) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < options_.prefetch; });

@@ -70,8 +70,9 @@ class Loader {
   const DistributedSampler& sampler() const { return sampler_; }
   int64_t steps_per_epoch() const { return sampler_.steps_per_epoch(); }
 
-  // Starts (or restarts) producing `epoch`; a running epoch is abandoned.
-  void start_epoch(int64_t epoch);
+  // Starts (or restarts) producing `epoch` from its step `first_step` (a
+  // resumed run continues mid-epoch); a running epoch is abandoned.
+  void start_epoch(int64_t epoch, int64_t first_step = 0);
   // The next batch of the epoch; false once the epoch is exhausted.
   bool next(Batch& out);
   // Seconds the last next() waited for its batch (0 when it was ready).
@@ -82,7 +83,7 @@ class Loader {
  private:
   void stop();
   struct WorkerScratch;
-  void produce(DistributedSampler sampler, int64_t epoch);
+  void produce(DistributedSampler sampler, int64_t epoch, int64_t first_step);
   void fill(Batch& b, const DistributedSampler& sampler, std::vector<WorkerScratch>& scratch, int64_t epoch,
             int64_t step);
   Buffer take_buffer();

@@ -36,6 +36,7 @@ struct Command {
 const Command kCommands[] = {
     {"train", "train (or benchmark) the experiment SPEC describes; the default command"},
     {"predict", "run a trained model over an HDF5 split or a folder of images (vit_hpc predict --help)"},
+    {"export", "a training-state checkpoint as a Hugging Face folder (vit_hpc export --help)"},
 };
 
 struct CommandLine {
@@ -98,9 +99,11 @@ CommandLine parse_command_line(int argc, char** argv) {
   if (argc > 1 && is_command(argv[1])) {
     cl.command = argv[1];
     first = 2;
-    // predict has its own options and runs without MPI: src/main.cpp sends it
-    // to train/predict.cpp before this parser is reached.
-    if (cl.command == "predict") throw UserError("predict is not handled by this program's command line");
+    // predict and export have their own options and run without MPI:
+    // src/main.cpp sends them to src/train/ before this parser is reached.
+    if (cl.command == "predict" || cl.command == "export") {
+      throw UserError(str_cat(cl.command, " is not handled by this program's command line"));
+    }
   } else if (argc > 1 && looks_like_command(argv[1])) {
     std::string allowed;
     for (const Command& c : kCommands) allowed += std::string(c.name) + ", ";

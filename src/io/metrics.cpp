@@ -17,18 +17,36 @@ JsonlWriter::JsonlWriter(const std::string& path) : path_(path) {
   if (file_ == nullptr) throw UserError(str_cat(path, ": cannot write metrics (", std::strerror(errno), ")"));
 }
 
+JsonlWriter::JsonlWriter(const std::string& path, int64_t keep_bytes) : path_(path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw UserError(str_cat(path, ": cannot continue the metrics file (", std::strerror(errno), ")"));
+  }
+  if (st.st_size < keep_bytes) {
+    throw UserError(str_cat(path, ": holds ", st.st_size, " bytes, fewer than the ", keep_bytes,
+                            " the checkpoint recorded: the metrics of this run folder were changed since"));
+  }
+  if (::truncate(path.c_str(), keep_bytes) != 0) {
+    throw UserError(str_cat(path, ": cannot cut back to ", keep_bytes, " bytes (", std::strerror(errno), ")"));
+  }
+  file_ = std::fopen(path.c_str(), "a");
+  if (file_ == nullptr) throw UserError(str_cat(path, ": cannot write metrics (", std::strerror(errno), ")"));
+  bytes_ = keep_bytes;
+}
+
 JsonlWriter::~JsonlWriter() {
   if (file_) std::fclose(file_);
 }
 
 JsonlWriter::JsonlWriter(JsonlWriter&& o) noexcept
-    : file_(std::exchange(o.file_, nullptr)), path_(std::move(o.path_)) {}
+    : file_(std::exchange(o.file_, nullptr)), path_(std::move(o.path_)), bytes_(o.bytes_) {}
 
 JsonlWriter& JsonlWriter::operator=(JsonlWriter&& o) noexcept {
   if (this != &o) {
     if (file_) std::fclose(file_);
     file_ = std::exchange(o.file_, nullptr);
     path_ = std::move(o.path_);
+    bytes_ = o.bytes_;
   }
   return *this;
 }
@@ -39,6 +57,7 @@ void JsonlWriter::write(const nlohmann::json& record) {
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
     throw UserError(str_cat(path_, ": writing metrics failed (", std::strerror(errno), ")"));
   }
+  bytes_ += static_cast<int64_t>(line.size());
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) { write_files_atomic({{path, text}}); }

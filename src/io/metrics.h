@@ -2,6 +2,7 @@
 // for each rank, and the run's manifest, replaced atomically.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -17,6 +18,9 @@ class JsonlWriter {
  public:
   JsonlWriter() = default;
   explicit JsonlWriter(const std::string& path);  // truncates; throws UserError naming the path
+  // Continues an existing file after cutting it back to its first
+  // `keep_bytes` bytes (a resumed run drops what followed its checkpoint).
+  JsonlWriter(const std::string& path, int64_t keep_bytes);
   ~JsonlWriter();
   JsonlWriter(const JsonlWriter&) = delete;
   JsonlWriter& operator=(const JsonlWriter&) = delete;
@@ -25,11 +29,14 @@ class JsonlWriter {
 
   void write(const nlohmann::json& record);
   bool is_open() const { return file_ != nullptr; }
+  // Bytes in the file so far (every line is flushed as it is written).
+  int64_t bytes() const { return bytes_; }
   const std::string& path() const { return path_; }
 
  private:
   std::FILE* file_ = nullptr;
   std::string path_;
+  int64_t bytes_ = 0;
 };
 
 // Writes `text` to path.tmp.<pid> then renames it over `path`: readers see

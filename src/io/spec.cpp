@@ -657,12 +657,15 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
   }
 
   // Checkpoints need somewhere to live.
-  if (s.checkpoint.dir.empty() && s.checkpoint.resume) {
-    add("checkpoint.resume", "true needs checkpoint.dir (allowed: false when checkpoint.dir is empty)");
+  if (s.checkpoint.dir.empty() && s.checkpoint.resume == "true") {
+    add("checkpoint.resume", "true needs checkpoint.dir (allowed: auto or false when checkpoint.dir is empty)");
   }
-  if (s.checkpoint.dir.empty() && s.checkpoint.every_epochs > 0) {
-    add("checkpoint.every_epochs", str_cat(s.checkpoint.every_epochs,
-                                           " needs checkpoint.dir (allowed: 0 when checkpoint.dir is empty)"));
+  for (const auto& [field, value] : {std::pair<const char*, int>{"checkpoint.every_steps", s.checkpoint.every_steps},
+                                     {"checkpoint.every_epochs", s.checkpoint.every_epochs},
+                                     {"checkpoint.stop_after_steps", s.checkpoint.stop_after_steps}}) {
+    if (s.checkpoint.dir.empty() && value > 0) {
+      add(field, str_cat(value, " needs checkpoint.dir (allowed: 0 when checkpoint.dir is empty)"));
+    }
   }
 
   // The world.

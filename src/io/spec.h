@@ -38,6 +38,7 @@ struct RunSpec {
   int cpu_threads = 0;
   int log_every = 0;
   bool progress = false;
+  double collective_timeout_s = 0;
 };
 
 struct DataSpec {
@@ -109,6 +110,7 @@ struct TrainSpec {
   std::string schedule;  // cosine | linear | constant
   double grad_clip = 0;
   bool recompute = false;
+  int max_nonfinite_steps = 0;
 };
 
 struct EvalSpec {
@@ -127,10 +129,14 @@ struct BenchmarkSpec {
 
 struct CheckpointSpec {
   std::string dir;
+  int every_steps = 0;
   int every_epochs = 0;
+  int keep_last = 0;
+  std::string resume;  // auto | true | false
+  bool continue_on_error = false;
+  int stop_after_steps = 0;
   std::string export_hf;
   bool overwrite_export = false;
-  bool resume = false;
 };
 
 // Where each value came from, for messages: not a YAML section.

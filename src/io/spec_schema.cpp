@@ -76,6 +76,9 @@ std::vector<FieldInfo> build_schema() {
           "CPU threads per rank; 0 = the node's cores divided among its ranks."),
       Int(VIT_AT(run, log_every), "10", at_least(1), "Steps between progress-bar refreshes."),
       Bool(VIT_AT(run, progress), "true", "Show the progress bar on rank 0 (off for batch-job logs)."),
+      Float(VIT_AT(run, collective_timeout_s), "300", at_least(0),
+            "Seconds a collective may wait for the other ranks before the job ends with a message naming the "
+            "operation, the step and the ranks that did not arrive; 0 = wait forever."),
 
       // --- data ----------------------------------------------------------
       String(VIT_AT(data, path), "data/beans_224.h5",
@@ -181,6 +184,9 @@ std::vector<FieldInfo> build_schema() {
       Float(VIT_AT(train, grad_clip), "0.0", at_least(0), "Clip the global gradient norm to this; 0 = off."),
       Bool(VIT_AT(train, recompute), "false",
            "Recompute block activations during backward instead of storing them (less memory)."),
+      Int(VIT_AT(train, max_nonfinite_steps), "5", at_least(1),
+          "Consecutive steps with a NaN/Inf loss or gradient norm (skipped, like an fp16 overflow) after which "
+          "the run stops as failed; with fp16 only those at plugin.min_scale count."),
 
       // --- eval ----------------------------------------------------------
       Bool(VIT_AT(eval, enabled), "true", "Evaluate loss and accuracy on data.eval_split during training."),
@@ -200,16 +206,27 @@ std::vector<FieldInfo> build_schema() {
            "the breakdown goes to the log and the metrics (\"profile\" lines)."),
 
       // --- checkpoint ----------------------------------------------------
-      String(VIT_AT(checkpoint, dir), "", "Folder for checkpoints (save and resume); empty = none."),
-      Int(VIT_AT(checkpoint, every_epochs), "0", at_least(0),
-          "Save every N epochs; 0 = only at the end of training (needs dir)."),
+      String(VIT_AT(checkpoint, dir), "",
+             "Folder of training-state checkpoints (docs/checkpoints.md); empty = none. With a folder, one is "
+             "also saved at the end and when a stop signal (SIGTERM, SIGINT, SIGUSR1) arrives."),
+      Int(VIT_AT(checkpoint, every_steps), "0", at_least(0), "Save every N optimizer steps; 0 = not by steps."),
+      Int(VIT_AT(checkpoint, every_epochs), "0", at_least(0), "Save after every N epochs; 0 = not by epochs."),
+      Int(VIT_AT(checkpoint, keep_last), "2", at_least(1),
+          "Complete checkpoints kept; older ones are removed once a newer one is in place."),
+      Choice(VIT_AT(checkpoint, resume), "auto", {"auto", "true", "false"},
+             "auto: continue from the newest complete checkpoint in dir when there is one; true: it must exist; "
+             "false: start afresh (dir must hold no checkpoint)."),
+      Bool(VIT_AT(checkpoint, continue_on_error), "false",
+           "A checkpoint that cannot be written (disk full) is reported and training goes on; false: the run "
+           "stops as failed. The previous checkpoint stays intact either way."),
+      Int(VIT_AT(checkpoint, stop_after_steps), "0", at_least(0),
+          "Save and stop (exit status 75, resumable) after this many steps of this run; 0 = run to the end."),
       String(VIT_AT(checkpoint, export_hf), "",
              "Folder to write a Hugging Face model.safetensors + config.json after training; empty = none. "
              "Checked before training: its parent folder must exist and be writable. If writing fails after "
              "training, the model goes to <output_dir>/<name>/export_hf instead and the run says so."),
       Bool(VIT_AT(checkpoint, overwrite_export), "false",
            "Replace an earlier export in checkpoint.export_hf (refused before training when false)."),
-      Bool(VIT_AT(checkpoint, resume), "false", "Resume from the latest checkpoint in dir (needs dir)."),
   };
 }
 

@@ -40,6 +40,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
               " is data parallel only; tensor/pipeline layouts need hybrid_parallel");
     VIT_CHECK(!sharded_ || opts.zero.stage == 1 || opts.zero.stage == 2, "low_level_zero: stage ", opts.zero.stage,
               " (allowed: 1, 2)");
+    VIT_CHECK(model_.layout().shard().is_full(), opts.name, " holds whole tensors (checkpoint runs assume it)");
     const Device dev = ctx_.device;
     const DType cd = model_.compute().dtype;
     const int64_t P = buckets_.padded_total();
@@ -141,6 +142,80 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     const double inv = 1.0 / static_cast<double>(last_loss_scale_);
     for (float& g : out) g = static_cast<float>(g * inv);
     return out;
+  }
+
+  // Checkpoints. Ownership follows the padded bucket layout: rank r writes
+  // the real elements of part r of every bucket (its ZeRO shard; a
+  // replicated plugin holds everything but writes the same share), and
+  // reads on import what it holds: its parts (sharded) or everything.
+  std::vector<TensorRun> state_runs() const override {
+    std::vector<TensorRun> runs;
+    for_each_owned_part([&](int, int64_t lo, int64_t hi) { append_runs(lo, hi, runs); });
+    return runs;
+  }
+
+  std::vector<float> export_state(StatePart part) override {
+    settle();
+    const float* base = state_buffer(part);
+    std::vector<float> out;
+    for_each_owned_part([&](int b, int64_t lo, int64_t hi) {
+      // The part's real elements sit at its start: in the shard buffer
+      // (sharded) or at part_begin in the padded whole (replicated).
+      const int64_t at = sharded_ ? buckets_.buckets()[static_cast<size_t>(b)].shard_offset : buckets_.part_begin(b);
+      const size_t n = static_cast<size_t>(hi - lo);
+      out.resize(out.size() + n);
+      copy_bytes(out.data() + out.size() - n, Device::CPU, base + at, ctx_.device, n * sizeof(float));
+    });
+    return out;
+  }
+
+  void import_state(const StateReader& read) override {
+    settle();
+    const int64_t P = buckets_.padded_total();
+    const int64_t n = sharded_ ? buckets_.shard_total() : P;
+    std::vector<float> host(static_cast<size_t>(n));
+    for (StatePart part : kStateParts) {
+      std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
+      for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+        const Bucket& bk = buckets_.buckets()[b];
+        // Local elements [lo, hi) this rank holds, and where lo goes in `host`.
+        int64_t lo = bk.begin, hi = bk.end, at = bk.padded_begin;
+        if (sharded_) {
+          const auto [plo, phi] = owned_range(static_cast<int>(b), dp_.rank());
+          lo = plo;
+          hi = phi;
+          at = bk.shard_offset;
+        }
+        std::vector<TensorRun> runs;
+        append_runs(lo, hi, runs);
+        int64_t pos = at;
+        for (const TensorRun& r : runs) {
+          read(part, r, host.data() + pos);
+          pos += r.count;
+        }
+      }
+      float* dst = const_cast<float*>(state_buffer(part));
+      copy_bytes(dst, ctx_.device, host.data(), Device::CPU, host.size() * sizeof(float));
+    }
+    // The compute-dtype copy the model reads, from the master weights: whole
+    // (replicated; the same buffer for fp32) or this rank's parts, then
+    // all-gathered as after a step (sharded).
+    if (!sharded_) {
+      if (!master_.empty()) k::cast(ctx_, params_tensor(), tensor_of(master_, DType::F32, {P}));
+    } else {
+      const DType cd = model_.compute().dtype;
+      for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+        const int64_t part = buckets_.part_size(static_cast<int>(b));
+        k::cast(ctx_,
+                Tensor(static_cast<char*>(params_.data()) +
+                           buckets_.part_begin(static_cast<int>(b)) * static_cast<int64_t>(dtype_size(cd)),
+                       cd, ctx_.device, {part}),
+                Tensor(master_.as<float>() + buckets_.buckets()[b].shard_offset, DType::F32, ctx_.device, {part}));
+      }
+      gather_->launch();
+      gather_->wait_all();
+    }
+    synchronize_stream(ctx_.stream);
   }
 
   StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
@@ -268,6 +343,43 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
                       cd, dev, {part});
       views_.push_back(v);
     }
+  }
+
+  // Local elements [lo, hi) of bucket b's part `rank` that are real (not padding).
+  std::pair<int64_t, int64_t> owned_range(int b, int rank) const {
+    const Bucket& bk = buckets_.buckets()[static_cast<size_t>(b)];
+    const int64_t ps = buckets_.part_size(b), real = bk.end - bk.begin;
+    return {bk.begin + std::min(real, rank * ps), bk.begin + std::min(real, (rank + 1) * ps)};
+  }
+
+  // f(bucket, lo, hi) for this rank's part of every bucket, in buffer order.
+  template <typename F>
+  void for_each_owned_part(F&& f) const {
+    for (int b = static_cast<int>(buckets_.buckets().size()) - 1; b >= 0; --b) {
+      const auto [lo, hi] = owned_range(b, dp_.rank());
+      if (hi > lo) f(b, lo, hi);
+    }
+  }
+
+  // The parameters' runs covering local elements [lo, hi). The layout is
+  // unsharded (data parallel only), so a local offset inside a parameter is
+  // its offset in the full tensor.
+  void append_runs(int64_t lo, int64_t hi, std::vector<TensorRun>& out) const {
+    for (const model::ParamInfo& p : model_.layout().params()) {
+      const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
+      if (a < e) out.push_back(TensorRun{p.name, a - p.offset, e - a});
+    }
+  }
+
+  // The fp32 buffer holding `part`: padded whole (replicated) or this rank's
+  // shard (sharded); replicated fp32 keeps its master weights in params_.
+  const float* state_buffer(StatePart part) const {
+    switch (part) {
+      case StatePart::Master: return (master_.empty() ? params_ : master_).as<float>();
+      case StatePart::AdamM: return m_.as<float>();
+      case StatePart::AdamV: return v_.as<float>();
+    }
+    VIT_THROW("unknown StatePart");
   }
 
   // Every queued gather and update has landed (before host reads or writes).

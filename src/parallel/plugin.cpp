@@ -7,6 +7,27 @@
 
 namespace vit::parallel {
 
+const char* state_part_name(StatePart part) {
+  switch (part) {
+    case StatePart::Master: return "master";
+    case StatePart::AdamM: return "adam_m";
+    case StatePart::AdamV: return "adam_v";
+  }
+  VIT_THROW("unknown StatePart ", static_cast<int>(part));
+}
+
+namespace {
+[[noreturn]] void no_checkpoints(const Plugin& p) {
+  throw UserError(str_cat("checkpoints are not supported by ", p.name(),
+                          " yet (checkpoint.dir needs a plugin that exports its training state: torch_ddp, "
+                          "torch_ddp_fp16, low_level_zero)"));
+}
+}  // namespace
+
+std::vector<TensorRun> Plugin::state_runs() const { no_checkpoints(*this); }
+std::vector<float> Plugin::export_state(StatePart) { no_checkpoints(*this); }
+void Plugin::import_state(const StateReader&) { no_checkpoints(*this); }
+
 const std::vector<PluginEntry>& plugin_registry() {
   static const std::vector<PluginEntry> registry = {
       {"torch_ddp", "data parallel, fp32", make_data_parallel},

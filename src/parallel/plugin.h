@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,6 +77,28 @@ struct EvalResult {
   int64_t count = 0;
 };
 
+// Training-state checkpoints (src/train/checkpoint.h, docs/checkpoints.md).
+// A plugin's optimizer state is addressed by full (unsharded) tensors, so a
+// checkpoint written under one layout loads under any other: a rank names
+// the runs of full-tensor elements it holds, writes their values, and on
+// import asks for the runs it needs, whoever wrote them.
+enum class StatePart { Master, AdamM, AdamV };  // fp32 master weights, AdamW first and second moments
+constexpr StatePart kStateParts[] = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+const char* state_part_name(StatePart part);  // "master", "adam_m", "adam_v"
+
+// `count` consecutive elements of the full parameter `name` (row-major over
+// its global shape, as ParamLayout names it: "blocks.3.attn.qkv.weight"),
+// from element `begin`.
+struct TensorRun {
+  std::string name;
+  int64_t begin = 0;
+  int64_t count = 0;
+};
+
+// Fills dst (run.count fp32 values) with the checkpoint's values of `run` in
+// state part `part`; throws vit::UserError when the checkpoint lacks them.
+using StateReader = std::function<void(StatePart part, const TensorRun& run, float* dst)>;
+
 class Plugin {
  public:
   virtual ~Plugin() = default;
@@ -108,6 +131,20 @@ class Plugin {
   // from plugins that keep no timeline.
   virtual void record_timeline() {}
   virtual std::string timeline() const { return ""; }
+  // Checkpoints. The defaults throw vit::UserError("checkpoints are not
+  // supported by <plugin> yet"); a plugin implements all three.
+  // state_runs(): the runs this rank writes, the same for every part. Over
+  // all ranks the runs cover every element of every parameter exactly once
+  // (replicated plugins split the writing as ZeRO splits the state), so no
+  // rank ever gathers the whole state.
+  virtual std::vector<TensorRun> state_runs() const;
+  // This rank's values of `part` for state_runs(), back to back. Not collective.
+  virtual std::vector<float> export_state(StatePart part);
+  // Replaces the whole training state (master weights, AdamW moments, and the
+  // compute-dtype copy the model reads) with the checkpoint's, reading
+  // through `read` only the runs this rank holds. Collective over the
+  // plugin's ranks.
+  virtual void import_state(const StateReader& read);
 
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all

@@ -45,6 +45,9 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   if (group_ != nullptr && group_->size() > 1) {
     group_->all_reduce(s, 2, DType::F32, comm::ReduceOp::Sum, ctx_.device, ctx_.stream);
   }
+  // Finite gradients whose squares overflow fp32 give an infinite norm: the
+  // step is skipped as well (every rank holds the same reduced sum).
+  k::nonfinite_flag(ctx_, flag, sumsq);
   k::grad_scale_from_norm(ctx_, factor, norm, sumsq, hyper_.grad_clip, 1.0f / loss_scale);
   k::AdamWHyper hp;
   hp.lr = lr;

@@ -12,6 +12,7 @@
 //     gradient that other ranks hold the rest of (nullptr: this rank's views
 //     cover the whole gradient)
 //   norm = sqrt(sumsq) / loss_scale;  factor = min(1, clip / norm) / loss_scale
+//   flag also when sumsq itself is not finite (finite gradients whose squares overflow)
 //   AdamW on every view with grad * factor, skipped everywhere when flag
 //
 // By default the norm sums the views' gradients. A plugin whose ranks hold

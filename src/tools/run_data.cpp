@@ -9,6 +9,8 @@
 // those fields accept null and read it as NaN.
 #include "tools/run_data.h"
 
+#include "io/run_liveness.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -182,11 +184,18 @@ void read_manifest(const fs::path& dir, Run& run) {
   run.name = get_string(m, "run", at, ctx);
   if (run.name.empty()) throw UserError(str_cat(at.where(), ": field \"run\" is empty"));
   run.mode = one_of(m, "mode", at, ctx, {"train", "benchmark"});
-  const std::string status = one_of(m, "status", at, ctx, {"running", "completed", "failed"});
+  const std::string status = one_of(m, "status", at, ctx, {"running", "completed", "failed", "interrupted"});
   run.status = status == "running" ? RunStatus::running
                : status == "completed" ? RunStatus::completed
+               : status == "interrupted" ? RunStatus::interrupted
                                        : RunStatus::failed;
   if (run.status == RunStatus::failed) run.error = get_string(m, "error", at, ctx);
+  if (run.status == RunStatus::interrupted) {
+    const json& why = get_object(m, "interrupted", at, ctx);
+    const std::string checkpoint = why.value("checkpoint", "");
+    run.error = str_cat("interrupted by ", why.value("by", "?"), " after step ", why.value("step", int64_t{0}),
+                        checkpoint.empty() ? std::string("; no checkpoint") : str_cat("; resumes from ", checkpoint));
+  }
   const json& spec = get_object(m, "spec", at, ctx);
   if (const auto train = spec.find("train"); train != spec.end() && train->is_object()) {
     const char* sctx = "manifest.json \"spec\" \"train\"";
@@ -239,6 +248,14 @@ void read_manifest(const fs::path& dir, Run& run) {
     }
   } else {
     run.end_time = get_string(m, "end_time", at, ctx);
+  }
+  // "running" in the file, but its process is gone (io/run_liveness.h).
+  if (run.status == RunStatus::running) {
+    const io::LivenessReport live = io::run_liveness(m);
+    if (live.state == io::Liveness::Dead) {
+      run.status = RunStatus::died;
+      run.error = str_cat("died: the manifest says \"running\" but ", live.why);
+    }
   }
 }
 
@@ -555,6 +572,12 @@ RunSet load_runs(const std::vector<fs::path>& paths, std::ostream* warnings_now,
       case RunStatus::running:
         set.warnings.push_back(str_cat(dir.string(), ": run \"", run.name,
                                        "\" is still in progress (manifest.json status \"running\"): skipped"));
+        break;
+      case RunStatus::interrupted:
+      case RunStatus::died:
+        set.warnings.push_back(str_cat(dir.string(), ": run \"", run.name, "\" did not complete (", run.error,
+                                       "): listed under \"Failed runs\", left out of the tables"));
+        set.failed.push_back(std::move(run));
         break;
       case RunStatus::failed:
         set.warnings.push_back(str_cat(dir.string(), ": run \"", run.name, "\" failed (", run.error,

@@ -78,14 +78,17 @@ struct BenchmarkRecord {
   std::vector<ProfileRecord> profile;  // rank 0's, largest first
 };
 
-enum class RunStatus { running, completed, failed };
+// interrupted: stopped on request (a checkpoint to resume from, usually);
+// died: the manifest says "running" but its process is gone
+// (io/run_liveness.h). Both are listed with the failed runs.
+enum class RunStatus { running, completed, failed, interrupted, died };
 
 struct Run {
   std::filesystem::path dir;
   std::string name;  // manifest "run"
   std::string mode;  // "train" or "benchmark"
   RunStatus status = RunStatus::running;
-  std::string error;  // manifest "error" of a failed run
+  std::string error;  // manifest "error" of a failed run; what stopped an interrupted or dead one
   WorldLayout world;
   std::string plugin, precision;
   std::string plugin_variant;  // manifest "plugin_variant" ("stage 1", ...), empty when absent

@@ -3,12 +3,16 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "comm/watchdog.h"
 #include "core/error.h"
 #include "io/rank_agreement.h"
+#include "io/run_liveness.h"
 #include "kernels/cpu_threads.h"
 #ifdef VIT_WITH_CUDA
 #include "kernels/gpu_context.h"
@@ -81,9 +85,50 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
   }
 #endif
   mesh_ = std::make_unique<comm::ProcessMesh>(MPI_COMM_WORLD, world_, spec.plugin.tp_size, spec.plugin.pp_size);
+
+  // From here on a rank that never arrives in a collective ends the job.
+  comm::CollectiveWatchdog& watchdog = comm::CollectiveWatchdog::get();
+  watchdog.on_timeout([this](const std::string& message, bool lowest) {
+    // The lowest rank that saw the timeout marks the run failed, reading the
+    // manifest from the shared folder when it is not rank 0 (which may be
+    // the rank that hangs).
+    if (!lowest) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (results_dir_.empty() || closed_) return;
+    closed_ = true;
+    nlohmann::json m = manifest_;
+    if (!is_rank0()) {
+      std::ifstream in(results_dir_ + "/manifest.json");
+      if (!in) return;
+      in >> m;
+    }
+    m["status"] = "failed";
+    m["error"] = message;
+    m["end_time"] = io::iso_time_now();
+    io::write_json_atomic(results_dir_ + "/manifest.json", m);
+  });
+  comm::WatchdogOptions wo;
+  wo.timeout_s = spec.run.collective_timeout_s;
+  wo.hint = "raise run.collective_timeout_s if an operation may legitimately take longer";
+  watchdog.start(MPI_COMM_WORLD, wo);
 }
 
-RunEnvironment::~RunEnvironment() = default;
+RunEnvironment::~RunEnvironment() {
+  stop_heartbeat();
+  comm::CollectiveWatchdog::get().stop();
+  comm::CollectiveWatchdog::get().on_timeout(nullptr);
+}
+
+void RunEnvironment::write_manifest() { io::write_json_atomic(results_dir_ + "/manifest.json", manifest_); }
+
+void RunEnvironment::stop_heartbeat() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    heartbeat_stop_ = true;
+  }
+  heartbeat_cv_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
 
 size_t RunEnvironment::peak_memory() const {
   if (ctx_.device == Device::CUDA) return memory_stats(Device::CUDA).peak_bytes;
@@ -102,60 +147,142 @@ nlohmann::json RunEnvironment::hardware() const {
 }
 
 void RunEnvironment::open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
-                                  const std::string& plugin_variant) {
-  // The folder was claimed (created) by run_experiment. The manifest comes
-  // first, so a run folder never holds rank files without one; a failure to
-  // write it (a full disk) stops every rank together.
+                                  const std::string& plugin_variant, const ResultsResume* resume) {
   results_dir_ = spec_.run.output_dir + "/" + spec_.run.name;
-  io::agree_or_throw([&] { write_manifest(mode, plugin, global_batch, plugin_variant); }, "error: ", 1);
+  if (is_rank0()) io::make_dirs(results_dir_);
+  MPI_Barrier(MPI_COMM_WORLD);
+  // Every rank's host and pid, so that a dead run can be told from a live one.
+  struct HostPid {
+    char host[120];
+    int64_t pid;
+  } mine{}, none{};
+  std::strncpy(mine.host, world_.hostname.c_str(), sizeof mine.host - 1);
+  mine.pid = static_cast<int64_t>(::getpid());
+  std::vector<HostPid> all(static_cast<size_t>(world_.size), none);
+  const int err = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, MPI_COMM_WORLD);
+  VIT_CHECK(err == MPI_SUCCESS, "MPI_Allgather of host names and pids failed on rank ", world_.rank);
+  // The manifest first (rank 0), then every rank's metrics file; a failure
+  // to write either (a full disk) stops every rank together.
   io::agree_or_throw(
-      [&] { metrics_ = io::JsonlWriter(results_dir_ + "/rank_" + std::to_string(world_.rank) + ".jsonl"); },
+      [&] {
+        if (!is_rank0()) return;
+    nlohmann::json previous;
+    if (resume && resume->same_folder) {
+      std::ifstream in(results_dir_ + "/manifest.json");
+      try {
+        if (in) in >> previous;
+      } catch (const std::exception&) {
+        previous = nlohmann::json();
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    manifest_ = nlohmann::json::object();
+    manifest_["format"] = 1;
+    manifest_["run"] = spec_.run.name;
+    manifest_["mode"] = mode;
+    manifest_["status"] = "running";
+    manifest_["spec"] = spec_to_json(spec_);
+    auto& m = *mesh_;
+    manifest_["world"] = {{"size", world_.size},
+                          {"dp", m.dp_size()},
+                          {"tp", m.tp_size()},
+                          {"pp", m.pp_size()},
+                          {"nodes", world_.nodes},
+                          {"ranks_per_node", world_.local_size},
+                          {"device", device_name(world_.device())},
+                          {"communicator", m.dp_comm().backend()},
+                          {"describe", world_.describe()}};
+    manifest_["plugin"] = plugin;
+    if (!plugin_variant.empty()) manifest_["plugin_variant"] = plugin_variant;
+    manifest_["precision"] = spec_.plugin.precision;
+    manifest_["global_batch"] = global_batch;
+    manifest_["hardware"] = hardware();
+    manifest_["git_revision"] = git_revision();
+    const bool continued = previous.is_object() && previous.contains("start_time");
+    manifest_["start_time"] = continued ? previous["start_time"] : nlohmann::json(io::iso_time_now());
+    manifest_["end_time"] = nullptr;
+    manifest_["host"] = world_.hostname;
+    manifest_["pid"] = static_cast<int64_t>(::getpid());
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const HostPid& hp : all) ranks.push_back({{"host", std::string(hp.host)}, {"pid", hp.pid}});
+    manifest_["ranks"] = ranks;
+    manifest_["heartbeat"] = io::iso_time_now();
+    manifest_["heartbeat_interval_s"] = io::kHeartbeatSeconds;
+    if (resume) {
+      nlohmann::json resumes = continued && previous.contains("resumes") ? previous["resumes"] : nlohmann::json::array();
+      resumes.push_back({{"time", io::iso_time_now()},
+                         {"from_step", resume->step},
+                         {"checkpoint", resume->checkpoint},
+                         {"checkpoint_plugin", resume->plugin},
+                         {"checkpoint_world_size", resume->world_size},
+                         {"same_folder", resume->same_folder}});
+      manifest_["resumes"] = resumes;
+    }
+    closed_ = false;
+    heartbeat_stop_ = false;
+    write_manifest();
+      },
       "error: ", 1);
-}
-
-void RunEnvironment::write_manifest(const std::string& mode, const std::string& plugin, int64_t global_batch,
-                                    const std::string& plugin_variant) {
+  io::agree_or_throw(
+      [&] {
+      const std::string rank_file = results_dir_ + "/rank_" + std::to_string(world_.rank) + ".jsonl";
+      if (resume && resume->same_folder) {
+        VIT_CHECK(resume->keep_bytes.size() == static_cast<size_t>(world_.size), "resume: ", resume->keep_bytes.size(),
+                  " metrics offsets for ", world_.size, " ranks");
+        metrics_ = io::JsonlWriter(rank_file, resume->keep_bytes[static_cast<size_t>(world_.rank)]);
+      } else {
+        metrics_ = io::JsonlWriter(rank_file);
+      }
+      },
+      "error: ", 1);
   if (!is_rank0()) return;
-  manifest_ = nlohmann::json::object();
-  manifest_["format"] = 1;
-  manifest_["run"] = spec_.run.name;
-  manifest_["mode"] = mode;
-  manifest_["status"] = "running";
-  manifest_["spec"] = spec_to_json(spec_);
-  auto& m = *mesh_;
-  manifest_["world"] = {{"size", world_.size},
-                        {"dp", m.dp_size()},
-                        {"tp", m.tp_size()},
-                        {"pp", m.pp_size()},
-                        {"nodes", world_.nodes},
-                        {"ranks_per_node", world_.local_size},
-                        {"device", device_name(world_.device())},
-                        {"communicator", m.dp_comm().backend()},
-                        {"describe", world_.describe()}};
-  manifest_["plugin"] = plugin;
-  if (!plugin_variant.empty()) manifest_["plugin_variant"] = plugin_variant;
-  manifest_["precision"] = spec_.plugin.precision;
-  manifest_["global_batch"] = global_batch;
-  manifest_["hardware"] = hardware();
-  manifest_["git_revision"] = git_revision();
-  manifest_["start_time"] = io::iso_time_now();
-  manifest_["end_time"] = nullptr;
-  io::write_json_atomic(results_dir_ + "/manifest.json", manifest_);
+  heartbeat_ = std::thread([this] {
+    std::unique_lock<std::mutex> hb(mu_);
+    for (;;) {
+      heartbeat_cv_.wait_for(hb, std::chrono::duration<double>(io::kHeartbeatSeconds),
+                             [&] { return closed_ || heartbeat_stop_; });
+      if (closed_ || heartbeat_stop_) return;
+      manifest_["heartbeat"] = io::iso_time_now();
+      try {
+        write_manifest();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "vit_hpc: warning: heartbeat: %s\n", e.what());
+      }
+    }
+  });
 }
 
 void RunEnvironment::close_results(bool ok, const std::string& error) {
+  stop_heartbeat();
   auto write = [&] {
     // Once closed, the manifest's word is final (a failure after a completed
     // run, such as a failed export, is already in its "error").
-    if (!is_rank0() || results_dir_.empty() || manifest_.is_null() || closed_) return;
+    if (!is_rank0() || results_dir_.empty()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_ || manifest_.is_null()) return;
     manifest_["status"] = ok ? "completed" : "failed";
     if (!error.empty()) manifest_["error"] = error;
     manifest_["end_time"] = io::iso_time_now();
-    io::write_json_atomic(results_dir_ + "/manifest.json", manifest_);
+    manifest_["heartbeat"] = manifest_["end_time"];
+    write_manifest();
     closed_ = true;
   };
   if (!ok) return write();  // on an error path: this rank alone
   io::agree_or_throw(write, "error: ", 1);
+}
+
+void RunEnvironment::close_results_interrupted(const std::string& reason, int64_t step,
+                                               const std::string& checkpoint) {
+  stop_heartbeat();
+  if (!is_rank0() || results_dir_.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return;
+  closed_ = true;
+  manifest_["status"] = "interrupted";
+  manifest_["interrupted"] = {{"by", reason}, {"step", step}, {"checkpoint", checkpoint}};
+  manifest_["end_time"] = io::iso_time_now();
+  manifest_["heartbeat"] = manifest_["end_time"];
+  write_manifest();
 }
 
 }  // namespace vit::train

@@ -4,9 +4,13 @@
 // the results folder with its manifest and this rank's metrics file.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,8 +28,19 @@ namespace vit::train {
 // failing rank). Nothing is left hanging in a collective.
 bool all_ranks_ok(const std::function<void()>& check);
 
+// How a resumed run meets its results folder (train/resume.h decides).
+struct ResultsResume {
+  std::string checkpoint;             // the folder resumed from
+  int64_t step = 0;                   // its step
+  bool same_folder = false;           // continue the run folder's files ...
+  std::vector<int64_t> keep_bytes;    // ... each rank's cut back to this many bytes (by world rank)
+  std::string plugin;                 // what wrote the checkpoint, for the manifest
+  int world_size = 0;
+};
+
 class RunEnvironment {
  public:
+  // Also starts the collective watchdog (run.collective_timeout_s).
   explicit RunEnvironment(const ExperimentSpec& spec);
   ~RunEnvironment();
 
@@ -36,16 +51,25 @@ class RunEnvironment {
   bool is_rank0() const { return world_.rank == 0; }
 
   // Results: <output_dir>/<name>/manifest.json (rank 0), then rank_<r>.jsonl,
-  // in the folder run_experiment claimed. Collective; a failure to write
-  // either stops every rank together (io::AgreedFailure).
+  // in the folder run_experiment claimed (the manifest first, so a run folder
+  // never holds rank files without one). Collective; a failure to write
+  // either stops every rank together (io::AgreedFailure). The manifest records rank 0's host and pid and a heartbeat that a thread
+  // of rank 0 rewrites every io::kHeartbeatSeconds until the run closes. A
+  // resumed run (resume != nullptr) continues the folder's files or starts a
+  // new folder, and lists the resume in the manifest's "resumes".
   void open_results(const std::string& mode, const std::string& plugin, int64_t global_batch,
-                    const std::string& plugin_variant = "");
+                    const std::string& plugin_variant = "", const ResultsResume* resume = nullptr);
   void record(const nlohmann::json& line) { metrics_.write(line); }
+  // Bytes of this rank's metrics file so far (a checkpoint records them).
+  int64_t metrics_bytes() const { return metrics_.bytes(); }
   // Rewrites the manifest with status "completed" or "failed" and `error`
   // (for a completed run: what went wrong after training, e.g. the export).
   // Collective when ok (every rank calls it at the end of the run); on an
   // error path (ok false) this rank alone.
   void close_results(bool ok, const std::string& error = "");
+  // Status "interrupted": stopped on request (`reason`, e.g. "SIGTERM") after
+  // `step`; `checkpoint` is what a resume continues from ("" when none).
+  void close_results_interrupted(const std::string& reason, int64_t step, const std::string& checkpoint);
   const std::string& results_dir() const { return results_dir_; }
 
   // Peak memory for the metrics: GPU allocations, or the CPU's resident set.
@@ -53,8 +77,8 @@ class RunEnvironment {
 
  private:
   nlohmann::json hardware() const;
-  void write_manifest(const std::string& mode, const std::string& plugin, int64_t global_batch,
-                      const std::string& plugin_variant);
+  void write_manifest();  // rank 0, with mu_ held
+  void stop_heartbeat();
   ExperimentSpec spec_;
   comm::WorldInfo world_;
   std::shared_ptr<void> gpu_;  // the CUDA runtime (stream, library handles); CUDA builds only
@@ -63,7 +87,11 @@ class RunEnvironment {
   std::string results_dir_;
   io::JsonlWriter metrics_;
   nlohmann::json manifest_;
-  bool closed_ = false;  // the final manifest is written
+  std::mutex mu_;            // manifest_ and its file: the heartbeat thread writes too
+  bool closed_ = false;      // the final status is written; no heartbeat may overwrite it
+  bool heartbeat_stop_ = false;
+  std::thread heartbeat_;
+  std::condition_variable heartbeat_cv_;
 };
 
 }  // namespace vit::train

@@ -7,6 +7,13 @@ namespace vit::train {
 LossScaler::LossScaler(const LossScalerConfig& cfg)
     : cfg_(cfg), scale_(cfg.enabled ? cfg.initial_scale : 1.0), overflows_left_(std::max(1, cfg.hysteresis)) {}
 
+void LossScaler::restore(const LossScalerState& s) {
+  scale_ = s.scale;
+  clean_steps_ = s.clean_steps;
+  overflows_left_ = s.overflows_left;
+  skipped_ = s.skipped;
+}
+
 void LossScaler::update(bool found_overflow) {
   if (!cfg_.enabled) return;
   if (found_overflow) {

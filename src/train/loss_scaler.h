@@ -21,6 +21,14 @@ struct LossScalerConfig {
   double max_scale = 4294967296.0;
 };
 
+// Everything a scaler carries from step to step (a checkpoint saves it).
+struct LossScalerState {
+  double scale = 1.0;
+  int64_t clean_steps = 0;   // steps without overflow since the last change
+  int overflows_left = 1;    // overflows still tolerated before the next back-off (hysteresis)
+  int64_t skipped = 0;       // steps skipped so far
+};
+
 class LossScaler {
  public:
   explicit LossScaler(const LossScalerConfig& cfg);
@@ -28,6 +36,12 @@ class LossScaler {
   // Records the outcome of one step (found_overflow: its gradients held inf/NaN).
   void update(bool found_overflow);
   int64_t skipped_steps() const { return skipped_; }
+  bool enabled() const { return cfg_.enabled; }
+  // The scale cannot back off any further.
+  bool at_min_scale() const { return scale_ <= cfg_.min_scale; }
+
+  LossScalerState state() const { return {scale_, clean_steps_, overflows_left_, skipped_}; }
+  void restore(const LossScalerState& s);
 
  private:
   LossScalerConfig cfg_;

@@ -19,6 +19,8 @@
 #include "parallel/plugin.h"
 #include "train/environment.h"
 #include "train/hf_checkpoint.h"
+#include "train/resume.h"
+#include "train/stop_signals.h"
 #include "train/trainer.h"
 
 namespace vit {
@@ -41,6 +43,13 @@ auto about(const std::string& prefix, F&& check, const std::string& suffix = "")
 }
 
 std::string run_folder(const ExperimentSpec& spec) { return spec.run.output_dir + "/" + spec.run.name; }
+
+// What the preflight decided about resuming (train/resume.h), for the run
+// that follows it in the same process (--check stops after the preflight).
+train::ResumePlan& resume_plan() {
+  static train::ResumePlan plan;
+  return plan;
+}
 
 // The results folder can be made and the run's own folder is free (nothing
 // is created here: --check runs this too).
@@ -108,12 +117,6 @@ std::vector<std::string> preflight_experiment(const ExperimentSpec& spec) {
     throw UserError(str_cat(at(spec, "plugin.name"), "'", spec.plugin.name, "' is not implemented yet (available: ",
                             list, ")"));
   }
-  // Saving and resuming the training state is not built yet: refuse rather
-  // than ignore it (checkpoint.export_hf, the final model, works).
-  if (!spec.checkpoint.dir.empty()) {
-    throw UserError(str_cat(at(spec, "checkpoint.dir"), "saving and resuming training state is not implemented yet ",
-                            "(leave it empty; checkpoint.export_hf writes the trained model)"));
-  }
 
   // The device, and what it computes.
   if (spec.run.device == "cuda" && !mine_sees_gpu) {
@@ -172,7 +175,14 @@ std::vector<std::string> preflight_experiment(const ExperimentSpec& spec) {
     about(at(spec, "checkpoint.export_hf"),
           [&] { train::check_export_destination(spec.checkpoint.export_hf, spec.checkpoint.overwrite_export); });
   }
-  check_results_folder(spec);
+  // Start afresh or resume (train/resume.h): a run folder that exists is
+  // continued only by a resume of that same run.
+  resume_plan() = train::ResumePlan();
+  if (!spec.benchmark.enabled) {
+    resume_plan() = train::plan_resume(spec, world.rank, world.size);
+    if (!resume_plan().note.empty()) notes.push_back(resume_plan().note);
+  }
+  if (!resume_plan().same_run_folder) check_results_folder(spec);
 
   if (!spec.benchmark.enabled && spec.data.verify_checksum) {
     about(at(spec, "data.path"), [&] { ds.verify_checksum(world.local_rank, world.local_size); },
@@ -186,11 +196,16 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const std::string dir = run_folder(spec);
+  const train::ResumePlan plan = resume_plan();
+  // A stop request (SIGTERM, SIGINT, SIGUSR1) that arrives from here on is
+  // kept for the next step boundary rather than killing the rank.
+  if (!spec.benchmark.enabled) train::install_stop_signals();
   // Claim the run folder: mkdir is atomic, so of two runs started at once
   // with one name exactly one gets it, before either writes a byte there.
+  // A resume of this same run continues its existing folder.
   io::agree_or_throw(
       [&] {
-        if (rank != 0) return;
+        if (rank != 0 || plan.same_run_folder) return;
         io::make_dirs(spec.run.output_dir);
         if (::mkdir(dir.c_str(), 0755) != 0) {
           const int err = errno;
@@ -205,7 +220,7 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   // A run that stops before its manifest exists gives the folder back (empty,
   // so nothing is lost; rmdir refuses a folder that holds anything).
   auto release_if_empty = [&] {
-    if (rank == 0) ::rmdir(dir.c_str());
+    if (rank == 0 && !plan.same_run_folder) ::rmdir(dir.c_str());
   };
 
   // From here a failure on one rank ends every rank (MPI_Abort): others may be
@@ -214,7 +229,7 @@ int run_experiment(const ExperimentSpec& spec, const std::string& spec_path) {
   std::unique_ptr<train::RunEnvironment> env;
   try {
     env = std::make_unique<train::RunEnvironment>(spec);
-    return spec.benchmark.enabled ? train::benchmark(*env) : train::train(*env);
+    return spec.benchmark.enabled ? train::benchmark(*env) : train::train(*env, plan);
   } catch (const io::AgreedFailure& e) {
     if (env) {
       try {

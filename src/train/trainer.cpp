@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "comm/communicator.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/stream.h"
@@ -17,10 +19,13 @@
 #include "data/loader.h"
 #include "io/rank_agreement.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
 #include "train/hf_checkpoint.h"
 #include "train/loss_scaler.h"
 #include "train/progress.h"
 #include "train/schedule.h"
+#include "train/stop_signals.h"
+#include "train/train_state.h"
 
 namespace vit::train {
 
@@ -118,21 +123,36 @@ std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::V
 
 namespace {
 
+// What differs between the spec that wrote a checkpoint and this one, in the
+// sections that shape training (one "a.b: old -> new" per field).
+std::vector<std::string> spec_differences(const nlohmann::json& before, const nlohmann::json& now) {
+  std::vector<std::string> out;
+  for (const char* section : {"data", "model", "plugin", "train"}) {
+    if (!before.contains(section) || !now.contains(section)) continue;
+    for (auto it = now[section].begin(); it != now[section].end(); ++it) {
+      const nlohmann::json& old = before[section].contains(it.key()) ? before[section][it.key()] : nlohmann::json();
+      if (old != it.value()) out.push_back(str_cat(section, ".", it.key(), ": ", old.dump(), " -> ", it.value().dump()));
+    }
+  }
+  return out;
+}
+
 class Trainer {
  public:
-  explicit Trainer(RunEnvironment& env)
+  Trainer(RunEnvironment& env, const ResumePlan& plan)
       : env_(env),
         spec_(env.spec()),
         cfg_(model_config(spec_)),
+        full_layout_(cfg_),
         dataset_(data::Hdf5Dataset::open(spec_.data.path)),
-        bar_(env.is_rank0(), spec_.run.progress, spec_.run.log_every) {
+        bar_(env.is_rank0(), spec_.run.progress, spec_.run.log_every),
+        plan_(plan) {
     dataset_.check_matches(cfg_.image_size, cfg_.num_classes);
     // Activations are sized by the training micro-batch; evaluation runs its
     // batches in chunks of at most that size, so peak memory is what
     // training needs.
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
     plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), spec_.train.batch_size, penv);
-    plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();
     image_bytes_ = static_cast<size_t>(cfg_.image_size) * cfg_.image_size * cfg_.channels;
@@ -140,15 +160,42 @@ class Trainer {
 
   int run() {
     const auto& t = spec_.train;
+    comm::Communicator& world = env_.mesh().world_comm();
+    comm::CollectiveWatchdog& watchdog = comm::CollectiveWatchdog::get();
+
+    // Checkpoints need a plugin that exports its state: refused here, on
+    // every rank alike, before anything is written.
+    if (!all_ranks_ok([&] {
+          if (!spec_.checkpoint.dir.empty()) (void)plugin_->state_runs();
+          const auto seen = all_gather_strings(world, plan_.checkpoint);
+          for (const std::string& s : seen) {
+            VIT_USER_CHECK(s == plan_.checkpoint, "checkpoint.dir: the ranks found different checkpoints to resume ('",
+                           s, "' and '", plan_.checkpoint, "'): it must be a folder every rank sees the same");
+          }
+        })) {
+      return 2;
+    }
+    if (plan_.checkpoint.empty()) {
+      plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
+    } else {
+      reader_ = std::make_unique<CheckpointReader>(plan_.checkpoint);
+      plugin_->import_state([&](parallel::StatePart part, const parallel::TensorRun& r, float* dst) {
+        reader_->read(part, r, dst);
+      });
+      init_note_ = str_cat("resumed from ", reader_->dir(), " (step ", reader_->step(), "; this rank read ",
+                           reader_->bytes_read(), " bytes of the checkpoint's ", reader_->shard_count(), " shard files)");
+    }
+
     const int64_t per_rank = static_cast<int64_t>(t.batch_size) * t.grad_accum;
+    const int64_t global_batch = per_rank * dp_;
     data::Loader loader(dataset_, spec_.data.train_split, sampler(spec_.data.train_split, per_rank, true),
                         augment_options(), loader_options());
     const int64_t steps_per_epoch = loader.steps_per_epoch();
     VIT_USER_CHECK(steps_per_epoch > 0, spec_.data.path, ": split '", spec_.data.train_split, "' has ",
                    dataset_.size(spec_.data.train_split), " images, too few for one global batch of ",
-                   per_rank * dp_, " with data.drop_last");
+                   global_batch, " with data.drop_last");
     const int64_t total_steps = t.steps > 0 ? t.steps : steps_per_epoch * t.epochs;
-    const int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
+    int64_t epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
     const double lr = t.lr * (t.lr_scale_with_world ? dp_ : 1);
     LrSchedule schedule(lr, total_steps, t.warmup_ratio, parse_schedule(t.schedule));
     LossScalerConfig sc;
@@ -162,32 +209,87 @@ class Trainer {
     sc.max_scale = spec_.plugin.max_scale;
     LossScaler scaler(sc);
 
-    env_.open_results("train", plugin_->name(), per_rank * dp_, plugin_->variant());
+    // The state the loop carries; a resume takes it from the checkpoint.
+    TrainState st;
+    st.base_lr = lr;
+    st.total_steps = total_steps;
+    st.warmup_steps = schedule.warmup_steps();
+    st.schedule = t.schedule;
+    st.steps_per_epoch = steps_per_epoch;
+    st.seed = static_cast<uint64_t>(spec_.run.seed);
+    st.augment_seed = augment_options().seed;
+    st.model = cfg_;
+    st.class_names = dataset_.info().class_names;
+    st.layout = {{"plugin", plugin_->name()},        {"variant", plugin_->variant()},
+                 {"precision", spec_.plugin.precision}, {"world_size", env_.world().size},
+                 {"dp", dp_},                            {"tp", env_.mesh().tp_size()},
+                 {"pp", env_.mesh().pp_size()},          {"batch_size", t.batch_size},
+                 {"grad_accum", t.grad_accum},           {"global_batch", global_batch}};
+    st.spec = spec_to_json(spec_);
+    std::vector<std::string> resume_notes;
+    std::unique_ptr<ResultsResume> resume;
+    if (reader_) {
+      const TrainState& saved = reader_->state();
+      resume_notes = resume_state(saved, st, steps_per_epoch, global_batch);
+      scaler.restore(st.scaler);
+      resume = std::make_unique<ResultsResume>();
+      resume->checkpoint = reader_->dir();
+      resume->step = saved.step;
+      resume->same_folder = plan_.same_run_folder;
+      resume->keep_bytes = saved.metrics_bytes;
+      resume->plugin = saved.layout.value("plugin", "");
+      resume->world_size = saved.layout.value("world_size", 0);
+      reader_.reset();  // the shard files are closed; a later save may replace their folder
+    }
+    if (resume) {  // nothing new to save until a step was taken
+      last_saved_step_ = st.step;
+      last_saved_epoch_ = st.epoch;
+      last_saved_path_ = resume->checkpoint;
+    }
+
+    // A resume continues the epoch it stopped in; training extended beyond
+    // the checkpoint's own end continues with the next epoch.
+    epochs = std::max(epochs, st.epoch - 1 + (st.step_in_epoch + (total_steps - st.step) + steps_per_epoch - 1) /
+                                                  steps_per_epoch);
+    env_.open_results("train", plugin_->name(), global_batch, plugin_->variant(), resume.get());
     if (env_.is_rank0()) {
       bar_.line(str_cat("vit_hpc: ", plugin_->name(), " (", spec_.plugin.precision, ") on ",
                         env_.world().describe(), "; ", cfg_.num_parameters(), " parameters; global batch ",
-                        per_rank * dp_, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
+                        global_batch, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
                         env_.results_dir()));
       bar_.line(str_cat("weights: ", init_note_));
+      if (!plan_.note.empty()) bar_.line(str_cat("resume: ", plan_.note));
+      for (const std::string& n : resume_notes) bar_.line(str_cat("resume: ", n));
       for (const std::string& note : plugin_->notes()) bar_.line(note);
     }
 
-    int64_t step = 0, adam_step = 1;
-    for (int64_t epoch = 1; epoch <= epochs && step < total_steps; ++epoch) {
+    int64_t step = st.step, adam_step = st.adam_step, steps_this_run = 0;
+    const int64_t first_epoch = st.epoch;
+    for (int64_t epoch = first_epoch;; ++epoch) {
+      const bool continuing = epoch == first_epoch;
+      const int64_t first = continuing ? st.step_in_epoch : 0;
+      // An epoch whose steps are all done may still owe its summary and
+      // evaluation (a checkpoint saved at its last step).
+      if (step >= total_steps && first == 0) break;
+      const int64_t epoch_steps = std::min(steps_per_epoch, total_steps - (step - first));
       const auto epoch_t0 = Clock::now();
-      const int64_t epoch_steps = std::min(steps_per_epoch, total_steps - step);
-      loader.start_epoch(epoch);
+      const double earlier_seconds = continuing ? st.progress.seconds : 0.0;
+      double loss_sum = continuing ? st.progress.loss_sum : 0.0;
+      int64_t images = continuing ? st.progress.images : 0;
+      int64_t images_in_epoch = continuing ? st.images_in_epoch : 0;
+      if (first < epoch_steps) loader.start_epoch(epoch, first);
       bar_.start(str_cat("epoch ", epoch, "/", epochs), epoch_steps);
-      double loss_sum = 0.0;
-      int64_t images = 0;
       data::Batch batch;
-      for (int64_t s = 0; s < epoch_steps; ++s) {
+      for (int64_t s = first; s < epoch_steps; ++s) {
+        watchdog.set_phase(str_cat("step ", step + 1, " (epoch ", epoch, ")"));
         VIT_CHECK(loader.next(batch), "the loader ran out of batches at step ", s, " of epoch ", epoch);
         const double data_wait = loader.wait_seconds();
         ++step;
+        ++steps_this_run;
         const auto step_t0 = Clock::now();
         const float lr_now = static_cast<float>(schedule.at(step));
         const float scale = scaler.scale();
+        const bool at_min_scale = scaler.at_min_scale();
         parallel::StepResult r =
             plugin_->train_step(split_micro(batch, t.batch_size, t.grad_accum, image_bytes_), batch.global_count,
                                 lr_now, scale, adam_step);
@@ -196,6 +298,7 @@ class Trainer {
         if (!r.skipped) ++adam_step;
         loss_sum += r.loss;
         images += batch.global_count;
+        images_in_epoch += batch.global_count;
         const double ips = static_cast<double>(batch.global_count) / step_time;
         env_.record({{"type", "step"},
                      {"step", step},
@@ -209,14 +312,73 @@ class Trainer {
                      {"data_wait", data_wait},
                      {"images_per_s", ips},
                      {"peak_mem", env_.peak_memory()}});
-        if (r.skipped && env_.is_rank0()) {
+        // A NaN/Inf loss or gradient norm: the plugin skipped the update (as
+        // for an fp16 overflow). With fp16, overflows are how the loss scale
+        // finds its level, so only those it can no longer answer count (at
+        // min_scale), and a non-finite loss (a forward overflow).
+        const bool nonfinite = !std::isfinite(r.loss) || !std::isfinite(r.grad_norm) ||
+                               (r.skipped && (!scaler.enabled() || at_min_scale));
+        st.nonfinite_in_row = nonfinite ? st.nonfinite_in_row + 1 : 0;
+        if (nonfinite && env_.is_rank0()) {
+          bar_.line(str_cat("step ", step, ": loss ", r.loss, ", gradient norm ", r.grad_norm,
+                            ": not finite, step skipped (", st.nonfinite_in_row, " in a row; the run stops at ",
+                            t.max_nonfinite_steps, ", train.max_nonfinite_steps)"));
+        } else if (r.skipped && env_.is_rank0()) {
           bar_.line(str_cat("step ", step, ": gradients overflowed at loss scale ", scale,
                             "; step skipped, scale now ", scaler.scale()));
         }
         bar_.update(s + 1, r.loss, ips);
+        if (st.nonfinite_in_row >= t.max_nonfinite_steps) {
+          bar_.finish();
+          const std::string msg =
+              str_cat("steps ", step - st.nonfinite_in_row + 1, " to ", step, ": the loss or the gradient norm was "
+                      "not finite ", st.nonfinite_in_row, " steps in a row (train.max_nonfinite_steps ",
+                      t.max_nonfinite_steps, "): training diverged; lower train.lr (", lr,
+                      ") or enable train.grad_clip, and resume from a checkpoint before step ",
+                      step - st.nonfinite_in_row + 1);
+          if (env_.is_rank0()) std::fprintf(stderr, "vit_hpc: error: %s\n", msg.c_str());
+          env_.close_results(false, msg);
+          return 1;
+        }
+
+        // Where the next step starts, should a checkpoint be saved now.
+        st.step = step;
+        st.adam_step = adam_step;
+        st.epoch = epoch;
+        st.step_in_epoch = s + 1;
+        st.images_in_epoch = images_in_epoch;
+        st.progress = EpochProgress{loss_sum, images, earlier_seconds + seconds_since(epoch_t0)};
+        st.scaler = scaler.state();
+
+        // Stop requests: a signal on any rank stops every rank.
+        float signal = static_cast<float>(pending_stop_signal());
+        world.all_reduce(&signal, 1, DType::F32, comm::ReduceOp::Max, Device::CPU);
+        const bool stop_asked = signal != 0 ||
+                                (spec_.checkpoint.stop_after_steps > 0 &&
+                                 steps_this_run >= spec_.checkpoint.stop_after_steps && step < total_steps);
+        const bool periodic = spec_.checkpoint.every_steps > 0 && step % spec_.checkpoint.every_steps == 0;
+        if (stop_asked || periodic) {
+          if (!save(st, world) && (stop_asked || !spec_.checkpoint.continue_on_error)) {
+            bar_.finish();
+            env_.close_results(false, last_save_error_);
+            return 1;
+          }
+        }
+        if (stop_asked) {
+          bar_.finish();
+          const std::string why = signal != 0 ? stop_signal_name(static_cast<int>(signal))
+                                              : str_cat("checkpoint.stop_after_steps ", spec_.checkpoint.stop_after_steps);
+          if (env_.is_rank0()) {
+            bar_.line(str_cat("stopped after step ", step, " (", why, ")",
+                              last_saved_path_.empty() ? std::string(": no checkpoint.dir, nothing to resume from")
+                                                       : str_cat("; the same command resumes from ", last_saved_path_)));
+          }
+          env_.close_results_interrupted(why, step, last_saved_path_);
+          return last_saved_path_.empty() ? 1 : kExitInterrupted;
+        }
       }
       bar_.finish();
-      const double epoch_time = seconds_since(epoch_t0);
+      const double epoch_time = earlier_seconds + seconds_since(epoch_t0);
       const double avg_loss = loss_sum / static_cast<double>(epoch_steps);
       env_.record({{"type", "epoch"},
                    {"epoch", epoch},
@@ -228,6 +390,7 @@ class Trainer {
       std::string summary = str_cat("epoch ", epoch, "/", epochs, ": train loss ", fmt("%.4f", avg_loss));
       const bool last = epoch == epochs || step >= total_steps;
       if (spec_.eval.enabled && (epoch % spec_.eval.every_epochs == 0 || last)) {
+        watchdog.set_phase(str_cat("evaluation after epoch ", epoch));
         const parallel::EvalResult e = evaluate(spec_.data.eval_split, epoch);
         summary += str_cat(" | ", spec_.data.eval_split, " loss ", fmt("%.4f", e.loss_sum / e.count), " acc ",
                            fmt("%.4f", static_cast<double>(e.correct) / e.count));
@@ -236,8 +399,31 @@ class Trainer {
                          fmt("%.2f", epoch_steps / epoch_time), " it/s, ", fmt("%.1f", images / epoch_time),
                          " img/s)");
       if (env_.is_rank0()) bar_.line(summary);
+      // The epoch is closed: the next step begins the next one.
+      st.step = step;
+      st.adam_step = adam_step;
+      st.epoch = epoch + 1;
+      st.step_in_epoch = 0;
+      st.images_in_epoch = 0;
+      st.progress = EpochProgress{};
+      st.scaler = scaler.state();
+      if (spec_.checkpoint.every_epochs > 0 && epoch % spec_.checkpoint.every_epochs == 0) {
+        if (!save(st, world) && !spec_.checkpoint.continue_on_error) {
+          env_.close_results(false, last_save_error_);
+          return 1;
+        }
+      }
+      if (step >= total_steps) break;
+    }
+    // The final state, unless a checkpoint of it exists already.
+    if (!spec_.checkpoint.dir.empty() && !(last_saved_step_ == st.step && last_saved_epoch_ == st.epoch)) {
+      if (!save(st, world) && !spec_.checkpoint.continue_on_error) {
+        env_.close_results(false, last_save_error_);
+        return 1;
+      }
     }
     if (spec_.eval.test_at_end && dataset_.info().has_split(spec_.data.test_split)) {
+      watchdog.set_phase("test evaluation");
       const parallel::EvalResult e = evaluate(spec_.data.test_split, epochs);
       if (env_.is_rank0()) {
         bar_.line(str_cat(spec_.data.test_split, ": loss ", fmt("%.4f", e.loss_sum / e.count), " accuracy ",
@@ -248,6 +434,7 @@ class Trainer {
     // an otherwise completed run, and the exit status of every rank.
     std::string after_training;
     if (!spec_.checkpoint.export_hf.empty()) {
+      watchdog.set_phase("export");
       const std::vector<float> params = plugin_->gather_params();  // collective
       if (env_.is_rank0()) after_training = export_model(params);
     }
@@ -290,6 +477,98 @@ class Trainer {
       }
     }
     return str_cat(failure, also_failed, ": the trained weights could not be kept");
+  }
+
+  // Takes the saved state into `st` (whose schedule, seeds and layout are
+  // this run's) and says what changed since it was written.
+  std::vector<std::string> resume_state(const TrainState& saved, TrainState& st, int64_t steps_per_epoch,
+                                        int64_t global_batch) {
+    std::vector<std::string> notes;
+    const nlohmann::json& was = saved.layout;
+    notes.push_back(str_cat("continuing after step ", saved.step, " (epoch ", saved.epoch, ", ", saved.step_in_epoch,
+                            " of its steps done); checkpoint written by ", was.value("plugin", "?"), " (",
+                            was.value("precision", "?"), ") on ", was.value("world_size", 0), " ranks, dp ",
+                            was.value("dp", 0)));
+    if (was.value("plugin", "") != plugin_->name() || was.value("variant", "") != plugin_->variant()) {
+      notes.push_back(str_cat("the plugin changes from ", was.value("plugin", "?"),
+                              was.value("variant", "").empty() ? "" : " " + was.value("variant", ""), " to ",
+                              plugin_->name(), plugin_->variant().empty() ? "" : " " + plugin_->variant(),
+                              ": the optimizer state was re-sharded by tensor name"));
+    }
+    if (was.value("world_size", 0) != env_.world().size || was.value("dp", 0) != dp_) {
+      const int before = was.value("world_size", 0), now = env_.world().size;
+      notes.push_back(str_cat("the layout changes from ", before, before == 1 ? " rank" : " ranks", " (dp ",
+                              was.value("dp", 0), ") to ", now, now == 1 ? " rank" : " ranks", " (dp ", dp_, ")"));
+    }
+    st.step = saved.step;
+    st.adam_step = saved.adam_step;
+    st.epoch = saved.epoch;
+    st.step_in_epoch = saved.step_in_epoch;
+    st.images_in_epoch = saved.images_in_epoch;
+    st.progress = saved.progress;
+    st.scaler = saved.scaler;
+    st.nonfinite_in_row = saved.nonfinite_in_row;
+    const int64_t old_batch = was.value("global_batch", int64_t{0});
+    if (old_batch != global_batch) {
+      // The position in the epoch is kept in images: continue at the step
+      // of the new batch that holds the next unseen image.
+      st.step_in_epoch = std::min(steps_per_epoch, saved.images_in_epoch / global_batch);
+      const int64_t again = saved.images_in_epoch - st.step_in_epoch * global_batch;
+      st.images_in_epoch = st.step_in_epoch * global_batch;
+      notes.push_back(str_cat("the global batch changes from ", old_batch, " to ", global_batch, ": epoch ", st.epoch,
+                              " continues at image ", st.images_in_epoch, " of its order (step ", st.step_in_epoch,
+                              " of ", steps_per_epoch, ")",
+                              again > 0 ? str_cat("; ", again, " images before it are seen again") : std::string(),
+                              "; steps are counted in the new batch from here"));
+    }
+    if (saved.base_lr != st.base_lr || saved.total_steps != st.total_steps || saved.warmup_steps != st.warmup_steps ||
+        saved.schedule != st.schedule) {
+      notes.push_back(str_cat("the learning-rate schedule differs from the checkpoint's (", saved.schedule, ", lr ",
+                              saved.base_lr, ", ", saved.total_steps, " steps, ", saved.warmup_steps,
+                              " warm-up) and is now ", st.schedule, ", lr ", st.base_lr, ", ", st.total_steps,
+                              " steps, ", st.warmup_steps, " warm-up: the curve will not match an uninterrupted run"));
+    }
+    if (saved.seed != st.seed) {
+      notes.push_back(str_cat("run.seed changes from ", saved.seed, " to ", st.seed,
+                              ": the data order and augmentation differ from here on"));
+    }
+    const std::vector<std::string> diff = spec_differences(saved.spec, st.spec);
+    if (!diff.empty()) {
+      std::string d;
+      for (size_t i = 0; i < diff.size(); ++i) d += (i ? "; " : "") + diff[i];
+      notes.push_back(str_cat("spec fields that differ from the run that wrote it: ", d));
+    }
+    return notes;
+  }
+
+  // Saves `st` (collective). False when the checkpoint could not be written;
+  // last_save_error_ then says why and that the previous one is intact.
+  bool save(TrainState& st, comm::Communicator& world) {
+    comm::CollectiveWatchdog::get().set_phase(str_cat("saving checkpoint ", checkpoint_folder_name(st.step)));
+    st.results_dir = env_.results_dir();
+    st.metrics_bytes = all_gather_int64(world, env_.metrics_bytes());
+    const SaveOutcome out = save_checkpoint(spec_.checkpoint.dir, st, *plugin_, full_layout_, world,
+                                            spec_.checkpoint.keep_last);
+    if (!out.ok) {
+      const std::string previous = find_latest_checkpoint(spec_.checkpoint.dir);
+      last_save_error_ = str_cat("checkpoint ", checkpoint_folder_name(st.step), " could not be written: ", out.error,
+                                 "; ", previous.empty() ? std::string("there is no earlier checkpoint")
+                                                        : str_cat("the previous one, ", previous, ", is intact"),
+                                 spec_.checkpoint.continue_on_error ? "; training goes on (checkpoint.continue_on_error)"
+                                                                    : "");
+      if (env_.is_rank0()) std::fprintf(stderr, "vit_hpc: %s: %s\n",
+                                        spec_.checkpoint.continue_on_error ? "warning" : "error",
+                                        last_save_error_.c_str());
+      return false;
+    }
+    last_saved_step_ = st.step;
+    last_saved_epoch_ = st.epoch;
+    last_saved_path_ = out.path;
+    if (env_.is_rank0()) {
+      bar_.line(str_cat("checkpoint ", out.path, ": ", fmt("%.1f", out.bytes / 1048576.0), " MiB in ",
+                        fmt("%.2f", out.seconds), " s"));
+    }
+    return true;
   }
 
   data::SamplerOptions sampler(const std::string& split, int64_t per_rank, bool training) const {
@@ -361,17 +640,22 @@ class Trainer {
   RunEnvironment& env_;
   const ExperimentSpec& spec_;
   model::ViTConfig cfg_;
+  model::ParamLayout full_layout_;  // unsharded: the tensors' global shapes
   data::Hdf5Dataset dataset_;
   ProgressBar bar_;
+  ResumePlan plan_;
+  std::unique_ptr<CheckpointReader> reader_;
   std::unique_ptr<parallel::Plugin> plugin_;
   int dp_ = 1, dp_rank_ = 0;
   size_t image_bytes_ = 0;
   std::string init_note_;
+  int64_t last_saved_step_ = -1, last_saved_epoch_ = -1;
+  std::string last_saved_path_, last_save_error_;
 };
 
 }  // namespace
 
-int train(RunEnvironment& env) { return Trainer(env).run(); }
+int train(RunEnvironment& env, const ResumePlan& plan) { return Trainer(env, plan).run(); }
 
 // ---------------------------------------------------------------------------
 // Benchmark

@@ -16,6 +16,7 @@
 
 #include "parallel/plugin.h"
 #include "train/environment.h"
+#include "train/resume.h"
 
 namespace vit::train {
 
@@ -30,7 +31,11 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec);
 std::vector<float> initial_parameters(const ExperimentSpec& spec, const model::ViTConfig& cfg,
                                       std::string* note);
 
-int train(RunEnvironment& env);
+// Trains; `plan` (train/resume.h) says whether it resumes from a checkpoint.
+// Exit status: 0 done, 1 failed (diverged, a checkpoint that could not be
+// written), 2 refused before training, kExitInterrupted (75) stopped on
+// request after saving a checkpoint (train/stop_signals.h).
+int train(RunEnvironment& env, const ResumePlan& plan);
 int benchmark(RunEnvironment& env);
 
 }  // namespace vit::train

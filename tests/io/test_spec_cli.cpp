@@ -150,7 +150,7 @@ BOOST_AUTO_TEST_CASE(command_line_errors_exit_2_on_every_rank) {
   const Result bad_command = shell(kDriver + " trian " + kData + "good.yaml");
   BOOST_TEST(bad_command.status == 2);
   BOOST_TEST(bad_command.output ==
-             "vit_hpc: unknown command 'trian' (allowed: train, predict, or a spec file; see vit_hpc --help)\n");
+             "vit_hpc: unknown command 'trian' (allowed: train, predict, export, or a spec file; see vit_hpc --help)\n");
 
   const Result two_specs = shell(kDriver + " " + kData + "good.yaml " + kData + "tp2.yaml");
   BOOST_TEST(two_specs.status == 2);

@@ -81,11 +81,10 @@ BOOST_AUTO_TEST_CASE(check_refuses_what_the_run_refuses) {
                                         "' is not implemented yet (available: " + list + ")\n",
                                     "unbuilt");
   }
-  expect_refused_by_check_and_run("--set checkpoint.dir=ckpt",
-                                  "error: --set checkpoint.dir=ckpt: checkpoint.dir: saving and resuming training "
-                                  "state is not implemented yet (leave it empty; checkpoint.export_hf writes the "
-                                  "trained model)\n",
-                                  "ckpt");
+  // checkpoint.dir with resume true and no checkpoint there: refused by both.
+  expect_refused_by_check_and_run("--set checkpoint.dir=ckpt_none --set checkpoint.resume=true",
+                                  "checkpoint.resume: true, but ckpt_none holds no complete checkpoint to resume from",
+                                  "ckpt_none");
   expect_refused_by_check_and_run("--set data.path=" + missing,
                                   "error: --set data.path=" + missing + ": data.path: " + missing +
                                       ": no such file (make it with vit_data_prep --input <images> --output " +

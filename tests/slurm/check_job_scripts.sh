@@ -9,7 +9,8 @@
 #   - GPU scripts request GPUs the standard way (--gpus-per-node or
 #     --gres=gpu:N), CPU scripts request none; benchmark scripts are arrays;
 #   - each script launches through the shared library (srun --mpi / mpirun,
-#     then vit_results).
+#     then vit_results); training scripts ask for a signal before the time
+#     limit (--signal=B:USR1@N) and may be requeued (--requeue).
 #
 #   check_job_scripts.sh JOBS_DIR
 set -uo pipefail
@@ -55,7 +56,12 @@ for f in "$jobs"/*.sbatch "$jobs"/cpu/*.sbatch "$jobs"/lib/*.sh; do
       grep -qE '^#SBATCH --array=0-[0-9]+' "$f" || bad "$f: not a job array (#SBATCH --array=0-N)"
       grep -q '^vit_benchmark_cell ' "$f" || bad "$f: does not run vit_benchmark_cell"
       ;;
-    *) grep -q '^vit_run_once ' "$f" || bad "$f: does not run vit_run_once" ;;
+    *)
+      grep -q '^vit_run_once ' "$f" || bad "$f: does not run vit_run_once"
+      # Training jobs stop to be resumed before a time limit, and requeue.
+      grep -qE '^#SBATCH --signal=B:USR1@[0-9]+$' "$f" || bad "$f: no '#SBATCH --signal=B:USR1@SECONDS' (save before the time limit)"
+      grep -q '^#SBATCH --requeue$' "$f" || bad "$f: no '#SBATCH --requeue' (a stopped job resumes by itself)"
+      ;;
   esac
 done
 [ "$checked" -ge 7 ] || bad "only $checked scripts found under $jobs"

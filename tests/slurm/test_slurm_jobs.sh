@@ -13,9 +13,20 @@
 #    srun --mpi=pmix, results under the temporary folder;
 # 3. checks of their run folders (manifest completed, one rank file per rank)
 #    and of the tables vit_results wrote from them, then vit_results over all
-#    of them again.
+#    of them again;
+# 4. preemption (issue 11): jobs/cpu/demo.sbatch with a one-minute time limit
+#    and --signal=B:USR1@58 trains longer than Slurm lets it run before the
+#    signal; the script forwards the signal, vit_hpc saves a checkpoint and
+#    exits 75, the script requeues the job, which resumes by itself, until it
+#    finishes: its final weights must equal those of the same training run
+#    uninterrupted outside Slurm, bit for bit, every step recorded once.
+#    Slurm sends the warning signal (due 2 s after the start) at its next
+#    30-second time-limit check, so the training is sized (from a short
+#    calibration run) to last about 40 s uninterrupted; a requeued job waits
+#    cred_expire (10 s here, 120 by default) before it may start again.
 # Needs build/vit_hpc, build/vit_results and configs/quickstart.yaml (and
-# whatever data that spec reads). Takes about 30 s plus the jobs' own time.
+# whatever data that spec reads). Takes about 30 s plus the jobs' own time,
+# and about two minutes for the preemption (4).
 #
 # Environment: VIT_SLURM_TEST_TIMEOUT (seconds to wait for the jobs, default
 # 360), VIT_SLURM_TEST_KEEP=1 keeps the temporary folder for inspection.
@@ -140,13 +151,14 @@ SlurmUser=$(id -un)
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$tmp/munge/socket
+AuthInfo=socket=$tmp/munge/socket,cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
 ReturnToService=2
 MailProg=/bin/true
 StateSaveLocation=$tmp/state
@@ -294,4 +306,48 @@ if command -v gnuplot > /dev/null; then
     [ -s "$tmp/results/plots/$f" ] || fail "plot $tmp/results/plots/$f missing (gnuplot is installed)"
   done
 fi
-log "PASS: demo job $demo_id and benchmark array $bench_id ($cells cells) ran through Slurm; tables checked"
+log "demo job $demo_id and benchmark array $bench_id ($cells cells) ran through Slurm; tables checked"
+
+# --- 4. preemption: time limit, --signal, requeue, resume ------------------------
+pre_args=(--set data.path="$data" --set model.depth=2 --set train.batch_size=8 --set run.cpu_threads=1
+  --set eval.enabled=false --set eval.test_at_end=false --set run.progress=false)
+mpirun_cmd=(mpirun --oversubscribe --bind-to none -np "$ranks")
+[ "$(id -u)" -eq 0 ] && mpirun_cmd+=(--allow-run-as-root)
+# How long a step takes here: the median of a short run's step times.
+"${mpirun_cmd[@]}" "$build/vit_hpc" "$src/configs/quickstart.yaml" "${pre_args[@]}" --set train.steps=7 \
+  --set run.output_dir="$tmp/outside" --set run.name=calibrate > "$tmp/calibrate.log" 2>&1 ||
+  fail "the calibration run failed: $(tail -n 5 "$tmp/calibrate.log")"
+step_time=$(grep -o '"step_time":[0-9.e+-]*' "$tmp/outside/calibrate/rank_0.jsonl" | cut -d: -f2 | sort -g |
+  awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)] }')
+steps=$(awk -v t="$step_time" 'BEGIN { n = int(40 / t) + 1; if (n < 60) n = 60; if (n > 3000) n = 3000; print n }')
+log "preemption: $steps steps of about $step_time s (40 s uninterrupted)"
+"${mpirun_cmd[@]}" "$build/vit_hpc" "$src/configs/quickstart.yaml" "${pre_args[@]}" --set train.steps="$steps" \
+  --set run.output_dir="$tmp/outside" --set run.name=uninterrupted \
+  --set checkpoint.export_hf="$tmp/outside/uninterrupted_export" > "$tmp/uninterrupted.log" 2>&1 ||
+  fail "the uninterrupted run failed: $(tail -n 5 "$tmp/uninterrupted.log")"
+start=$SECONDS
+pre_rc=0
+VIT_RUN_NAME=preempted timeout 300 sbatch --wait --parsable --time=1 --signal=B:USR1@58 \
+  --output="$tmp/jobs/%x-%j.out" jobs/cpu/demo.sbatch "${pre_args[@]}" --set train.steps="$steps" \
+  --set checkpoint.export_hf="$tmp/results/preempted_export" > "$tmp/preempt.id" || pre_rc=$?
+pre_id=$(cut -d';' -f1 < "$tmp/preempt.id")
+[ "$pre_rc" -ne 124 ] || fail "the preempted job did not finish within 300 s"
+[ "$pre_rc" -eq 0 ] || fail "the preempted job failed (sbatch --wait: $pre_rc)"
+restarts=$(scontrol show job "$pre_id" 2> /dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+pre_log=$tmp/jobs/vit-cpu-demo-$pre_id.out
+log "preempted job $pre_id finished after $((SECONDS - start)) s, requeued ${restarts:-?} times"
+grep -q 'vit_job: got SIGUSR1' "$pre_log" || fail "$pre_log: the job never got its --signal (trained too briefly?)"
+grep -q "requeueing job $pre_id" "$pre_log" || fail "$pre_log: the job did not requeue itself"
+[ "${restarts:-0}" -ge 1 ] || fail "scontrol says job $pre_id was requeued ${restarts:-0} times"
+pre_dir=$tmp/results/preempted
+check_run_folder "$pre_dir" train
+resumes=$(grep -c '"from_step"' "$pre_dir/manifest.json" || true)
+[ "$resumes" -ge 1 ] || fail "$pre_dir/manifest.json lists no resume"
+recorded=$(grep -o '"type":"step"' "$pre_dir/rank_0.jsonl" | wc -l)
+distinct=$(grep '"type":"step"' "$pre_dir/rank_0.jsonl" | grep -o '"step":[0-9]*' | sort -u | wc -l)
+[ "$recorded" -eq "$steps" ] && [ "$distinct" -eq "$steps" ] ||
+  fail "$pre_dir/rank_0.jsonl: $recorded step lines, $distinct distinct, for $steps steps"
+cmp -s "$tmp/results/preempted_export/model.safetensors" "$tmp/outside/uninterrupted_export/model.safetensors" ||
+  fail "the preempted job's final weights differ from the uninterrupted run's"
+log "PASS: demo job $demo_id and benchmark array $bench_id ($cells cells) ran through Slurm; tables checked;" \
+  "job $pre_id was preempted $resumes time(s), requeued itself and ended with the uninterrupted run's weights"

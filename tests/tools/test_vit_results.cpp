@@ -7,8 +7,15 @@
 #define BOOST_TEST_MODULE vit_results
 #include <boost/test/unit_test.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <ctime>
+#include <functional>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "tool_test_util.h"
@@ -16,6 +23,7 @@
 #include "tools/run_data.h"
 
 using namespace vit::tools;
+using vit::str_cat;
 using namespace vit_test;
 
 namespace {
@@ -276,6 +284,72 @@ BOOST_AUTO_TEST_CASE(run_in_progress_alone_gives_an_empty_summary_and_a_warning)
   BOOST_TEST(res.exit_code == 0);
   BOOST_TEST(res.out == "# vit_hpc results\n\n0 benchmark runs, 0 training runs, 0 failed runs.\n");
   BOOST_TEST(contains(res.err, "in_progress: run \"in_progress\" is still in progress"));
+}
+
+BOOST_AUTO_TEST_CASE(interrupted_and_dead_runs_are_told_from_live_ones) {
+  // Copies of a run in progress whose manifest says, in turn: interrupted by
+  // a signal with a checkpoint; "running" with rank 0's pid gone on this
+  // host; "running" with a heartbeat two hours old on another host;
+  // "running" with a fresh heartbeat on another host (alive: skipped as in
+  // progress, not listed as failed).
+  TempDir tmp;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);  // reaped: a pid that no process has now
+  auto iso = [](std::time_t t) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return std::string(buf);
+  };
+  const std::time_t now = std::time(nullptr);
+  auto make = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    const fs::path dir = tmp.path / name;
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(kResults / "in_progress")) fs::copy(e.path(), dir / e.path().filename());
+    nlohmann::json m = nlohmann::json::parse(read_file(dir / "manifest.json"));
+    m["run"] = name;
+    edit(m);
+    std::ofstream(dir / "manifest.json") << m.dump(2);
+  };
+  make("interrupted", [&](nlohmann::json& m) {
+    m["status"] = "interrupted";
+    m["end_time"] = iso(now);
+    m["interrupted"] = {{"by", "SIGTERM"}, {"step", 12}, {"checkpoint", "ck/step_000012"}};
+  });
+  make("pid_gone", [&](nlohmann::json& m) {
+    m["host"] = host;
+    m["pid"] = child;
+    m["heartbeat"] = iso(now);
+    m["heartbeat_interval_s"] = 30;
+  });
+  make("stale", [&](nlohmann::json& m) {
+    m["host"] = "some-other-node";
+    m["pid"] = 1;
+    m["heartbeat"] = iso(now - 7200);
+    m["heartbeat_interval_s"] = 30;
+  });
+  make("alive", [&](nlohmann::json& m) {
+    m["host"] = "some-other-node";
+    m["pid"] = 1;
+    m["heartbeat"] = iso(now - 10);
+    m["heartbeat_interval_s"] = 30;
+  });
+  const RunSet runs = load_runs({tmp.path});
+  BOOST_TEST(runs.completed.empty());
+  BOOST_TEST_REQUIRE(runs.failed.size() == 3u);  // sorted by name: interrupted, pid_gone, stale
+  BOOST_TEST((runs.failed[0].status == RunStatus::interrupted));
+  BOOST_TEST(contains(runs.failed[0].error, "interrupted by SIGTERM after step 12; resumes from ck/step_000012"));
+  BOOST_TEST((runs.failed[1].status == RunStatus::died));
+  BOOST_TEST(contains(runs.failed[1].error, str_cat("pid ", child, " on host ", host, ") is gone")), runs.failed[1].error);
+  BOOST_TEST((runs.failed[2].status == RunStatus::died));
+  BOOST_TEST(contains(runs.failed[2].error, "no heartbeat since " + iso(now - 7200)), runs.failed[2].error);
+  BOOST_TEST(std::count_if(runs.warnings.begin(), runs.warnings.end(), [](const std::string& w) {
+               return contains(w, "alive: run \"alive\" is still in progress");
+             }) == 1);
 }
 
 BOOST_AUTO_TEST_CASE(without_gnuplot_the_plots_are_skipped_with_a_note) {

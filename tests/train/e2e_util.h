@@ -4,8 +4,13 @@
 
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <functional>
+#include <thread>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -108,6 +113,96 @@ inline std::vector<std::string> split_csv(const std::string& line) {
   std::stringstream ss(line);
   for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
   return cells;
+}
+
+
+// ---------------------------------------------------------------------------
+// Runs acted on while they train (checkpoints and faults, issue 11)
+// ---------------------------------------------------------------------------
+
+inline std::string slurp(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+inline json manifest(const std::string& run) { return json::parse(slurp(scratch() + "/" + run + "/manifest.json")); }
+inline std::string log_of(const std::string& name) { return slurp(scratch() + "/" + name + ".log"); }
+
+// An mpirun started in the background: its pid, its exit status when done.
+class Background {
+ public:
+  Background(int ranks, const std::string& name, const std::string& extra)
+      : base_(scratch() + "/" + name), name_(name) {
+    fs::remove(base_ + ".pid");
+    fs::remove(base_ + ".rc");
+    std::ofstream script(base_ + ".sh");
+    script << mpirun(ranks) << kBin << "/vit_hpc " << kSpec << " --set data.path=" << kData
+           << " --set run.output_dir=" << scratch() << " --set run.name=" << name
+           << " --set run.progress=false --set run.cpu_threads=1 " << extra << " >> " << base_ << ".log 2>&1 &\n"
+           << "echo $! > " << base_ << ".pid\n"
+           << "wait $!\n"
+           << "echo $? > " << base_ << ".rc.tmp && mv " << base_ << ".rc.tmp " << base_ << ".rc\n";
+    script.close();
+    BOOST_TEST_REQUIRE(sh("sh " + base_ + ".sh > /dev/null 2>&1 &") == 0);
+    BOOST_TEST_REQUIRE(wait_for([&] { return fs::exists(base_ + ".pid") && fs::file_size(base_ + ".pid") > 0; }, 10));
+    pid_ = std::stoi(slurp(base_ + ".pid"));
+  }
+  // A test that gave up early leaves no job behind: every rank, then mpirun.
+  ~Background() {
+    if (fs::exists(base_ + ".rc")) return;
+    try {
+      const json m = json::parse(slurp(scratch() + "/" + name_ + "/manifest.json"));
+      for (const json& r : m.at("ranks")) ::kill(r.at("pid").get<int>(), SIGKILL);
+    } catch (const std::exception&) {
+    }
+    if (pid_ > 0) ::kill(pid_, SIGKILL);
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  int pid() const { return pid_; }
+  // The exit status, or -1 when it did not end within `seconds`.
+  int wait(double seconds) {
+    if (!wait_for([&] { return fs::exists(base_ + ".rc"); }, seconds)) return -1;
+    return std::stoi(slurp(base_ + ".rc"));
+  }
+  static bool wait_for(const std::function<bool()>& done, double seconds) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+  }
+
+ private:
+  std::string base_, name_;
+  int pid_ = -1;
+};
+
+// Complete step lines rank 0 has written so far.
+inline int64_t steps_written(const std::string& run) {
+  std::ifstream in(scratch() + "/" + run + "/rank_0.jsonl");
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) n += line.find("\"type\":\"step\"") != std::string::npos && !in.eof();
+  return n;
+}
+
+// World rank r's pid, from the manifest.
+inline int rank_pid(const std::string& run, int r) { return manifest(run)["ranks"][r]["pid"].get<int>(); }
+// A zombie (exited, not reaped yet) counts as gone.
+inline bool process_exists(int pid) {
+  if (::kill(pid, 0) != 0) return false;
+  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return !(close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z');
+}
+
+// What `latest` holds after a checkpoint of `step`.
+inline std::string latest_line(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%06lld\n", static_cast<long long>(step));
+  return buf;
 }
 
 }  // namespace e2e

@@ -1,5 +1,6 @@
 // Unit tests of the pieces of training that need no kernels: the parameter
-// layout and its initialisation, the learning-rate schedule, the loss scaler.
+// layout and its initialisation, the learning-rate schedule, the loss scaler
+// (and its resume from a checkpoint's train state).
 #define BOOST_TEST_MODULE train_units
 #include <boost/test/unit_test.hpp>
 
@@ -7,8 +8,10 @@
 #include <vector>
 
 #include "model/params.h"
+#include "core/error.h"
 #include "train/loss_scaler.h"
 #include "train/schedule.h"
+#include "train/train_state.h"
 
 using namespace vit;
 
@@ -114,4 +117,83 @@ BOOST_AUTO_TEST_CASE(loss_scaler_backs_off_after_hysteresis_and_grows_after_inte
   train::LossScaler off(train::LossScalerConfig{});
   off.update(true);
   BOOST_TEST(off.scale() == 1.0f);  // disabled: fp32 and bf16 keep scale 1
+}
+
+BOOST_AUTO_TEST_CASE(loss_scaler_resumed_from_its_state_continues_exactly) {
+  // The fp16 half of exact resume that needs no GPU: a scaler saved in the
+  // middle of a hysteresis count and a growth interval (through the train
+  // state's JSON, as a checkpoint stores it) and restored into a fresh one
+  // follows the uninterrupted scaler step for step. Without the state (a
+  // fresh scaler at the initial scale, as Colossal-AI resumes) it does not.
+  train::LossScalerConfig c;
+  c.enabled = true;
+  c.initial_scale = 65536;
+  c.growth_interval = 4;
+  c.hysteresis = 3;
+  // Overflows and clean steps, cut after step 9: two overflows into a
+  // hysteresis of 3, and clean steps part-way into a growth interval.
+  const std::vector<bool> overflow = {true, true, true, false, false, true, false, false, true, false,
+                                      false, false, false, true, true, false, false, false, false, false};
+  const size_t cut = 9;
+  train::LossScaler straight(c), first(c);
+  std::vector<float> want;
+  for (bool o : overflow) {
+    want.push_back(straight.scale());
+    straight.update(o);
+  }
+  for (size_t i = 0; i < cut; ++i) first.update(overflow[i]);
+  train::TrainState st;
+  st.scaler = first.state();
+  const train::TrainState back =
+      train::train_state_from_json(nlohmann::json::parse(train::train_state_to_json(st).dump()), "test");
+  train::LossScaler resumed(c), fresh(c);
+  resumed.restore(back.scaler);
+  bool fresh_differs = false;
+  for (size_t i = cut; i < overflow.size(); ++i) {
+    BOOST_TEST(resumed.scale() == want[i], "step " << i + 1);
+    fresh_differs = fresh_differs || fresh.scale() != want[i];
+    resumed.update(overflow[i]);
+    fresh.update(overflow[i]);
+  }
+  BOOST_TEST(resumed.skipped_steps() == straight.skipped_steps());
+  BOOST_TEST(fresh_differs);  // the state matters: this sequence can tell
+}
+
+BOOST_AUTO_TEST_CASE(train_state_round_trips_bitwise) {
+  // Doubles that print long (a running loss sum) come back bit for bit.
+  train::TrainState s;
+  s.step = 123;
+  s.adam_step = 120;
+  s.epoch = 3;
+  s.step_in_epoch = 17;
+  s.images_in_epoch = 17 * 64;
+  s.progress.loss_sum = 0.1 + 0.2 + 1.0 / 3.0;
+  s.progress.images = 1088;
+  s.scaler = {12345.678901234567, 7, 2, 5};
+  s.base_lr = 2e-4 * 3;
+  s.nonfinite_in_row = 2;
+  s.seed = 42;
+  s.augment_seed = 0xfedcba9876543210ull;
+  s.metrics_bytes = {100, 200};
+  s.model.hidden = 64;
+  s.model.heads = 4;
+  s.class_names = {"a", "b", "c"};
+  const train::TrainState b =
+      train::train_state_from_json(nlohmann::json::parse(train::train_state_to_json(s).dump()), "test");
+  BOOST_TEST(b.progress.loss_sum == s.progress.loss_sum);
+  BOOST_TEST(b.scaler.scale == s.scaler.scale);
+  BOOST_TEST(b.scaler.clean_steps == 7);
+  BOOST_TEST(b.scaler.overflows_left == 2);
+  BOOST_TEST(b.base_lr == s.base_lr);
+  BOOST_TEST(b.augment_seed == s.augment_seed);
+  BOOST_TEST(b.step_in_epoch == 17);
+  BOOST_TEST(b.images_in_epoch == 17 * 64);
+  BOOST_TEST(b.metrics_bytes == s.metrics_bytes);
+  BOOST_TEST(b.model.hidden == 64);
+  nlohmann::json broken = train::train_state_to_json(s);
+  broken.erase("adam_step");
+  BOOST_CHECK_EXCEPTION(train::train_state_from_json(broken, "ck/train_state.json"), UserError,
+                        [](const UserError& e) {
+                          return std::string(e.what()) == "ck/train_state.json: field \"adam_step\" is missing";
+                        });
 }

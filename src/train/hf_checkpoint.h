@@ -33,6 +33,13 @@ HfImport load_hf_vit(const std::string& path, const model::ViTConfig& cfg, uint6
 // The ViTConfig a checkpoint folder describes (for `vit_hpc predict`).
 model::ViTConfig read_hf_config(const std::string& path, std::vector<std::string>* class_names = nullptr);
 
+// The dropout rates of a checkpoint's config.json (hidden_dropout_prob,
+// attention_probs_dropout_prob; 0 where absent).
+struct HfDropout {
+  double hidden = 0.0, attention = 0.0;
+};
+HfDropout read_hf_dropout(const std::string& path);
+
 // Writes <dir>/model.safetensors and <dir>/config.json (each atomically).
 void export_hf_vit(const std::string& dir, const model::ViTConfig& cfg, const std::vector<float>& params,
                    const std::vector<std::string>& class_names);

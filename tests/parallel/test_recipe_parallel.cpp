@@ -65,6 +65,8 @@ struct Setup {
   parallel::ParamGroupOptions groups;
   model::Regularization reg;
   bool mixed = false;  // mixup targets in every micro-batch
+  std::vector<float> load;          // weights to start from instead of the init (and to evaluate)
+  int eval_rank = -1, eval_ranks = 1;  // steps 0: evaluate the slice of rank eval_rank of eval_ranks
 };
 
 struct Outcome {
@@ -72,22 +74,23 @@ struct Outcome {
   std::vector<double> losses, norms;
   std::vector<std::vector<float>> grads, params;  // after each step
   std::vector<float> ema, after_swap_back;
+  double ema_eval_loss = 0;  // this rank's eval_batch on its first-step images, average swapped in
 };
 
 Outcome train(const Setup& s) {
   kernels::set_cpu_threads(1);
   const model::ViTConfig cfg = tiny_vit();
   const size_t per_image = static_cast<size_t>(cfg.image_size) * cfg.image_size * cfg.channels;
-  const size_t n = static_cast<size_t>(s.steps) * kGlobalBatch;
+  const size_t n = static_cast<size_t>(std::max(s.steps, 1)) * kGlobalBatch;
   std::vector<uint8_t> images(n * per_image);
   std::vector<int32_t> labels(n), labels_b(n);
   std::vector<float> lambda(n);
-  Rng rng(2024);
+  Rng rng(2024), label_rng(2025);  // two streams: the first images and labels do not depend on n
   for (auto& p : images) p = static_cast<uint8_t>(rng.below(256));
   for (size_t i = 0; i < n; ++i) {
-    labels[i] = static_cast<int32_t>(rng.below(3));
-    labels_b[i] = static_cast<int32_t>(rng.below(3));
-    lambda[i] = static_cast<float>(rng.uniform());
+    labels[i] = static_cast<int32_t>(label_rng.below(3));
+    labels_b[i] = static_cast<int32_t>(label_rng.below(3));
+    lambda[i] = static_cast<float>(label_rng.uniform());
   }
   comm::WorldInfo info = comm::query_world(s.comm);
   comm::ProcessMesh mesh(s.comm, info, 1, 1, false);
@@ -106,7 +109,16 @@ Outcome train(const Setup& s) {
   Outcome out;
   out.init.resize(static_cast<size_t>(model::ParamLayout(cfg).total()));
   model::init_params(model::ParamLayout(cfg), 0.05f, 42, out.init.data());
-  plugin->load_params(out.init);
+  plugin->load_params(s.load.empty() ? out.init : s.load);
+  if (s.eval_rank >= 0) {  // evaluation only: the images another plugin's rank eval_rank evaluated
+    const int slice = kGlobalBatch / s.eval_ranks;
+    parallel::MicroBatch mb;
+    mb.images = images.data() + static_cast<size_t>(s.eval_rank * slice) * per_image;
+    mb.labels = labels.data() + s.eval_rank * slice;
+    mb.count = slice;
+    out.ema_eval_loss = plugin->eval_batch(mb).loss_sum;
+    return out;
+  }
   for (int step = 0; step < s.steps; ++step) {
     const int first = step * kGlobalBatch + mesh.dp_rank() * per_rank;
     parallel::MicroBatch mb;
@@ -128,6 +140,11 @@ Outcome train(const Setup& s) {
   if (s.ema_decay > 0) {
     plugin->swap_ema();
     out.ema = plugin->gather_params();
+    parallel::MicroBatch mb;  // what the model now runs with: evaluation sees the average
+    mb.images = images.data() + static_cast<size_t>(mesh.dp_rank() * per_rank) * per_image;
+    mb.labels = labels.data() + mesh.dp_rank() * per_rank;
+    mb.count = per_rank;
+    out.ema_eval_loss = plugin->eval_batch(mb).loss_sum;
     plugin->swap_ema();
     out.after_swap_back = plugin->gather_params();
   }
@@ -178,6 +195,18 @@ BOOST_AUTO_TEST_CASE(weight_average_follows_the_host_recurrence) {
       BOOST_TEST(moved > 1e-3);
       BOOST_TEST(max_abs_diff(o.ema, ref) <= 1e-6, "largest difference " << max_abs_diff(o.ema, ref));
       BOOST_TEST(o.after_swap_back == o.params.back());  // the trained weights come back exactly
+      // Evaluation with the average swapped in runs the average on every
+      // rank (ZeRO: every rank's parts gathered): the same loss as a plugin
+      // that was given the average as its weights, bit for bit (fp32).
+      Setup given;
+      given.plug = kPlugins[0];
+      given.comm = MPI_COMM_SELF;
+      given.steps = 0;
+      given.load = o.ema;
+      given.eval_rank = vit_mpi_rank();
+      given.eval_ranks = vit_mpi_size();
+      const Outcome r = train(given);
+      BOOST_TEST(o.ema_eval_loss == r.ema_eval_loss);
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/auto_augment.h"
 
 namespace vit::data {
 
@@ -110,6 +111,54 @@ void crop_resize_flip(const uint8_t* src, int S, const CropBox& box, uint8_t* ds
     uint8_t* d = dst + oy * row;
     for (size_t k = 0; k < row_values; ++k) d[k] = static_cast<uint8_t>(top[k] + fy * (bot[k] - top[k]) + 0.5f);
   }
+}
+
+EraseBox sample_erase(const AugmentOptions& o, int64_t epoch, int64_t index, int S) {
+  EraseBox box;
+  if (o.erase_prob <= 0.0f) return box;
+  Rng rng(mix_seed(o.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index), 0xa08));
+  if (rng.uniform() >= o.erase_prob) return box;
+  const double area = static_cast<double>(S) * S;
+  const double log_rmin = std::log(0.3), log_rmax = std::log(1.0 / 0.3);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * rng.uniform(0.02, 1.0 / 3.0);
+    const double ratio = std::exp(rng.uniform(log_rmin, log_rmax));
+    const int h = static_cast<int>(std::lround(std::sqrt(target * ratio)));
+    const int w = static_cast<int>(std::lround(std::sqrt(target / ratio)));
+    if (w >= 1 && h >= 1 && w < S && h < S) {
+      box.y = static_cast<int>(rng.below(static_cast<uint64_t>(S - h + 1)));
+      box.x = static_cast<int>(rng.below(static_cast<uint64_t>(S - w + 1)));
+      box.w = w;
+      box.h = h;
+      box.applied = true;
+      return box;
+    }
+  }
+  return box;
+}
+
+void erase(const AugmentOptions& o, int64_t epoch, int64_t index, const EraseBox& box, uint8_t* img, int S) {
+  if (!box.applied) return;
+  VIT_CHECK(box.x >= 0 && box.y >= 0 && box.x + box.w <= S && box.y + box.h <= S, "erase box outside the image");
+  Rng noise(mix_seed(o.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(index), 0xa0e));
+  for (int y = box.y; y < box.y + box.h; ++y) {
+    uint8_t* row = img + (static_cast<size_t>(y) * S + box.x) * 3;
+    for (int k = 0; k < box.w * 3; ++k) row[k] = static_cast<uint8_t>(noise.next_u64() >> 56);
+  }
+}
+
+void transform_image(const AugmentOptions& opts, int64_t epoch, int64_t index, const uint8_t* src, uint8_t* dst,
+                     int S, uint8_t* scratch) {
+  const size_t bytes = static_cast<size_t>(S) * S * 3;
+  if (opts.enabled) {
+    crop_resize_flip(src, S, sample_augmentation(opts, epoch, index, S, S), dst);
+  } else {
+    std::memcpy(dst, src, bytes);
+  }
+  if (opts.auto_augment != AutoAugmentPolicy::None) {
+    for (const AugOpChoice& op : sample_auto_augment(opts, epoch, index, S)) apply_aug_op(op, dst, S, scratch);
+  }
+  erase(opts, epoch, index, sample_erase(opts, epoch, index, S), dst, S);
 }
 
 void augment_image(const AugmentOptions& opts, int64_t epoch, int64_t index, uint8_t* img, int S, uint8_t* scratch) {

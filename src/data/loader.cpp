@@ -3,9 +3,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 
 #include "core/error.h"
 #include "data/jpeg_codec.h"
+#include "data/mix.h"
 
 namespace vit::data {
 
@@ -13,7 +15,25 @@ namespace vit::data {
 struct Loader::WorkerScratch {
   JpegCodec codec;
   std::vector<uint8_t> image;  // (S, S, 3) the stored image before augmentation
+  std::vector<uint8_t> aux;    // (S, S, 3) scratch of the augmentation ops
+  std::vector<uint8_t> partner;  // (S, S, 3) a mixing partner that another rank holds
 };
+
+void Loader::make_image(WorkerScratch& ws, int64_t epoch, int64_t index, uint8_t* out) {
+  if (!augment_.per_image()) {
+    dataset_.read_image(split_, index, out, &ws.codec);
+    return;
+  }
+  ws.image.resize(image_bytes_);
+  ws.aux.resize(image_bytes_);
+  dataset_.read_image(split_, index, ws.image.data(), &ws.codec);
+  if (augment_.auto_augment == AutoAugmentPolicy::None && augment_.erase_prob <= 0.0f) {
+    // Crop and flip alone: resample straight into the batch (today's path).
+    crop_resize_flip(ws.image.data(), S_, sample_augmentation(augment_, epoch, index, S_, S_), out);
+    return;
+  }
+  transform_image(augment_, epoch, index, ws.image.data(), out, S_, ws.aux.data());
+}
 
 Loader::Loader(const Hdf5Dataset& dataset, std::string split, SamplerOptions sampler, AugmentOptions augment,
                LoaderOptions options)
@@ -96,15 +116,68 @@ void Loader::fill(Batch& b, const DistributedSampler& sampler, std::vector<Worke
     try {
       WorkerScratch& ws = scratch[w];
       for (int64_t i = next_image.fetch_add(1); i < b.count; i = next_image.fetch_add(1)) {
-        uint8_t* slot = out + i * image_bytes_;
-        const int64_t index = b.indices[i];
-        if (!augment_.enabled) {
-          dataset_.read_image(split_, index, slot, &ws.codec);
+        make_image(ws, epoch, b.indices[i], out + i * image_bytes_);
+      }
+    } catch (...) {
+      errors[w] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int w = 1; w < workers; ++w) helpers.emplace_back(work, w);
+  work(0);
+  for (auto& t : helpers) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  b.labels_b.clear();
+  b.mix_lambda.clear();
+  if (augment_.mixing()) mix_batch(b, sampler, scratch, epoch, step, workers);
+}
+
+void Loader::mix_batch(Batch& b, const DistributedSampler& sampler, std::vector<WorkerScratch>& scratch, int64_t epoch,
+                       int64_t step, int workers) {
+  // The step's global batch in position order: every rank's slice in turn.
+  std::vector<int64_t> global;
+  int64_t my_begin = 0;
+  for (int r = 0; r < sampler.options().dp_size; ++r) {
+    if (r == sampler.options().dp_rank) my_begin = static_cast<int64_t>(global.size());
+    const std::vector<int64_t> part = sampler.indices_of_rank(epoch, step, r);
+    global.insert(global.end(), part.begin(), part.end());
+  }
+  const int64_t G = static_cast<int64_t>(global.size());
+  const std::vector<int64_t>& labels = dataset_.labels(split_);
+  // The finished, unmixed images: a partner is mixed from its unmixed self.
+  std::vector<uint8_t> clean(static_cast<size_t>(b.count) * image_bytes_);
+  uint8_t* out = b.images.as<uint8_t>();
+  std::memcpy(clean.data(), out, clean.size());
+  b.labels_b.resize(static_cast<size_t>(b.count));
+  b.mix_lambda.resize(static_cast<size_t>(b.count));
+
+  std::atomic<int64_t> next_image{0};
+  std::vector<std::exception_ptr> errors(workers);
+  auto work = [&](int w) {
+    try {
+      WorkerScratch& ws = scratch[w];
+      for (int64_t i = next_image.fetch_add(1); i < b.count; i = next_image.fetch_add(1)) {
+        const int64_t g = my_begin + i, pg = mix_partner(g, G);
+        const int64_t partner_index = global[static_cast<size_t>(pg)];
+        const MixDecision d = sample_mix(augment_, epoch, b.indices[i], S_);
+        b.labels_b[i] = static_cast<int32_t>(labels[partner_index]);
+        b.mix_lambda[i] = d.lam;
+        if (d.mode == MixMode::None || pg == g) {
+          b.labels_b[i] = b.labels[i];
+          b.mix_lambda[i] = 1.0f;
           continue;
         }
-        ws.image.resize(image_bytes_);
-        dataset_.read_image(split_, index, ws.image.data(), &ws.codec);
-        crop_resize_flip(ws.image.data(), S_, sample_augmentation(augment_, epoch, index, S_, S_), slot);
+        const uint8_t* partner = nullptr;
+        if (pg >= my_begin && pg < my_begin + b.count) {
+          partner = clean.data() + (pg - my_begin) * image_bytes_;
+        } else {  // another rank holds it: make it here exactly as that rank does
+          ws.partner.resize(image_bytes_);
+          make_image(ws, epoch, partner_index, ws.partner.data());
+          partner = ws.partner.data();
+        }
+        apply_mix(d, clean.data() + i * image_bytes_, partner, out + i * image_bytes_, S_);
       }
     } catch (...) {
       errors[w] = std::current_exception();

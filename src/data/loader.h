@@ -23,6 +23,9 @@
 // without drop_last), even 0: the rank still takes the step.
 //
 // Images are not normalised: the patchify kernel does (x/255 - 0.5)/0.5.
+// Augmentation (augment.h) runs in the workers, image by image; mixup and
+// cutmix (mix.h) after all images of the batch are finished, each image with
+// its partner in the global batch (read here when another rank holds it).
 // Eval: the same Loader with shuffle = false, drop_last = false, augment off.
 // Errors in the background thread (a damaged file) are rethrown by next().
 #pragma once
@@ -46,6 +49,10 @@ namespace vit::data {
 struct Batch {
   Buffer images;                  // (batch_per_rank, S, S, 3) uint8, first `count` valid
   std::vector<int32_t> labels;    // (count)
+  // With mixup/cutmix (mix.h): image i is mix_lambda[i] of labels[i] and
+  // 1 - mix_lambda[i] of labels_b[i]; both empty when mixing is off.
+  std::vector<int32_t> labels_b;  // (count)
+  std::vector<float> mix_lambda;  // (count)
   std::vector<int64_t> indices;   // (count) dataset indices
   int64_t count = 0;              // images on this rank
   int64_t global_count = 0;       // images in this step over all data-parallel ranks
@@ -86,6 +93,11 @@ class Loader {
   void produce(DistributedSampler sampler, int64_t epoch, int64_t first_step);
   void fill(Batch& b, const DistributedSampler& sampler, std::vector<WorkerScratch>& scratch, int64_t epoch,
             int64_t step);
+  // Mixup/cutmix of b's finished images (mix.h); runs the same workers.
+  void mix_batch(Batch& b, const DistributedSampler& sampler, std::vector<WorkerScratch>& scratch, int64_t epoch,
+                 int64_t step, int workers);
+  // Image `index` of the split as the workers make it (read, augmented).
+  void make_image(WorkerScratch& ws, int64_t epoch, int64_t index, uint8_t* out);
   Buffer take_buffer();
 
   Hdf5Dataset dataset_;

@@ -656,6 +656,19 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
                                        format_number(s.data.crop_ratio_min), " (allowed: >= data.crop_ratio_min)"));
   }
 
+  // The training recipe.
+  if (s.eval.keep_best && !s.eval.enabled) {
+    add("eval.keep_best", "true needs the validation of eval.enabled (allowed: false when eval.enabled is false)");
+  }
+  if (s.model.pretrained_dropout && s.model.pretrained.empty()) {
+    add("model.pretrained_dropout", "true needs model.pretrained (allowed: false without a pretrained checkpoint)");
+  }
+  if (s.model.pretrained_dropout && s.model.hidden_dropout > 0) {
+    add("model.hidden_dropout", str_cat(format_number(s.model.hidden_dropout),
+                                        " and model.pretrained_dropout both set the dropout (allowed: 0 when "
+                                        "model.pretrained_dropout is true)"));
+  }
+
   // Checkpoints need somewhere to live.
   if (s.checkpoint.dir.empty() && s.checkpoint.resume == "true") {
     add("checkpoint.resume", "true needs checkpoint.dir (allowed: auto or false when checkpoint.dir is empty)");

@@ -51,6 +51,14 @@ struct DataSpec {
   double crop_ratio_min = 0;
   double crop_ratio_max = 0;
   bool hflip = false;
+  std::string auto_augment;  // none | trivial | rand
+  int rand_ops = 0;
+  int rand_magnitude = 0;
+  double random_erase = 0;
+  double mixup_alpha = 0;
+  double cutmix_alpha = 0;
+  double mix_prob = 0;
+  double mix_switch_prob = 0;
   int prefetch = 0;
   int loader_threads = 0;
   bool drop_last = false;
@@ -70,6 +78,9 @@ struct ModelSpec {
   double init_std = 0;
   std::string pretrained;
   std::string attention;  // cudnn | cublas
+  double drop_path = 0;
+  double hidden_dropout = 0;
+  bool pretrained_dropout = false;
 };
 
 struct PluginSpec {
@@ -111,6 +122,10 @@ struct TrainSpec {
   double grad_clip = 0;
   bool recompute = false;
   int max_nonfinite_steps = 0;
+  double label_smoothing = 0;
+  double ema_decay = 0;
+  double layer_decay = 0;
+  bool no_decay_bias_norm = false;
 };
 
 struct EvalSpec {
@@ -118,6 +133,7 @@ struct EvalSpec {
   int every_epochs = 0;
   int batch_size = 0;
   bool test_at_end = false;
+  bool keep_best = false;
 };
 
 struct BenchmarkSpec {

@@ -95,6 +95,21 @@ std::vector<FieldInfo> build_schema() {
       Float(VIT_AT(data, crop_ratio_max), "1.3333", above(0),
             "Random-resized crop: largest aspect ratio; >= crop_ratio_min."),
       Bool(VIT_AT(data, hflip), "true", "With augment: flip training images left-right, probability 0.5."),
+      Choice(VIT_AT(data, auto_augment), "none", {"none", "trivial", "rand"},
+             "Training images: TrivialAugment (one op, random magnitude) or RandAugment (rand_ops ops at "
+             "rand_magnitude); op list and magnitudes in src/data/auto_augment.h."),
+      Int(VIT_AT(data, rand_ops), "2", closed(1, 8), "RandAugment: ops applied to each image (N)."),
+      Int(VIT_AT(data, rand_magnitude), "9", closed(0, 30), "RandAugment: magnitude bin of every op (M, of 0..30)."),
+      Float(VIT_AT(data, random_erase), "0.0", closed(0, 1),
+            "Probability of erasing one random box of each training image (filled with noise; timm's RandomErasing)."),
+      Float(VIT_AT(data, mixup_alpha), "0.0", at_least(0),
+            "Mixup: each image blended with its partner, share ~ Beta(alpha, alpha); 0 = off (src/data/mix.h)."),
+      Float(VIT_AT(data, cutmix_alpha), "0.0", at_least(0),
+            "Cutmix: a box of the partner pasted in, area share ~ Beta(alpha, alpha); 0 = off."),
+      Float(VIT_AT(data, mix_prob), "1.0", closed(0, 1),
+            "With mixup or cutmix on: probability that an image is mixed at all."),
+      Float(VIT_AT(data, mix_switch_prob), "0.5", closed(0, 1),
+            "With mixup and cutmix both on: probability of cutmix rather than mixup."),
       Int(VIT_AT(data, prefetch), "2", at_least(1), "Batches the loader prepares ahead of the step."),
       Int(VIT_AT(data, loader_threads), "2", at_least(1), "Threads per rank reading and decoding images."),
       Bool(VIT_AT(data, drop_last), "true",
@@ -122,6 +137,14 @@ std::vector<FieldInfo> build_schema() {
              "Folder with a Hugging Face model.safetensors + config.json to start from; empty = random init."),
       Choice(VIT_AT(model, attention), "cudnn", {"cudnn", "cublas"},
              "GPU attention: cuDNN fused SDPA, or cuBLAS batched GEMMs + softmax (fallback, cross-check)."),
+      Float(VIT_AT(model, drop_path), "0.0", closed_open(0, 1),
+            "Stochastic depth of the last block; block l drops its branches per sample with rate "
+            "drop_path * l / (depth - 1). Training only."),
+      Float(VIT_AT(model, hidden_dropout), "0.0", closed_open(0, 1),
+            "Dropout on the embeddings and on each attention / MLP output (transformers' hidden_dropout_prob). "
+            "Training only."),
+      Bool(VIT_AT(model, pretrained_dropout), "false",
+           "Take hidden_dropout from model.pretrained's config.json (hidden_dropout_prob) instead."),
 
       // --- plugin --------------------------------------------------------
       Choice(VIT_AT(plugin, name), "torch_ddp",
@@ -173,7 +196,8 @@ std::vector<FieldInfo> build_schema() {
       Float(VIT_AT(train, lr), "2e-4", above(0), "Peak learning rate (before lr_scale_with_world)."),
       Bool(VIT_AT(train, lr_scale_with_world), "true",
            "Multiply lr by the data-parallel size, as the original example does."),
-      Float(VIT_AT(train, weight_decay), "0.05", at_least(0), "AdamW decoupled weight decay, on all parameters."),
+      Float(VIT_AT(train, weight_decay), "0.05", at_least(0),
+            "AdamW decoupled weight decay, on all parameters (see no_decay_bias_norm)."),
       Float(VIT_AT(train, beta1), "0.9", closed_open(0, 1), "AdamW first-moment decay."),
       Float(VIT_AT(train, beta2), "0.999", closed_open(0, 1), "AdamW second-moment decay."),
       Float(VIT_AT(train, eps), "1e-8", above(0), "AdamW epsilon."),
@@ -187,6 +211,17 @@ std::vector<FieldInfo> build_schema() {
       Int(VIT_AT(train, max_nonfinite_steps), "5", at_least(1),
           "Consecutive steps with a NaN/Inf loss or gradient norm (skipped, like an fp16 overflow) after which "
           "the run stops as failed; with fp16 only those at plugin.min_scale count."),
+      Float(VIT_AT(train, label_smoothing), "0.0", closed_open(0, 1),
+            "Label smoothing of the training loss: target (1 - eps) onehot + eps / num_classes."),
+      Float(VIT_AT(train, ema_decay), "0.0", closed_open(0, 1),
+            "Keep an exponential moving average of the weights (e.g. 0.999); evaluated and exported instead "
+            "of the raw weights. 0 = off."),
+      Float(VIT_AT(train, layer_decay), "1.0", open_closed(0, 1),
+            "Layer-wise lr decay for fine-tuning: block l trains at lr x layer_decay^(depth - l), the "
+            "embeddings at lr x layer_decay^(depth + 1), the head at lr. 1 = off."),
+      Bool(VIT_AT(train, no_decay_bias_norm), "false",
+           "No weight decay on biases, LayerNorm weights, class token and position embeddings "
+           "(false: decay everything, as the original example)."),
 
       // --- eval ----------------------------------------------------------
       Bool(VIT_AT(eval, enabled), "true", "Evaluate loss and accuracy on data.eval_split during training."),
@@ -195,6 +230,9 @@ std::vector<FieldInfo> build_schema() {
           "Images per data-parallel rank per evaluation step (run through the model in chunks of at most "
           "train.batch_size: activations are sized by training)."),
       Bool(VIT_AT(eval, test_at_end), "true", "Evaluate data.test_split once after training."),
+      Bool(VIT_AT(eval, keep_best), "false",
+           "Keep the weights of the epoch with the best validation accuracy; test them too (after the last "
+           "epoch's) and export them."),
 
       // --- benchmark -----------------------------------------------------
       Bool(VIT_AT(benchmark, enabled), "false",

@@ -36,12 +36,40 @@ struct ViTConfig {
   double train_flops_per_image() const;
 };
 
+// Training-time regularisation; all of it is the identity in evaluation
+// (ViTModel::forward) and off by default.
+//   drop_path:       stochastic depth. Block l drops each of its two branches
+//                    (attention, MLP) for a whole sample with probability
+//                    drop_path * l / (L - 1) (0 for the first block, the full
+//                    rate for the last: timm's linear rule), survivors scaled
+//                    by 1 / keep.
+//   hidden_dropout:  dropout on the embeddings' output and on each branch's
+//                    output before its residual add (where transformers' ViT
+//                    applies hidden_dropout_prob).
+//   label_smoothing: eps of the soft target (kernels/cross_entropy.h).
+//   seed:            masks of forward_backward calls that were given no noise
+//                    key (ViTModel::set_train_extras).
+struct Regularization {
+  float drop_path = 0.0f;
+  float hidden_dropout = 0.0f;
+  float label_smoothing = 0.0f;
+  uint64_t seed = 0;
+
+  bool any_noise() const { return drop_path > 0.0f || hidden_dropout > 0.0f; }
+  // Drop probability of block l's branches in a model of `depth` blocks.
+  float drop_path_rate(int l, int depth) const {
+    return depth > 1 ? drop_path * static_cast<float>(l) / static_cast<float>(depth - 1) : 0.0f;
+  }
+};
+
 // How a model instance computes: the dtype of activations and compute weights,
-// the attention path on the GPU, and whether blocks are recomputed in backward.
+// the attention path on the GPU, whether blocks are recomputed in backward,
+// and the training-time regularisation (every plugin passes it to its model).
 struct ComputeConfig {
   DType dtype = DType::F32;
   kernels::AttentionImpl attention = kernels::AttentionImpl::CuDNN;
   bool recompute = false;
+  Regularization reg;
 };
 
 }  // namespace vit::model

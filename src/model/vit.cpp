@@ -2,7 +2,9 @@
 
 #include "kernels/attention.h"
 #include "kernels/cast.h"
+#include "core/rng.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/dropout.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
@@ -32,6 +34,7 @@ struct ViTModel::Activations {
   Buffer patches, patch_emb;                        // (B, NP, P), (B, NP, C)
   Buffer cls, cls_ln, cls_mean, cls_rstd;           // (B, C), (B, C), (B), (B)
   Buffer logits, dlogits, losses, predicted;        // (B, K), (B, K), (B), (B) int32
+  TrainExtras extras;                               // of the training micro-batch in this slot
 };
 
 ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Context& ctx, int max_batch,
@@ -97,6 +100,13 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
     dcls_ = alloc(B * C, dt);
     dcls_ln_ = alloc(B * C, dt);
   }
+  const Regularization& reg = compute.reg;
+  VIT_CHECK(reg.drop_path >= 0.0f && reg.drop_path < 1.0f, "drop path rate ", reg.drop_path, " is outside [0, 1)");
+  VIT_CHECK(reg.hidden_dropout >= 0.0f && reg.hidden_dropout < 1.0f, "hidden dropout ", reg.hidden_dropout,
+            " is outside [0, 1)");
+  VIT_CHECK(reg.label_smoothing >= 0.0f && reg.label_smoothing < 1.0f, "label smoothing ", reg.label_smoothing,
+            " is outside [0, 1)");
+  if (reg.any_noise()) dmasked_ = alloc(B * T * C, dt);
 }
 
 ViTModel::~ViTModel() = default;
@@ -153,6 +163,44 @@ Tensor ViTModel::grad(int index) const {
   return source_->grad(index);
 }
 
+void ViTModel::set_train_extras(const TrainExtras& extras, int slot) {
+  VIT_CHECK(extras.labels_b.defined() == extras.lambda.defined(),
+            "TrainExtras: labels_b and lambda come together (one is defined, the other not)");
+  acts_.at(static_cast<size_t>(slot))->extras = extras;
+}
+
+uint64_t ViTModel::site_key(int l, int site, int slot) const {
+  const uint64_t key = acts_.at(static_cast<size_t>(slot))->extras.noise_key;
+  VIT_CHECK(key != 0, "ViTModel: a training pass with drop path or dropout needs the micro-batch's noise key "
+                      "(set_train_extras before its forward)");
+  return mix_seed(key, static_cast<uint64_t>(l + 1), static_cast<uint64_t>(site));
+}
+
+bool ViTModel::branch_masked(int l) const {
+  return training_ && (compute_.reg.drop_path_rate(l, cfg_.depth) > 0.0f || compute_.reg.hidden_dropout > 0.0f);
+}
+
+// out = in through block l's masks of `branch` (0 attention, 1 MLP): the
+// hidden dropout, then the drop path. The same call maps a branch's output
+// forward and its gradient backward (the masks are functions of the key).
+void ViTModel::apply_branch_masks(Tensor out, const Tensor& in, int l, int branch, int B, int slot) {
+  const Regularization& reg = compute_.reg;
+  const int64_t per_sample = in.numel() / B;
+  Tensor src = in.reshape({B, per_sample});
+  Tensor dst = out.reshape({B, per_sample});
+  const int64_t first = acts_.at(static_cast<size_t>(slot))->extras.first_sample;
+  if (reg.hidden_dropout > 0.0f) {
+    k::dropout(ctx_, dst, src, 1.0f - reg.hidden_dropout, site_key(l, 2 + branch, slot), first);
+    src = dst;
+  }
+  const float rate = reg.drop_path_rate(l, cfg_.depth);
+  if (rate > 0.0f) {
+    k::drop_path(ctx_, dst, src, 1.0f - rate, site_key(l, branch, slot), first);
+    src = dst;
+  }
+  if (src.data != dst.data) k::cast(ctx_, dst, src);  // nothing masked: a copy
+}
+
 void ViTModel::reduce_over_tp(Tensor x) {
   if (layout_.shard().tp_size == 1) return;
   VIT_CHECK(tp_ != nullptr, "ViTModel: a tensor-parallel shard needs set_tensor_parallel()");
@@ -207,6 +255,11 @@ void ViTModel::embed_forward(const Tensor& images, int B, int slot) {
   k::matmul_forward(ctx_, pe, Tensor(), patches, param(layout_.patch_w), param(layout_.patch_b));
   k::embed_tokens_forward(ctx_, residual(0, B, slot), pe.reshape({B, NP, C}), param(layout_.cls_token),
                           param(layout_.pos_embed));
+  if (training_ && compute_.reg.hidden_dropout > 0.0f) {
+    Tensor x0 = residual(0, B, slot).reshape({B, cfg_.tokens() * C});
+    k::dropout(ctx_, x0, x0, 1.0f - compute_.reg.hidden_dropout, site_key(cfg_.depth, 4, slot),
+               a.extras.first_sample);
+  }
   source_->after_forward(seg);
 }
 
@@ -244,12 +297,14 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   k::attention_forward(ctx_, att.reshape({B, T, Cl}), aux, qkv.reshape({B, T, 3 * Cl}), NHl, compute_.attention);
   k::matmul_forward(ctx_, branch, Tensor(), att, param(p.proj_w), row_bias ? param(p.proj_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region
+  if (branch_masked(l)) apply_branch_masks(branch, branch, l, 0, B, slot);
   k::residual_add(ctx_, xmid, x, branch);
   k::layernorm_forward(ctx_, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), xmid,
                        param(p.ln2_w), param(p.ln2_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, fc1, fc1_pre, ln2, param(p.fc1_w), param(p.fc1_b));  // column-parallel, GELU epilogue
   k::matmul_forward(ctx_, branch, Tensor(), fc1, param(p.fc2_w), row_bias ? param(p.fc2_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region
+  if (branch_masked(l)) apply_branch_masks(branch, branch, l, 1, B, slot);
   k::residual_add(ctx_, residual(l + 1, B, slot).reshape({BT, C}), xmid, branch);
 }
 
@@ -266,12 +321,37 @@ void ViTModel::head_forward(const Tensor& labels, int B, float grad_scale, bool 
                        param(layout_.norm_w), param(layout_.norm_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, logits(B, slot), Tensor(), cls_ln, param(layout_.head_w), param(layout_.head_b));
   Tensor lab(labels.data, labels.dtype, labels.device, {B});
-  k::softmax_cross_entropy(ctx_, losses(B, slot), predicted(B, slot),
-                           want_grad ? tensor_of(a.dlogits, dt, {B, K}) : Tensor(), logits(B, slot), lab, grad_scale);
+  Tensor dlogits = want_grad ? tensor_of(a.dlogits, dt, {B, K}) : Tensor();
+  const bool soft = training_ && (a.extras.labels_b.defined() || compute_.reg.label_smoothing > 0.0f);
+  if (!soft) {
+    k::softmax_cross_entropy(ctx_, losses(B, slot), predicted(B, slot), dlogits, logits(B, slot), lab, grad_scale);
+  } else {
+    k::SoftTargets targets;
+    if (a.extras.labels_b.defined()) {
+      VIT_CHECK(a.extras.labels_b.numel() >= B && a.extras.lambda.numel() >= B, "TrainExtras hold ",
+                a.extras.labels_b.numel(), " targets for a micro-batch of ", B);
+      targets.labels_b = Tensor(a.extras.labels_b.data, a.extras.labels_b.dtype, a.extras.labels_b.device, {B});
+      targets.lambda = Tensor(a.extras.lambda.data, DType::F32, a.extras.lambda.device, {B});
+    }
+    targets.smoothing = compute_.reg.label_smoothing;
+    k::softmax_cross_entropy_soft(ctx_, losses(B, slot), predicted(B, slot), dlogits, logits(B, slot), lab, targets,
+                                  grad_scale);
+  }
   source_->after_forward(seg);
 }
 
+namespace {
+// Sets a flag for the length of a scope and restores it.
+struct FlagScope {
+  bool& flag;
+  bool saved;
+  FlagScope(bool& f, bool value) : flag(f), saved(f) { flag = value; }
+  ~FlagScope() { flag = saved; }
+};
+}  // namespace
+
 void ViTModel::forward(const Tensor& images, const Tensor& labels, int B, int slot) {
+  const FlagScope evaluation(training_, false);
   embed_forward(images, B, slot);
   for (int l = 0; l < cfg_.depth; ++l) block_forward(l, B, slot);
   head_forward(labels, B, 1.0f, false, slot);
@@ -315,17 +395,24 @@ void ViTModel::block_backward(int l, int B, int slot) {
   Tensor datt = tensor_of(dtmp_, dt, {BT, Cl});  // attention output gradient (dtmp is free at that point)
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
 
+  // A masked branch (drop path, dropout) sees d out through its masks.
+  const bool masked = branch_masked(l);
+  Tensor dmasked = masked ? tensor_of(dmasked_, dt, {BT, C}) : Tensor();
+
   // MLP branch: x_out = xmid + fc2(gelu(fc1(LN2(xmid)))). Replicated biases
   // get their (identical) gradient on every tensor-parallel rank.
-  k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dres, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w));
+  if (masked) apply_branch_masks(dmasked, dres, l, 1, B, slot);
+  k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), masked ? dmasked : dres, tensor_of(a.fc1, dt, {BT, Fl}),
+                     param(p.fc2_w));
   k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
   k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w));
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),
                         param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}));
   // Attention branch: xmid = x + proj(attn(qkv(LN1(x)))).
-  k::matmul_backward(ctx_, datt, grad(p.proj_w), grad(p.proj_b), dres, tensor_of(a.att, dt, {BT, Cl}),
-                     param(p.proj_w));
+  if (masked) apply_branch_masks(dmasked, dres, l, 0, B, slot);
+  k::matmul_backward(ctx_, datt, grad(p.proj_w), grad(p.proj_b), masked ? dmasked : dres,
+                     tensor_of(a.att, dt, {BT, Cl}), param(p.proj_w));
   k::attention_backward(ctx_, dqkv.reshape({B, T, 3 * Cl}), datt.reshape({B, T, Cl}),
                         tensor_of(a.qkv, dt, {B, T, 3 * Cl}), tensor_of(a.att, dt, {B, T, Cl}), aux, NHl,
                         compute_.attention);
@@ -343,6 +430,11 @@ void ViTModel::embed_backward(int B, int slot) {
   const DType dt = compute_.dtype;
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
   Tensor dpe = tensor_of(a.patch_emb, dt, {B * NP, C});  // the forward value is no longer needed
+  if (training_ && compute_.reg.hidden_dropout > 0.0f) {  // the embeddings' dropout, backward
+    Tensor dx0 = residual_grad(B).reshape({B, cfg_.tokens() * C});
+    k::dropout(ctx_, dx0, dx0, 1.0f - compute_.reg.hidden_dropout, site_key(cfg_.depth, 4, slot),
+               a.extras.first_sample);
+  }
   k::embed_tokens_backward(ctx_, dpe.reshape({B, NP, C}), grad(layout_.cls_token), grad(layout_.pos_embed),
                            residual_grad(B));
   k::matmul_backward(ctx_, Tensor(), grad(layout_.patch_w), grad(layout_.patch_b), dpe,
@@ -351,12 +443,18 @@ void ViTModel::embed_backward(int B, int slot) {
 }
 
 void ViTModel::forward_backward(const Tensor& images, const Tensor& labels, int B, float grad_scale, int slot) {
+  const FlagScope training(training_, true);
+  TrainExtras& extras = acts_.at(static_cast<size_t>(slot))->extras;
+  if (extras.noise_key == 0 && compute_.reg.any_noise()) {
+    extras.noise_key = mix_seed(compute_.reg.seed, 0x6e6f697365ull, ++auto_noise_);
+  }
   embed_forward(images, B, slot);
   for (int l = 0; l < cfg_.depth; ++l) block_forward(l, B, slot);
   head_forward(labels, B, grad_scale, true, slot);
   head_backward(B, slot);
   for (int l = cfg_.depth - 1; l >= 0; --l) block_backward(l, B, slot);
   embed_backward(B, slot);
+  extras = TrainExtras();  // consumed: the next micro-batch brings its own
 }
 
 }  // namespace vit::model

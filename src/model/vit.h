@@ -29,6 +29,19 @@
 //
 // The stage functions (embed_forward, block_forward, ...) are public so that
 // a pipeline schedule can run a subset of the layers.
+//
+// Training and evaluation. forward_backward() is training: it applies the
+// regularisation of ComputeConfig::reg (drop path, dropout: random masks
+// computed from the micro-batch's noise key, kernels/dropout.h) and the
+// micro-batch's soft targets (mixup/cutmix pairs, label smoothing:
+// kernels/cross_entropy.h). forward() is evaluation: none of them. The stage
+// functions follow set_training() (off by default), so a schedule that calls
+// them turns training on for its training step and off again for
+// evaluation. What a training micro-batch carries beside its images and
+// labels (the second label and its share, the noise key) is given per
+// activation slot by set_train_extras() before its forward; forward_backward
+// consumes it (a call without it draws masks from an internal counter
+// seeded by reg.seed, and uses hard labels).
 #pragma once
 
 #include <memory>
@@ -50,6 +63,14 @@ class TensorParallelComm {
  public:
   virtual ~TensorParallelComm() = default;
   virtual void all_reduce(Tensor x) = 0;
+};
+
+// What a training micro-batch carries beside images and labels (all optional).
+struct TrainExtras {
+  Tensor labels_b;            // int32 (B) on the model's device: second label of mixed images; undefined: none
+  Tensor lambda;              // fp32 (B): the share of `labels` (1 - lambda for labels_b); defined with labels_b
+  uint64_t noise_key = 0;     // seeds this micro-batch's drop-path and dropout masks; 0 = none given
+  int64_t first_sample = 0;   // position of sample 0 in the step's global batch (masks follow positions)
 };
 
 class ViTModel {
@@ -81,6 +102,13 @@ class ViTModel {
   void set_param_source(ParamSource* source);
   // Required when layout().shard().tp_size > 1 (not owned).
   void set_tensor_parallel(TensorParallelComm* tp) { tp_ = tp; }
+
+  // The next training micro-batch of `slot` (see the file comment). Tensors
+  // are not copied: they must stay valid until its backward has run.
+  void set_train_extras(const TrainExtras& extras, int slot = 0);
+  // Whether the stage functions train (regularisation and soft targets on).
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
 
   // One micro-batch through the whole model (a model holding every segment):
   // forward, loss, backward. images uint8 (B, H, W, 3), labels int32 (B),
@@ -123,6 +151,11 @@ class ViTModel {
   int64_t local_hidden() const;  // C / tp: attention width of this rank
   int64_t local_mlp() const;     // F / tp
   void reduce_over_tp(Tensor x);
+  // The random masks of a training pass (no-ops in evaluation or when off).
+  // site: 0/1 drop path of the attention/MLP branch, 2/3 their dropout, 4 the embeddings' dropout.
+  uint64_t site_key(int l, int site, int slot) const;
+  void apply_branch_masks(Tensor out, const Tensor& in, int l, int branch, int B, int slot);
+  bool branch_masked(int l) const;
 
   ViTConfig cfg_;
   ComputeConfig compute_;
@@ -134,10 +167,13 @@ class ViTModel {
   std::unique_ptr<FlatParamSource> flat_source_;
   ParamSource* source_ = nullptr;
   TensorParallelComm* tp_ = nullptr;
+  bool training_ = false;
+  uint64_t auto_noise_ = 0;  // forward_backward calls without a noise key
 
   std::vector<std::unique_ptr<Activations>> acts_;
   std::unique_ptr<BlockActs> recompute_acts_;  // one set rebuilt per block in backward (recompute)
   Buffer dres_, dtmp_, dqkv_, dhidden_, dhidden2_, dcls_, dcls_ln_;
+  Buffer dmasked_;  // (B, T, C): a branch's output gradient through its masks (only with drop path / dropout)
 };
 
 }  // namespace vit::model

@@ -13,6 +13,7 @@
 #include "parallel/batch_stager.h"
 #include "parallel/bucket_layout.h"
 #include "parallel/grad_buckets.h"
+#include "parallel/param_groups.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::parallel {
@@ -82,6 +83,22 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     return moments + (master_.empty() ? params_.bytes() : master_.bytes());
   }
 
+  RecipeSupport recipe_support() const override {
+    RecipeSupport r;
+    r.train_extras = true;
+    r.param_groups = true;
+    r.ema = true;
+    return r;
+  }
+
+  void swap_ema() override {
+    settle();
+    finisher_.swap_ema(views_);
+    // ZeRO: this rank swapped its parts; the others' come by the all-gather.
+    if (gather_) gather_->launch();
+    settle();
+  }
+
   void load_params(const std::vector<float>& full) override {
     const int64_t N = model_.layout().total(), P = buckets_.padded_total();
     VIT_CHECK(static_cast<int64_t>(full.size()) == N, "load_params: ", full.size(), " values for a model of ", N);
@@ -105,6 +122,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       }
     }
     (void)cd;
+    finisher_.reset_ema();  // the average starts again from these weights
     k::fill(ctx_, tensor_of(m_, DType::F32, {static_cast<int64_t>(m_.bytes() / 4)}), 0.0f);
     k::fill(ctx_, tensor_of(v_, DType::F32, {static_cast<int64_t>(v_.bytes() / 4)}), 0.0f);
     synchronize_stream(ctx_.stream);  // `staged` is freed on return
@@ -242,6 +260,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       }
       Tensor images, labels;
       stager_.stage(mb, &images, &labels);
+      model_.set_train_extras(stager_.extras());  // mixup/cutmix targets, the masks' noise key
       grads_.begin_micro(last);
       model_.forward_backward(images, labels, mb.count, grad_scale);
       copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
@@ -315,8 +334,19 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   }
 
   // The parts this rank updates (StepFinisher): everything when replicated,
-  // its part of every bucket when sharded.
+  // its part of every bucket when sharded; split at parameter boundaries
+  // when parameters differ in lr or weight decay (param_groups.h).
   void build_views() {
+    std::vector<int64_t> begins;  // where each view starts in the padded buffers
+    collect_views(&begins);
+    if (!opts_.groups.active()) return;
+    const auto& ps = model_.layout().params();
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (size_t i = 0; i < ps.size(); ++i) ranges.emplace_back(padded_offset_[i], padded_offset_[i] + ps[i].numel);
+    views_ = split_views(views_, begins, ranges, param_multipliers(model_.layout(), opts_.groups));
+  }
+
+  void collect_views(std::vector<int64_t>* begins) {
     const DType cd = model_.compute().dtype;
     const Device dev = ctx_.device;
     if (!sharded_) {
@@ -328,6 +358,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       v.grad = grads_.reduced();
       if (!master_.empty()) v.lowp = params_tensor();
       views_.push_back(v);
+      begins->push_back(0);
       return;
     }
     for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
@@ -342,6 +373,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
                           buckets_.part_begin(static_cast<int>(b)) * static_cast<int64_t>(dtype_size(cd)),
                       cd, dev, {part});
       views_.push_back(v);
+      begins->push_back(buckets_.part_begin(static_cast<int>(b)));
     }
   }
 

@@ -17,7 +17,9 @@
 
 #include "core/context.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "model/config.h"
+#include "parallel/param_groups.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::comm {
@@ -50,11 +52,15 @@ struct PluginOptions {
   // AdamW
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   float grad_clip = 0.0f;            // global-norm clipping; 0 = off
+  float ema_decay = 0.0f;            // weight average kept by the StepFinisher; 0 = off
+  ParamGroupOptions groups;          // layer-wise lr decay, no decay on biases/norms (param_groups.h)
   ZeroOptions zero;
   GeminiOptions gemini;
   HybridOptions hybrid;
 
-  OptimizerHyper optimizer() const { return OptimizerHyper{beta1, beta2, eps, weight_decay, grad_clip}; }
+  OptimizerHyper optimizer() const {
+    return OptimizerHyper{beta1, beta2, eps, weight_decay, grad_clip, ema_decay};
+  }
 };
 
 // One micro-batch of this rank.
@@ -63,6 +69,25 @@ struct MicroBatch {
   const int32_t* labels = nullptr;   // (B), host memory
   int count = 0;                     // B; may be 0 on a rank whose share of a last batch is empty
   bool on_device = false;            // images already live on the plugin's device (benchmark data)
+  // Training only, all optional (model::TrainExtras says what the model does with them):
+  const int32_t* labels_b = nullptr;   // (B) host: second label of mixup/cutmix images; null: none
+  const float* mix_lambda = nullptr;   // (B) host: share of `labels`; given exactly with labels_b
+  uint64_t noise_key = 0;              // drop-path/dropout masks of this micro-batch; 0: the model's own
+  int64_t first_sample = 0;            // position of its first image in the step's global batch
+};
+
+// Which training-recipe options a plugin carries through to its model and
+// optimizer. The shared parts do the work (the model: soft targets, drop
+// path, dropout; StepFinisher: weight average, per-view multipliers;
+// param_groups.h: the split of views; BatchStager: the micro-batch's extras);
+// a plugin passes them on (a few lines each, data_parallel.cpp shows where)
+// and says so here. The trainer refuses an option the plugin does not carry,
+// naming the spec field, instead of silently training something else.
+struct RecipeSupport {
+  bool train_extras = false;   // MicroBatch labels_b/mix_lambda/noise_key reach the model (mixup, cutmix,
+                               // drop path and dropout with rank-independent masks)
+  bool param_groups = false;   // views split by split_views (layer_decay, no_decay_bias_norm)
+  bool ema = false;            // swap_ema() (evaluation and export of the weight average)
 };
 
 struct StepResult {
@@ -145,6 +170,12 @@ class Plugin {
   // through `read` only the runs this rank holds. Collective over the
   // plugin's ranks.
   virtual void import_state(const StateReader& read);
+  // The recipe options this plugin carries (see RecipeSupport).
+  virtual RecipeSupport recipe_support() const { return {}; }
+  // Exchanges the weights the model runs with and the weight average
+  // (ema_decay > 0): evaluation, gather_params and export then see the
+  // average until the next call swaps back. Collective. Only between steps.
+  virtual void swap_ema() { VIT_THROW(name(), " does not keep a weight average (ema)"); }
 
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all

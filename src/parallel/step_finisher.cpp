@@ -5,6 +5,7 @@
 #include "core/stream.h"
 #include "kernels/adamw.h"
 #include "kernels/cast.h"
+#include "kernels/ema.h"
 #include "kernels/reduce.h"
 
 namespace vit::parallel {
@@ -49,6 +50,7 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   // step is skipped as well (every rank holds the same reduced sum).
   k::nonfinite_flag(ctx_, flag, sumsq);
   k::grad_scale_from_norm(ctx_, factor, norm, sumsq, hyper_.grad_clip, 1.0f / loss_scale);
+  if (has_ema()) ensure_ema(views);  // the average starts from the weights before this update
   k::AdamWHyper hp;
   hp.lr = lr;
   hp.beta1 = hyper_.beta1;
@@ -58,7 +60,49 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   hp.step = adam_step;
   for (const ShardView& v : views) {
     if (v.master.numel() == 0) continue;
-    k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, factor, flag);
+    k::AdamWHyper vh = hp;
+    vh.lr = lr * v.lr_mult;
+    vh.weight_decay = hyper_.weight_decay * v.wd_mult;
+    k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, vh, factor, flag);
+  }
+  if (has_ema()) {
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (views[i].master.numel() == 0) continue;
+      k::ema_update(ctx_, tensor_of(ema_[i], DType::F32, {views[i].master.numel()}), views[i].master,
+                    hyper_.ema_decay, flag);
+    }
+  }
+}
+
+void StepFinisher::ensure_ema(const std::vector<ShardView>& views) {
+  if (ema_.size() != views.size()) {
+    VIT_CHECK(ema_.empty(), "StepFinisher: the shard views changed (", ema_.size(), " before, ", views.size(),
+              " now); the weight average follows one fixed list");
+    for (const ShardView& v : views) {
+      ema_.emplace_back(static_cast<size_t>(v.master.numel()) * sizeof(float), v.master.device);
+    }
+    ema_fresh_ = false;
+  }
+  for (size_t i = 0; i < views.size(); ++i) {
+    VIT_CHECK(ema_[i].bytes() == static_cast<size_t>(views[i].master.numel()) * sizeof(float),
+              "StepFinisher: shard view ", i, " changed size; the weight average follows one fixed list");
+  }
+  if (ema_fresh_) return;
+  for (size_t i = 0; i < views.size(); ++i) {
+    if (views[i].master.numel() == 0) continue;
+    k::cast(ctx_, tensor_of(ema_[i], DType::F32, {views[i].master.numel()}), views[i].master);
+  }
+  ema_fresh_ = true;
+}
+
+void StepFinisher::swap_ema(const std::vector<ShardView>& views) {
+  VIT_CHECK(has_ema(), "StepFinisher::swap_ema: no weight average (ema_decay is 0)");
+  ensure_ema(views);  // before any step: the average is the weights themselves
+  for (size_t i = 0; i < views.size(); ++i) {
+    const ShardView& v = views[i];
+    if (v.master.numel() == 0) continue;
+    k::swap_values(ctx_, v.master, tensor_of(ema_[i], DType::F32, {v.master.numel()}));
+    if (v.lowp.defined()) k::cast(ctx_, v.lowp, v.master);
   }
 }
 

@@ -14,6 +14,22 @@
 //   norm = sqrt(sumsq) / loss_scale;  factor = min(1, clip / norm) / loss_scale
 //   flag also when sumsq itself is not finite (finite gradients whose squares overflow)
 //   AdamW on every view with grad * factor, skipped everywhere when flag
+//     (view v with lr * v.lr_mult and weight_decay * v.wd_mult)
+//   with hyper.ema_decay > 0: ema_v += (1 - decay) (master_v - ema_v) after
+//     the update, skipped with it
+//
+// Per-view multipliers (layer-wise lr decay, no decay on biases and norms)
+// need views that do not straddle parameters with different multipliers:
+// param_groups.h splits a plugin's views at parameter boundaries.
+//
+// The weight average (EMA) lives here, beside the master weights it follows,
+// one fp32 buffer per view on the view's device: it shards exactly as the
+// master weights do, and every plugin that ends its step here has it. It
+// starts as a copy of the master weights at the first finish() (or the first
+// after reset_ema()). swap_ema() exchanges master weights and averages in
+// place and refreshes the compute-dtype copies, so that evaluation or export
+// read the average; a second swap_ema() puts the trained weights back (the
+// plugin re-gathers what other ranks need after each swap).
 //
 // By default the norm sums the views' gradients. A plugin whose ranks hold
 // some gradient values more than once (tensor-parallel ranks share their
@@ -44,11 +60,14 @@ namespace vit::parallel {
 struct ShardView {
   Tensor master, m, v, grad;  // fp32 (n) each
   Tensor lowp;                // compute dtype (n), or undefined
+  float lr_mult = 1.0f;       // this view's lr = step lr x lr_mult
+  float wd_mult = 1.0f;       // its weight decay = weight_decay x wd_mult
 };
 
 struct OptimizerHyper {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   float grad_clip = 0.0f;  // global-norm clipping; 0 = off
+  float ema_decay = 0.0f;  // weight average; 0 = off
 };
 
 class StepFinisher {
@@ -65,7 +84,20 @@ class StepFinisher {
   float grad_norm() const;
   bool skipped() const;
 
+  bool has_ema() const { return hyper_.ema_decay > 0.0f; }
+  // The next finish() starts the average afresh from the master weights
+  // (after a plugin loaded new parameters).
+  void reset_ema() { ema_fresh_ = false; }
+  // Master weights <-> averages on every view (and the compute-dtype copies
+  // refreshed from the new master). Queued on the stream. Needs has_ema() and
+  // a finish() before; the views must be those finish() was given.
+  void swap_ema(const std::vector<ShardView>& views);
+
  private:
+  // One average per view, allocated and filled from the master weights on
+  // first use.
+  void ensure_ema(const std::vector<ShardView>& views);
+
   Context ctx_;
   OptimizerHyper hyper_;
   comm::Communicator* group_;
@@ -73,6 +105,8 @@ class StepFinisher {
   std::vector<Tensor> norm_grads_;
   Buffer scalars_;       // device: sumsq, flag, clip*unscale factor, norm
   Buffer host_scalars_;  // pinned copy of norm and flag
+  std::vector<Buffer> ema_;  // per view, fp32 (n) on the view's device
+  bool ema_fresh_ = false;   // ema_ holds averages of the current weights
 };
 
 }  // namespace vit::parallel

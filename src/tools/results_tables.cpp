@@ -168,9 +168,14 @@ void write_training_run(std::ostringstream& os, const Run& r) {
   if (r.test) {
     os << "Final test accuracy: " << format_fixed(r.test->accuracy, 4) << " (loss "
        << format_fixed(r.test->loss, 4) << ", " << plural(r.test->count, "image", "images") << ", after epoch "
-       << r.test->epoch << ").";
+       << r.test->epoch << (r.test->weights == "ema" ? ", weight average" : "") << ").";
   } else {
     os << "Final test accuracy: not evaluated.";
+  }
+  if (r.best_test) {
+    os << " Best-validation model (epoch " << r.best_test->epoch
+       << ") test accuracy: " << format_fixed(r.best_test->accuracy, 4) << " (loss "
+       << format_fixed(r.best_test->loss, 4) << ").";
   }
   os << " Peak memory per rank: " << format_bytes(r.max_step_peak_mem) << ".\n";
 }

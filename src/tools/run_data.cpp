@@ -316,6 +316,7 @@ RankFile read_rank_file(const fs::path& path) {
       const char* ctx = "an \"eval\" line";
       EvalRecord e;
       e.split = one_of(j, "split", at, ctx, {"validation", "test"});
+      if (j.contains("weights")) e.weights = one_of(j, "weights", at, ctx, {"last", "ema", "best"});
       e.epoch = get_small_int(j, "epoch", at, ctx);
       e.loss = get_number(j, "loss", at, ctx);
       e.accuracy = get_number(j, "accuracy", at, ctx);
@@ -415,6 +416,8 @@ void assemble_training(Run& run, const std::vector<RankFile>& ranks) {
     }
     if (e.split == "validation") {
       validation[e.epoch] = e;
+    } else if (e.weights == "best") {
+      run.best_test = e;
     } else {
       run.test = e;
     }

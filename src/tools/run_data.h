@@ -47,6 +47,7 @@ struct EpochRecord {
 // One "type":"eval" line of rank 0.
 struct EvalRecord {
   std::string split;  // "validation" or "test"
+  std::string weights = "last";  // "last", "ema" (the weight average) or "best" (best validation epoch's)
   int epoch = 0;
   double loss = 0, accuracy = 0;
   int64_t count = 0;
@@ -105,7 +106,8 @@ struct Run {
   // Training runs (completed only).
   std::vector<EpochRecord> epochs;      // epochs 1..E in order (none for train.epochs 0)
   std::vector<EvalRecord> validation;   // one per epoch that had one, by epoch
-  std::optional<EvalRecord> test;       // the last test evaluation
+  std::optional<EvalRecord> test;       // the last test evaluation of the trained weights (last or ema)
+  std::optional<EvalRecord> best_test;  // the test of the best validation epoch's weights (eval.keep_best)
   std::vector<StepLoss> step_losses;    // rank 0, in step order
   int64_t max_step_peak_mem = 0;        // over every step line of every rank
 

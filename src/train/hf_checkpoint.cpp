@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -134,6 +135,20 @@ std::string qkv_part_name(const std::string& prefix, const std::string& ours, co
 }
 
 }  // namespace
+
+HfDropout read_hf_dropout(const std::string& path) {
+  const Paths p = locate(path);
+  const nlohmann::json j = read_json(p.config);
+  HfDropout d;
+  for (auto [key, out] : {std::pair<const char*, double*>{"hidden_dropout_prob", &d.hidden},
+                          std::pair<const char*, double*>{"attention_probs_dropout_prob", &d.attention}}) {
+    if (!j.contains(key)) continue;
+    VIT_USER_CHECK(j[key].is_number() && j[key].get<double>() >= 0.0 && j[key].get<double>() < 1.0, p.config, ": ",
+                   key, " must be a number in [0, 1), got ", j[key].dump());
+    *out = j[key].get<double>();
+  }
+  return d;
+}
 
 model::ViTConfig read_hf_config(const std::string& path, std::vector<std::string>* class_names) {
   const Paths p = locate(path);

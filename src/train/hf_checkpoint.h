@@ -49,6 +49,14 @@ void check_export_destination(const std::string& dir, bool overwrite);
 // its parents). Both are written under temporary names first and renamed
 // into place only once both are complete, so a failure (a full disk) leaves
 // an earlier export in `dir` whole. UserError naming the file on failure.
+// The dropout rates of a checkpoint's config.json (hidden_dropout_prob,
+// attention_probs_dropout_prob; 0 where absent).
+struct HfDropout {
+  double hidden = 0.0, attention = 0.0;
+};
+HfDropout read_hf_dropout(const std::string& path);
+
+// Writes <dir>/model.safetensors and <dir>/config.json (each atomically).
 void export_hf_vit(const std::string& dir, const model::ViTConfig& cfg, const std::vector<float>& params,
                    const std::vector<std::string>& class_names);
 

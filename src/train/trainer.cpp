@@ -52,6 +52,11 @@ std::vector<parallel::MicroBatch> split_micro(const data::Batch& b, int batch_si
     m.count = static_cast<int>(std::clamp<int64_t>(b.count - offset, 0, batch_size));
     m.images = b.images.as<uint8_t>() + offset * static_cast<int64_t>(image_bytes);
     m.labels = b.labels.data() + offset;
+    if (!b.labels_b.empty()) {
+      m.labels_b = b.labels_b.data() + offset;
+      m.mix_lambda = b.mix_lambda.data() + offset;
+    }
+    m.first_sample = offset;  // within this rank's share; the caller adds the share's start
     offset += m.count;
   }
   return micro;
@@ -79,6 +84,13 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
   c.dtype = parse_dtype(spec.plugin.precision);
   c.attention = spec.model.attention == "cublas" ? kernels::AttentionImpl::Cublas : kernels::AttentionImpl::CuDNN;
   c.recompute = spec.train.recompute;
+  c.reg.drop_path = static_cast<float>(spec.model.drop_path);
+  c.reg.hidden_dropout = static_cast<float>(spec.model.hidden_dropout);
+  if (spec.model.pretrained_dropout) {
+    c.reg.hidden_dropout = static_cast<float>(read_hf_dropout(spec.model.pretrained).hidden);
+  }
+  c.reg.label_smoothing = static_cast<float>(spec.train.label_smoothing);
+  c.reg.seed = mix_seed(static_cast<uint64_t>(spec.run.seed), 0xd20b);
   return c;
 }
 
@@ -93,6 +105,9 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   o.eps = static_cast<float>(spec.train.eps);
   o.weight_decay = static_cast<float>(spec.train.weight_decay);
   o.grad_clip = static_cast<float>(spec.train.grad_clip);
+  o.ema_decay = static_cast<float>(spec.train.ema_decay);
+  o.groups.layer_decay = static_cast<float>(spec.train.layer_decay);
+  o.groups.no_decay_bias_norm = spec.train.no_decay_bias_norm;
   o.zero.stage = spec.plugin.stage;
   o.gemini.chunk_size_mb = spec.plugin.chunk_size_mb;
   o.gemini.offload_optim_frac = static_cast<float>(spec.plugin.offload_optim_frac);
@@ -153,6 +168,8 @@ class Trainer {
     // training needs.
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
     plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), spec_.train.batch_size, penv);
+    check_recipe_support();
+    plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();
     image_bytes_ = static_cast<size_t>(cfg_.image_size) * cfg_.image_size * cfg_.channels;
@@ -261,6 +278,7 @@ class Trainer {
       if (!plan_.note.empty()) bar_.line(str_cat("resume: ", plan_.note));
       for (const std::string& n : resume_notes) bar_.line(str_cat("resume: ", n));
       for (const std::string& note : plugin_->notes()) bar_.line(note);
+      for (const std::string& note : recipe_notes()) bar_.line(note);
     }
 
     int64_t step = st.step, adam_step = st.adam_step, steps_this_run = 0;
@@ -290,9 +308,14 @@ class Trainer {
         const float lr_now = static_cast<float>(schedule.at(step));
         const float scale = scaler.scale();
         const bool at_min_scale = scaler.at_min_scale();
-        parallel::StepResult r =
-            plugin_->train_step(split_micro(batch, t.batch_size, t.grad_accum, image_bytes_), batch.global_count,
-                                lr_now, scale, adam_step);
+        std::vector<parallel::MicroBatch> micro = split_micro(batch, t.batch_size, t.grad_accum, image_bytes_);
+        for (parallel::MicroBatch& m : micro) {
+          // Masks keyed by the step and the image's place in the global batch
+          // (the same whatever the number of ranks).
+          m.noise_key = mix_seed(static_cast<uint64_t>(spec_.run.seed), 0x6d61736bull, static_cast<uint64_t>(step));
+          m.first_sample += dp_rank_ * per_rank;
+        }
+        parallel::StepResult r = plugin_->train_step(micro, batch.global_count, lr_now, scale, adam_step);
         const double step_time = seconds_since(step_t0);
         scaler.update(r.skipped);
         if (!r.skipped) ++adam_step;
@@ -391,9 +414,21 @@ class Trainer {
       const bool last = epoch == epochs || step >= total_steps;
       if (spec_.eval.enabled && (epoch % spec_.eval.every_epochs == 0 || last)) {
         watchdog.set_phase(str_cat("evaluation after epoch ", epoch));
-        const parallel::EvalResult e = evaluate(spec_.data.eval_split, epoch);
+        parallel::EvalResult e;
+        with_eval_weights([&] {
+          e = evaluate(spec_.data.eval_split, epoch, eval_weights());
+          // The best validation so far (ties keep the earlier epoch): its
+          // weights, as evaluated, to the host.
+          const double acc = e.count ? static_cast<double>(e.correct) / e.count : 0.0;
+          if (spec_.eval.keep_best && (best_epoch_ == 0 || acc > best_accuracy_)) {
+            best_accuracy_ = acc;
+            best_epoch_ = epoch;
+            best_params_ = plugin_->gather_params();  // collective
+          }
+        });
         summary += str_cat(" | ", spec_.data.eval_split, " loss ", fmt("%.4f", e.loss_sum / e.count), " acc ",
                            fmt("%.4f", static_cast<double>(e.correct) / e.count));
+        if (spec_.eval.keep_best && best_epoch_ == epoch) summary += " (best)";
       }
       summary += str_cat(" | ", epoch_steps, " steps in ", fmt("%.1f", epoch_time), " s (",
                          fmt("%.2f", epoch_steps / epoch_time), " it/s, ", fmt("%.1f", images / epoch_time),
@@ -422,12 +457,32 @@ class Trainer {
         return 1;
       }
     }
-    if (spec_.eval.test_at_end && dataset_.info().has_split(spec_.data.test_split)) {
-      watchdog.set_phase("test evaluation");
-      const parallel::EvalResult e = evaluate(spec_.data.test_split, epochs);
-      if (env_.is_rank0()) {
-        bar_.line(str_cat(spec_.data.test_split, ": loss ", fmt("%.4f", e.loss_sum / e.count), " accuracy ",
-                          fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count, " images"));
+    watchdog.set_phase("test evaluation");
+    const bool test = spec_.eval.test_at_end && dataset_.info().has_split(spec_.data.test_split);
+    if (test) {
+      with_eval_weights([&] {
+        const parallel::EvalResult e = evaluate(spec_.data.test_split, epochs, eval_weights());
+        if (env_.is_rank0()) {
+          bar_.line(str_cat(spec_.data.test_split, ": loss ", fmt("%.4f", e.loss_sum / e.count), " accuracy ",
+                            fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count, " images (",
+                            spec_.train.ema_decay > 0 ? "weight average after the last epoch" : "last epoch's weights",
+                            ")"));
+        }
+      });
+    }
+    // Best-model selection: the kept weights replace the trained ones (the
+    // optimizer is done with them), are tested and exported.
+    if (spec_.eval.keep_best && best_epoch_ > 0) {
+      plugin_->load_params(best_params_);
+      best_loaded_ = true;
+      if (test) {
+        const parallel::EvalResult e = evaluate(spec_.data.test_split, best_epoch_, "best");
+        if (env_.is_rank0()) {
+          bar_.line(str_cat(spec_.data.test_split, ": loss ", fmt("%.4f", e.loss_sum / e.count), " accuracy ",
+                            fmt("%.4f", static_cast<double>(e.correct) / e.count), " over ", e.count,
+                            " images (best validation epoch ", best_epoch_, ", ", spec_.data.eval_split,
+                            " accuracy ", fmt("%.4f", best_accuracy_), ")"));
+        }
       }
     }
     // What went wrong after training (the export): kept in the manifest of
@@ -435,7 +490,12 @@ class Trainer {
     std::string after_training;
     if (!spec_.checkpoint.export_hf.empty()) {
       watchdog.set_phase("export");
-      const std::vector<float> params = plugin_->gather_params();  // collective
+      std::vector<float> params;
+      if (best_loaded_) {
+        params = plugin_->gather_params();  // collective
+      } else {
+        with_eval_weights([&] { params = plugin_->gather_params(); });
+      }
       if (env_.is_rank0()) after_training = export_model(params);
     }
     env_.close_results(true, after_training);
@@ -584,13 +644,24 @@ class Trainer {
   }
 
   data::AugmentOptions augment_options() const {
+    const DataSpec& d = spec_.data;
     data::AugmentOptions a;
-    a.enabled = spec_.data.augment;
-    a.scale_min = static_cast<float>(spec_.data.crop_scale_min);
-    a.ratio_min = static_cast<float>(spec_.data.crop_ratio_min);
-    a.ratio_max = static_cast<float>(spec_.data.crop_ratio_max);
-    a.hflip = spec_.data.hflip;
+    a.enabled = d.augment;
+    a.scale_min = static_cast<float>(d.crop_scale_min);
+    a.ratio_min = static_cast<float>(d.crop_ratio_min);
+    a.ratio_max = static_cast<float>(d.crop_ratio_max);
+    a.hflip = d.hflip;
     a.seed = mix_seed(static_cast<uint64_t>(spec_.run.seed), 0xa06);
+    a.auto_augment = d.auto_augment == "trivial" ? data::AutoAugmentPolicy::Trivial
+                     : d.auto_augment == "rand"  ? data::AutoAugmentPolicy::Rand
+                                                 : data::AutoAugmentPolicy::None;
+    a.rand_ops = d.rand_ops;
+    a.rand_magnitude = d.rand_magnitude;
+    a.erase_prob = static_cast<float>(d.random_erase);
+    a.mixup_alpha = static_cast<float>(d.mixup_alpha);
+    a.cutmix_alpha = static_cast<float>(d.cutmix_alpha);
+    a.mix_prob = static_cast<float>(d.mix_prob);
+    a.mix_switch_prob = static_cast<float>(d.mix_switch_prob);
     return a;
   }
 
@@ -602,8 +673,84 @@ class Trainer {
     return o;
   }
 
+  // The trainer refuses a recipe option that the plugin does not carry to
+  // its model and optimizer (parallel::RecipeSupport), by spec field.
+  void check_recipe_support() const {
+    const parallel::RecipeSupport rs = plugin_->recipe_support();
+    std::vector<std::string> missing;
+    auto need = [&](bool has, bool used, const char* field) {
+      if (used && !has) missing.push_back(field);
+    };
+    need(rs.train_extras, spec_.data.mixup_alpha > 0, "data.mixup_alpha");
+    need(rs.train_extras, spec_.data.cutmix_alpha > 0, "data.cutmix_alpha");
+    need(rs.train_extras, spec_.model.drop_path > 0, "model.drop_path");
+    need(rs.train_extras, compute_config(spec_).reg.hidden_dropout > 0,
+         spec_.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
+    need(rs.param_groups, spec_.train.layer_decay != 1.0, "train.layer_decay");
+    need(rs.param_groups, spec_.train.no_decay_bias_norm, "train.no_decay_bias_norm");
+    need(rs.ema, spec_.train.ema_decay > 0, "train.ema_decay");
+    if (missing.empty()) return;
+    std::string fields;
+    for (const std::string& f : missing) fields += (fields.empty() ? "" : ", ") + f;
+    throw UserError(str_cat(spec_.origin.locate(missing.front()), ": ", fields, ": plugin ", plugin_->name(),
+                            " does not carry ", missing.size() == 1 ? "this option" : "these options",
+                            " yet (allowed: the defaults with ", plugin_->name(),
+                            "; torch_ddp, torch_ddp_fp16 and low_level_zero carry them)"));
+  }
+
+  // Lines for the log about the recipe (what the spec turned on).
+  std::vector<std::string> recipe_notes() const {
+    std::vector<std::string> out;
+    const model::Regularization reg = compute_config(spec_).reg;
+    const auto& d = spec_.data;
+    std::string aug;
+    if (d.augment) aug += str_cat("crop (scale >= ", d.crop_scale_min, ")", d.hflip ? " + flip" : "");
+    if (d.auto_augment != "none") {
+      aug += str_cat(aug.empty() ? "" : ", ",
+                     d.auto_augment == "trivial" ? std::string("TrivialAugment")
+                                                 : str_cat("RandAugment (N ", d.rand_ops, ", M ", d.rand_magnitude, ")"));
+    }
+    if (d.random_erase > 0) aug += str_cat(aug.empty() ? "" : ", ", "random erasing p ", d.random_erase);
+    if (d.mixup_alpha > 0) aug += str_cat(aug.empty() ? "" : ", ", "mixup alpha ", d.mixup_alpha);
+    if (d.cutmix_alpha > 0) aug += str_cat(aug.empty() ? "" : ", ", "cutmix alpha ", d.cutmix_alpha);
+    if ((d.mixup_alpha > 0 || d.cutmix_alpha > 0) && d.mix_prob < 1) aug += str_cat(" (p ", d.mix_prob, ")");
+    std::string regs;
+    if (reg.label_smoothing > 0) regs += str_cat("label smoothing ", reg.label_smoothing);
+    if (reg.drop_path > 0) regs += str_cat(regs.empty() ? "" : ", ", "drop path ", reg.drop_path);
+    if (reg.hidden_dropout > 0) regs += str_cat(regs.empty() ? "" : ", ", "dropout ", reg.hidden_dropout);
+    const auto& t = spec_.train;
+    if (t.ema_decay > 0) regs += str_cat(regs.empty() ? "" : ", ", "EMA ", t.ema_decay);
+    if (t.layer_decay != 1.0) regs += str_cat(regs.empty() ? "" : ", ", "layer decay ", t.layer_decay);
+    if (t.no_decay_bias_norm) regs += str_cat(regs.empty() ? "" : ", ", "no decay on biases/norms/embeddings");
+    if (spec_.eval.keep_best) regs += str_cat(regs.empty() ? "" : ", ", "best-validation weights kept");
+    if (!aug.empty() || !regs.empty()) {
+      out.push_back(str_cat("recipe: ", aug.empty() ? "no augmentation" : aug, regs.empty() ? "" : "; ", regs));
+    }
+    if (spec_.model.pretrained_dropout) {
+      const HfDropout hd = read_hf_dropout(spec_.model.pretrained);
+      if (hd.attention > 0) {
+        out.push_back(str_cat("note: the checkpoint's attention_probs_dropout_prob ", hd.attention,
+                              " is not applied (attention-probability dropout is not built); hidden dropout ",
+                              hd.hidden, " is"));
+      }
+    }
+    return out;
+  }
+
+  // Evaluation and export see the weight average when there is one: it is
+  // swapped in for `fn` and out again afterwards.
+  template <typename Fn>
+  void with_eval_weights(Fn fn) {
+    const bool ema = spec_.train.ema_decay > 0 && !best_loaded_;
+    if (ema) plugin_->swap_ema();
+    fn();
+    if (ema) plugin_->swap_ema();
+  }
+  const char* eval_weights() const { return spec_.train.ema_decay > 0 ? "ema" : "last"; }
+
   // Loss and accuracy over a whole split: every rank its slice, sums over all.
-  parallel::EvalResult evaluate(const std::string& split, int64_t epoch) {
+  // `weights`: which weights ran (metrics field): last, ema or best.
+  parallel::EvalResult evaluate(const std::string& split, int64_t epoch, const char* weights) {
     data::AugmentOptions none;
     none.enabled = false;
     data::Loader loader(dataset_, split, sampler(split, spec_.eval.batch_size, false), none, loader_options());
@@ -633,7 +780,8 @@ class Trainer {
                  {"epoch", epoch},
                  {"loss", g.count ? g.loss_sum / g.count : 0.0},
                  {"accuracy", g.count ? static_cast<double>(g.correct) / g.count : 0.0},
-                 {"count", g.count}});
+                 {"count", g.count},
+                 {"weights", weights}});
     return g;
   }
 
@@ -651,6 +799,11 @@ class Trainer {
   std::string init_note_;
   int64_t last_saved_step_ = -1, last_saved_epoch_ = -1;
   std::string last_saved_path_, last_save_error_;
+  // eval.keep_best: the best validation so far and its weights (host, full).
+  int64_t best_epoch_ = 0;
+  double best_accuracy_ = 0.0;
+  std::vector<float> best_params_;
+  bool best_loaded_ = false;  // best_params_ replaced the trained weights at the end
 };
 
 }  // namespace

@@ -40,6 +40,11 @@
 #   speed  vit_hpc (op profile) against PyTorch eager/compile at batch 32/256 on
 #          one GPU, and data-parallel scaling on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
+#   recipe the training recipe's targets (issue 15), 3 seeds each (RECIPE_SEEDS):
+#          configs/demo.yaml on 1 GPU, and the original demo's global batch
+#          64 (4 GPUs x 16 with lr x 4) as 1 GPU x 16 x grad_accum 4 with
+#          lr 8e-4; prints test accuracy (last epoch and best-validation
+#          epoch) and wall time per run, then mean and spread
 set -uo pipefail
 BIN=$(realpath "$1")
 DATA=$(realpath "$2")
@@ -231,6 +236,31 @@ for what in "$@"; do
         > "$LOG/demo.txt" 2>&1
       echo "rc=$? wall $((SECONDS - start)) s"; grep -E "^epoch|^test|vit_hpc|weights" "$LOG/demo.txt" | tail -40
       "$BIN/vit_results" results/demo_gpu > "$LOG/demo.md" 2>&1; cp -r results/demo_gpu "$LOG/" 2>/dev/null
+      ;;
+    recipe)
+      stage "recipe: configs/demo.yaml (1 GPU) and global batch 64 (16 x 4 accumulated, lr 8e-4), seeds ${RECIPE_SEEDS:-1 2 3}"
+      for layout in demo gb64; do
+        accs=""
+        for seed in ${RECIPE_SEEDS:-1 2 3}; do
+          extra=""
+          [ "$layout" = gb64 ] && extra="--set train.batch_size=16 --set train.grad_accum=4 --set train.lr=8e-4 --set train.lr_scale_with_world=false"
+          name="recipe_${layout}_s$seed"
+          start=$SECONDS
+          # shellcheck disable=SC2086
+          mpirun --bind-to none -np 1 "$BIN/vit_hpc" configs/demo.yaml --set data.path="$DATA/beans_224.h5" \
+            --set run.name="$name" --set run.output_dir=results --set run.progress=false --set run.seed="$seed" $extra \
+            > "$LOG/$name.txt" 2>&1
+          rc=$? wall=$((SECONDS - start))
+          last=$(grep -E '^test: .*(last epoch|weight average)' "$LOG/$name.txt" | grep -o 'accuracy [0-9.]*' | cut -d' ' -f2)
+          best=$(grep -E '^test: .*best validation epoch' "$LOG/$name.txt" | grep -o 'accuracy [0-9.]*' | cut -d' ' -f2)
+          echo "$layout seed $seed: rc=$rc wall ${wall} s, test accuracy ${last:-?} (last epoch), ${best:-?} (best validation epoch)"
+          accs="$accs ${last:-nan}"
+          cp -r "results/$name" "$LOG/" 2>/dev/null
+        done
+        echo "$accs" | awk -v l="$layout" '{s=0; for(i=1;i<=NF;i++) s+=$i; m=s/NF; v=0; for(i=1;i<=NF;i++) v+=($i-m)^2;
+          mn=$1; mx=$1; for(i=1;i<=NF;i++){if($i<mn)mn=$i; if($i>mx)mx=$i}
+          printf "%s: mean test accuracy %.4f, sd %.4f, range %.4f-%.4f over %d seeds\n", l, m, sqrt(v/NF), mn, mx, NF}'
+      done
       ;;
     *) echo "unknown stage $what"; exit 2 ;;
   esac

@@ -89,9 +89,13 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   const auto& schema = spec_schema();
   // DESIGN.md section 5 as listed in the brief: 76 fields, plus
   // data.verify_checksum and checkpoint.overwrite_export (issue 9),
-  // benchmark.profile (issue 14), and 6 for checkpoints and faults (issue 11).
-  // A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 85u);
+  // benchmark.profile (issue 14), 6 for checkpoints and faults (issue 11),
+  // and the training recipe's 16 (issue 15: data: auto_augment, rand_ops,
+  // rand_magnitude, random_erase, mixup_alpha, cutmix_alpha, mix_prob,
+  // mix_switch_prob; model: drop_path, hidden_dropout, pretrained_dropout;
+  // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
+  // keep_best). A tripwire: a new field must come with its row (and this count).
+  BOOST_TEST(schema.size() == 101u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -193,7 +197,8 @@ BOOST_AUTO_TEST_CASE(wrong_type_names_what_was_found) {
   BOOST_TEST(text_error("train: 5\n") ==
              "x.yaml:1: train: expected a mapping of train fields, got '5' (allowed: epochs, steps, batch_size, "
              "grad_accum, lr, lr_scale_with_world, weight_decay, beta1, beta2, eps, warmup_ratio, schedule, "
-             "grad_clip, recompute, max_nonfinite_steps)");
+             "grad_clip, recompute, max_nonfinite_steps, label_smoothing, ema_decay, layer_decay, "
+             "no_decay_bias_norm)");
   BOOST_TEST(text_error("- run\n- train\n") ==
              "x.yaml:1: expected a mapping of sections, got a sequence (allowed: run, data, model, plugin, train, "
              "eval, benchmark, checkpoint)");
@@ -308,7 +313,8 @@ BOOST_AUTO_TEST_CASE(set_errors_name_the_override) {
              "--set modle.hidden=5: modle.hidden: unknown field (did you mean 'model.hidden'?)");
   BOOST_TEST(text_error("", {"lr=1"}) == "--set lr=1: lr: unknown section (did you mean 'train.lr'?)");
   BOOST_TEST(text_error("", {"eval=1"}) ==
-             "--set eval=1: eval: a section, not a field (allowed: enabled, every_epochs, batch_size, test_at_end)");
+             "--set eval=1: eval: a section, not a field (allowed: enabled, every_epochs, batch_size, test_at_end, "
+             "keep_best)");
   BOOST_TEST(text_error("", {"train.lr"}) ==
              "--set train.lr: train.lr: expected section.field=value (allowed: e.g. --set train.lr=1e-4)");
   BOOST_TEST(text_error("", {"plugin.tf32=maybe"}) ==
@@ -360,6 +366,19 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
   BOOST_TEST(text_error("run:\n  device: cpu\nplugin:\n  name: torch_ddp_fp16\n  precision: bf16\n") ==
              "x.yaml:5: plugin.precision: bf16 needs a GPU, but run.device is cpu (allowed on the CPU: fp32, with "
              "plugin.name torch_ddp)");
+  // The training recipe's rules.
+  BOOST_TEST(text_error("eval:\n  enabled: false\n  keep_best: true\n") ==
+             "x.yaml:3: eval.keep_best: true needs the validation of eval.enabled (allowed: false when "
+             "eval.enabled is false)");
+  BOOST_TEST(text_error("model:\n  pretrained_dropout: true\n") ==
+             "x.yaml:2: model.pretrained_dropout: true needs model.pretrained (allowed: false without a pretrained "
+             "checkpoint)");
+  BOOST_TEST(text_error("model:\n  pretrained: /x\n  pretrained_dropout: true\n  hidden_dropout: 0.1\n") ==
+             "x.yaml:4: model.hidden_dropout: 0.1 and model.pretrained_dropout both set the dropout (allowed: 0 "
+             "when model.pretrained_dropout is true)");
+  BOOST_TEST(text_error("model:\n  drop_path: 1.0\n") ==
+             "x.yaml:2: model.drop_path: 1.0 is out of range (allowed: [0, 1))");
+  BOOST_TEST(text_error("data:\n  auto_augment: wide\n").find("data.auto_augment") != std::string::npos);
   // Both model problems at once, one line each.
   BOOST_TEST(text_error("model:\n  hidden: 64\n  heads: 5\n  patch_size: 15\n") ==
              "x.yaml:3: model.heads: 5 does not divide model.hidden 64 (allowed: a divisor of model.hidden)\n"

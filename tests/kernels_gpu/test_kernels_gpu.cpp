@@ -32,6 +32,8 @@
 #include "kernels/attention.h"
 #include "kernels/cast.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/dropout.h"
+#include "kernels/ema.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
@@ -489,6 +491,139 @@ BOOST_AUTO_TEST_CASE(softmax_cross_entropy_loss_and_grad) {
       compare(label("softmax_xent(eval) losses", dt, tag), losses.download(), loss_ref,
               tolerance(OpClass::MasterGrad, dt));
     }
+  }
+}
+
+// Soft targets (mixup/cutmix label pairs with their share, label smoothing):
+// the loss in fp32 on the GPU against double on the CPU from the same
+// rounded logits (MasterGrad: an fp32 result of exactly representable
+// inputs; the mean logit adds one more fp32 sum), the gradient as the hard
+// one (Elementwise: one rounding to the compute dtype).
+BOOST_AUTO_TEST_CASE(softmax_cross_entropy_soft_targets) {
+  struct S {
+    int64_t B, Kc;
+  };
+  for (const S s : {S{64, 3}, S{7, 1000}, S{5, 37}}) {
+    for (const float eps : {0.0f, 0.1f}) {
+      for (const bool mixed : {false, true}) {
+        if (!mixed && eps == 0.0f) continue;  // the hard kernel, tested above
+        const std::string tag = "B" + std::to_string(s.B) + " K" + std::to_string(s.Kc) + " eps " +
+                                std::to_string(eps) + (mixed ? " mixed" : "");
+        for (DType dt : kDtypes) {
+          DevTensor logits(dt, {s.B, s.Kc}), losses(DType::F32, {s.B}), dlogits(dt, {s.B, s.Kc}),
+              lambda(DType::F32, {s.B});
+          logits.upload(random_values(logits.numel(), -3.0f, 3.0f));
+          std::vector<float> lam(s.B);
+          for (auto& l : lam) l = static_cast<float>(rng().uniform());
+          lam[0] = 0.0f;
+          lambda.upload(lam);
+          DevInts labels(s.B), labels_b(s.B), pred(s.B);
+          for (auto& l : labels.host) l = static_cast<int32_t>(rng().below(static_cast<uint64_t>(s.Kc)));
+          for (auto& l : labels_b.host) l = static_cast<int32_t>(rng().below(static_cast<uint64_t>(s.Kc)));
+          labels.upload();
+          labels_b.upload();
+          losses.poison();
+          dlogits.poison();
+          const float gscale = 1.0f / static_cast<float>(s.B);
+          K::SoftTargets gt, ct;
+          gt.smoothing = ct.smoothing = eps;
+          if (mixed) {
+            gt.labels_b = labels_b.t;
+            gt.lambda = lambda.t;
+            ct.labels_b = labels_b.cpu();
+            ct.lambda = lambda.cpu();
+          }
+          K::softmax_cross_entropy_soft(gpu().context(), losses.t, pred.t, dlogits.t, logits.t, labels.t, gt, gscale);
+          std::vector<float> loss_ref(s.B), dl_ref(dlogits.numel());
+          DevInts pred_ref(s.B);
+          K::softmax_cross_entropy_soft(cpu_ctx(), make_view(loss_ref.data(), DType::F32, Device::CPU, {s.B}),
+                                        pred_ref.cpu(), make_view(dl_ref.data(), DType::F32, Device::CPU, {s.B, s.Kc}),
+                                        logits.cpu(), labels.cpu(), ct, gscale);
+          sync();
+          compare(label("softmax_xent_soft losses", dt, tag), losses.download(), loss_ref,
+                  tolerance(OpClass::MasterGrad, dt));
+          compare(label("softmax_xent_soft dlogits", dt, tag), dlogits.download(), dl_ref,
+                  tolerance(OpClass::Elementwise, dt));
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Drop path and dropout: the same masks as the CPU, exactly
+// ---------------------------------------------------------------------------
+// Both devices compute the masks from the same integer hash and the scale in
+// fp32, then round once to the dtype: the GPU result equals the CPU's
+// rounded to the dtype, element for element (tolerance 0).
+BOOST_AUTO_TEST_CASE(drop_path_and_dropout_masks_match_the_cpu) {
+  struct S {
+    int64_t B, R;
+  };
+  for (const S s : {S{8, 197 * 768}, S{5, 7}, S{33, 24}}) {
+    const std::string tag = "B" + std::to_string(s.B) + " R" + std::to_string(s.R);
+    for (DType dt : kDtypes) {
+      for (const bool per_element : {false, true}) {
+        DevTensor x(dt, {s.B, s.R}), out(dt, {s.B, s.R});
+        x.upload(random_values(x.numel()));
+        out.poison();
+        const float keep = 0.8f;
+        const uint64_t key = rng().next_u64();
+        std::vector<float> ref(x.numel());
+        Tensor ref_t = make_view(ref.data(), DType::F32, Device::CPU, {s.B, s.R});
+        if (per_element) {
+          K::dropout(gpu().context(), out.t, x.t, keep, key, 3);
+          K::dropout(cpu_ctx(), ref_t, x.cpu(), keep, key, 3);
+        } else {
+          K::drop_path(gpu().context(), out.t, x.t, keep, key, 3);
+          K::drop_path(cpu_ctx(), ref_t, x.cpu(), keep, key, 3);
+        }
+        for (auto& v : ref) v = round_to(dt, v);
+        sync();
+        compare(label(per_element ? "dropout" : "drop_path", dt, tag), out.download(), ref, Bound{0.0, 0.0});
+        BOOST_TEST(out.slack_intact());
+        if (!per_element) {  // in place gives the same
+          K::drop_path(gpu().context(), x.t, x.t, keep, key, 3);
+          sync();
+          compare(label("drop_path in place", dt, tag), x.download(), ref, Bound{0.0, 0.0});
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Weight average: update (with the skip flag on the device) and swap
+// ---------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(ema_update_and_swap) {
+  for (int64_t n : {int64_t(1000003), int64_t(37)}) {
+    const std::string tag = "n=" + std::to_string(n);
+    DevTensor ema(DType::F32, {n}), p(DType::F32, {n}), skip(DType::F32, {1});
+    ema.upload(random_values(n));
+    std::vector<float> ema_ref = ema.host;
+    for (int step = 0; step < 4; ++step) {
+      p.upload(random_values(n));
+      const bool skipped = step == 2;
+      skip.upload({skipped ? 1.0f : 0.0f});
+      K::ema_update(gpu().context(), ema.t, p.t, 0.9f, skip.t);
+      K::ema_update(cpu_ctx(), make_view(ema_ref.data(), DType::F32, Device::CPU, {n}), p.cpu(), 0.9f, skip.cpu());
+      sync();
+      compare(label("ema_update", DType::F32, tag + " step " + std::to_string(step)), ema.download(), ema_ref,
+              tolerance(OpClass::Optimizer, DType::F32));
+    }
+    // A constant parameter: its average stays exactly where it is.
+    K::cast(gpu().context(), ema.t, p.t);
+    for (int step = 0; step < 5; ++step) K::ema_update(gpu().context(), ema.t, p.t, 0.97f, Tensor());
+    sync();
+    compare(label("ema of a constant", DType::F32, tag), ema.download(), p.host, Bound{0.0, 0.0});
+    // swap_values.
+    DevTensor a(DType::F32, {n}), b(DType::F32, {n});
+    a.upload(random_values(n));
+    b.upload(random_values(n));
+    K::swap_values(gpu().context(), a.t, b.t);
+    sync();
+    compare(label("swap a", DType::F32, tag), a.download(), b.host, Bound{0.0, 0.0});
+    compare(label("swap b", DType::F32, tag), b.download(), a.host, Bound{0.0, 0.0});
   }
 }
 

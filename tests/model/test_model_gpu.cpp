@@ -271,3 +271,81 @@ BOOST_AUTO_TEST_CASE(vit_b16) { check_case(kCases[0]); }
 BOOST_AUTO_TEST_CASE(head_size_32_tokens_37_labels_5) { check_case(kCases[1]); }
 BOOST_AUTO_TEST_CASE(head_size_12_tokens_26_labels_1) { check_case(kCases[2]); }
 BOOST_AUTO_TEST_CASE(head_size_5_tokens_17_labels_2) { check_case(kCases[3]); }
+
+// ---------------------------------------------------------------------------
+// The training recipe on the GPU against the CPU: drop path, dropout, label
+// smoothing and mixup targets in one forward + backward. The masks are the
+// same on both devices (kernels/dropout.h), so the comparison is the one of
+// check_case with the same tolerances; a mask that differed would zero a
+// whole sample's branch on one side only and miss by O(1).
+// ---------------------------------------------------------------------------
+namespace {
+
+Outputs run_recipe(const ModelCase& mc, const Inputs& in, DType dt, Device dev) {
+  const auto& c = mc.cfg;
+  model::ComputeConfig compute;
+  compute.dtype = dt;
+  compute.attention = K::AttentionImpl::Cublas;
+  compute.reg.drop_path = 0.5f;
+  compute.reg.hidden_dropout = 0.1f;
+  compute.reg.label_smoothing = 0.1f;
+  Context ctx = dev == Device::CUDA ? gpu().context() : Context{};
+  if (dev == Device::CPU) kernels::set_cpu_threads(0);
+  model::ViTModel m(c, compute, ctx, mc.B);
+  const int64_t N = m.layout().total();
+  const std::vector<float> host_params = rounded(in.params, dt);
+  std::vector<int32_t> labels_b(static_cast<size_t>(mc.B));
+  std::vector<float> lambda(static_cast<size_t>(mc.B));
+  for (int b = 0; b < mc.B; ++b) {
+    labels_b[b] = (in.labels[b] + 1) % c.num_classes;
+    lambda[b] = 0.3f + 0.2f * b;
+  }
+  Buffer master(static_cast<size_t>(N) * 4, dev), params(static_cast<size_t>(N) * dtype_size(dt), dev),
+      grads(static_cast<size_t>(N) * 4, dev), images(in.images.size(), dev), labels(in.labels.size() * 4, dev),
+      lb(labels_b.size() * 4, dev), lam(lambda.size() * 4, dev);
+  copy_bytes(master.data(), dev, host_params.data(), Device::CPU, master.bytes());
+  K::cast(ctx, tensor_of(params, dt, {N}), tensor_of(master, DType::F32, {N}));
+  K::fill(ctx, tensor_of(grads, DType::F32, {N}), 0.0f);
+  copy_bytes(images.data(), dev, in.images.data(), Device::CPU, images.bytes());
+  copy_bytes(labels.data(), dev, in.labels.data(), Device::CPU, labels.bytes());
+  copy_bytes(lb.data(), dev, labels_b.data(), Device::CPU, lb.bytes());
+  copy_bytes(lam.data(), dev, lambda.data(), Device::CPU, lam.bytes());
+  m.bind(tensor_of(params, dt, {N}), tensor_of(grads, DType::F32, {N}));
+  model::TrainExtras x;
+  x.labels_b = Tensor(lb.data(), DType::I32, dev, {mc.B});
+  x.lambda = Tensor(lam.data(), DType::F32, dev, {mc.B});
+  x.noise_key = 0x5eed;
+  x.first_sample = 2;
+  m.set_train_extras(x);
+  m.forward_backward(Tensor(images.data(), DType::U8, dev, {mc.B, c.image_size, c.image_size, c.channels}),
+                     Tensor(labels.data(), DType::I32, dev, {mc.B}), mc.B, 1.0f / mc.B);
+  const int64_t BK = static_cast<int64_t>(mc.B) * c.num_classes;
+  Buffer logits32(static_cast<size_t>(BK) * 4, dev);
+  K::cast(ctx, tensor_of(logits32, DType::F32, {BK}), m.logits(mc.B).reshape({BK}));
+  if (dev == Device::CUDA) gpu().synchronize();
+  Outputs out;
+  out.logits.resize(static_cast<size_t>(BK));
+  out.losses.resize(static_cast<size_t>(mc.B));
+  out.grads.resize(static_cast<size_t>(N));
+  copy_bytes(out.logits.data(), Device::CPU, logits32.data(), dev, logits32.bytes());
+  copy_bytes(out.losses.data(), Device::CPU, m.losses(mc.B).data, dev, out.losses.size() * 4);
+  copy_bytes(out.grads.data(), Device::CPU, grads.data(), dev, grads.bytes());
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(recipe_drop_path_dropout_soft_targets) {
+  for (const ModelCase& mc : {kCases[1], kCases[0]}) {
+    const Inputs in = make_inputs(mc);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      // The CPU (fp32) runs on the weights rounded to the compute dtype.
+      const Outputs ref_dt = run_recipe(mc, Inputs{rounded(in.params, dt), in.images, in.labels}, DType::F32, Device::CPU);
+      const Outputs got = run_recipe(mc, in, dt, Device::CUDA);
+      const std::string what = mc.name + " " + dtype_name(dt) + " recipe";
+      compare(what + " logits", got.logits, ref_dt.logits, model_tolerance(ModelOutput::Logits, dt));
+      compare(what + " losses", got.losses, ref_dt.losses, model_tolerance(ModelOutput::Losses, dt));
+      compare(what + " grads", got.grads, ref_dt.grads, model_tolerance(ModelOutput::Grads, dt));
+    }
+  }
+}

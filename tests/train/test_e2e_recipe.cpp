@@ -1,0 +1,100 @@
+// The training recipe end to end: vit_hpc through mpirun on the Beans images
+// (64 px, a small ViT so that each run takes seconds).
+//   - Every recipe option at once gives the same loss and gradient-norm
+//     curves on 1 rank, on 2 ranks and with low_level_zero stage 2 on 2 ranks
+//     (augmentation, mixing partners and drop-path/dropout masks follow the
+//     global image position, not the rank).
+//   - Best-model selection keeps the right weights: with a constant lr (so a
+//     shorter run is a prefix of a longer one) the "best" test of a 3-epoch
+//     run equals, bit for bit, the final test of a run stopped at the best
+//     validation epoch; the metrics say which weights each evaluation ran.
+#define BOOST_TEST_MODULE e2e_recipe
+#include <boost/test/unit_test.hpp>
+
+#include "e2e_util.h"
+
+using namespace e2e;
+
+namespace {
+
+const std::string kSmall =
+    " --set model.hidden=48 --set model.depth=3 --set model.heads=3 --set model.mlp_dim=96";
+const std::string kRecipe =
+    " --set data.auto_augment=trivial --set data.random_erase=0.25 --set data.mixup_alpha=0.8"
+    " --set data.cutmix_alpha=1.0 --set data.mix_prob=0.8 --set train.label_smoothing=0.1 --set model.drop_path=0.2"
+    " --set model.hidden_dropout=0.05 --set train.ema_decay=0.9 --set train.layer_decay=0.8"
+    " --set train.no_decay_bias_norm=true";
+
+std::vector<json> evals(const std::string& run) {
+  return of_type(read_jsonl(scratch() + "/" + run + "/rank_0.jsonl"), "eval");
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_option_follows_the_same_curves_on_any_rank_count) {
+  const std::string common = kSmall + kRecipe + " --set train.steps=5 --set eval.enabled=false --set train.lr=2e-3";
+  BOOST_TEST_REQUIRE(vit_hpc(1, "recipe_np1", common + " --set train.batch_size=16") == 0);
+  BOOST_TEST_REQUIRE(vit_hpc(2, "recipe_np2", common + " --set train.batch_size=8") == 0);
+  BOOST_TEST_REQUIRE(vit_hpc(2, "recipe_zero2", common + " --set train.batch_size=8 --set plugin.name=low_level_zero") ==
+                     0);
+  BOOST_TEST_REQUIRE(vit_hpc(1, "plain_np1", kSmall + " --set train.steps=5 --set eval.enabled=false --set train.lr=2e-3"
+                                             " --set train.batch_size=16") == 0);
+  const auto l1 = step_losses("recipe_np1"), l2 = step_losses("recipe_np2"), lz = step_losses("recipe_zero2");
+  const auto g1 = step_grad_norms("recipe_np1"), g2 = step_grad_norms("recipe_np2"), gz = step_grad_norms("recipe_zero2");
+  const auto plain = step_losses("plain_np1");
+  BOOST_TEST_REQUIRE(l1.size() == 5u);
+  // As test_e2e's rank-count check: only the order of fp32 sums differs, 1e-5.
+  for (size_t i = 0; i < l1.size(); ++i) {
+    BOOST_TEST_CONTEXT("step " << i + 1) {
+      BOOST_TEST(l2[i] == l1[i], boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(lz[i] == l1[i], boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(g2[i] == g1[i], boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(gz[i] == g1[i], boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(std::abs(l1[i] - plain[i]) > 1e-4);  // the recipe changed the training
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(best_model_selection_keeps_the_best_epochs_weights) {
+  const std::string common = kSmall + kRecipe +
+                             " --set train.schedule=constant --set train.warmup_ratio=0 --set train.lr=3e-3"
+                             " --set train.batch_size=32 --set eval.keep_best=true";
+  BOOST_TEST_REQUIRE(vit_hpc(2, "best3", common + " --set train.epochs=3 --set checkpoint.export_hf=" + scratch() +
+                                             "/best3_hf") == 0);
+  const auto e3 = evals("best3");
+  int best_epoch = 0;
+  double best_acc = -1, best_test = -1, last_test = -1;
+  int n_val = 0;
+  for (const auto& e : e3) {
+    if (e.at("split") == "validation") {
+      ++n_val;
+      BOOST_TEST(e.at("weights") == "ema");  // evaluations run the weight average
+      if (e.at("accuracy").get<double>() > best_acc) {  // ties keep the earlier epoch
+        best_acc = e.at("accuracy").get<double>();
+        best_epoch = e.at("epoch").get<int>();
+      }
+    } else if (e.at("weights") == "best") {
+      BOOST_TEST(e.at("epoch").get<int>() == best_epoch);
+      best_test = e.at("loss").get<double>();
+    } else {
+      BOOST_TEST(e.at("weights") == "ema");
+      BOOST_TEST(e.at("epoch").get<int>() == 3);
+      last_test = e.at("loss").get<double>();
+    }
+  }
+  BOOST_TEST(n_val == 3);
+  BOOST_TEST_REQUIRE(best_test >= 0);
+  BOOST_TEST_REQUIRE(last_test >= 0);
+  BOOST_TEST(fs::exists(scratch() + "/best3_hf/model.safetensors"));
+  // The same run stopped at the best epoch: its final weights (average) are
+  // the kept ones, so its test loss is the "best" one, bit for bit.
+  BOOST_TEST_REQUIRE(vit_hpc(2, "best_prefix", common + " --set train.epochs=" + std::to_string(best_epoch)) == 0);
+  double prefix_test = -1;
+  for (const auto& e : evals("best_prefix")) {
+    if (e.at("split") == "test" && e.at("weights") == "ema") prefix_test = e.at("loss").get<double>();
+  }
+  BOOST_TEST(prefix_test == best_test);
+  // Without the average the evaluations say "last".
+  BOOST_TEST_REQUIRE(vit_hpc(1, "plain_weights", kSmall + " --set train.steps=3") == 0);
+  for (const auto& e : evals("plain_weights")) BOOST_TEST(e.at("weights") == "last");
+}

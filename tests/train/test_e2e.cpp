@@ -228,7 +228,7 @@ BOOST_AUTO_TEST_CASE(benchmark_profile_accounts_for_every_op) {
   // the model's FLOPs per image times the throughput per rank.
   BOOST_TEST_REQUIRE(vit_hpc(2, "bench_profile",
                              "--set benchmark.enabled=true --set benchmark.warmup_steps=1 --set benchmark.steps=2 "
-                             "--set benchmark.profile=true --set train.batch_size=4") == 0);
+                             "--set benchmark.profile=true --set train.batch_size=4 --set model.patch_size=8") == 0);
   const auto lines = read_jsonl(scratch() + "/bench_profile/rank_0.jsonl");
   const auto summary = of_type(lines, "benchmark");
   BOOST_TEST_REQUIRE(summary.size() == 1u);
@@ -244,7 +244,7 @@ BOOST_AUTO_TEST_CASE(benchmark_profile_accounts_for_every_op) {
     if (o["op"] == "matmul_forward") {
       matmul_ms = o["ms_per_step"].get<double>();
       BOOST_TEST_REQUIRE(o.contains("tflops"));
-      // quickstart sizes: T 65, C 128, F 256, L 4, 8x8x3 patches, 3 classes; 4 images per rank.
+      // quickstart sizes with 8 x 8 patches: T 65, C 128, F 256, L 4, 8x8x3 patches, 3 classes; 4 images per rank.
       const double T = 65, C = 128, F = 256, L = 4;
       const double flops = 4 * 2.0 * (L * T * (4 * C * C + 2 * C * F) + 64 * 192.0 * C + C * 3);
       BOOST_TEST(o["tflops"].get<double>() == flops / (matmul_ms * 1e-3) / 1e12, boost::test_tools::tolerance(1e-6));

@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(every_option_follows_the_same_curves_on_any_rank_count) {
 BOOST_AUTO_TEST_CASE(best_model_selection_keeps_the_best_epochs_weights) {
   const std::string common = kSmall + kRecipe +
                              " --set train.schedule=constant --set train.warmup_ratio=0 --set train.lr=3e-3"
-                             " --set train.batch_size=32 --set eval.keep_best=true";
+                             " --set train.batch_size=32 --set eval.keep_best=true --set eval.every_epochs=1";
   BOOST_TEST_REQUIRE(vit_hpc(2, "best3", common + " --set train.epochs=3 --set checkpoint.export_hf=" + scratch() +
                                              "/best3_hf") == 0);
   const auto e3 = evals("best3");
@@ -95,6 +95,6 @@ BOOST_AUTO_TEST_CASE(best_model_selection_keeps_the_best_epochs_weights) {
   }
   BOOST_TEST(prefix_test == best_test);
   // Without the average the evaluations say "last".
-  BOOST_TEST_REQUIRE(vit_hpc(1, "plain_weights", kSmall + " --set train.steps=3") == 0);
+  BOOST_TEST_REQUIRE(vit_hpc(1, "plain_weights", kSmall + " --set train.steps=3 --set train.ema_decay=0") == 0);
   for (const auto& e : evals("plain_weights")) BOOST_TEST(e.at("weights") == "last");
 }

@@ -6,11 +6,16 @@
 #include <cstring>
 
 #include "io/cli.h"
+#include "kernels/blas_core.h"
 #include "train/export_command.h"
 #include "train/predict.h"
 #include "train/run.h"
 
 int main(int argc, char** argv) {
+  // Before anything else (MPI included): OpenBLAS's kernels are chosen when
+  // it loads; a generic choice on a CPU it did not recognise re-executes the
+  // program with a better one (kernels/blas_core.h).
+  vit::kernels::reexec_with_better_blas_core(argv);
   // A file-size limit (ulimit -f) makes a write fail with EFBIG, reported like
   // a full disk (and the trained model kept elsewhere), instead of SIGXFSZ
   // killing the process.

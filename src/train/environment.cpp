@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/rank_agreement.h"
 #include "io/run_liveness.h"
+#include "kernels/blas_core.h"
 #include "kernels/cpu_threads.h"
 #ifdef VIT_WITH_CUDA
 #include "kernels/gpu_context.h"
@@ -140,6 +141,7 @@ nlohmann::json RunEnvironment::hardware() const {
   hw["host"] = world_.hostname;
   hw["cpu"] = read_first_match("/proc/cpuinfo", "model name");
   hw["cpu_threads"] = kernels::cpu_threads();
+  hw["blas_core"] = kernels::blas_core();  // OpenBLAS kernels of the CPU path
 #ifdef VIT_WITH_CUDA
   if (gpu_) hw.update(gpu_hardware(world_.gpu_index));
 #endif

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/stream.h"
+#include "kernels/blas_core.h"
 #include "kernels/matmul.h"
 #include "kernels/profile.h"
 #include "data/loader.h"
@@ -275,6 +276,7 @@ class Trainer {
                         global_batch, "; ", total_steps, " steps over ", epochs, " epochs; results in ",
                         env_.results_dir()));
       bar_.line(str_cat("weights: ", init_note_));
+      if (const std::string blas = kernels::blas_core_note(); !blas.empty()) bar_.line(blas);
       if (!plan_.note.empty()) bar_.line(str_cat("resume: ", plan_.note));
       for (const std::string& n : resume_notes) bar_.line(str_cat("resume: ", n));
       for (const std::string& note : plugin_->notes()) bar_.line(note);

@@ -11,6 +11,7 @@
 #include <set>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 
 #include "e2e_util.h"
@@ -29,6 +30,17 @@ BOOST_AUTO_TEST_CASE(metrics_files_hold_every_field) {
   BOOST_TEST(m["status"] == "completed");
   BOOST_TEST(m["mode"] == "train");
   BOOST_TEST(m["global_batch"] == 32);
+  // The CPU path runs OpenBLAS kernels of the CPU's instruction set, not the
+  // generic ones its detection falls back to on an unrecognised (virtual)
+  // CPU: vit_hpc re-executes itself with OPENBLAS_CORETYPE (kernels/blas_core.h).
+  BOOST_TEST_REQUIRE(m["hardware"].contains("blas_core"));
+  const std::string core = m["hardware"]["blas_core"].get<std::string>();
+  BOOST_TEST_MESSAGE("OpenBLAS core of the run: " << core);
+  if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    for (const char* generic : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Sandybridge"}) {
+      BOOST_TEST(core != generic, "the CPU runs AVX2, the run used OpenBLAS's generic " << core << " kernels");
+    }
+  }
   BOOST_TEST(m["world"]["size"] == 2);
   BOOST_TEST(m["world"]["dp"] == 2);
   BOOST_TEST(m["spec"]["train"]["batch_size"] == 16);

@@ -1,5 +1,5 @@
 // Helpers of the end-to-end suites: run vit_hpc through mpirun on the
-// quickstart spec and read back its metrics files.
+// tests' base spec (tests/train/e2e_base.yaml) and read back its metrics files.
 #pragma once
 
 #include <unistd.h>
@@ -36,7 +36,7 @@ inline std::string env_or(const char* name, const std::string& fallback) {
 inline const std::string kBin = env_or("VIT_TEST_BIN", VIT_BINARY_DIR);
 // The Beans file the prepare_beans_64 fixture makes.
 inline const std::string kData = env_or("VIT_TEST_DATA", kBin + "/test_data/beans_64.h5");
-inline const std::string kSpec = env_or("VIT_TEST_SOURCE", VIT_SOURCE_DIR) + "/configs/quickstart.yaml";
+inline const std::string kSpec = env_or("VIT_TEST_SOURCE", VIT_SOURCE_DIR) + "/tests/train/e2e_base.yaml";
 
 inline std::string scratch() {
   static std::string dir = [] {
@@ -63,7 +63,7 @@ inline std::string mpirun(int ranks) {
          "-np " + std::to_string(ranks) + " ";
 }
 
-// Runs vit_hpc on `ranks` ranks with the quickstart spec plus overrides.
+// Runs vit_hpc on `ranks` ranks with the base spec plus overrides.
 inline int vit_hpc(int ranks, const std::string& name, const std::string& extra) {
   return sh(mpirun(ranks) + kBin + "/vit_hpc " +
             kSpec + " --set data.path=" + kData + " --set run.output_dir=" + scratch() + " --set run.name=" + name +

@@ -45,7 +45,14 @@ void reexec_with_better_blas_core(char** argv) {
   if (::setenv("OPENBLAS_CORETYPE", better.c_str(), 1) != 0 || ::setenv(kDetectedVar, detected.c_str(), 1) != 0) {
     return;
   }
-  ::execv("/proc/self/exe", argv);
+  // The program's own file by its real path (not /proc/self/exe, which would
+  // rename the process "exe" for ps, pkill and the run-liveness checks).
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    ::execv(self, argv);
+  }
   // Only reached when the exec failed: carry on with the detected kernels.
   ::unsetenv("OPENBLAS_CORETYPE");
   ::unsetenv(kDetectedVar);

@@ -201,10 +201,11 @@ BOOST_AUTO_TEST_CASE(damage_is_refused_naming_the_file) {
     const fs::path c = copy_of_fixture("future");
     const fs::path ix = c / "step_000004/index.json";
     nlohmann::json j = nlohmann::json::parse(slurp(ix));
-    j["format_version"] = 2;
+    j["format_version"] = train::kCheckpointFormatVersion + 1;
     spit(ix, j.dump());
     expect_user_error([&] { train::CheckpointReader r(c.string()); },
-                      {ix.string(), "format version 2", "newer vit_hpc", "versions 1 to 1"});
+                      {ix.string(), str_cat("format version ", train::kCheckpointFormatVersion + 1), "newer vit_hpc",
+                       str_cat("versions 1 to ", train::kCheckpointFormatVersion)});
   }
   {  // An index whose slices leave a gap.
     const fs::path c = copy_of_fixture("gap");

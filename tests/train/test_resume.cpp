@@ -593,7 +593,7 @@ BOOST_AUTO_TEST_CASE(stop_signal_without_checkpoint_dir_writes_nothing) {
   BOOST_TEST_REQUIRE(::kill(job.pid(), SIGUSR1) == 0);
   BOOST_TEST_REQUIRE(job.wait(60) == 1);
   const json m = manifest("nodir");
-  BOOST_TEST(m["status"] == "interrupted");
+  BOOST_TEST_REQUIRE(m["status"] == "interrupted");
   BOOST_TEST(m["interrupted"]["by"] == "SIGUSR1");
   const std::string log = log_of("nodir");
   BOOST_TEST(contains(log, "no checkpoint.dir, nothing to resume from"), log);

@@ -602,3 +602,20 @@ BOOST_AUTO_TEST_CASE(stop_signal_without_checkpoint_dir_writes_nothing) {
   for (const auto& e : fs::directory_iterator(cwd)) left.push_back(e.path().filename().string());
   BOOST_TEST(left.empty(), "left in the working directory: " << (left.empty() ? "" : left[0]));
 }
+
+BOOST_AUTO_TEST_CASE(todays_vit_hpc_resumes_from_the_version_2_fixture_with_its_recipe_state) {
+  const std::string copy = ck("fixture_v2");
+  fs::copy(fs::path(VIT_SOURCE_DIR) / "tests/train/fixtures/checkpoint_v2/checkpoints", copy,
+           fs::copy_options::recursive);
+  // The fixture's run (its README), two more steps: the average and the
+  // best state come from the checkpoint, nothing restarts.
+  const std::string args =
+      " --set model.patch_size=16 --set model.hidden=4 --set model.depth=1 --set model.heads=2 --set model.mlp_dim=8"
+      " --set train.batch_size=8 --set train.steps=6 --set eval.test_at_end=false --set checkpoint.dir=" + copy + kRecipe;
+  BOOST_TEST_REQUIRE(run_vit(2, "from_fixture_v2", args) == 0);
+  const std::string log = log_of("from_fixture_v2");
+  BOOST_TEST(contains(log, "weights: resumed from " + copy + "/step_000004 (step 4;"), log);
+  BOOST_TEST(!contains(log, "starts afresh"), log);
+  BOOST_TEST(!contains(log, "selection restarts"), log);
+  BOOST_TEST((step_numbers("from_fixture_v2") == std::vector<int64_t>{5, 6}));
+}

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -172,9 +173,25 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     return runs;
   }
 
+  std::vector<StatePart> state_parts() const override {
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
+    return parts;
+  }
+
   std::vector<float> export_state(StatePart part) override {
     settle();
-    const float* base = state_buffer(part);
+    // The average lives per view in the StepFinisher: laid out first as the
+    // master weights are, in a buffer of their size, then read as they are.
+    Buffer ema;
+    if (part == StatePart::Ema) {
+      VIT_CHECK(finisher_.has_ema(), opts_.name, ": export_state(ema) without a weight average (ema_decay is 0)");
+      ema = Buffer(master_bytes(), ctx_.device);
+      ema.zero();
+      finisher_.export_ema(views_, state_buffer(StatePart::Master), ema.as<float>());
+      synchronize_stream(ctx_.stream);
+    }
+    const float* base = part == StatePart::Ema ? ema.as<float>() : state_buffer(part);
     std::vector<float> out;
     for_each_owned_part([&](int b, int64_t lo, int64_t hi) {
       // The part's real elements sit at its start: in the shard buffer
@@ -187,12 +204,15 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     return out;
   }
 
-  void import_state(const StateReader& read) override {
+  void import_state(const StateReader& read, bool has_ema) override {
     settle();
     const int64_t P = buckets_.padded_total();
     const int64_t n = sharded_ ? buckets_.shard_total() : P;
     std::vector<float> host(static_cast<size_t>(n));
-    for (StatePart part : kStateParts) {
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
+    if (ema) parts.push_back(StatePart::Ema);
+    for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
         const Bucket& bk = buckets_.buckets()[b];
@@ -212,9 +232,20 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
           pos += r.count;
         }
       }
+      if (part == StatePart::Ema) {
+        // Same layout as the master weights; the StepFinisher takes it per view.
+        Buffer staged(host.size() * sizeof(float), ctx_.device);
+        copy_bytes(staged.data(), ctx_.device, host.data(), Device::CPU, staged.bytes());
+        finisher_.import_ema(views_, state_buffer(StatePart::Master), staged.as<float>());
+        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this block
+        continue;
+      }
       float* dst = const_cast<float*>(state_buffer(part));
       copy_bytes(dst, ctx_.device, host.data(), Device::CPU, host.size() * sizeof(float));
     }
+    // No average in the checkpoint (an older one, or written with ema_decay
+    // 0): it starts afresh from the imported weights at the next step.
+    if (!ema) finisher_.reset_ema();
     // The compute-dtype copy the model reads, from the master weights: whole
     // (replicated; the same buffer for fp32) or this rank's parts, then
     // all-gathered as after a step (sharded).
@@ -405,14 +436,18 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
 
   // The fp32 buffer holding `part`: padded whole (replicated) or this rank's
   // shard (sharded); replicated fp32 keeps its master weights in params_.
+  // The average has no such buffer (the StepFinisher keeps it per view).
   const float* state_buffer(StatePart part) const {
     switch (part) {
       case StatePart::Master: return (master_.empty() ? params_ : master_).as<float>();
       case StatePart::AdamM: return m_.as<float>();
       case StatePart::AdamV: return v_.as<float>();
+      case StatePart::Ema: break;
     }
-    VIT_THROW("unknown StatePart");
+    VIT_THROW("state_buffer: no buffer for state part ", state_part_name(part));
   }
+  // Bytes of the fp32 master weights (padded whole, or this rank's shard).
+  size_t master_bytes() const { return m_.bytes(); }
 
   // Every queued gather and update has landed (before host reads or writes).
   void settle() {

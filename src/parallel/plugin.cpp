@@ -12,6 +12,7 @@ const char* state_part_name(StatePart part) {
     case StatePart::Master: return "master";
     case StatePart::AdamM: return "adam_m";
     case StatePart::AdamV: return "adam_v";
+    case StatePart::Ema: return "ema";
   }
   VIT_THROW("unknown StatePart ", static_cast<int>(part));
 }
@@ -26,7 +27,8 @@ namespace {
 
 std::vector<TensorRun> Plugin::state_runs() const { no_checkpoints(*this); }
 std::vector<float> Plugin::export_state(StatePart) { no_checkpoints(*this); }
-void Plugin::import_state(const StateReader&) { no_checkpoints(*this); }
+std::vector<StatePart> Plugin::state_parts() const { no_checkpoints(*this); }
+void Plugin::import_state(const StateReader&, bool) { no_checkpoints(*this); }
 
 const std::vector<PluginEntry>& plugin_registry() {
   static const std::vector<PluginEntry> registry = {

@@ -107,9 +107,12 @@ struct EvalResult {
 // checkpoint written under one layout loads under any other: a rank names
 // the runs of full-tensor elements it holds, writes their values, and on
 // import asks for the runs it needs, whoever wrote them.
-enum class StatePart { Master, AdamM, AdamV };  // fp32 master weights, AdamW first and second moments
+// fp32 master weights, AdamW first and second moments, and the weight
+// average (ema_decay > 0; the StepFinisher's, in the master weights' layout).
+enum class StatePart { Master, AdamM, AdamV, Ema };
+// The parts every checkpoint holds; Ema only when the writing run kept an average.
 constexpr StatePart kStateParts[] = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
-const char* state_part_name(StatePart part);  // "master", "adam_m", "adam_v"
+const char* state_part_name(StatePart part);  // "master", "adam_m", "adam_v", "ema"
 
 // `count` consecutive elements of the full parameter `name` (row-major over
 // its global shape, as ParamLayout names it: "blocks.3.attn.qkv.weight"),
@@ -163,13 +166,20 @@ class Plugin {
   // (replicated plugins split the writing as ZeRO splits the state), so no
   // rank ever gathers the whole state.
   virtual std::vector<TensorRun> state_runs() const;
-  // This rank's values of `part` for state_runs(), back to back. Not collective.
+  // The parts this rank writes: kStateParts, plus StatePart::Ema when the
+  // plugin keeps a weight average (ema_decay > 0). The same on every rank.
+  virtual std::vector<StatePart> state_parts() const;
+  // This rank's values of `part` (one of state_parts()) for state_runs(),
+  // back to back. Not collective.
   virtual std::vector<float> export_state(StatePart part);
-  // Replaces the whole training state (master weights, AdamW moments, and the
-  // compute-dtype copy the model reads) with the checkpoint's, reading
-  // through `read` only the runs this rank holds. Collective over the
-  // plugin's ranks.
-  virtual void import_state(const StateReader& read);
+  // Replaces the whole training state (master weights, AdamW moments, the
+  // weight average, and the compute-dtype copy the model reads) with the
+  // checkpoint's, reading through `read` only the runs this rank holds.
+  // `has_ema`: the checkpoint holds StatePart::Ema. A plugin that keeps an
+  // average reads it when there, and otherwise starts the average afresh
+  // from the imported master weights; one that keeps none ignores it.
+  // Collective over the plugin's ranks.
+  virtual void import_state(const StateReader& read, bool has_ema);
   // The recipe options this plugin carries (see RecipeSupport).
   virtual RecipeSupport recipe_support() const { return {}; }
   // Exchanges the weights the model runs with and the weight average

@@ -74,7 +74,7 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   }
 }
 
-void StepFinisher::ensure_ema(const std::vector<ShardView>& views) {
+void StepFinisher::allocate_ema(const std::vector<ShardView>& views) {
   if (ema_.size() != views.size()) {
     VIT_CHECK(ema_.empty(), "StepFinisher: the shard views changed (", ema_.size(), " before, ", views.size(),
               " now); the weight average follows one fixed list");
@@ -87,6 +87,10 @@ void StepFinisher::ensure_ema(const std::vector<ShardView>& views) {
     VIT_CHECK(ema_[i].bytes() == static_cast<size_t>(views[i].master.numel()) * sizeof(float),
               "StepFinisher: shard view ", i, " changed size; the weight average follows one fixed list");
   }
+}
+
+void StepFinisher::ensure_ema(const std::vector<ShardView>& views) {
+  allocate_ema(views);
   if (ema_fresh_) return;
   for (size_t i = 0; i < views.size(); ++i) {
     if (views[i].master.numel() == 0) continue;
@@ -104,6 +108,36 @@ void StepFinisher::swap_ema(const std::vector<ShardView>& views) {
     k::swap_values(ctx_, v.master, tensor_of(ema_[i], DType::F32, {v.master.numel()}));
     if (v.lowp.defined()) k::cast(ctx_, v.lowp, v.master);
   }
+}
+
+int64_t StepFinisher::view_offset(const ShardView& v, const float* master_base) const {
+  VIT_CHECK(v.master.dtype == DType::F32 && v.master.data != nullptr, "StepFinisher: a view's master weights must be fp32");
+  const int64_t off = static_cast<const float*>(v.master.data) - master_base;
+  VIT_CHECK(off >= 0, "StepFinisher: a view's master weights lie before the master buffer passed in");
+  return off;
+}
+
+void StepFinisher::export_ema(const std::vector<ShardView>& views, const float* master_base, float* ema) {
+  VIT_CHECK(has_ema(), "StepFinisher::export_ema: no weight average (ema_decay is 0)");
+  ensure_ema(views);  // before any step: the average is the weights themselves
+  for (size_t i = 0; i < views.size(); ++i) {
+    const int64_t n = views[i].master.numel();
+    if (n == 0) continue;
+    k::cast(ctx_, Tensor(ema + view_offset(views[i], master_base), DType::F32, ctx_.device, {n}),
+            tensor_of(ema_[i], DType::F32, {n}));
+  }
+}
+
+void StepFinisher::import_ema(const std::vector<ShardView>& views, const float* master_base, const float* ema) {
+  VIT_CHECK(has_ema(), "StepFinisher::import_ema: no weight average (ema_decay is 0)");
+  allocate_ema(views);
+  for (size_t i = 0; i < views.size(); ++i) {
+    const int64_t n = views[i].master.numel();
+    if (n == 0) continue;
+    k::cast(ctx_, tensor_of(ema_[i], DType::F32, {n}),
+            Tensor(const_cast<float*>(ema) + view_offset(views[i], master_base), DType::F32, ctx_.device, {n}));
+  }
+  ema_fresh_ = true;  // the next finish() continues this average
 }
 
 void StepFinisher::read_back() {

@@ -93,10 +93,25 @@ class StepFinisher {
   // a finish() before; the views must be those finish() was given.
   void swap_ema(const std::vector<ShardView>& views);
 
+  // Checkpoints: the averages in the layout of the plugin's master-weight
+  // buffer. Every view's master tensor lies inside one fp32 buffer that
+  // starts at `master_base` (the plugin's master weights, its shard when
+  // sharded); `ema` is a buffer of the same layout on the same device, and
+  // view i's average sits at the view's offset from master_base. Elements no
+  // view covers (padding) are left as they are. Queued on the stream.
+  // export_ema: before any finish() the average is the weights themselves
+  // (as ensure_ema makes it). import_ema: the average continues from `ema`
+  // (the next finish() does not restart it). Need has_ema().
+  void export_ema(const std::vector<ShardView>& views, const float* master_base, float* ema);
+  void import_ema(const std::vector<ShardView>& views, const float* master_base, const float* ema);
+
  private:
-  // One average per view, allocated and filled from the master weights on
-  // first use.
+  // One average per view, allocated (allocate_ema) and filled from the
+  // master weights on first use.
+  void allocate_ema(const std::vector<ShardView>& views);
   void ensure_ema(const std::vector<ShardView>& views);
+  // Where view i's average sits in a buffer laid out as the master weights.
+  int64_t view_offset(const ShardView& v, const float* master_base) const;
 
   Context ctx_;
   OptimizerHyper hyper_;

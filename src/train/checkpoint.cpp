@@ -163,32 +163,24 @@ std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::str
   return out;
 }
 
-// Writes one rank's shard: a safetensors file of 1-D fp32 slices.
-void write_shard(const std::string& path, int rank, const std::vector<TensorRun>& runs,
-                 const std::vector<std::vector<float>>& parts, uint32_t* crc, uint64_t* bytes) {
-  struct Entry {
-    const float* data;
-    int64_t count;
-  };
-  std::map<std::string, Entry> entries;  // sorted: the data follow the header's key order
-  for (size_t p = 0; p < parts.size(); ++p) {
-    int64_t at = 0;
-    for (const TensorRun& r : runs) {
-      entries.emplace(entry_key(parallel::kStateParts[p], r.name, r.begin, r.count),
-                      Entry{parts[p].data() + at, r.count});
-      at += r.count;
-    }
-    VIT_CHECK(at == static_cast<int64_t>(parts[p].size()), "export_state(", parallel::state_part_name(parallel::kStateParts[p]),
-              ") gave ", parts[p].size(), " values for runs of ", at);
-  }
+// One tensor of a safetensors file: fp32 values and the shape they have.
+struct SafetensorsEntry {
+  std::vector<int64_t> shape;
+  const float* data = nullptr;
+  int64_t count = 0;
+};
+
+// Writes a safetensors file of fp32 tensors, durably: an 8-byte little-
+// endian header length, the JSON header (entries in key order, data 8-byte
+// aligned), then the data in the same order.
+void write_safetensors(const std::string& path, const json& metadata,
+                       const std::map<std::string, SafetensorsEntry>& entries, uint32_t* crc, uint64_t* bytes) {
   json header = json::object();
-  header["__metadata__"] = {{"format", kCheckpointFormat},
-                            {"format_version", std::to_string(kCheckpointFormatVersion)},
-                            {"rank", std::to_string(rank)}};
+  header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [key, e] : entries) {
     const uint64_t n = static_cast<uint64_t>(e.count) * 4;
-    header[key] = {{"dtype", "F32"}, {"shape", {e.count}}, {"data_offsets", {offset, offset + n}}};
+    header[key] = {{"dtype", "F32"}, {"shape", e.shape}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
   std::string head = header.dump();
@@ -202,6 +194,45 @@ void write_shard(const std::string& path, int rank, const std::vector<TensorRun>
   f.finish();
   *crc = f.crc();
   *bytes = f.bytes();
+}
+
+// Writes one rank's shard: a safetensors file of 1-D fp32 slices, the same
+// runs for every part.
+void write_shard(const std::string& path, int rank, const std::vector<TensorRun>& runs,
+                 const std::vector<StatePart>& part_ids, const std::vector<std::vector<float>>& parts, uint32_t* crc,
+                 uint64_t* bytes) {
+  std::map<std::string, SafetensorsEntry> entries;  // sorted: the data follow the header's key order
+  for (size_t p = 0; p < parts.size(); ++p) {
+    int64_t at = 0;
+    for (const TensorRun& r : runs) {
+      entries.emplace(entry_key(part_ids[p], r.name, r.begin, r.count),
+                      SafetensorsEntry{{r.count}, parts[p].data() + at, r.count});
+      at += r.count;
+    }
+    VIT_CHECK(at == static_cast<int64_t>(parts[p].size()), "export_state(", parallel::state_part_name(part_ids[p]),
+              ") gave ", parts[p].size(), " values for runs of ", at);
+  }
+  const json metadata = {{"format", kCheckpointFormat},
+                         {"format_version", std::to_string(kCheckpointFormatVersion)},
+                         {"rank", std::to_string(rank)}};
+  write_safetensors(path, metadata, entries, crc, bytes);
+}
+
+// Rank 0: the best validation's weights, whole, one tensor per parameter
+// under its vit_hpc name and global shape.
+void write_best_weights(const std::string& path, const model::ParamLayout& layout, const std::vector<float>& w,
+                        const TrainState& state, uint32_t* crc, uint64_t* bytes) {
+  VIT_CHECK(static_cast<int64_t>(w.size()) == layout.total(), "checkpoint: ", w.size(),
+            " best weights for a model of ", layout.total());
+  std::map<std::string, SafetensorsEntry> entries;
+  for (const model::ParamInfo& p : layout.params()) {
+    entries.emplace(p.name, SafetensorsEntry{p.global_shape, w.data() + p.offset, p.numel});
+  }
+  const json metadata = {{"format", kCheckpointFormat},
+                         {"format_version", std::to_string(kCheckpointFormatVersion)},
+                         {"content", "eval.keep_best weights"},
+                         {"epoch", std::to_string(state.best_epoch)}};
+  write_safetensors(path, metadata, entries, crc, bytes);
 }
 
 // The first non-empty error of any rank, prefixed with the rank; "" when none.
@@ -273,7 +304,8 @@ std::vector<std::string> all_gather_strings(comm::Communicator& world, const std
 // ---------------------------------------------------------------------------
 
 SaveOutcome save_checkpoint(const std::string& root, const TrainState& state, parallel::Plugin& plugin,
-                            const model::ParamLayout& layout, comm::Communicator& world, int keep_last) {
+                            const model::ParamLayout& layout, comm::Communicator& world, int keep_last,
+                            const std::vector<float>& best_weights) {
   VIT_CHECK(keep_last >= 1, "keep_last ", keep_last);
   const auto t0 = std::chrono::steady_clock::now();
   const bool rank0 = world.rank() == 0;
@@ -306,16 +338,18 @@ SaveOutcome save_checkpoint(const std::string& root, const TrainState& state, pa
     return out;
   }
 
-  // 2. Every rank writes its runs of the three parts.
+  // 2. Every rank writes its runs of the parts (master, adam_m, adam_v, and
+  // ema when the run keeps a weight average).
   const std::vector<TensorRun> runs = plugin.state_runs();
+  const std::vector<StatePart> part_ids = plugin.state_parts();
   std::vector<std::vector<float>> parts;
-  for (StatePart p : parallel::kStateParts) parts.push_back(plugin.export_state(p));
+  for (StatePart p : part_ids) parts.push_back(plugin.export_state(p));
   const std::string shard = shard_file_name(world.rank());
   uint32_t crc = 0;
   uint64_t bytes = 0;
   err.clear();
   try {
-    write_shard((fs::path(tmp_dir) / shard).string(), world.rank(), runs, parts, &crc, &bytes);
+    write_shard((fs::path(tmp_dir) / shard).string(), world.rank(), runs, part_ids, parts, &crc, &bytes);
   } catch (const std::exception& e) {
     err = e.what();
   }
@@ -371,6 +405,19 @@ SaveOutcome save_checkpoint(const std::string& root, const TrainState& state, pa
       VIT_CHECK(slices.empty(), "checkpoint: the plugin wrote a tensor the layout does not have: ",
                 slices.empty() ? "" : slices.begin()->first);
 
+      // eval.keep_best: the best weights, whole, from rank 0's copy.
+      const bool best = state.keep_best && state.best_epoch > 0;
+      if (best) {
+        uint32_t best_crc = 0;
+        uint64_t best_bytes = 0;
+        write_best_weights((fs::path(tmp_dir) / kBestWeightsFile).string(), layout, best_weights, state, &best_crc,
+                           &best_bytes);
+        files[kBestWeightsFile] = {{"bytes", best_bytes}, {"crc32", io::crc32_hex(best_crc)}};
+        out.bytes += best_bytes;
+      }
+      json part_names = json::array();
+      for (StatePart p : part_ids) part_names.push_back(parallel::state_part_name(p));
+
       const std::string state_text = train_state_to_json(state).dump(1) + "\n";
       const uint32_t state_crc = write_text_durable((fs::path(tmp_dir) / kStateFile).string(), state_text);
       files[kStateFile] = {{"bytes", state_text.size()}, {"crc32", io::crc32_hex(state_crc)}};
@@ -379,11 +426,12 @@ SaveOutcome save_checkpoint(const std::string& root, const TrainState& state, pa
                     {"step", state.step},
                     {"created", io::iso_time_now()},
                     {"dtype", "F32"},
-                    {"parts", {"master", "adam_m", "adam_v"}},
+                    {"parts", part_names},
                     {"entry_name", "<part>/<tensor>[<begin>:<end>] in the file named by the slice"},
                     {"writer", state.layout},
                     {"files", files},
                     {"tensors", tensors}};
+      if (best) index["best_weights"] = kBestWeightsFile;
       write_text_durable((fs::path(tmp_dir) / kIndexFile).string(), index.dump(1) + "\n");
       fsync_dir(tmp_dir);
 
@@ -469,6 +517,7 @@ struct CheckpointReader::Impl {
   std::vector<Tensor> tensors;
   std::unordered_map<std::string, size_t> by_name;
   std::vector<Shard> shards;
+  std::vector<std::string> parts;  // index.json "parts"
   uint64_t bytes_read = 0;
 
   ~Impl() {
@@ -551,10 +600,16 @@ CheckpointReader::CheckpointReader(const std::string& path) : impl_(std::make_un
   VIT_USER_CHECK(ix.value("dtype", "") == "F32", index_path, ": dtype ", ix.value("dtype", "?"),
                  " (this version reads F32)");
   try {
+    s.parts = ix.at("parts").get<std::vector<std::string>>();
+    for (StatePart p : parallel::kStateParts) {
+      VIT_USER_CHECK(std::find(s.parts.begin(), s.parts.end(), parallel::state_part_name(p)) != s.parts.end(),
+                     index_path, ": \"parts\" lacks '", parallel::state_part_name(p),
+                     "', which every checkpoint holds (damaged checkpoint)");
+    }
     const json& files = ix.at("files");
     std::map<std::string, int> shard_of;
     for (auto it = files.begin(); it != files.end(); ++it) {
-      if (it.key() == kStateFile) continue;
+      if (it.key() == kStateFile || it.key() == kBestWeightsFile) continue;  // not shards
       Impl::Shard sh;
       sh.name = it.key();
       sh.bytes = it.value().at("bytes").get<uint64_t>();
@@ -612,6 +667,48 @@ const json& CheckpointReader::index() const { return impl_->index; }
 int CheckpointReader::shard_count() const { return static_cast<int>(impl_->shards.size()); }
 uint64_t CheckpointReader::bytes_read() const { return impl_->bytes_read; }
 
+bool CheckpointReader::has_part(StatePart part) const {
+  return std::find(impl_->parts.begin(), impl_->parts.end(), parallel::state_part_name(part)) != impl_->parts.end();
+}
+
+std::vector<float> CheckpointReader::read_best_weights(const model::ParamLayout& layout) const {
+  const Impl& s = *impl_;
+  const std::string index_path = (fs::path(s.dir) / kIndexFile).string();
+  const std::string path = (fs::path(s.dir) / kBestWeightsFile).string();
+  VIT_USER_CHECK(s.state.keep_best && s.state.best_epoch > 0, s.dir,
+                 ": the checkpoint records no best validation weights (train_state.json keep_best)");
+  VIT_USER_CHECK(s.index.value("best_weights", "") == kBestWeightsFile && s.index["files"].contains(kBestWeightsFile),
+                 index_path, ": train_state.json records a best epoch (", s.state.best_epoch, ") but the index lists no ",
+                 kBestWeightsFile, " (damaged checkpoint)");
+  const std::string text = read_text(path);
+  const json& listed = s.index["files"][kBestWeightsFile];
+  const uint64_t want_bytes = listed.value("bytes", uint64_t{0});
+  VIT_USER_CHECK(text.size() == want_bytes, path, ": ", text.size(), " bytes but index.json says ", want_bytes,
+                 " (truncated or damaged checkpoint)");
+  const std::string want = listed.value("crc32", "");
+  const std::string got = io::crc32_hex(io::crc32_update(0, text.data(), text.size()));
+  VIT_USER_CHECK(got == want, path, ": CRC-32 ", got, " but index.json says ", want, " (damaged checkpoint)");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0 && text.size() >= 8; --i) n = (n << 8) | static_cast<unsigned char>(text[static_cast<size_t>(i)]);
+  VIT_USER_CHECK(text.size() >= 8 && n > 1 && n + 8 <= text.size(), path, ": header length ", n,
+                 " does not fit the file (damaged checkpoint)");
+  const json h = parse_json(text.substr(8, n), path);
+  const uint64_t data_start = 8 + n;
+  std::vector<float> out(static_cast<size_t>(layout.total()));
+  for (const model::ParamInfo& p : layout.params()) {
+    VIT_USER_CHECK(h.contains(p.name), path, ": tensor ", p.name, " is missing (damaged checkpoint, or another model)");
+    const json& t = h[p.name];
+    VIT_USER_CHECK(t.value("dtype", "") == "F32" && t.contains("shape") && t.contains("data_offsets") &&
+                       t["shape"].get<std::vector<int64_t>>() == p.global_shape,
+                   path, ": tensor ", p.name, " is not F32 of this model's shape (damaged checkpoint, or another model)");
+    const auto b = t["data_offsets"][0].get<uint64_t>(), e = t["data_offsets"][1].get<uint64_t>();
+    VIT_USER_CHECK(e >= b && e - b == static_cast<uint64_t>(p.numel) * 4 && data_start + e <= text.size(), path,
+                   ": tensor ", p.name, " has bad data_offsets (damaged checkpoint)");
+    std::memcpy(out.data() + p.offset, text.data() + data_start + b, e - b);
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointReader::tensors() const {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
   for (const auto& t : impl_->tensors) out.emplace_back(t.name, t.shape);
@@ -660,6 +757,8 @@ void CheckpointReader::check_matches(const model::ParamLayout& layout) const {
 
 void CheckpointReader::read(StatePart part, const TensorRun& run, float* dst) {
   Impl& s = *impl_;
+  VIT_USER_CHECK(has_part(part), s.dir, ": the checkpoint holds no state part '", parallel::state_part_name(part),
+                 "' (index.json \"parts\")");
   const auto it = s.by_name.find(run.name);
   VIT_USER_CHECK(it != s.by_name.end(), s.dir, ": the checkpoint holds no tensor '", run.name, "'");
   const Impl::Tensor& t = s.tensors[it->second];

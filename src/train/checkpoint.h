@@ -8,8 +8,10 @@
 //       index.json                  format, version, step; every tensor: global shape and which
 //                                   file holds which slice; every file: size and CRC-32
 //       train_state.json            the TrainState (train_state.h)
-//       rank_00000.safetensors      rank 0's runs of master weights, AdamW m and v
+//       rank_00000.safetensors      rank 0's runs of master weights, AdamW m and v (and the
+//                                   weight average, with ema_decay > 0)
 //       rank_00001.safetensors      ...
+//       best_weights.safetensors    eval.keep_best: the best validation's weights, whole (rank 0)
 //     step_000160/ ...
 //
 // Saving (collective over the world): each rank writes its own shard (its
@@ -46,7 +48,12 @@ namespace vit::train {
 
 // What index.json says it is; a reader refuses a newer version by name.
 inline constexpr const char* kCheckpointFormat = "vit_hpc.checkpoint";
-inline constexpr int kCheckpointFormatVersion = 1;
+// Version 2 added the weight average (part "ema") and the keep_best state
+// (train_state.json "keep_best", best_weights.safetensors); version 1 is read
+// as a checkpoint without them.
+inline constexpr int kCheckpointFormatVersion = 2;
+// The best validation's weights (eval.keep_best), in the checkpoint folder.
+inline constexpr const char* kBestWeightsFile = "best_weights.safetensors";
 
 // "step_000123".
 std::string checkpoint_folder_name(int64_t step);
@@ -76,6 +83,13 @@ class CheckpointReader {
   // Tensor names and global shapes, in the writer's order.
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors() const;
   int shard_count() const;
+  // The checkpoint holds state part `part` (index.json "parts"; version 1:
+  // master, adam_m, adam_v).
+  bool has_part(parallel::StatePart part) const;
+  // The best validation's weights (train_state keep_best with best_epoch >
+  // 0): the whole fp32 vector in `layout`'s order, its size and CRC-32 checked
+  // against index.json. Throws vit::UserError naming the file.
+  std::vector<float> read_best_weights(const model::ParamLayout& layout) const;
 
   // Checks size and CRC-32 of the shard files numbered i with i % n == k,
   // so that n ranks share the reading. Throws vit::UserError naming the file.
@@ -109,8 +123,12 @@ struct SaveOutcome {
 // the unsharded layout (the tensors' global shapes). keep_last >= 1: older
 // complete checkpoints beyond that many are removed once the new one is in
 // place. Never throws for an I/O failure: the outcome says it.
+// `best_weights` (used on rank 0 only): with state.keep_best and
+// state.best_epoch > 0, the best validation's whole fp32 weights in
+// `layout`'s order, written as best_weights.safetensors; otherwise ignored.
 SaveOutcome save_checkpoint(const std::string& root, const TrainState& state, parallel::Plugin& plugin,
-                            const model::ParamLayout& layout, comm::Communicator& world, int keep_last);
+                            const model::ParamLayout& layout, comm::Communicator& world, int keep_last,
+                            const std::vector<float>& best_weights = {});
 
 // Every rank's value, in rank order (host memory; collective).
 std::vector<int64_t> all_gather_int64(comm::Communicator& world, int64_t mine);

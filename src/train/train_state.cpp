@@ -76,6 +76,7 @@ json train_state_to_json(const TrainState& s) {
               {"streams", "sampler: Rng(mix_seed(seed, epoch, 0x5a3b1e)); augmentation: "
                           "Rng(mix_seed(augment_seed, epoch, image index)): positions, not states"}};
   j["metrics"] = {{"results_dir", s.results_dir}, {"bytes", s.metrics_bytes}};
+  if (s.keep_best) j["keep_best"] = {{"epoch", s.best_epoch}, {"accuracy", s.best_accuracy}};
   j["model"] = model_config_to_json(s.model);
   j["class_names"] = s.class_names;
   j["layout"] = s.layout;
@@ -113,6 +114,13 @@ TrainState train_state_from_json(const json& j, const std::string& where) {
   const json& m = need(j, "metrics", where);
   s.results_dir = get<std::string>(m, "results_dir", where);
   s.metrics_bytes = get<std::vector<int64_t>>(m, "bytes", where);
+  if (j.contains("keep_best")) {  // format 2, runs with eval.keep_best
+    const json& kb = j.at("keep_best");
+    s.keep_best = true;
+    s.best_epoch = get<int64_t>(kb, "epoch", where);
+    s.best_accuracy = get<double>(kb, "accuracy", where);
+    VIT_USER_CHECK(s.best_epoch >= 0, where, ": keep_best.epoch must be 0 (none yet) or an epoch, got ", s.best_epoch);
+  }
   s.model = model_config_from_json(need(j, "model", where), where + " \"model\"");
   s.class_names = get<std::vector<std::string>>(j, "class_names", where);
   s.layout = need(j, "layout", where);

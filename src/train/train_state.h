@@ -53,6 +53,13 @@ struct TrainState {
   uint64_t seed = 0;
   uint64_t augment_seed = 0;
 
+  // eval.keep_best: the best validation so far (format 2; absent from older
+  // checkpoints and from runs without keep_best: keep_best false). Its
+  // weights are the checkpoint's best_weights.safetensors (when best_epoch > 0).
+  bool keep_best = false;
+  int64_t best_epoch = 0;     // 0: no validation yet
+  double best_accuracy = 0;
+
   // Metrics: bytes of each world rank's rank_<r>.jsonl when the state was
   // taken, and the run folder they belong to.
   std::string results_dir;

@@ -197,9 +197,29 @@ class Trainer {
       plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     } else {
       reader_ = std::make_unique<CheckpointReader>(plan_.checkpoint);
-      plugin_->import_state([&](parallel::StatePart part, const parallel::TensorRun& r, float* dst) {
-        reader_->read(part, r, dst);
-      });
+      const bool saved_ema = reader_->has_part(parallel::StatePart::Ema);
+      plugin_->import_state([&](parallel::StatePart part, const parallel::TensorRun& r,
+                                float* dst) { reader_->read(part, r, dst); },
+                            saved_ema);
+      if (spec_.train.ema_decay > 0 && !saved_ema) {
+        state_notes_.push_back("the checkpoint holds no weight average (written with train.ema_decay 0, or by a "
+                               "vit_hpc before checkpoint format 2): the average starts afresh from the resumed "
+                               "weights, so evaluation and export with it differ from an uninterrupted run");
+      }
+      // eval.keep_best: the best validation so far and its weights (every
+      // rank holds them, as gather_params gives them to every rank).
+      if (spec_.eval.keep_best) {
+        const TrainState& saved = reader_->state();
+        if (saved.keep_best) {
+          best_epoch_ = saved.best_epoch;
+          best_accuracy_ = saved.best_accuracy;
+          if (best_epoch_ > 0) best_params_ = reader_->read_best_weights(full_layout_);
+        } else {
+          state_notes_.push_back("the checkpoint holds no best-validation state (written without eval.keep_best, or "
+                                 "by a vit_hpc before checkpoint format 2): best-model selection restarts from the "
+                                 "epochs evaluated from here on");
+        }
+      }
       init_note_ = str_cat("resumed from ", reader_->dir(), " (step ", reader_->step(), "; this rank read ",
                            reader_->bytes_read(), " bytes of the checkpoint's ", reader_->shard_count(), " shard files)");
     }
@@ -249,6 +269,7 @@ class Trainer {
     if (reader_) {
       const TrainState& saved = reader_->state();
       resume_notes = resume_state(saved, st, steps_per_epoch, global_batch);
+      resume_notes.insert(resume_notes.end(), state_notes_.begin(), state_notes_.end());
       scaler.restore(st.scaler);
       resume = std::make_unique<ResultsResume>();
       resume->checkpoint = reader_->dir();
@@ -382,7 +403,9 @@ class Trainer {
                                 (spec_.checkpoint.stop_after_steps > 0 &&
                                  steps_this_run >= spec_.checkpoint.stop_after_steps && step < total_steps);
         const bool periodic = spec_.checkpoint.every_steps > 0 && step % spec_.checkpoint.every_steps == 0;
-        if (stop_asked || periodic) {
+        // Without checkpoint.dir there is nowhere to save: a stop ends the
+        // run with nothing to resume from (said below), and nothing is written.
+        if ((stop_asked || periodic) && !spec_.checkpoint.dir.empty()) {
           if (!save(st, world) && (stop_asked || !spec_.checkpoint.continue_on_error)) {
             bar_.finish();
             env_.close_results(false, last_save_error_);
@@ -607,10 +630,14 @@ class Trainer {
   // last_save_error_ then says why and that the previous one is intact.
   bool save(TrainState& st, comm::Communicator& world) {
     comm::CollectiveWatchdog::get().set_phase(str_cat("saving checkpoint ", checkpoint_folder_name(st.step)));
+    VIT_CHECK(!spec_.checkpoint.dir.empty(), "save: no checkpoint.dir (the caller checks)");
     st.results_dir = env_.results_dir();
     st.metrics_bytes = all_gather_int64(world, env_.metrics_bytes());
+    st.keep_best = spec_.eval.keep_best;
+    st.best_epoch = spec_.eval.keep_best ? best_epoch_ : 0;
+    st.best_accuracy = spec_.eval.keep_best ? best_accuracy_ : 0.0;
     const SaveOutcome out = save_checkpoint(spec_.checkpoint.dir, st, *plugin_, full_layout_, world,
-                                            spec_.checkpoint.keep_last);
+                                            spec_.checkpoint.keep_last, best_params_);
     if (!out.ok) {
       const std::string previous = find_latest_checkpoint(spec_.checkpoint.dir);
       last_save_error_ = str_cat("checkpoint ", checkpoint_folder_name(st.step), " could not be written: ", out.error,
@@ -806,6 +833,7 @@ class Trainer {
   double best_accuracy_ = 0.0;
   std::vector<float> best_params_;
   bool best_loaded_ = false;  // best_params_ replaced the trained weights at the end
+  std::vector<std::string> state_notes_;  // what a resume could not restore (printed with the resume notes)
 };
 
 }  // namespace

@@ -129,13 +129,15 @@ inline json manifest(const std::string& run) { return json::parse(slurp(scratch(
 inline std::string log_of(const std::string& name) { return slurp(scratch() + "/" + name + ".log"); }
 
 // An mpirun started in the background: its pid, its exit status when done.
+// `cwd`: the working directory it runs in (default: the test's own).
 class Background {
  public:
-  Background(int ranks, const std::string& name, const std::string& extra)
+  Background(int ranks, const std::string& name, const std::string& extra, const std::string& cwd = "")
       : base_(scratch() + "/" + name), name_(name) {
     fs::remove(base_ + ".pid");
     fs::remove(base_ + ".rc");
     std::ofstream script(base_ + ".sh");
+    if (!cwd.empty()) script << "cd '" << cwd << "' || exit 1\n";
     script << mpirun(ranks) << kBin << "/vit_hpc " << kSpec << " --set data.path=" << kData
            << " --set run.output_dir=" << scratch() << " --set run.name=" << name
            << " --set run.progress=false --set run.cpu_threads=1 " << extra << " >> " << base_ << ".log 2>&1 &\n"

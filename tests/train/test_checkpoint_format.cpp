@@ -1,6 +1,6 @@
 // The training-state checkpoint format (docs/checkpoints.md) on the CPU, one
-// process: the frozen version-1 fixture (tests/train/fixtures/checkpoint_v1)
-// read by today's code and checked against what its own run exported by
+// process: the frozen version-1 and version-2 fixtures
+// (tests/train/fixtures/checkpoint_v1, _v2) read by today's code and checked against what its own run exported by
 // another path; reads that span shard files; the CRC-32 against zlib's
 // reference value; every kind of damage refused with the file named; a
 // newer format version refused by name; the `latest` pointer and its
@@ -147,6 +147,57 @@ BOOST_AUTO_TEST_CASE(version_1_fixture_reads_as_written) {
     compared += master.size();
   }
   BOOST_TEST(compared == 3343u);
+  // Version 1 knows no average and no best state.
+  BOOST_TEST(!r.has_part(StatePart::Ema));
+  BOOST_TEST(!st.keep_best);
+}
+
+BOOST_AUTO_TEST_CASE(version_2_fixture_reads_as_written) {
+  const fs::path fx = fs::path(VIT_SOURCE_DIR) / "tests/train/fixtures/checkpoint_v2";
+  train::CheckpointReader r(fx / "checkpoints");
+  BOOST_TEST(r.format_version() == 2);
+  BOOST_TEST(r.step() == 4);
+  BOOST_TEST(r.shard_count() == 2);  // best_weights.safetensors is not a shard
+  r.verify_shards(0, 1);
+  BOOST_TEST(r.has_part(StatePart::Ema));
+  const train::TrainState& st = r.state();
+  BOOST_TEST(st.keep_best);
+  BOOST_TEST(st.best_epoch == 1);
+  BOOST_TEST(st.best_accuracy > 0.0);
+  BOOST_TEST(st.spec["train"]["ema_decay"] == 0.9);
+  const model::ParamLayout layout(st.model);
+  r.check_matches(layout);
+  // The best weights are the average evaluated after epoch 1 (its last
+  // step, 4, is the checkpoint's): the ema part, bit for bit, and what the
+  // run exported by another path (gather_params, keep_best). The average of
+  // 4 steps at decay 0.9 is not the master weights.
+  const std::vector<float> best = r.read_best_weights(layout);
+  const train::HfImport exported = train::load_hf_vit((fx / "export").string(), st.model, 0);
+  BOOST_TEST_REQUIRE(best.size() == exported.params.size());
+  BOOST_TEST(std::memcmp(best.data(), exported.params.data(), best.size() * 4) == 0);
+  bool master_differs = false;
+  for (const model::ParamInfo& p : layout.params()) {
+    const std::vector<float> ema = r.read_tensor(StatePart::Ema, p.name), master = r.read_tensor(StatePart::Master, p.name);
+    BOOST_TEST(std::memcmp(ema.data(), best.data() + p.offset, ema.size() * 4) == 0, p.name);
+    master_differs = master_differs || std::memcmp(ema.data(), master.data(), ema.size() * 4) != 0;
+  }
+  BOOST_TEST(master_differs);
+  // A damaged best-weights file is refused by name.
+  const fs::path c = scratch() / "v2_damaged";
+  fs::remove_all(c);
+  fs::copy(fx / "checkpoints", c, fs::copy_options::recursive);
+  {
+    std::fstream f(c / "step_000004" / train::kBestWeightsFile, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  train::CheckpointReader d(c.string());
+  try {
+    (void)d.read_best_weights(layout);
+    BOOST_TEST(false, "a damaged best_weights.safetensors was read");
+  } catch (const UserError& e) {
+    BOOST_TEST(std::string(e.what()).find("best_weights.safetensors: CRC-32") != std::string::npos, e.what());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(reads_span_shard_files_and_read_only_what_is_asked) {
@@ -201,10 +252,11 @@ BOOST_AUTO_TEST_CASE(damage_is_refused_naming_the_file) {
     const fs::path c = copy_of_fixture("future");
     const fs::path ix = c / "step_000004/index.json";
     nlohmann::json j = nlohmann::json::parse(slurp(ix));
-    j["format_version"] = 2;
+    j["format_version"] = train::kCheckpointFormatVersion + 1;
     spit(ix, j.dump());
     expect_user_error([&] { train::CheckpointReader r(c.string()); },
-                      {ix.string(), "format version 2", "newer vit_hpc", "versions 1 to 1"});
+                      {ix.string(), str_cat("format version ", train::kCheckpointFormatVersion + 1), "newer vit_hpc",
+                       str_cat("versions 1 to ", train::kCheckpointFormatVersion)});
   }
   {  // An index whose slices leave a gap.
     const fs::path c = copy_of_fixture("gap");

@@ -18,7 +18,13 @@
 //   - a full disk during a checkpoint leaves the previous one and `latest`
 //     intact;
 //   - resume refusals before training; today's vit_hpc resumes from the
-//     frozen version-1 fixture.
+//     frozen version-1 fixture;
+//   - the recipe's state (format 2): with the weight average and
+//     best-model selection on, stop + resume on 1 and 2 ranks gives the same
+//     step, epoch and eval lines ("ema" and "best") and exported weights bit
+//     for bit; the average crosses from torch_ddp to low_level_zero; a
+//     checkpoint without them (the v1 fixture) resumes and says so once;
+//   - a stop signal without checkpoint.dir writes nothing anywhere.
 #define BOOST_TEST_MODULE resume
 #include <boost/test/unit_test.hpp>
 
@@ -435,4 +441,181 @@ BOOST_AUTO_TEST_CASE(todays_vit_hpc_resumes_from_the_version_1_fixture) {
   BOOST_TEST(contains(log, "the learning-rate schedule differs"), log);  // 6 steps now, 4 then
   BOOST_TEST((step_numbers("from_fixture") == std::vector<int64_t>{5, 6}));
   BOOST_TEST(slurp(copy + "/latest") == "step_000006\n");
+}
+
+// ---------------------------------------------------------------------------
+// The training recipe's state in checkpoints (format 2): the weight average
+// (train.ema_decay) and the best-validation selection (eval.keep_best).
+// ---------------------------------------------------------------------------
+
+namespace {
+
+const std::string kRecipe = " --set train.ema_decay=0.9 --set eval.keep_best=true ";
+
+// The eval lines of both runs agree bit for bit, in order (validation with
+// the average after each epoch, test with the average and with the best).
+void same_evals(const std::string& a, const std::string& b) {
+  const auto va = lines_of(a, "eval"), vb = lines_of(b, "eval");
+  BOOST_TEST_REQUIRE(va.size() == vb.size(), a << " vs " << b);
+  for (size_t i = 0; i < va.size(); ++i) {
+    BOOST_TEST_CONTEXT(a << " vs " << b << ", eval line " << i) {
+      for (const char* f : {"split", "epoch", "loss", "accuracy", "count", "weights"}) BOOST_TEST(va[i][f] == vb[i][f], f);
+    }
+  }
+}
+
+void same_epochs(const std::string& a, const std::string& b) {
+  const auto ea = lines_of(a, "epoch"), eb = lines_of(b, "epoch");
+  BOOST_TEST_REQUIRE(ea.size() == eb.size(), a << " vs " << b);
+  for (size_t i = 0; i < ea.size(); ++i) {
+    BOOST_TEST(ea[i]["avg_loss"] == eb[i]["avg_loss"], a << " epoch " << i + 1);
+    BOOST_TEST(ea[i]["steps"] == eb[i]["steps"], a << " epoch " << i + 1);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(exact_resume_with_weight_average_and_best_model_on_1_and_2_ranks) {
+  // 100 images a step (1 x 100 or 2 x 50): 10 steps an epoch, 25 steps
+  // (epochs of 10, 10, 5), validation after each, test at the end with the
+  // average and with the best weights. Stopped at step 15: mid-epoch 2,
+  // after epoch 1's validation chose the first best weights. In this setup
+  // epoch 1 stays the best (validation accuracy 0.579, then 0.571 and 0.564,
+  // measured 2026-12 on 1 and 2 ranks), so the final test and export use
+  // weights that only the checkpoint carried across the stop.
+  for (int ranks : {1, 2}) {
+    const std::string tag = "ema" + std::to_string(ranks);
+    const std::string common = kTiny + kRecipe + " --set train.steps=25 --set train.batch_size=" +
+                               std::to_string(100 / ranks) + " ";
+    BOOST_TEST_REQUIRE(run_vit(ranks, tag + "_straight",
+                               common + " --set checkpoint.export_hf=" + export_dir(tag + "_straight")) == 0);
+    const std::string cut = common + " --set checkpoint.dir=" + ck(tag) + " --set checkpoint.export_hf=" +
+                            export_dir(tag);
+    BOOST_TEST_REQUIRE(run_vit(ranks, tag, cut + " --set checkpoint.stop_after_steps=15") == 75);
+    // The checkpoint holds the average and the best state.
+    const std::string step15 = ck(tag) + "/step_000015";
+    const json index = json::parse(slurp(step15 + "/index.json"));
+    BOOST_TEST(index["format_version"] == 2);
+    BOOST_TEST(index["parts"] == json({"master", "adam_m", "adam_v", "ema"}));
+    BOOST_TEST(index["best_weights"] == "best_weights.safetensors");
+    BOOST_TEST(index["files"].contains("best_weights.safetensors"));
+    const json state = json::parse(slurp(step15 + "/train_state.json"));
+    BOOST_TEST(state["keep_best"]["epoch"] == 1);
+    BOOST_TEST(state["keep_best"]["accuracy"] == lines_of(tag + "_straight", "eval")[0]["accuracy"]);
+
+    BOOST_TEST_REQUIRE(run_vit(ranks, tag, cut) == 0);
+    BOOST_TEST_CONTEXT(tag) {
+      BOOST_TEST(manifest(tag)["status"] == "completed");
+      BOOST_TEST(step_numbers(tag) == one_to(25));
+      same_steps(tag, tag + "_straight", 1, 25);
+      same_epochs(tag, tag + "_straight");
+      same_evals(tag, tag + "_straight");
+      // 3 validations with the average, the test with the average and with the best.
+      const auto ev = lines_of(tag, "eval");
+      BOOST_TEST_REQUIRE(ev.size() == 5u);
+      for (size_t i = 0; i < 4; ++i) BOOST_TEST(ev[i]["weights"] == "ema");
+      BOOST_TEST(ev[4]["weights"] == "best");
+      BOOST_TEST(ev[4]["epoch"] == 1, "the best epoch is no longer the one before the stop: the setup no longer "
+                                      "checks that the best weights cross it (choose another train.steps)");
+      BOOST_TEST(exported(tag) == exported(tag + "_straight"));  // the best weights, bit for bit
+      const std::string log = log_of(tag);
+      BOOST_TEST(!contains(log, "starts afresh"), log);
+      BOOST_TEST(!contains(log, "selection restarts"), log);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(weight_average_crosses_layouts_torch_ddp_to_low_level_zero) {
+  // A 2-rank torch_ddp checkpoint at step 6 resumed by 2-rank low_level_zero
+  // stage 2 (global batch 16 both): the average continues. The validation
+  // at the end runs with the average; its loss is within the bound of a
+  // layout change of test torch_ddp_checkpoint_of_4_ranks_... (1e-5
+  // relative: only the order of the fp32 gradient sums differs). Had the
+  // average restarted from the step-6 weights, it would weigh those 0.9^6 =
+  // 0.53 instead of mixing in steps 1 to 5: far outside that bound.
+  const std::string common = kTiny + " --set train.ema_decay=0.9 --set eval.test_at_end=false --set train.steps=12 "
+                                     "--set train.lr=2e-3 --set train.batch_size=8 ";
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_straight", common) == 0);
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_cut", common + " --set checkpoint.dir=" + ck("xe") +
+                                              " --set checkpoint.stop_after_steps=6") == 75);
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_zero", common + " --set plugin.name=low_level_zero --set plugin.stage=2 "
+                                                    "--set checkpoint.dir=" + ck("xe")) == 0);
+  const std::string zlog = log_of("xe_zero");
+  BOOST_TEST(contains(zlog, "the plugin changes from torch_ddp to low_level_zero stage 2"), zlog);
+  BOOST_TEST(!contains(zlog, "starts afresh"), zlog);
+  const auto ref = lines_of("xe_straight", "eval"), got = lines_of("xe_zero", "eval");
+  BOOST_TEST_REQUIRE(ref.size() == 1u);
+  BOOST_TEST_REQUIRE(got.size() == 1u);
+  BOOST_TEST(got[0]["weights"] == "ema");
+  BOOST_TEST(got[0]["count"] == ref[0]["count"]);
+  BOOST_TEST(got[0]["loss"].get<double>() == ref[0]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
+  // A sample on the decision boundary may flip under another summation order: one at most.
+  BOOST_TEST(std::abs(got[0]["accuracy"].get<double>() - ref[0]["accuracy"].get<double>()) <=
+             1.0 / ref[0]["count"].get<double>() + 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(a_checkpoint_without_the_recipe_state_resumes_and_says_so_once) {
+  // The version-1 fixture holds neither an average nor a best model: a run
+  // with both starts them afresh and says so, once.
+  const std::string copy = ck("fixture_v1_recipe");
+  fs::copy(fs::path(VIT_SOURCE_DIR) / "tests/train/fixtures/checkpoint_v1/checkpoints", copy,
+           fs::copy_options::recursive);
+  const std::string args =
+      " --set model.patch_size=16 --set model.hidden=4 --set model.depth=1 --set model.heads=2 --set model.mlp_dim=8"
+      " --set train.batch_size=8 --set train.steps=6 --set eval.test_at_end=false --set checkpoint.dir=" + copy + kRecipe;
+  BOOST_TEST_REQUIRE(run_vit(2, "from_fixture_recipe", args) == 0);
+  const std::string log = log_of("from_fixture_recipe");
+  const std::string ema_note = "the checkpoint holds no weight average", best_note = "best-model selection restarts";
+  BOOST_TEST(contains(log, ema_note), log);
+  BOOST_TEST(log.find(ema_note) == log.rfind(ema_note));
+  BOOST_TEST(contains(log, best_note), log);
+  BOOST_TEST(log.find(best_note) == log.rfind(best_note));
+  // Its own checkpoint at the end is of format 2 with both.
+  const json index = json::parse(slurp(copy + "/step_000006/index.json"));
+  BOOST_TEST(index["format_version"] == 2);
+  BOOST_TEST(index["parts"].size() == 4u);
+  // And a run without the recipe resumes from that one, ignoring the
+  // average and the best state it does not use.
+  BOOST_TEST_REQUIRE(run_vit(2, "from_fixture_plain",
+                             " --set model.patch_size=16 --set model.hidden=4 --set model.depth=1 --set model.heads=2"
+                             " --set model.mlp_dim=8 --set train.batch_size=8 --set train.steps=8"
+                             " --set eval.enabled=false --set checkpoint.dir=" + copy) == 0);
+  BOOST_TEST((step_numbers("from_fixture_plain") == std::vector<int64_t>{7, 8}));
+}
+
+BOOST_AUTO_TEST_CASE(stop_signal_without_checkpoint_dir_writes_nothing) {
+  // Run from an empty working directory: a stop must leave it empty (no
+  // step_* folder), say there is nothing to resume from, and exit 1.
+  const std::string cwd = scratch() + "/cwd_no_dir";
+  fs::create_directories(cwd);
+  Background job(2, "nodir", kMedium + kNoEval + " --set train.steps=1000", cwd);
+  BOOST_TEST_REQUIRE(Background::wait_for([] { return steps_written("nodir") >= 3; }, 60));
+  BOOST_TEST_REQUIRE(::kill(job.pid(), SIGUSR1) == 0);
+  BOOST_TEST_REQUIRE(job.wait(60) == 1);
+  const json m = manifest("nodir");
+  BOOST_TEST_REQUIRE(m["status"] == "interrupted");
+  BOOST_TEST(m["interrupted"]["by"] == "SIGUSR1");
+  const std::string log = log_of("nodir");
+  BOOST_TEST(contains(log, "no checkpoint.dir, nothing to resume from"), log);
+  BOOST_TEST(!contains(log, "the same command resumes"), log);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(cwd)) left.push_back(e.path().filename().string());
+  BOOST_TEST(left.empty(), "left in the working directory: " << (left.empty() ? "" : left[0]));
+}
+
+BOOST_AUTO_TEST_CASE(todays_vit_hpc_resumes_from_the_version_2_fixture_with_its_recipe_state) {
+  const std::string copy = ck("fixture_v2");
+  fs::copy(fs::path(VIT_SOURCE_DIR) / "tests/train/fixtures/checkpoint_v2/checkpoints", copy,
+           fs::copy_options::recursive);
+  // The fixture's run (its README), two more steps: the average and the
+  // best state come from the checkpoint, nothing restarts.
+  const std::string args =
+      " --set model.patch_size=16 --set model.hidden=4 --set model.depth=1 --set model.heads=2 --set model.mlp_dim=8"
+      " --set train.batch_size=8 --set train.steps=6 --set eval.test_at_end=false --set checkpoint.dir=" + copy + kRecipe;
+  BOOST_TEST_REQUIRE(run_vit(2, "from_fixture_v2", args) == 0);
+  const std::string log = log_of("from_fixture_v2");
+  BOOST_TEST(contains(log, "weights: resumed from " + copy + "/step_000004 (step 4;"), log);
+  BOOST_TEST(!contains(log, "starts afresh"), log);
+  BOOST_TEST(!contains(log, "selection restarts"), log);
+  BOOST_TEST((step_numbers("from_fixture_v2") == std::vector<int64_t>{5, 6}));
 }

@@ -324,3 +324,36 @@ BOOST_AUTO_TEST_CASE(export_command_writes_the_runs_own_export) {
   BOOST_TEST(log.find("rank_00000.safetensors: CRC-32") != std::string::npos, log);
   BOOST_TEST(!fs::exists(scratch() / "exported2/model.safetensors"));
 }
+
+BOOST_AUTO_TEST_CASE(export_command_chooses_the_weights_the_run_would_export) {
+  // A run with the weight average and best-model selection exports the best
+  // validation epoch's weights (here the average after epoch 1); so does
+  // `vit_hpc export` by default (--weights auto), while --weights master
+  // gives the trained weights. Asking for a part a checkpoint lacks is
+  // refused with exit status 2 and the reason.
+  const fs::path v2 = fs::path(VIT_SOURCE_DIR) / "tests/train/fixtures/checkpoint_v2";
+  auto export_to = [&](const fs::path& ck, const std::string& name, const std::string& weights) {
+    const std::string cmd = std::string(VIT_BINARY_DIR) + "/vit_hpc export --checkpoint " + (ck / "checkpoints").string() +
+                            " --output " + (scratch() / name).string() + weights + " > " +
+                            (scratch() / (name + ".log")).string() + " 2>&1";
+    return WEXITSTATUS(std::system(cmd.c_str()));
+  };
+  fs::remove_all(scratch() / "v2_auto");
+  fs::remove_all(scratch() / "v2_master");
+  fs::remove_all(scratch() / "v2_ema");
+  BOOST_TEST_REQUIRE(export_to(v2, "v2_auto", "") == 0);
+  BOOST_TEST(slurp(scratch() / "v2_auto/model.safetensors") == slurp(v2 / "export/model.safetensors"));
+  BOOST_TEST(slurp(scratch() / "v2_auto.log").find("the best validation epoch's weights") != std::string::npos);
+  BOOST_TEST_REQUIRE(export_to(v2, "v2_ema", " --weights ema") == 0);
+  BOOST_TEST(slurp(scratch() / "v2_ema/model.safetensors") == slurp(v2 / "export/model.safetensors"));
+  BOOST_TEST_REQUIRE(export_to(v2, "v2_master", " --weights master") == 0);
+  BOOST_TEST(slurp(scratch() / "v2_master/model.safetensors") != slurp(v2 / "export/model.safetensors"));
+  // Version 1 has neither; auto means master there (the test above).
+  BOOST_TEST(export_to(kFixture, "v1_ema", " --weights ema") == 2);
+  BOOST_TEST(slurp(scratch() / "v1_ema.log").find("holds no weight average") != std::string::npos);
+  BOOST_TEST(export_to(kFixture, "v1_best", " --weights best") == 2);
+  BOOST_TEST(slurp(scratch() / "v1_best.log").find("holds no best-model weights") != std::string::npos);
+  BOOST_TEST(export_to(kFixture, "v1_what", " --weights newest") == 2);
+  BOOST_TEST(slurp(scratch() / "v1_what.log").find("allowed: auto, master, ema, best") != std::string::npos);
+  BOOST_TEST(!fs::exists(scratch() / "v1_ema/model.safetensors"));
+}

@@ -84,14 +84,6 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     return moments + (master_.empty() ? params_.bytes() : master_.bytes());
   }
 
-  RecipeSupport recipe_support() const override {
-    RecipeSupport r;
-    r.train_extras = true;
-    r.param_groups = true;
-    r.ema = true;
-    return r;
-  }
-
   void swap_ema() override {
     settle();
     finisher_.swap_ema(views_);

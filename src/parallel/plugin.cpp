@@ -31,16 +31,26 @@ std::vector<StatePart> Plugin::state_parts() const { no_checkpoints(*this); }
 void Plugin::import_state(const StateReader&, bool) { no_checkpoints(*this); }
 
 const std::vector<PluginEntry>& plugin_registry() {
+  // Mixup/cutmix, drop path and dropout (train_extras), per-parameter lr and
+  // decay (param_groups) and the weight average (ema).
+  constexpr RecipeSupport kAll{true, true, true};
   static const std::vector<PluginEntry> registry = {
-      {"torch_ddp", "data parallel, fp32", make_data_parallel},
-      {"torch_ddp_fp16", "data parallel, bf16/fp16 compute with fp32 master weights", make_data_parallel},
+      {"torch_ddp", "data parallel, fp32", make_data_parallel, kAll},
+      {"torch_ddp_fp16", "data parallel, bf16/fp16 compute with fp32 master weights", make_data_parallel, kAll},
       {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
-       make_data_parallel},
-      {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini},
+       make_data_parallel, kAll},
+      {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini, {}},
       {"hybrid_parallel", "tensor x pipeline x data parallel (Megatron 1-D, 1F1B, optional ZeRO-1)",
-       make_hybrid_parallel},
+       make_hybrid_parallel, {}},
   };
   return registry;
+}
+
+RecipeSupport recipe_support_of(const std::string& name) {
+  for (const PluginEntry& e : plugin_registry()) {
+    if (name == e.name) return e.recipe;
+  }
+  return {};
 }
 
 std::vector<std::string> available_plugins() {

@@ -90,6 +90,10 @@ struct RecipeSupport {
   bool ema = false;            // swap_ema() (evaluation and export of the weight average)
 };
 
+// The registry's recipe support of plugin `name` (none for an unknown name;
+// plugin_registry() below lists it per plugin).
+RecipeSupport recipe_support_of(const std::string& name);
+
 struct StepResult {
   double loss = 0.0;         // mean loss over the global batch
   double grad_norm = 0.0;    // global gradient norm before clipping, unscaled
@@ -180,8 +184,10 @@ class Plugin {
   // from the imported master weights; one that keeps none ignores it.
   // Collective over the plugin's ranks.
   virtual void import_state(const StateReader& read, bool has_ema);
-  // The recipe options this plugin carries (see RecipeSupport).
-  virtual RecipeSupport recipe_support() const { return {}; }
+  // The recipe options this plugin carries: its registry entry's (see
+  // RecipeSupport), so that the spec check before any GPU work and the
+  // trainer read one list.
+  RecipeSupport recipe_support() const { return recipe_support_of(name()); }
   // Exchanges the weights the model runs with and the weight average
   // (ema_decay > 0): evaluation, gather_params and export then see the
   // average until the next call swaps back. Collective. Only between steps.
@@ -219,7 +225,8 @@ using PluginFactory = std::unique_ptr<Plugin> (*)(const PluginOptions& opts, con
 struct PluginEntry {
   const char* name;
   const char* summary;
-  PluginFactory make;  // nullptr: named in the spec, not built yet
+  PluginFactory make;     // nullptr: named in the spec, not built yet
+  RecipeSupport recipe;   // the recipe options it carries (checked before any GPU work)
 };
 const std::vector<PluginEntry>& plugin_registry();
 

@@ -22,6 +22,7 @@
 #include "train/resume.h"
 #include "train/stop_signals.h"
 #include "train/trainer.h"
+#include "train/trainer.h"
 
 namespace vit {
 
@@ -117,6 +118,8 @@ std::vector<std::string> preflight_experiment(const ExperimentSpec& spec) {
     throw UserError(str_cat(at(spec, "plugin.name"), "'", spec.plugin.name, "' is not implemented yet (available: ",
                             list, ")"));
   }
+  // Recipe options the plugin does not carry (mixup, drop path, EMA, ...).
+  train::check_recipe_support(spec);
 
   // The device, and what it computes.
   if (spec.run.device == "cuda" && !mine_sees_gpu) {

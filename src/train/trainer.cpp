@@ -95,6 +95,33 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
   return c;
 }
 
+void check_recipe_support(const ExperimentSpec& spec) {
+  const parallel::RecipeSupport rs = parallel::recipe_support_of(spec.plugin.name);
+  std::vector<std::string> missing;
+  auto need = [&](bool has, bool used, const char* field) {
+    if (used && !has) missing.push_back(field);
+  };
+  need(rs.train_extras, spec.data.mixup_alpha > 0, "data.mixup_alpha");
+  need(rs.train_extras, spec.data.cutmix_alpha > 0, "data.cutmix_alpha");
+  need(rs.train_extras, spec.model.drop_path > 0, "model.drop_path");
+  need(rs.train_extras, compute_config(spec).reg.hidden_dropout > 0,
+       spec.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
+  need(rs.param_groups, spec.train.layer_decay != 1.0, "train.layer_decay");
+  need(rs.param_groups, spec.train.no_decay_bias_norm, "train.no_decay_bias_norm");
+  need(rs.ema, spec.train.ema_decay > 0, "train.ema_decay");
+  if (missing.empty()) return;
+  std::string fields, sets;
+  for (const std::string& f : missing) fields += (fields.empty() ? "" : ", ") + f;
+  for (const std::string& f : missing) {
+    const bool flag = f == "train.no_decay_bias_norm" || f == "model.pretrained_dropout";
+    sets += str_cat(" --set ", f, "=", flag ? "false" : f == "train.layer_decay" ? "1" : "0");
+  }
+  throw UserError(str_cat(spec.origin.locate(missing.front()), ": ", fields, ": plugin ", spec.plugin.name,
+                          " does not carry ", missing.size() == 1 ? "this option" : "these options",
+                          " yet (torch_ddp, torch_ddp_fp16 and low_level_zero carry them); turn ",
+                          missing.size() == 1 ? "it" : "them", " off for ", spec.plugin.name, ":", sets));
+}
+
 parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   parallel::PluginOptions o;
   o.name = spec.plugin.name;
@@ -169,7 +196,7 @@ class Trainer {
     // training needs.
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
     plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), spec_.train.batch_size, penv);
-    check_recipe_support();
+    check_recipe_support(spec_);  // also in the preflight; here for callers that skip it
     plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();
@@ -700,31 +727,6 @@ class Trainer {
     o.threads = spec_.data.loader_threads;
     o.pinned = env_.ctx().device == Device::CUDA;
     return o;
-  }
-
-  // The trainer refuses a recipe option that the plugin does not carry to
-  // its model and optimizer (parallel::RecipeSupport), by spec field.
-  void check_recipe_support() const {
-    const parallel::RecipeSupport rs = plugin_->recipe_support();
-    std::vector<std::string> missing;
-    auto need = [&](bool has, bool used, const char* field) {
-      if (used && !has) missing.push_back(field);
-    };
-    need(rs.train_extras, spec_.data.mixup_alpha > 0, "data.mixup_alpha");
-    need(rs.train_extras, spec_.data.cutmix_alpha > 0, "data.cutmix_alpha");
-    need(rs.train_extras, spec_.model.drop_path > 0, "model.drop_path");
-    need(rs.train_extras, compute_config(spec_).reg.hidden_dropout > 0,
-         spec_.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
-    need(rs.param_groups, spec_.train.layer_decay != 1.0, "train.layer_decay");
-    need(rs.param_groups, spec_.train.no_decay_bias_norm, "train.no_decay_bias_norm");
-    need(rs.ema, spec_.train.ema_decay > 0, "train.ema_decay");
-    if (missing.empty()) return;
-    std::string fields;
-    for (const std::string& f : missing) fields += (fields.empty() ? "" : ", ") + f;
-    throw UserError(str_cat(spec_.origin.locate(missing.front()), ": ", fields, ": plugin ", plugin_->name(),
-                            " does not carry ", missing.size() == 1 ? "this option" : "these options",
-                            " yet (allowed: the defaults with ", plugin_->name(),
-                            "; torch_ddp, torch_ddp_fp16 and low_level_zero carry them)"));
   }
 
   // Lines for the log about the recipe (what the spec turned on).

@@ -25,6 +25,11 @@ model::ViTConfig model_config(const ExperimentSpec& spec);
 model::ComputeConfig compute_config(const ExperimentSpec& spec);
 parallel::PluginOptions plugin_options(const ExperimentSpec& spec);
 
+// Refuses (vit::UserError naming the spec fields) recipe options that plugin
+// spec.plugin.name does not carry (parallel::RecipeSupport of the registry).
+// Called by the preflight (--check and every run, before any GPU work).
+void check_recipe_support(const ExperimentSpec& spec);
+
 // Initial fp32 parameters, identical on every rank: the published init from
 // run.seed, or the checkpoint named by model.pretrained. `note` (optional)
 // receives a line saying which, and whether a head was re-initialised.

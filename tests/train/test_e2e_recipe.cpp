@@ -98,3 +98,26 @@ BOOST_AUTO_TEST_CASE(best_model_selection_keeps_the_best_epochs_weights) {
   BOOST_TEST_REQUIRE(vit_hpc(1, "plain_weights", kSmall + " --set train.steps=3 --set train.ema_decay=0") == 0);
   for (const auto& e : evals("plain_weights")) BOOST_TEST(e.at("weights") == "last");
 }
+
+BOOST_AUTO_TEST_CASE(plugins_without_the_recipe_refuse_it_before_any_work_in_check_and_run) {
+  // gemini and hybrid_parallel do not carry the recipe options: `--check` and
+  // the run itself refuse them with exit status 2 on every rank, one message
+  // naming the fields and the overrides that turn them off, before training
+  // (no results folder); with those overrides the spec is accepted.
+  const std::string opts = " --set train.ema_decay=0.9 --set model.drop_path=0.1";
+  for (const std::string plugin : {"gemini", "hybrid_parallel"}) {
+    for (const bool check : {true, false}) {
+      const std::string name = "refuse_" + plugin + (check ? "_check" : "_run");
+      BOOST_TEST(vit_hpc(2, name, "--set plugin.name=" + plugin + kSmall + opts + (check ? " --check" : "")) == 2);
+      const std::string log = slurp(scratch() + "/" + name + ".log");
+      const std::string want = "model.drop_path, train.ema_decay: plugin " + plugin + " does not carry these options";
+      size_t count = 0;
+      for (size_t at = log.find(want); at != std::string::npos; at = log.find(want, at + 1)) ++count;
+      BOOST_TEST(count == 1u, name << ": the refusal appears " << count << " times:\n" << log);
+      BOOST_TEST(log.find("--set model.drop_path=0 --set train.ema_decay=0") != std::string::npos, log);
+      BOOST_TEST(!fs::exists(scratch() + "/" + name + "/manifest.json"), name << " started a run");
+    }
+    BOOST_TEST(vit_hpc(2, "accept_" + plugin, "--set plugin.name=" + plugin + kSmall + opts +
+                                                  " --set model.drop_path=0 --set train.ema_decay=0 --check") == 0);
+  }
+}

@@ -180,13 +180,40 @@ void write_training_run(std::ostringstream& os, const Run& r) {
   os << " Peak memory per rank: " << format_bytes(r.max_step_peak_mem) << ".\n";
 }
 
+// The epochs a run's table shows: all of a short run; of a long one (more
+// than kMaxEpochColumns) the first, every k-th and the last, so that the
+// table stays readable (every epoch is in the rank files and the plots).
+constexpr size_t kMaxEpochColumns = 12;
+std::vector<size_t> shown_epochs(size_t n, size_t* every) {
+  std::vector<size_t> idx;
+  *every = 1;
+  if (n <= kMaxEpochColumns) {
+    for (size_t i = 0; i < n; ++i) idx.push_back(i);
+    return idx;
+  }
+  *every = (n + kMaxEpochColumns - 3) / (kMaxEpochColumns - 2);  // leaves room for the first and the last
+  idx.push_back(0);
+  for (size_t i = *every - 1; i + 1 < n; i += *every) {
+    if (i > 0) idx.push_back(i);
+  }
+  idx.push_back(n - 1);
+  return idx;
+}
+
 void write_epoch_table(std::ostringstream& os, const Run& r) {
+  size_t every = 1;
+  const std::vector<size_t> shown = shown_epochs(r.epochs.size(), &every);
+  if (every > 1) {
+    os << "One column every " << every << " epochs, of " << r.epochs.size()
+       << " (all epochs: rank_0.jsonl, and the plots of --plots).\n\n";
+  }
   std::vector<std::string> header{""};
-  for (const auto& e : r.epochs) header.push_back(str_cat("epoch ", e.epoch));
+  for (size_t i : shown) header.push_back(str_cat("epoch ", r.epochs[i].epoch));
   Table table(header, true);
   std::vector<std::string> it_per_s{"it/s"}, images{"images/s"}, loss{"average training loss"},
       val_loss{"validation loss"}, val_acc{"validation accuracy"};
-  for (const auto& e : r.epochs) {
+  for (size_t i : shown) {
+    const auto& e = r.epochs[i];
     it_per_s.push_back(format_fixed(e.it_per_s, 2));
     images.push_back(format_fixed(e.images_per_s, 1));
     loss.push_back(format_fixed(e.avg_loss, 4));

@@ -362,3 +362,46 @@ BOOST_AUTO_TEST_CASE(without_gnuplot_the_plots_are_skipped_with_a_note) {
   BOOST_TEST(res.out == read_file(kExpected / "results.md"));
   BOOST_TEST(!fs::exists(plots.path / "p"));
 }
+
+BOOST_AUTO_TEST_CASE(long_runs_show_every_kth_epoch_the_first_and_the_last) {
+  // A 3-epoch run shows every epoch (the expected markdown above); a
+  // 300-epoch run shows at most 12 columns: epoch 1, every 30th, epoch 300,
+  // and says so; a run of exactly 12 epochs still shows them all.
+  const Run demo = load_run(kResults / "demo");
+  auto with_epochs = [&](int n) {
+    RunSet set;
+    Run r = demo;
+    r.epochs.clear();
+    r.validation.clear();
+    for (int e = 1; e <= n; ++e) {
+      EpochRecord rec = demo.epochs.front();
+      rec.epoch = e;
+      r.epochs.push_back(rec);
+    }
+    set.completed.push_back(r);
+    return render_markdown(set);
+  };
+  auto columns = [](const std::string& md) {
+    const size_t at = md.find("| | epoch 1 |");
+    BOOST_TEST_REQUIRE(at != std::string::npos);
+    const std::string header = md.substr(at, md.find('\n', at) - at);
+    std::vector<std::string> out;
+    for (size_t p = header.find("epoch "); p != std::string::npos; p = header.find("epoch ", p + 1)) {
+      out.push_back(header.substr(p, header.find(' ', p + 6) - p));
+    }
+    return out;
+  };
+  const std::string long_md = with_epochs(300);
+  const std::vector<std::string> cols = columns(long_md);
+  BOOST_TEST(cols.size() == 11u);
+  BOOST_TEST(cols.front() == "epoch 1");
+  BOOST_TEST(cols[1] == "epoch 30");
+  BOOST_TEST(cols.back() == "epoch 300");
+  BOOST_TEST(contains(long_md, "One column every 30 epochs, of 300"));
+  const std::string twelve = with_epochs(12);
+  BOOST_TEST(columns(twelve).size() == 12u);
+  BOOST_TEST(!contains(twelve, "One column every"));
+  const std::vector<std::string> thirteen = columns(with_epochs(13));
+  BOOST_TEST(thirteen.size() <= 12u);
+  BOOST_TEST(thirteen.back() == "epoch 13");
+}

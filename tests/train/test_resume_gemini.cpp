@@ -4,7 +4,8 @@
 //     resume, on 2 ranks with offload_optim_frac 0.5 and 0, and on 1 rank
 //     with offload 1: the step lines and the exported weights bit for bit;
 //     the model makes 3 chunks, so offload 0.5 keeps some chunks' state on
-//     the host and some on the "device";
+//     the host and some on the "device"; and with half of the parameters
+//     offloaded too (the separate compute copy of the others rebuilt);
 //   - across plugins: a 2-rank torch_ddp checkpoint resumed by 2-rank gemini,
 //     and a 2-rank gemini checkpoint resumed by 1-rank torch_ddp: the next
 //     losses within the tolerance of a layout change (test_resume.cpp's
@@ -144,6 +145,16 @@ BOOST_AUTO_TEST_CASE(exact_resume_two_ranks_half_offloaded) { exact_resume(2, "0
 BOOST_AUTO_TEST_CASE(exact_resume_one_rank_all_offloaded_and_two_ranks_none_offloaded) {
   exact_resume(1, "1", "g1_all");
   exact_resume(2, "0", "g2_none");
+}
+
+BOOST_AUTO_TEST_CASE(exact_resume_with_parameters_offloaded_too) {
+  // offload_param_frac 0.5 of offload_optim_frac 1: the two chunks whose
+  // parameters stay on the host (0.532 of them) are read in place from their
+  // master weights; the third gathers a separate copy (st.lowp), which the import must
+  // rebuild from the imported master weights (in fp32, the only CPU
+  // precision, no other test reaches that copy).
+  exact_resume(2, "1 --set plugin.offload_param_frac=0.5", "g2_param");
+  BOOST_TEST(contains(log_of("g2_param"), "parameters of 2 chunk(s)"), log_of("g2_param"));
 }
 
 BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_gemini_and_gemini_into_torch_ddp) {

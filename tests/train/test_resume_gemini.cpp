@@ -4,8 +4,7 @@
 //     resume, on 2 ranks with offload_optim_frac 0.5 and 0, and on 1 rank
 //     with offload 1: the step lines and the exported weights bit for bit;
 //     the model makes 3 chunks, so offload 0.5 keeps some chunks' state on
-//     the host and some on the "device"; and with half of the parameters
-//     offloaded too (the separate compute copy of the others rebuilt);
+//     the host and some on the "device"; and with parameters offloaded too;
 //   - across plugins: a 2-rank torch_ddp checkpoint resumed by 2-rank gemini,
 //     and a 2-rank gemini checkpoint resumed by 1-rank torch_ddp: the next
 //     losses within the tolerance of a layout change (test_resume.cpp's
@@ -149,10 +148,10 @@ BOOST_AUTO_TEST_CASE(exact_resume_one_rank_all_offloaded_and_two_ranks_none_offl
 
 BOOST_AUTO_TEST_CASE(exact_resume_with_parameters_offloaded_too) {
   // offload_param_frac 0.5 of offload_optim_frac 1: the two chunks whose
-  // parameters stay on the host (0.532 of them) are read in place from their
-  // master weights; the third gathers a separate copy (st.lowp), which the import must
-  // rebuild from the imported master weights (in fp32, the only CPU
-  // precision, no other test reaches that copy).
+  // parameters stay on the host (0.532 of them) are gathered from their
+  // master weights in place; the third from a separate compute copy
+  // (st.lowp, as every offloaded chunk without parameter offload), which the
+  // import rebuilds from the imported master weights.
   exact_resume(2, "1 --set plugin.offload_param_frac=0.5", "g2_param");
   BOOST_TEST(contains(log_of("g2_param"), "parameters of 2 chunk(s)"), log_of("g2_param"));
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -245,25 +246,13 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     settle();
     std::vector<float> padded(static_cast<size_t>(chunks_.padded_total()));
     chunks_.pad(full.data(), padded.data());
-    const Context host_ctx;
-    const DType cd = model_.compute().dtype;
     for (size_t c = 0; c < state_.size(); ++c) {
       ChunkState& st = state_[c];
       const float* mine = padded.data() + chunks_.part_begin(static_cast<int>(c));
-      const size_t bytes = static_cast<size_t>(st.part) * 4;
-      copy_bytes(st.master.data(), st.master.device(), mine, Device::CPU, bytes);
+      copy_bytes(st.master.data(), st.master.device(), mine, Device::CPU, static_cast<size_t>(st.part) * 4);
       st.m.zero();
       st.v.zero();
-      if (st.lowp.empty()) continue;
-      if (st.lowp.device() == Device::CPU) {
-        k::cpu::cast(host_ctx, Tensor(st.lowp.data(), cd, Device::CPU, {st.part}),
-                     Tensor(const_cast<float*>(mine), DType::F32, Device::CPU, {st.part}));
-      } else {
-        Buffer staged(bytes, ctx_.device);
-        copy_bytes(staged.data(), ctx_.device, mine, Device::CPU, bytes);
-        k::cast(ctx_, Tensor(st.lowp.data(), cd, ctx_.device, {st.part}), tensor_of(staged, DType::F32, {st.part}));
-        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this iteration
-      }
+      refresh_lowp(st, mine);
     }
     parameters_changed();
     synchronize_stream(ctx_.stream);
@@ -284,6 +273,70 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     // The shards hold the loss-scaled sums (AdamW undoes the scale through its
     // grad_scale and never rescales them); divide in double, round once.
     return gather_parts(parts, 1.0 / static_cast<double>(last_loss_scale_));
+  }
+
+  // Checkpoints. Rank r holds part r of every chunk (master weights, AdamW
+  // m and v; on the device, or in pinned host memory for an offloaded
+  // chunk): it writes the real elements of those parts and reads exactly
+  // them back, whatever layout wrote the checkpoint. A chunk's real elements
+  // come first in its padded range, so part r's real ones start at the
+  // part's first element. gemini keeps no weight average (the recipe check
+  // refuses train.ema_decay for it): no Ema part.
+  std::vector<TensorRun> state_runs() const override {
+    std::vector<TensorRun> runs;
+    for (size_t c = 0; c < state_.size(); ++c) {
+      const auto [lo, hi] = owned_range(static_cast<int>(c));
+      append_runs(lo, hi, runs);
+    }
+    return runs;
+  }
+
+  std::vector<StatePart> state_parts() const override {
+    return {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+  }
+
+  std::vector<float> export_state(StatePart part) override {
+    // Every update (device AdamW, CPU AdamW of offloaded chunks, uploads)
+    // has landed before the host reads the parts.
+    settle();
+    std::vector<float> out;
+    for (size_t c = 0; c < state_.size(); ++c) {
+      const auto [lo, hi] = owned_range(static_cast<int>(c));
+      if (hi <= lo) continue;
+      const Buffer& src = state_buffer(state_[c], part);
+      const size_t n = static_cast<size_t>(hi - lo);
+      out.resize(out.size() + n);
+      copy_bytes(out.data() + out.size() - n, Device::CPU, src.data(), src.device(), n * sizeof(float));
+    }
+    return out;
+  }
+
+  void import_state(const StateReader& read, bool /*has_ema: gemini keeps no average; a saved one is not read*/)
+      override {
+    settle();
+    std::vector<float> host;
+    for (StatePart part : {StatePart::Master, StatePart::AdamM, StatePart::AdamV}) {
+      for (size_t c = 0; c < state_.size(); ++c) {
+        ChunkState& st = state_[c];
+        host.assign(static_cast<size_t>(st.part), 0.0f);  // padding stays zero, as AdamW keeps it
+        const auto [lo, hi] = owned_range(static_cast<int>(c));
+        std::vector<TensorRun> runs;
+        append_runs(lo, hi, runs);
+        int64_t pos = 0;
+        for (const TensorRun& r : runs) {
+          read(part, r, host.data() + pos);
+          pos += r.count;
+        }
+        Buffer& dst = state_buffer(st, part);
+        copy_bytes(dst.data(), dst.device(), host.data(), Device::CPU, host.size() * sizeof(float));
+        // The copy the chunk gathers read (compute dtype, device or host),
+        // from the imported master weights; none for fp32 read in place.
+        if (part == StatePart::Master) refresh_lowp(st, host.data());
+      }
+    }
+    // Gathered chunks in the pool hold the old weights.
+    parameters_changed();
+    synchronize_stream(ctx_.stream);
   }
 
   StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
@@ -531,6 +584,55 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     st.landed.synchronize();
     k::cpu::accumulate(Context{}, tensor_of(st.grad, DType::F32, {st.part}), tensor_of(st.incoming, DType::F32, {st.part}));
     st.incoming_pending = false;
+  }
+
+  // Local elements [lo, hi) of chunk c's part owned by this rank that are
+  // real (not padding).
+  std::pair<int64_t, int64_t> owned_range(int c) const {
+    const Bucket& b = chunks_.buckets()[static_cast<size_t>(c)];
+    const int64_t ps = chunks_.part_size(c), real = b.end - b.begin, r = dp_.rank();
+    return {b.begin + std::min(real, r * ps), b.begin + std::min(real, (r + 1) * ps)};
+  }
+
+  // The parameters' runs covering local elements [lo, hi). gemini is data
+  // parallel only: a local offset inside a parameter is its offset in the
+  // full tensor.
+  void append_runs(int64_t lo, int64_t hi, std::vector<TensorRun>& out) const {
+    for (const model::ParamInfo& p : model_.layout().params()) {
+      const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
+      if (a < e) out.push_back(TensorRun{p.name, a - p.offset, e - a});
+    }
+  }
+
+  // The fp32 buffer of a chunk part holding state part `part`.
+  static Buffer& state_buffer(ChunkState& st, StatePart part) {
+    switch (part) {
+      case StatePart::Master: return st.master;
+      case StatePart::AdamM: return st.m;
+      case StatePart::AdamV: return st.v;
+      case StatePart::Ema: break;
+    }
+    throw UserError(str_cat("gemini: no state part '", state_part_name(part),
+                            "': gemini keeps no weight average (train.ema_decay must be 0 with plugin.name gemini); "
+                            "its checkpoints hold master, adam_m and adam_v"));
+  }
+
+  // The compute-dtype part the chunk gathers read (st.lowp: device or pinned
+  // host), cast from this part's fp32 master weights `host_master` (host
+  // memory, st.part values). Nothing to do for fp32 read in place.
+  void refresh_lowp(ChunkState& st, const float* host_master) {
+    if (st.lowp.empty()) return;
+    const DType cd = model_.compute().dtype;
+    if (st.lowp.device() == Device::CPU) {
+      k::cpu::cast(Context{}, Tensor(st.lowp.data(), cd, Device::CPU, {st.part}),
+                   Tensor(const_cast<float*>(host_master), DType::F32, Device::CPU, {st.part}));
+    } else {
+      const size_t bytes = static_cast<size_t>(st.part) * 4;
+      Buffer staged(bytes, ctx_.device);
+      copy_bytes(staged.data(), ctx_.device, host_master, Device::CPU, bytes);
+      k::cast(ctx_, Tensor(st.lowp.data(), cd, ctx_.device, {st.part}), tensor_of(staged, DType::F32, {st.part}));
+      synchronize_stream(ctx_.stream);  // `staged` is freed on return
+    }
   }
 
   // The parameters changed (update, load): the gathers that follow must see

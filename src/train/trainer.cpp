@@ -599,7 +599,8 @@ class Trainer {
     const nlohmann::json& was = saved.layout;
     notes.push_back(str_cat("continuing after step ", saved.step, " (epoch ", saved.epoch, ", ", saved.step_in_epoch,
                             " of its steps done); checkpoint written by ", was.value("plugin", "?"), " (",
-                            was.value("precision", "?"), ") on ", was.value("world_size", 0), " ranks, dp ",
+                            was.value("precision", "?"), ") on ", was.value("world_size", 0),
+                            was.value("world_size", 0) == 1 ? " rank" : " ranks", ", dp ",
                             was.value("dp", 0)));
     if (was.value("plugin", "") != plugin_->name() || was.value("variant", "") != plugin_->variant()) {
       notes.push_back(str_cat("the plugin changes from ", was.value("plugin", "?"),

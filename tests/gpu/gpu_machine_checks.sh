@@ -40,6 +40,11 @@
 #   speed  vit_hpc (op profile) against PyTorch eager/compile at batch 32/256 on
 #          one GPU, and data-parallel scaling on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
+#   resume_recipe  exact resume on the GPU with the weight average and
+#          best-model selection on (checkpoint format 2): torch_ddp_fp16 bf16
+#          (cuBLAS attention) 40 steps straight against 20 + stop + 20, 1 rank
+#          and 2 ranks (NCCL on 2 GPUs, MPI when they share one): the exported
+#          weights compared byte for byte, and the step and eval lines
 #   recipe the training recipe's targets (issue 15), 3 seeds each (RECIPE_SEEDS,
 #          RECIPE_LAYOUTS): configs/demo.yaml on 1 GPU, and the original
 #          demo's global batch 64 (4 GPUs x 16 with the demo's lr 1e-4 x 4) as
@@ -265,6 +270,45 @@ for what in "$@"; do
         echo "${accs[$layout]}" | awk -v l="$layout" '{s=0; for(i=1;i<=NF;i++) s+=$i; m=s/NF; v=0; for(i=1;i<=NF;i++) v+=($i-m)^2;
           mn=$1; mx=$1; for(i=1;i<=NF;i++){if($i<mn)mn=$i; if($i>mx)mx=$i}
           printf "%s: mean test accuracy %.4f, sd %.4f, range %.4f-%.4f over %d seeds\n", l, m, sqrt(v/NF), mn, mx, NF}'
+      done
+      ;;
+    resume_recipe)
+      stage "resume_recipe: exact resume with EMA and keep_best on the GPU"
+      R=/tmp/rr; rm -rf $R; mkdir -p $R
+      for np in 1 2; do
+        common="--set data.path=$DATA/beans_64.h5 --set run.output_dir=$R --set run.progress=false --set run.device=cuda
+          --set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16 --set model.attention=cublas
+          --set train.batch_size=64 --set train.steps=40 --set train.ema_decay=0.9 --set eval.keep_best=true"
+        # shellcheck disable=SC2086
+        mpirun --bind-to none -np $np "$BIN/vit_hpc" tests/train/e2e_base.yaml $common --set run.name=straight$np \
+          --set checkpoint.export_hf=$R/straight${np}_export > "$LOG/rr_straight$np.txt" 2>&1
+        echo "np$np straight: rc=$?"
+        for part in 1 2; do
+          # shellcheck disable=SC2086
+          mpirun --bind-to none -np $np "$BIN/vit_hpc" tests/train/e2e_base.yaml $common --set run.name=resumed$np \
+            --set checkpoint.dir=$R/ck$np --set checkpoint.stop_after_steps=20 \
+            --set checkpoint.export_hf=$R/resumed${np}_export >> "$LOG/rr_resumed$np.txt" 2>&1
+          echo "np$np part $part: rc=$? (75: stopped after saving)"
+        done
+        python3 - "$R" "$np" <<'PY'
+import json, sys
+R, n = sys.argv[1], sys.argv[2]
+def lines(run, t):
+    out = []
+    for l in open(f"{R}/{run}/rank_0.jsonl"):
+        j = json.loads(l)
+        if j.get("type") == t:
+            out.append({k: j[k] for k in ("step", "loss", "grad_norm", "epoch", "split", "weights", "accuracy") if k in j})
+    return out
+a, b = f"straight{n}", f"resumed{n}"
+ev_a, ev_b = lines(a, "eval"), lines(b, "eval")
+st_a, st_b = lines(a, "step"), lines(b, "step")
+same_w = open(f"{R}/{a}_export/model.safetensors", "rb").read() == open(f"{R}/{b}_export/model.safetensors", "rb").read()
+print(f"np{n}: {len(st_a)} steps, step lines {'identical' if st_a == st_b else 'DIFFER'}; "
+      f"{len(ev_a)} eval lines ({sorted(set(e.get('weights', '?') for e in ev_a))}) {'identical' if ev_a == ev_b else 'DIFFER'}; "
+      f"exported weights {'identical' if same_w else 'DIFFER'}")
+PY
+        grep -h "^resume:\|^test:\|^checkpoint" "$LOG/rr_resumed$np.txt" | head -6
       done
       ;;
     *) echo "unknown stage $what"; exit 2 ;;

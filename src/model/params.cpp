@@ -234,6 +234,13 @@ void ParamLayout::place_slice(int index, const float* local, float* full) const 
   });
 }
 
+std::vector<ParamLayout::SliceRun> ParamLayout::slice_runs(int index) const {
+  std::vector<SliceRun> out;
+  for_each_run((*this)[index], shard_.tp_size, shard_.tp_rank,
+               [&](int64_t f, int64_t l, int64_t n) { out.push_back(SliceRun{f, l, n}); });
+  return out;
+}
+
 void ParamLayout::extract_local(const float* full_flat, float* local_flat) const {
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamInfo& p = params_[i];

@@ -122,6 +122,16 @@ class ParamLayout {
   // (local shape), and back (writes only the slice's elements of `full`).
   void slice_of(int index, const float* full, float* local) const;
   void place_slice(int index, const float* local, float* full) const;
+  // The contiguous runs that make up this rank's slice of tensor `index`, in
+  // local order (the walk slice_of and place_slice make): elements
+  // [full, full + count) of the full tensor (row-major over its global shape)
+  // are elements [local, local + count) of the slice. One run for a
+  // replicated or column-split tensor, three for a qkv-column split, one per
+  // row for a row split. Checkpoints name a slice's elements this way.
+  struct SliceRun {
+    int64_t full = 0, local = 0, count = 0;
+  };
+  std::vector<SliceRun> slice_runs(int index) const;
   // Every parameter: a flat buffer of the unsharded layout -> this rank's
   // flat buffer, and back (each rank fills in its own slices).
   void extract_local(const float* full_flat, float* local_flat) const;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
@@ -198,6 +199,69 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     const double inv = 1.0 / static_cast<double>(last_loss_scale_);
     for (float& g : out) g = static_cast<float>(g * inv);
     return out;
+  }
+
+  // Checkpoints, in full-tensor coordinates (plugin.h). Every element of
+  // this rank's state maps to (tensor, element of the full tensor) through
+  // its tp slice (ParamLayout::slice_runs); a pipeline stage names only the
+  // tensors it holds. Writing: of the dp replicas of an element, the dp
+  // rank holding it in its state (ZeRO-1: the owner of its bucket part;
+  // replicated over dp: dp rank 0), and of a tp-replicated tensor (LayerNorms,
+  // biases of row-parallel layers, embeddings, head) tp rank 0 only, so that
+  // the ranks' runs cover every element once. Reading: everything this rank
+  // keeps state for, replicated copies included.
+  std::vector<TensorRun> state_runs() const override {
+    std::vector<TensorRun> runs;
+    for (const PlacedRun& r : placed_runs(true)) runs.push_back(r.run);
+    return runs;
+  }
+
+  // No weight average: the recipe check refuses train.ema_decay for hybrid_parallel.
+  std::vector<StatePart> state_parts() const override {
+    return std::vector<StatePart>(std::begin(kStateParts), std::end(kStateParts));
+  }
+
+  std::vector<float> export_state(StatePart part) override {
+    VIT_CHECK(part != StatePart::Ema, opts_.name, ": export_state(ema): hybrid_parallel keeps no weight average");
+    settle();
+    std::vector<float> state(static_cast<size_t>(state_elements()));
+    copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
+    std::vector<float> out;
+    for (const PlacedRun& r : placed_runs(true)) {
+      out.insert(out.end(), state.begin() + r.at, state.begin() + r.at + r.run.count);
+    }
+    return out;
+  }
+
+  void import_state(const StateReader& read, bool /*has_ema: no average kept, an ema part is not read*/) override {
+    settle();
+    const std::vector<PlacedRun> runs = placed_runs(false);
+    std::vector<float> host(static_cast<size_t>(state_elements()));
+    for (StatePart part : kStateParts) {
+      std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
+      for (const PlacedRun& r : runs) read(part, r.run, host.data() + r.at);
+      copy_bytes(const_cast<float*>(state_buffer(part)), ctx_.device, host.data(), Device::CPU,
+                 host.size() * sizeof(float));
+    }
+    // The compute-dtype copy the model reads, from the master weights: whole
+    // (replicated over dp; the same buffer for fp32) or this rank's parts,
+    // then all-gathered over the dp group as after a step (ZeRO-1).
+    if (!sharded_) {
+      if (!master_.empty()) k::cast(ctx_, params_tensor(), tensor_of(master_, DType::F32, {buckets_.padded_total()}));
+    } else {
+      const DType cd = model_.compute().dtype;
+      for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+        const int bi = static_cast<int>(b);
+        const int64_t part = buckets_.part_size(bi);
+        k::cast(ctx_,
+                Tensor(static_cast<char*>(params_.data()) + buckets_.part_begin(bi) * static_cast<int64_t>(dtype_size(cd)),
+                       cd, ctx_.device, {part}),
+                Tensor(master_.as<float>() + buckets_.buckets()[b].shard_offset, DType::F32, ctx_.device, {part}));
+      }
+      gather_->launch();
+      gather_->wait_all();
+    }
+    synchronize_stream(ctx_.stream);
   }
 
   StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr, float loss_scale,
@@ -530,6 +594,62 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
         }
       }
       close();
+    }
+    return out;
+  }
+
+  // ---- Checkpoint runs.
+  // A run of a full tensor and where its first element lives in this rank's
+  // state buffers (state_buffer(): padded whole, or the ZeRO-1 shard).
+  struct PlacedRun {
+    TensorRun run;
+    int64_t at = 0;
+  };
+
+  // Elements of each state buffer: the padded whole, or the ZeRO-1 shard.
+  int64_t state_elements() const { return sharded_ ? buckets_.shard_total() : buckets_.padded_total(); }
+
+  // The fp32 buffer holding `part`; fp32 without ZeRO keeps its master weights in params_.
+  const float* state_buffer(StatePart part) const {
+    switch (part) {
+      case StatePart::Master: return (master_.empty() ? params_ : master_).as<float>();
+      case StatePart::AdamM: return m_.as<float>();
+      case StatePart::AdamV: return v_.as<float>();
+      case StatePart::Ema: break;
+    }
+    VIT_THROW(opts_.name, ": no state buffer for part ", state_part_name(part), " (it keeps no weight average)");
+  }
+
+  // The runs of the local elements this rank keeps state for, in buffer
+  // order: every bucket whole (replicated over dp) or its own part of each
+  // (ZeRO-1), real elements only. `writing`: only those this rank writes
+  // (dp rank 0 without ZeRO; tp-replicated tensors on tp rank 0 only).
+  std::vector<PlacedRun> placed_runs(bool writing) const {
+    std::vector<PlacedRun> out;
+    if (writing && !sharded_ && dp_.rank() != 0) return out;
+    const model::ParamLayout& L = model_.layout();
+    for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
+      const Bucket& bk = buckets_.buckets()[b];
+      // Local elements [lo, hi) kept here, and where lo lives in the state buffers.
+      int64_t lo = bk.begin, hi = bk.end, at = bk.padded_begin;
+      if (sharded_) {
+        const int64_t ps = buckets_.part_size(static_cast<int>(b)), real = bk.end - bk.begin;
+        lo = bk.begin + std::min(real, dp_.rank() * ps);
+        hi = bk.begin + std::min(real, (dp_.rank() + 1) * ps);
+        at = bk.shard_offset;
+      }
+      for (size_t i = 0; i < L.params().size(); ++i) {
+        const model::ParamInfo& p = L.params()[i];
+        const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
+        if (a >= e) continue;
+        if (writing && p.split == model::TpSplit::Replicated && mesh_.tp_rank() != 0) continue;
+        // The slice's runs overlapping the tensor's local elements [a, e).
+        for (const model::ParamLayout::SliceRun& s : L.slice_runs(static_cast<int>(i))) {
+          const int64_t sa = std::max(a - p.offset, s.local), se = std::min(e - p.offset, s.local + s.count);
+          if (sa >= se) continue;
+          out.push_back(PlacedRun{TensorRun{p.name, s.full + (sa - s.local), se - sa}, at + (p.offset + sa - lo)});
+        }
+      }
     }
     return out;
   }

@@ -21,8 +21,8 @@ namespace {
 [[noreturn]] void no_checkpoints(const Plugin& p) {
   throw UserError(str_cat("checkpoints are not supported by ", p.name(),
                           " yet (checkpoint.dir needs a plugin that exports its training state: torch_ddp, "
-                          "torch_ddp_fp16, low_level_zero, gemini); pick one of those with plugin.name, or "
-                          "leave checkpoint.dir unset to train without checkpoints"));
+                          "torch_ddp_fp16, low_level_zero, gemini, hybrid_parallel); pick one of those with "
+                          "plugin.name, or leave checkpoint.dir unset to train without checkpoints"));
 }
 }  // namespace
 

@@ -130,6 +130,56 @@ BOOST_AUTO_TEST_CASE(slices_reassemble_the_full_model) {
   }
 }
 
+// ParamLayout::slice_runs (what checkpoints name a slice by): the runs
+// tile the local slice in order, each maps to the full tensor's elements
+// slice_of copies, and over the tp ranks the runs of a split tensor cover
+// the full tensor exactly once (one run column, three qkv-column, one per
+// row for a row split).
+BOOST_AUTO_TEST_CASE(slice_runs_name_the_elements_slice_of_copies) {
+  const model::ViTConfig cfg = small_vit();
+  const ParamLayout full(cfg);
+  const std::vector<float> all = indices(full);
+  for (int size : {1, 2, 3}) {
+    std::vector<int> seen(all.size(), 0);  // times a full element is named by a split tensor's runs
+    for (int r = 0; r < size; ++r) {
+      const ParamLayout mine(cfg, tp(size, r));
+      std::vector<float> local(static_cast<size_t>(mine.total()));
+      mine.extract_local(all.data(), local.data());
+      for (size_t i = 0; i < mine.params().size(); ++i) {
+        const model::ParamInfo& p = mine.params()[i];
+        const int64_t full_at = full[full.index_of(p.name)].offset;
+        const auto runs = mine.slice_runs(static_cast<int>(i));
+        BOOST_TEST_CONTEXT("tp " << size << " rank " << r << " " << p.name) {
+          const size_t expected = p.split == TpSplit::Replicated || p.split == TpSplit::Column ? 1u
+                                  : p.split == TpSplit::QkvColumn                             ? 3u
+                                                                                                : static_cast<size_t>(p.global_shape[0]);
+          BOOST_TEST(runs.size() == expected);
+          int64_t at = 0;
+          for (const auto& run : runs) {
+            BOOST_TEST_REQUIRE(run.local == at);  // in local order, no gap
+            for (int64_t k = 0; k < run.count; ++k) {
+              BOOST_TEST_REQUIRE(local[static_cast<size_t>(p.offset + run.local + k)] ==
+                                 all[static_cast<size_t>(full_at + run.full + k)]);
+              if (p.split != TpSplit::Replicated) ++seen[static_cast<size_t>(full_at + run.full + k)];
+            }
+            at += run.count;
+          }
+          BOOST_TEST(at == p.numel);
+        }
+      }
+    }
+    if (size == 1) continue;
+    const ParamLayout as_tp(cfg, tp(size, 0));
+    for (const auto& p : as_tp.params()) {
+      if (p.split == TpSplit::Replicated) continue;
+      const model::ParamInfo& f = full[full.index_of(p.name)];
+      for (int64_t k = 0; k < f.numel; ++k) {
+        BOOST_TEST_REQUIRE(seen[static_cast<size_t>(f.offset + k)] == 1, p.name << " element " << k << ", tp " << size);
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(pipeline_stages_hold_their_blocks) {
   const model::ViTConfig cfg = small_vit();
   const ParamLayout full(cfg);

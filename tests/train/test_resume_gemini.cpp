@@ -8,9 +8,8 @@
 //   - across plugins: a 2-rank torch_ddp checkpoint resumed by 2-rank gemini,
 //     and a 2-rank gemini checkpoint resumed by 1-rank torch_ddp: the next
 //     losses within the tolerance of a layout change (test_resume.cpp's
-//     torch_ddp -> low_level_zero case);
-//   - hybrid_parallel, the one plugin without checkpoints, refuses
-//     checkpoint.dir before training and names those that have them.
+//     torch_ddp -> low_level_zero case).
+// (hybrid_parallel's checkpoints: test_resume_hybrid.cpp.)
 #define BOOST_TEST_MODULE resume_gemini
 #include <boost/test/unit_test.hpp>
 
@@ -193,18 +192,4 @@ BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_gemini_and_gemini_into_to
   BOOST_TEST(contains(dlog, "the plugin changes from gemini offload 0.5 to torch_ddp"), dlog);
   BOOST_TEST(contains(dlog, "the layout changes from 2 ranks (dp 2) to 1 rank (dp 1)"), dlog);
   next_steps_close("g2_to_ddp", "g2_half_straight");
-}
-
-BOOST_AUTO_TEST_CASE(hybrid_parallel_refuses_checkpoint_dir_before_training_naming_the_plugins_that_have_them) {
-  // The one plugin left with the default: refused on every rank before any
-  // step, the message naming the plugins with checkpoints (gemini among
-  // them) and what to do.
-  BOOST_TEST(run_vit(2, "hybrid_ck", batch(1) + " --set plugin.name=hybrid_parallel --set plugin.tp_size=2 "
-                                               "--set checkpoint.dir=" + ck("hybrid")) == 2);
-  const std::string log = log_of("hybrid_ck");
-  BOOST_TEST(contains(log, "checkpoints are not supported by hybrid_parallel yet (checkpoint.dir needs a plugin that "
-                           "exports its training state: torch_ddp, torch_ddp_fp16, low_level_zero, gemini); pick "
-                           "one of those with plugin.name, or leave checkpoint.dir unset"), log);
-  BOOST_TEST(!fs::exists(scratch() + "/hybrid_ck/rank_0.jsonl"));  // not a step, not even a metrics file
-  BOOST_TEST(!fs::exists(ck("hybrid") + "/latest"));
 }

@@ -1,0 +1,203 @@
+// hybrid_parallel training-state checkpoints end to end on the CPU, through
+// mpirun, on the Beans images (the prepare_beans_64 fixture):
+//   - exact resume: 12 steps straight vs stopped after step 6
+//     (checkpoint.stop_after_steps) and resumed, for tp2 and pp2 (2 pipeline
+//     micro-batches) on 2 ranks, and pp2 x dp2 and tp2 x dp2 with ZeRO-1
+//     and tp2 x pp2 on 4 ranks: the step lines (loss, grad norm, lr, ...)
+//     and the exported weights bit for bit; rank 0 reads exactly the state
+//     of the parameters it holds;
+//   - another layout: a 2-rank torch_ddp checkpoint resumed by tp2 and by
+//     pp2, and the tp2 checkpoint resumed by torch_ddp on 1 rank: the next
+//     losses and grad norms within the bound of a layout change that
+//     test_resume uses for torch_ddp -> low_level_zero (1e-5 relative: only
+//     the order of the fp32 sums differs; hybrid_parallel follows torch_ddp
+//     within it from the start, test_e2e_hybrid).
+// The model is test_resume's tiny one (heads 4, mlp_dim 128: both split
+// over 2 tp ranks; depth 2: one block per pipeline stage), the global batch
+// 16 in every layout.
+#define BOOST_TEST_MODULE resume_hybrid
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+
+#include "e2e_util.h"
+
+using namespace e2e;
+
+namespace {
+
+const std::string kTiny =
+    " --set model.patch_size=16 --set model.hidden=64 --set model.mlp_dim=128 --set model.depth=2 --set model.heads=4 ";
+const std::string kCommon = kTiny + " --set eval.enabled=false --set eval.test_at_end=false --set train.steps=12 "
+                                    "--set train.lr=2e-3 ";
+const std::string kHybrid = " --set plugin.name=hybrid_parallel ";
+
+std::string ck(const std::string& name) { return scratch() + "/ck_" + name; }
+std::string export_dir(const std::string& name) { return scratch() + "/export_" + name; }
+std::string exported(const std::string& name) { return slurp(export_dir(name) + "/model.safetensors"); }
+
+// vit_hpc on the base spec plus `extra`; output appended to <name>.log.
+int run_vit(int ranks, const std::string& name, const std::string& extra) {
+  return sh(mpirun(ranks) + kBin + "/vit_hpc " + kSpec + " --set data.path=" + kData + " --set run.output_dir=" +
+            scratch() + " --set run.name=" + name + " --set run.progress=false --set run.cpu_threads=1 " + extra +
+            " >> " + scratch() + "/" + name + ".log 2>&1");
+}
+
+std::vector<json> steps_of(const std::string& run, int rank = 0) {
+  return of_type(read_jsonl(scratch() + "/" + run + "/rank_" + std::to_string(rank) + ".jsonl"), "step");
+}
+
+// The step lines of both runs agree bit for bit on steps 1..n (each run has them once).
+void same_steps(const std::string& a, const std::string& b, int64_t n) {
+  std::map<int64_t, json> sa, sb;
+  for (const json& l : steps_of(a)) sa[l["step"].get<int64_t>()] = l;
+  for (const json& l : steps_of(b)) sb[l["step"].get<int64_t>()] = l;
+  BOOST_TEST_REQUIRE(sa.size() >= static_cast<size_t>(n), a << ": " << sa.size() << " step lines");
+  BOOST_TEST_REQUIRE(sb.size() >= static_cast<size_t>(n), b << ": " << sb.size() << " step lines");
+  for (int64_t s = 1; s <= n; ++s) {
+    BOOST_TEST_CONTEXT(a << " vs " << b << ", step " << s) {
+      BOOST_TEST_REQUIRE(sa.count(s) == 1u);
+      BOOST_TEST_REQUIRE(sb.count(s) == 1u);
+      for (const char* f : {"loss", "grad_norm", "lr", "epoch", "loss_scale", "skipped"}) {
+        BOOST_TEST(sa[s][f] == sb[s][f], f);  // JSON keeps every digit of a double
+      }
+    }
+  }
+}
+
+// The reference of the layout changes: torch_ddp on 2 ranks, 12 steps straight.
+const std::string& ddp_straight() {
+  static const std::string name = [] {
+    BOOST_TEST_REQUIRE(run_vit(2, "ddp_straight", kCommon + " --set train.batch_size=8") == 0);
+    return std::string("ddp_straight");
+  }();
+  return name;
+}
+
+// Steps 7..12 of `run` (a resume from the step-6 checkpoint) follow the
+// straight torch_ddp run within 1e-5 relative (the bound and its reason:
+// the file's opening comment).
+void follows_ddp_from_step_7(const std::string& run) {
+  const auto ref = steps_of(ddp_straight());
+  const auto got = steps_of(run);
+  BOOST_TEST_REQUIRE(ref.size() == 12u);
+  BOOST_TEST_REQUIRE(got.size() == 6u, run << ": " << got.size() << " step lines");
+  double worst_loss = 0, worst_norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    BOOST_TEST_CONTEXT(run << ", step " << i + 7) {
+      const json& r = ref[i + 6];
+      BOOST_TEST(got[i]["step"] == i + 7);
+      BOOST_TEST(got[i]["lr"] == r["lr"]);
+      const double l = got[i]["loss"].get<double>(), l0 = r["loss"].get<double>();
+      const double g = got[i]["grad_norm"].get<double>(), g0 = r["grad_norm"].get<double>();
+      BOOST_TEST(l == l0, boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(g == g0, boost::test_tools::tolerance(1e-5));
+      worst_loss = std::max(worst_loss, std::abs(l - l0) / std::abs(l0));
+      worst_norm = std::max(worst_norm, std::abs(g - g0) / std::abs(g0));
+    }
+  }
+  BOOST_TEST_MESSAGE(run << " vs torch_ddp, steps 7-12: losses within " << worst_loss << ", grad norms within "
+                         << worst_norm << " relative");
+}
+
+// Rank 0 of a resumed hybrid run read only its own state: master, m and v
+// (3 x 4 bytes) of each parameter it holds (its tp slices of the split
+// tensors, the whole of the replicated ones), as its last resume's log lines
+// say ("this rank read N bytes", "(H of T parameters)"): exactly that, or
+// with ZeRO-1 over 2 dp ranks its half (the bucket parts are aligned to 64
+// elements: within 45% to 55%).
+void read_only_what_it_holds(const std::string& run, bool zero1 = false) {
+  const std::string log = log_of(run);
+  const size_t read_at = log.rfind("this rank read "), held_at = log.rfind(" of ", log.rfind(" parameters)"));
+  BOOST_TEST_REQUIRE(read_at != std::string::npos, run << ": no resume note in the log");
+  BOOST_TEST_REQUIRE(held_at != std::string::npos, run << ": no hybrid_parallel note in the log");
+  const int64_t bytes = std::stoll(log.substr(read_at + 15));
+  const int64_t held = std::stoll(log.substr(log.rfind('(', held_at) + 1));
+  const int64_t total = std::stoll(log.substr(held_at + 4));
+  BOOST_TEST(held < total, run << ": rank 0 holds all " << total << " parameters: not a sharded layout");
+  if (!zero1) {
+    BOOST_TEST(bytes == 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+  } else {
+    BOOST_TEST(bytes > 0.45 * 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+    BOOST_TEST(bytes < 0.55 * 12 * held, run << ": rank 0 read " << bytes << " bytes for " << held << " parameters");
+  }
+}
+
+struct Layout {
+  std::string tag;
+  int ranks;
+  std::string args;  // plugin and per-rank batch (global batch 16)
+};
+
+const std::vector<Layout>& exact_layouts() {
+  static const std::vector<Layout> v = {
+      {"tp2", 2, kHybrid + " --set plugin.tp_size=2 --set train.batch_size=16"},
+      {"pp2", 2, kHybrid + " --set plugin.pp_size=2 --set plugin.num_microbatches=2 --set train.batch_size=16"},
+      {"pp2dp2z1", 4,
+       kHybrid + " --set plugin.pp_size=2 --set plugin.num_microbatches=2 --set plugin.zero_stage=1 "
+                 "--set train.batch_size=8"},
+      {"tp2dp2z1", 4, kHybrid + " --set plugin.tp_size=2 --set plugin.zero_stage=1 --set train.batch_size=8"},
+      {"tp2pp2", 4,
+       kHybrid + " --set plugin.tp_size=2 --set plugin.pp_size=2 --set plugin.num_microbatches=2 "
+                 "--set train.batch_size=16"},
+  };
+  return v;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(exact_resume_for_tp2_pp2_and_zero1_layouts) {
+  for (const Layout& lay : exact_layouts()) {
+    BOOST_TEST_CONTEXT(lay.tag) {
+      const std::string straight = lay.tag + "_straight";
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, straight,
+                                 kCommon + lay.args + " --set checkpoint.export_hf=" + export_dir(straight)) == 0);
+      const std::string cut = kCommon + lay.args + " --set checkpoint.dir=" + ck(lay.tag) +
+                              " --set checkpoint.export_hf=" + export_dir(lay.tag);
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, lay.tag, cut + " --set checkpoint.stop_after_steps=6") == 75);
+      BOOST_TEST(manifest(lay.tag)["status"] == "interrupted");
+      BOOST_TEST(slurp(ck(lay.tag) + "/latest") == "step_000006\n");
+      // The tp2 checkpoint goes on to torch_ddp on 1 rank (the last case):
+      // a copy, as the resume below writes checkpoints of its own there.
+      if (lay.tag == "tp2") fs::copy(ck("tp2"), ck("tp2_to_ddp1"), fs::copy_options::recursive);
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, lay.tag, cut) == 0);
+      BOOST_TEST(manifest(lay.tag)["status"] == "completed");
+      BOOST_TEST(manifest(lay.tag)["resumes"].size() == 1u);
+      same_steps(lay.tag, straight, 12);
+      read_only_what_it_holds(lay.tag, contains(lay.args, "zero_stage=1"));
+      const std::string w = exported(lay.tag);
+      BOOST_TEST(!w.empty());
+      BOOST_TEST((w == exported(straight)), lay.tag << ": exported weights differ from the straight run's");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_tp2_and_pp2) {
+  ddp_straight();
+  BOOST_TEST_REQUIRE(run_vit(2, "ddp_cut", kCommon + " --set train.batch_size=8 --set checkpoint.dir=" + ck("ddp") +
+                                               " --set checkpoint.stop_after_steps=6") == 75);
+  same_steps("ddp_cut", ddp_straight(), 6);
+  for (const std::string c : {"ddp_to_tp2", "ddp_to_pp2"}) fs::copy(ck("ddp"), ck(c), fs::copy_options::recursive);
+  BOOST_TEST_REQUIRE(run_vit(2, "ddp_to_tp2", kCommon + kHybrid + " --set plugin.tp_size=2 --set train.batch_size=16 "
+                                                                  "--set checkpoint.dir=" + ck("ddp_to_tp2")) == 0);
+  BOOST_TEST_REQUIRE(run_vit(2, "ddp_to_pp2", kCommon + kHybrid +
+                                                  " --set plugin.pp_size=2 --set plugin.num_microbatches=2 "
+                                                  "--set train.batch_size=16 --set checkpoint.dir=" + ck("ddp_to_pp2")) == 0);
+  for (const std::string run : {"ddp_to_tp2", "ddp_to_pp2"}) {
+    const std::string log = log_of(run);
+    BOOST_TEST(contains(log, "the plugin changes from torch_ddp to hybrid_parallel"), log);
+    read_only_what_it_holds(run);
+    follows_ddp_from_step_7(run);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(tp2_checkpoint_resumes_into_torch_ddp_on_one_rank) {
+  // The tp2 checkpoint at step 6, copied by the first case.
+  BOOST_TEST_REQUIRE(fs::exists(ck("tp2_to_ddp1") + "/step_000006/index.json"));
+  BOOST_TEST_REQUIRE(run_vit(1, "tp2_to_ddp1", kCommon + " --set train.batch_size=16 --set checkpoint.dir=" +
+                                                   ck("tp2_to_ddp1")) == 0);
+  const std::string log = log_of("tp2_to_ddp1");
+  BOOST_TEST(contains(log, "the plugin changes from hybrid_parallel tp2 pp1 to torch_ddp"), log);
+  BOOST_TEST(contains(log, "the layout changes from 2 ranks (dp 1) to 1 rank (dp 1)"), log);
+  follows_ddp_from_step_7("tp2_to_ddp1");
+}

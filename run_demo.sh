@@ -3,7 +3,7 @@
 #
 #   With a GPU:    ViT-B/16 at 224 px (configs/demo.yaml) on every GPU of this machine.
 #   Without one:   a small ViT at 64 px (configs/quickstart.yaml) on 2 CPU ranks
-#                  (about 4 minutes on 2 cores).
+#                  (about 2.5 minutes of training on 2 cores).
 # Then the run's table (build/vit_results). Extra arguments go to vit_hpc,
 # e.g.  bash run_demo.sh --set train.epochs=5
 #

@@ -416,14 +416,10 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     }
   }
 
-  // The parameters' runs covering local elements [lo, hi). The layout is
-  // unsharded (data parallel only), so a local offset inside a parameter is
-  // its offset in the full tensor.
+  // The parameters' runs covering local elements [lo, hi) (the layout is
+  // unsharded: data parallel only).
   void append_runs(int64_t lo, int64_t hi, std::vector<TensorRun>& out) const {
-    for (const model::ParamInfo& p : model_.layout().params()) {
-      const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
-      if (a < e) out.push_back(TensorRun{p.name, a - p.offset, e - a});
-    }
+    append_param_runs(model_.layout(), lo, hi, out);
   }
 
   // The fp32 buffer holding `part`: padded whole (replicated) or this rank's

@@ -1,5 +1,7 @@
 #include "parallel/plugin.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "parallel/data_parallel.h"
 #include "parallel/gemini.h"
@@ -45,6 +47,13 @@ const std::vector<PluginEntry>& plugin_registry() {
        make_hybrid_parallel, {}},
   };
   return registry;
+}
+
+void append_param_runs(const model::ParamLayout& layout, int64_t lo, int64_t hi, std::vector<TensorRun>& out) {
+  for (const model::ParamInfo& p : layout.params()) {
+    const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
+    if (a < e) out.push_back(TensorRun{p.name, a - p.offset, e - a});
+  }
 }
 
 RecipeSupport recipe_support_of(const std::string& name) {

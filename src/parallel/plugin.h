@@ -127,6 +127,11 @@ struct TensorRun {
   int64_t count = 0;
 };
 
+// Appends the runs of the parameters of `layout` that cover its flat
+// elements [lo, hi), for plugins whose layout is unsharded (data parallel
+// only: a flat offset inside a parameter is its offset in the full tensor).
+void append_param_runs(const model::ParamLayout& layout, int64_t lo, int64_t hi, std::vector<TensorRun>& out);
+
 // Fills dst (run.count fp32 values) with the checkpoint's values of `run` in
 // state part `part`; throws vit::UserError when the checkpoint lacks them.
 using StateReader = std::function<void(StatePart part, const TensorRun& run, float* dst)>;
@@ -184,10 +189,6 @@ class Plugin {
   // from the imported master weights; one that keeps none ignores it.
   // Collective over the plugin's ranks.
   virtual void import_state(const StateReader& read, bool has_ema);
-  // The recipe options this plugin carries: its registry entry's (see
-  // RecipeSupport), so that the spec check before any GPU work and the
-  // trainer read one list.
-  RecipeSupport recipe_support() const { return recipe_support_of(name()); }
   // Exchanges the weights the model runs with and the weight average
   // (ema_decay > 0): evaluation, gather_params and export then see the
   // average until the next call swaps back. Collective. Only between steps.

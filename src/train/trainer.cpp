@@ -196,7 +196,6 @@ class Trainer {
     // training needs.
     parallel::PluginEnv penv{env.ctx(), &env.mesh()};
     plugin_ = parallel::make_plugin(plugin_options(spec_), cfg_, compute_config(spec_), spec_.train.batch_size, penv);
-    check_recipe_support(spec_);  // also in the preflight; here for callers that skip it
     plugin_->load_params(initial_parameters(spec_, cfg_, &init_note_));
     dp_ = plugin_->data_parallel_size();
     dp_rank_ = plugin_->data_parallel_rank();

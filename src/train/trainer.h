@@ -27,7 +27,8 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec);
 
 // Refuses (vit::UserError naming the spec fields) recipe options that plugin
 // spec.plugin.name does not carry (parallel::RecipeSupport of the registry).
-// Called by the preflight (--check and every run, before any GPU work).
+// Called by the preflight (src/train/run.cpp), which vit_hpc runs before
+// --check and before every run, so before any GPU work.
 void check_recipe_support(const ExperimentSpec& spec);
 
 // Initial fp32 parameters, identical on every rank: the published init from

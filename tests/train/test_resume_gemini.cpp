@@ -15,7 +15,7 @@
 
 #include <map>
 
-#include "e2e_util.h"
+#include "resume_util.h"
 
 using namespace e2e;
 
@@ -27,55 +27,16 @@ namespace {
 const std::string kModel = " --set model.patch_size=16 --set model.hidden=128 --set model.mlp_dim=256 "
                            "--set model.depth=3 --set model.heads=4 ";
 const std::string kGemini = " --set plugin.name=gemini --set plugin.chunk_size_mb=1 ";
-const std::string kNoEval = " --set eval.enabled=false --set eval.test_at_end=false ";
 // 12 steps of a global batch of 16 (2 x 8 or 1 x 16); checkpoints every 4.
 const std::string kSteps = " --set train.steps=12 --set train.lr=2e-3 ";
 
-std::string ck(const std::string& name) { return scratch() + "/ck_" + name; }
-std::string export_dir(const std::string& name) { return scratch() + "/export_" + name; }
-std::string exported(const std::string& name) { return slurp(export_dir(name) + "/model.safetensors"); }
 std::string offload(const std::string& frac) { return " --set plugin.offload_optim_frac=" + frac + " "; }
 std::string batch(int ranks) { return " --set train.batch_size=" + std::to_string(16 / ranks) + " "; }
 
-// vit_hpc on the e2e spec plus `extra`; its output goes to <name>.log
-// (appended: a resumed run keeps the earlier parts).
+// vit_hpc on the base spec with this file's model, length and gemini
+// chunking plus `extra` (output appended to <name>.log).
 int run_vit(int ranks, const std::string& name, const std::string& extra) {
-  return sh(mpirun(ranks) + kBin + "/vit_hpc " + kSpec + " --set data.path=" + kData +
-            " --set run.output_dir=" + scratch() + " --set run.name=" + name +
-            " --set run.progress=false --set run.cpu_threads=1 " + kModel + kNoEval + kSteps + extra + " >> " +
-            scratch() + "/" + name + ".log 2>&1");
-}
-
-std::vector<json> step_lines(const std::string& run) {
-  return of_type(read_jsonl(scratch() + "/" + run + "/rank_0.jsonl"), "step");
-}
-
-std::vector<int64_t> step_numbers(const std::string& run) {
-  std::vector<int64_t> out;
-  for (const json& l : step_lines(run)) out.push_back(l["step"].get<int64_t>());
-  return out;
-}
-
-std::vector<int64_t> one_to(int64_t n) {
-  std::vector<int64_t> v;
-  for (int64_t i = 1; i <= n; ++i) v.push_back(i);
-  return v;
-}
-
-// The step lines of both runs agree bit for bit on steps [from, to].
-void same_steps(const std::string& a, const std::string& b, int64_t from, int64_t to) {
-  std::map<int64_t, json> sa, sb;
-  for (const json& l : step_lines(a)) sa[l["step"].get<int64_t>()] = l;
-  for (const json& l : step_lines(b)) sb[l["step"].get<int64_t>()] = l;
-  for (int64_t s = from; s <= to; ++s) {
-    BOOST_TEST_CONTEXT(a << " vs " << b << ", step " << s) {
-      BOOST_TEST_REQUIRE(sa.count(s) == 1u);
-      BOOST_TEST_REQUIRE(sb.count(s) == 1u);
-      for (const char* f : {"loss", "grad_norm", "lr", "epoch", "loss_scale", "skipped"}) {
-        BOOST_TEST(sa[s][f] == sb[s][f], f);  // JSON keeps every digit of a double
-      }
-    }
-  }
+  return run_appending(ranks, name, kModel + kNoEval + kSteps + extra);
 }
 
 // Steps 7 to 12 of `run` (a resume at step 6 under another plugin or
@@ -85,18 +46,8 @@ void same_steps(const std::string& a, const std::string& b, int64_t from, int64_
 // test_e2e's gemini vs torch_ddp case (both within 1e-5 relative): the same
 // bound, 1e-5 relative, for losses and grad norms.
 void next_steps_close(const std::string& run, const std::string& ref_run) {
-  const auto ref = step_lines(ref_run), got = step_lines(run);
-  BOOST_TEST_REQUIRE(ref.size() == 12u, ref_run);
-  BOOST_TEST_REQUIRE(got.size() == 6u, run);
-  for (size_t i = 0; i < got.size(); ++i) {
-    BOOST_TEST_CONTEXT(run << " vs " << ref_run << ", step " << i + 7) {
-      BOOST_TEST(got[i]["step"] == i + 7);
-      BOOST_TEST(got[i]["lr"] == ref[i + 6]["lr"]);
-      BOOST_TEST(got[i]["loss"].get<double>() == ref[i + 6]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
-      BOOST_TEST(got[i]["grad_norm"].get<double>() == ref[i + 6]["grad_norm"].get<double>(),
-                 boost::test_tools::tolerance(1e-5));
-    }
-  }
+  BOOST_TEST_REQUIRE(lines_of(ref_run, "step").size() == 12u, ref_run);
+  steps_follow(run, ref_run, 7, 1e-5);
 }
 
 // Uninterrupted 2-rank gemini at offload 0.5 (tests 1 and 3 share it).

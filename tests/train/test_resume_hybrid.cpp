@@ -20,7 +20,7 @@
 
 #include <map>
 
-#include "e2e_util.h"
+#include "resume_util.h"
 
 using namespace e2e;
 
@@ -32,38 +32,10 @@ const std::string kCommon = kTiny + " --set eval.enabled=false --set eval.test_a
                                     "--set train.lr=2e-3 ";
 const std::string kHybrid = " --set plugin.name=hybrid_parallel ";
 
-std::string ck(const std::string& name) { return scratch() + "/ck_" + name; }
-std::string export_dir(const std::string& name) { return scratch() + "/export_" + name; }
-std::string exported(const std::string& name) { return slurp(export_dir(name) + "/model.safetensors"); }
+// vit_hpc on the base spec plus `extra` (output appended to <name>.log).
+int run_vit(int ranks, const std::string& name, const std::string& extra) { return run_appending(ranks, name, extra); }
 
-// vit_hpc on the base spec plus `extra`; output appended to <name>.log.
-int run_vit(int ranks, const std::string& name, const std::string& extra) {
-  return sh(mpirun(ranks) + kBin + "/vit_hpc " + kSpec + " --set data.path=" + kData + " --set run.output_dir=" +
-            scratch() + " --set run.name=" + name + " --set run.progress=false --set run.cpu_threads=1 " + extra +
-            " >> " + scratch() + "/" + name + ".log 2>&1");
-}
-
-std::vector<json> steps_of(const std::string& run, int rank = 0) {
-  return of_type(read_jsonl(scratch() + "/" + run + "/rank_" + std::to_string(rank) + ".jsonl"), "step");
-}
-
-// The step lines of both runs agree bit for bit on steps 1..n (each run has them once).
-void same_steps(const std::string& a, const std::string& b, int64_t n) {
-  std::map<int64_t, json> sa, sb;
-  for (const json& l : steps_of(a)) sa[l["step"].get<int64_t>()] = l;
-  for (const json& l : steps_of(b)) sb[l["step"].get<int64_t>()] = l;
-  BOOST_TEST_REQUIRE(sa.size() >= static_cast<size_t>(n), a << ": " << sa.size() << " step lines");
-  BOOST_TEST_REQUIRE(sb.size() >= static_cast<size_t>(n), b << ": " << sb.size() << " step lines");
-  for (int64_t s = 1; s <= n; ++s) {
-    BOOST_TEST_CONTEXT(a << " vs " << b << ", step " << s) {
-      BOOST_TEST_REQUIRE(sa.count(s) == 1u);
-      BOOST_TEST_REQUIRE(sb.count(s) == 1u);
-      for (const char* f : {"loss", "grad_norm", "lr", "epoch", "loss_scale", "skipped"}) {
-        BOOST_TEST(sa[s][f] == sb[s][f], f);  // JSON keeps every digit of a double
-      }
-    }
-  }
-}
+std::vector<json> steps_of(const std::string& run, int rank = 0) { return lines_of(run, "step", rank); }
 
 // The reference of the layout changes: torch_ddp on 2 ranks, 12 steps straight.
 const std::string& ddp_straight() {
@@ -78,26 +50,8 @@ const std::string& ddp_straight() {
 // straight torch_ddp run within 1e-5 relative (the bound and its reason:
 // the file's opening comment).
 void follows_ddp_from_step_7(const std::string& run) {
-  const auto ref = steps_of(ddp_straight());
-  const auto got = steps_of(run);
-  BOOST_TEST_REQUIRE(ref.size() == 12u);
-  BOOST_TEST_REQUIRE(got.size() == 6u, run << ": " << got.size() << " step lines");
-  double worst_loss = 0, worst_norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    BOOST_TEST_CONTEXT(run << ", step " << i + 7) {
-      const json& r = ref[i + 6];
-      BOOST_TEST(got[i]["step"] == i + 7);
-      BOOST_TEST(got[i]["lr"] == r["lr"]);
-      const double l = got[i]["loss"].get<double>(), l0 = r["loss"].get<double>();
-      const double g = got[i]["grad_norm"].get<double>(), g0 = r["grad_norm"].get<double>();
-      BOOST_TEST(l == l0, boost::test_tools::tolerance(1e-5));
-      BOOST_TEST(g == g0, boost::test_tools::tolerance(1e-5));
-      worst_loss = std::max(worst_loss, std::abs(l - l0) / std::abs(l0));
-      worst_norm = std::max(worst_norm, std::abs(g - g0) / std::abs(g0));
-    }
-  }
-  BOOST_TEST_MESSAGE(run << " vs torch_ddp, steps 7-12: losses within " << worst_loss << ", grad norms within "
-                         << worst_norm << " relative");
+  BOOST_TEST_REQUIRE(steps_of(ddp_straight()).size() == 12u);
+  steps_follow(run, ddp_straight(), 7, 1e-5);
 }
 
 // Rank 0 of a resumed hybrid run read only its own state: master, m and v
@@ -163,7 +117,7 @@ BOOST_AUTO_TEST_CASE(exact_resume_for_tp2_pp2_and_zero1_layouts) {
       BOOST_TEST_REQUIRE(run_vit(lay.ranks, lay.tag, cut) == 0);
       BOOST_TEST(manifest(lay.tag)["status"] == "completed");
       BOOST_TEST(manifest(lay.tag)["resumes"].size() == 1u);
-      same_steps(lay.tag, straight, 12);
+      same_steps(lay.tag, straight, 1, 12);
       read_only_what_it_holds(lay.tag, contains(lay.args, "zero_stage=1"));
       const std::string w = exported(lay.tag);
       BOOST_TEST(!w.empty());
@@ -176,7 +130,7 @@ BOOST_AUTO_TEST_CASE(torch_ddp_checkpoint_resumes_into_tp2_and_pp2) {
   ddp_straight();
   BOOST_TEST_REQUIRE(run_vit(2, "ddp_cut", kCommon + " --set train.batch_size=8 --set checkpoint.dir=" + ck("ddp") +
                                                " --set checkpoint.stop_after_steps=6") == 75);
-  same_steps("ddp_cut", ddp_straight(), 6);
+  same_steps("ddp_cut", ddp_straight(), 1, 6);
   for (const std::string c : {"ddp_to_tp2", "ddp_to_pp2"}) fs::copy(ck("ddp"), ck(c), fs::copy_options::recursive);
   BOOST_TEST_REQUIRE(run_vit(2, "ddp_to_tp2", kCommon + kHybrid + " --set plugin.tp_size=2 --set train.batch_size=16 "
                                                                   "--set checkpoint.dir=" + ck("ddp_to_tp2")) == 0);

@@ -13,6 +13,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -249,6 +250,21 @@ int vit_cli_main(int argc, char** argv, const PreflightFn& preflight, const RunF
     return 1;
   }
   return finish(status);
+}
+
+int subcommand_failure(const char* command) {
+  try {
+    throw;
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "%s: %s (see %s --help)\n", command, e.what(), command);
+    return 2;
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "%s: %s\n", command, e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", command, e.what());
+    return 1;
+  }
 }
 
 }  // namespace vit

@@ -48,4 +48,11 @@ using PreflightFn = std::function<std::vector<std::string>(const ExperimentSpec&
 int vit_cli_main(int argc, char** argv, const RunFn& run);
 int vit_cli_main(int argc, char** argv, const PreflightFn& preflight, const RunFn& run);
 
+// For the single-process subcommands (`vit_hpc predict`, `vit_hpc export`):
+// call inside a catch block; prints the exception in flight once, prefixed
+// with `command` ("vit_hpc predict"), and returns the exit status: 2 for a
+// command-line error (with a pointer to --help) or a vit::UserError, 1 for
+// anything else.
+int subcommand_failure(const char* command);
+
 }  // namespace vit

@@ -6,6 +6,7 @@
 #include <boost/program_options.hpp>
 
 #include "core/error.h"
+#include "io/cli.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/hf_checkpoint.h"
@@ -88,15 +89,8 @@ int export_main(int argc, char** argv) {
       return 0;
     }
     return run_export(checkpoint, output, weights);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "vit_hpc export: %s (see vit_hpc export --help)\n", e.what());
-    return 2;
-  } catch (const UserError& e) {
-    std::fprintf(stderr, "vit_hpc export: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vit_hpc export: error: %s\n", e.what());
-    return 1;
+  } catch (...) {
+    return subcommand_failure("vit_hpc export");
   }
 }
 

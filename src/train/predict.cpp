@@ -10,6 +10,7 @@
 #include <boost/program_options.hpp>
 
 #include "core/error.h"
+#include "io/cli.h"
 #include "core/stream.h"
 #include "data/dataset.h"
 #include "data/jpeg_codec.h"
@@ -226,15 +227,8 @@ int predict_main(int argc, char** argv) {
       return 0;
     }
     return run_predict(o);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "vit_hpc predict: %s (see vit_hpc predict --help)\n", e.what());
-    return 2;
-  } catch (const UserError& e) {
-    std::fprintf(stderr, "vit_hpc predict: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "vit_hpc predict: error: %s\n", e.what());
-    return 1;
+  } catch (...) {
+    return subcommand_failure("vit_hpc predict");
   }
 }
 

@@ -22,17 +22,17 @@ namespace vit::train {
 
 namespace {
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 struct Paths {
   std::string config, weights;
 };
 
 Paths locate(const std::string& path) {
-  if (is_dir(path)) return {path + "/config.json", path + "/model.safetensors"};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw UserError(str_cat(path, ": no such folder or file (give a Hugging Face checkpoint folder holding "
+                                  "model.safetensors and config.json, or its model.safetensors)"));
+  }
+  if (S_ISDIR(st.st_mode)) return {path + "/config.json", path + "/model.safetensors"};
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   return {dir + "/config.json", path};

@@ -181,4 +181,11 @@ BOOST_AUTO_TEST_CASE(predict_messages_carry_their_prefix_once) {
   BOOST_TEST(r.output == "vit_hpc predict: --model is required (a folder with model.safetensors + config.json)\n");
   const Result both = shell(kVitHpc + " predict --model x --data a.h5 --images b");
   BOOST_TEST(both.output == "vit_hpc predict: give exactly one of --data FILE.h5 or --images FOLDER\n");
+  // A --model that does not exist is named as such (it was read as a file
+  // beside a config.json in its parent folder: "/tmp/config.json: cannot open").
+  const std::string missing = (fs::temp_directory_path() / "vit_no_such_model").string();
+  const Result gone = shell(kVitHpc + " predict --model " + missing + " --data " + inputs().data);
+  BOOST_TEST(gone.status == 2);
+  BOOST_TEST(gone.output == "vit_hpc predict: " + missing + ": no such folder or file (give a Hugging Face checkpoint "
+                            "folder holding model.safetensors and config.json, or its model.safetensors)\n");
 }

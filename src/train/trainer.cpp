@@ -428,7 +428,9 @@ class Trainer {
         const bool stop_asked = signal != 0 ||
                                 (spec_.checkpoint.stop_after_steps > 0 &&
                                  steps_this_run >= spec_.checkpoint.stop_after_steps && step < total_steps);
-        const bool periodic = spec_.checkpoint.every_steps > 0 && step % spec_.checkpoint.every_steps == 0;
+        // The last step's state is saved once, after its epoch is closed (below).
+        const bool periodic =
+            spec_.checkpoint.every_steps > 0 && step % spec_.checkpoint.every_steps == 0 && step < total_steps;
         // Without checkpoint.dir there is nowhere to save: a stop ends the
         // run with nothing to resume from (said below), and nothing is written.
         if ((stop_asked || periodic) && !spec_.checkpoint.dir.empty()) {

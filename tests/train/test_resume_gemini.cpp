@@ -86,6 +86,11 @@ void exact_resume(int ranks, const std::string& frac, const std::string& tag) {
     BOOST_TEST(step_numbers(tag) == one_to(12));
     same_steps(tag, straight, 1, 12);
     BOOST_TEST(exported(tag) == exported(straight));  // the final weights, bit for bit
+    // The last step (a multiple of checkpoint.every_steps) is saved once.
+    const std::string log = log_of(tag), last = "/step_000012: ";
+    size_t saves = 0;
+    for (size_t at = log.find(last); at != std::string::npos; at = log.find(last, at + 1)) ++saves;
+    BOOST_TEST(saves == 1u, log);
   }
 }
 

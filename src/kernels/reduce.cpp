@@ -5,7 +5,8 @@
 // double (in parallel) and then adds the block sums in block order: the
 // result does not depend on the thread count, so a run on 2 cores and a run
 // on 16 agree bit for bit. nonfinite_flag tests the exponent bits directly
-// (an OR over elements, order-free). grad_scale_from_norm follows
+// (an OR over elements, order-free). sum_squares_flag does both in one sweep
+// and adds exactly what sum_squares adds. grad_scale_from_norm follows
 // torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6),
 // capped at 1) and lets a NaN norm through to the scale, so that a broken
 // step is visible rather than silently unclipped.
@@ -32,24 +33,54 @@ inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const bf16_t* p, int64_t i) { return bf16_to_float(p[i]); }
 inline float load(const f16_t* p, int64_t i) { return f16_to_float(p[i]); }
 
+constexpr int64_t kSumBlock = 1 << 16;
+
+// The sum of squares of x[begin, end) in double (one block of sum_squares_of).
+template <typename T>
+inline double block_squares(const T* x, int64_t begin, int64_t end) {
+  double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = begin; i < end; ++i) {
+    const double v = load(x, i);
+    acc += v * v;
+  }
+  return acc;
+}
+
 template <typename T>
 double sum_squares_of(const T* x, int64_t n) {
-  constexpr int64_t kBlock = 1 << 16;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
   std::vector<double> partial(static_cast<size_t>(blocks));
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t end = std::min(n, (blk + 1) * kBlock);
-    double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = blk * kBlock; i < end; ++i) {
-      const double v = load(x, i);
-      acc += v * v;
-    }
-    partial[blk] = acc;
+    partial[blk] = block_squares(x, blk * kSumBlock, std::min(n, (blk + 1) * kSumBlock));
   }
   double total = 0.0;
   for (double s : partial) total += s;
+  return total;
+}
+
+// sum_squares_of and the non-finite test in one sweep over memory: each
+// block is summed exactly as sum_squares_of sums it (same blocks, same
+// order, so the same bits) and then tested while it is still in cache.
+template <typename T, typename Bits>
+double sum_squares_and_nonfinite(const T* x, int64_t n, Bits exponent_mask, bool* found) {
+  static_assert(sizeof(T) == sizeof(Bits), "the bits must have the element's width");
+  const Bits* bits = reinterpret_cast<const Bits*>(x);
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks));
+  bool any = false;
+#pragma omp parallel for schedule(static) reduction(|| : any) if (blocks > 1)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t begin = blk * kSumBlock, end = std::min(n, (blk + 1) * kSumBlock);
+    partial[blk] = block_squares(x, begin, end);
+    bool bad = false;
+    for (int64_t i = begin; i < end; ++i) bad = bad || (bits[i] & exponent_mask) == exponent_mask;
+    any = any || bad;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  *found = any;
   return total;
 }
 
@@ -110,6 +141,24 @@ void nonfinite_flag(const Context&, Tensor flag, const Tensor& x) {
     case DType::F16: found = any_nonfinite(x.as<const uint16_t>(), n, uint16_t{0x7c00u}); break;
     default: VIT_THROW("not a floating-point dtype");
   }
+  if (found) flag.f32()[0] = 1.0f;
+}
+
+void sum_squares_flag(const Context&, Tensor sumsq, Tensor flag, const Tensor& x, Tensor /*partial: GPU only*/) {
+  const char* op = "sum_squares_flag";
+  require_scalar(op, "sumsq", sumsq);
+  require_scalar(op, "flag", flag);
+  require_cpu(op, "x", x);
+  const int64_t n = x.numel();
+  double s = 0.0;
+  bool found = false;
+  switch (x.dtype) {
+    case DType::F32: s = sum_squares_and_nonfinite(x.as<const float>(), n, uint32_t{0x7f800000u}, &found); break;
+    case DType::BF16: s = sum_squares_and_nonfinite(x.as<const bf16_t>(), n, uint16_t{0x7f80u}, &found); break;
+    case DType::F16: s = sum_squares_and_nonfinite(x.as<const f16_t>(), n, uint16_t{0x7c00u}, &found); break;
+    default: VIT_THROW("not a floating-point dtype");
+  }
+  sumsq.f32()[0] += static_cast<float>(s);
   if (found) flag.f32()[0] = 1.0f;
 }
 

@@ -57,6 +57,40 @@ __global__ void sum_squares_partial_kernel(float* __restrict__ partial, const T*
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
+// sum_squares_partial_kernel (the same sum, term for term) plus the
+// non-finite test of nonfinite_kernel, in one read of x.
+template <typename T, bool kVec>
+__global__ void sum_squares_flag_partial_kernel(float* __restrict__ partial, float* __restrict__ flag,
+                                                const T* __restrict__ x, int64_t n) {
+  __shared__ float shared[kThreads / 32];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  float s = 0.0f;
+  bool bad = false;
+  if constexpr (kVec) {
+    constexpr int P = Pack<T>::N;
+    for (int64_t i = tid; i < n / P; i += stride) {
+      Pack<T> v = load_pack(x + i * P);
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const float f = to_f(v.v[j]);
+        s += f * f;
+        bad |= !isfinite(f);
+      }
+    }
+  } else {
+    for (int64_t i = tid; i < n; i += stride) {
+      const float f = to_f(x[i]);
+      s += f * f;
+      bad |= !isfinite(f);
+    }
+  }
+  s = block_sum(s, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+  // Every writer stores the same value, so concurrent stores are harmless.
+  if (__syncthreads_or(bad) && threadIdx.x == 0) flag[0] = 1.0f;
+}
+
 __global__ void add_partials_kernel(float* __restrict__ out, const float* __restrict__ partial, int count) {
   __shared__ float shared[kThreads / 32];
   float s = 0.0f;
@@ -92,6 +126,13 @@ __global__ void scale_kernel(T* __restrict__ x, float s, int64_t n) {
   }
 }
 
+// A grid that depends only on n (not on timing) keeps the sum's order fixed;
+// sum_squares and sum_squares_flag share it, so they add the same terms in
+// the same order.
+int sum_squares_blocks(int64_t n, int num_sms) {
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(1, (n + 8191) / 8192), static_cast<int64_t>(num_sms) * 4));
+}
+
 }  // namespace
 
 namespace cuda {
@@ -105,9 +146,7 @@ void sum_squares(const Context& ctx, Tensor out, const Tensor& x) {
   check_numel(out, 1, op, "out");
   const int64_t n = x.numel();
   cudaStream_t s = stream_of(ctx);
-  // A grid that depends only on n (not on timing) keeps the sum's order fixed.
-  const int blocks = static_cast<int>(std::min<int64_t>(std::max<int64_t>(1, (n + 8191) / 8192),
-                                                        static_cast<int64_t>(h.num_sms) * 4));
+  const int blocks = sum_squares_blocks(n, h.num_sms);
   auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * blocks, s));
   VIT_DTYPE_SWITCH(x.dtype, T, {
     if (n % Pack<T>::N == 0 && aligned16(x.data)) {
@@ -118,6 +157,35 @@ void sum_squares(const Context& ctx, Tensor out, const Tensor& x) {
   });
   VIT_CUDA_CHECK_LAUNCH();
   add_partials_kernel<<<1, kThreads, 0, s>>>(out.f32(), partial, blocks);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+void sum_squares_flag(const Context& ctx, Tensor sumsq, Tensor flag, const Tensor& x, Tensor partial) {
+  const char* op = "sum_squares_flag";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(sumsq, op, "sumsq");
+  check_gpu(flag, op, "flag");
+  check_gpu(x, op, "x");
+  check_gpu(partial, op, "partial");
+  check_dtype(sumsq, DType::F32, op, "sumsq");
+  check_numel(sumsq, 1, op, "sumsq");
+  check_dtype(flag, DType::F32, op, "flag");
+  check_numel(flag, 1, op, "flag");
+  check_dtype(partial, DType::F32, op, "partial");
+  const int64_t n = x.numel();
+  const int blocks = sum_squares_blocks(n, h.num_sms);
+  VIT_CHECK(partial.numel() >= blocks, op, ": partial holds ", partial.numel(), " values, the grid needs ", blocks,
+            " (4 x ", h.num_sms, " SMs at most)");
+  cudaStream_t s = stream_of(ctx);
+  VIT_DTYPE_SWITCH(x.dtype, T, {
+    if (n % Pack<T>::N == 0 && aligned16(x.data)) {
+      sum_squares_flag_partial_kernel<T, true><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
+    } else {
+      sum_squares_flag_partial_kernel<T, false><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
+    }
+  });
+  VIT_CUDA_CHECK_LAUNCH();
+  add_partials_kernel<<<1, kThreads, 0, s>>>(sumsq.f32(), partial.f32(), blocks);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

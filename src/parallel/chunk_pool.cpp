@@ -54,6 +54,7 @@ int ChunkPool::victim() const {
 void ChunkPool::gather(int c, int s) {
   const void* part = part_[static_cast<size_t>(c)];
   VIT_CHECK(part != nullptr, "chunk ", c, ": no part was set before its gather");
+  if (guard_) guard_(c);
   Slot& slot = slots_[static_cast<size_t>(s)];
   // The slot's previous chunk may still be read by queued compute work.
   if (slot.released_once) stream_wait_event(comm_stream_, slot.released);

@@ -15,6 +15,10 @@
 //                            told to wait for (the optimizer's update);
 //   compute using c          waits for c's gather.
 // invalidate() forgets every resident copy (after the parameters changed).
+// A gather guard (set_gather_guard) runs on the host before each gather of a
+// chunk is queued: gemini waits there for that chunk's pending CPU update and
+// makes the communication stream wait for its upload, so a chunk whose update
+// is still running is never read while the others go ahead.
 //
 // A gather: the rank's part goes from where it lives (device memory, or
 // pinned host memory for offloaded parameters, uploaded first) into its place
@@ -26,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/context.h"
@@ -55,6 +60,8 @@ class ChunkPool {
   void set_part(int c, const void* part, Device where);
   // Gathers are recorded there while it is on (not owned; may be null).
   void set_timeline(ChunkTimeline* timeline) { timeline_ = timeline; }
+  // Called with c before every gather of chunk c is queued (empty: none).
+  void set_gather_guard(std::function<void(int c)> guard) { guard_ = std::move(guard); }
 
   void acquire(int c);   // resident and ready for the compute stream; in use until release
   void prefetch(int c);  // queue its gather if it is not resident and a slot is free
@@ -91,6 +98,7 @@ class ChunkPool {
   std::vector<Device> part_where_;
   int64_t tick_ = 0, gathers_ = 0, hits_ = 0;
   ChunkTimeline* timeline_ = nullptr;
+  std::function<void(int)> guard_;
 };
 
 }  // namespace vit::parallel

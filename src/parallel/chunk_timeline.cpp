@@ -89,6 +89,19 @@ void ChunkTimeline::host_end(int span) {
   spans_[static_cast<size_t>(span)].t_end = host_now();
 }
 
+void ChunkTimeline::host_span(const char* what, int chunk, std::chrono::steady_clock::time_point begin,
+                              std::chrono::steady_clock::time_point end) {
+  if (!on_) return;
+  Span s;
+  s.stream = "host";
+  s.what = what;
+  s.chunk = chunk;
+  s.host = true;
+  s.t_begin = std::chrono::duration<double>(begin - host_origin_).count();
+  s.t_end = std::chrono::duration<double>(end - host_origin_).count();
+  spans_.push_back(s);
+}
+
 std::string ChunkTimeline::report() const {
   struct Row {
     double b, e;
@@ -111,7 +124,8 @@ std::string ChunkTimeline::report() const {
                             device_ == Device::CUDA ? "GPU spans: the first work on the compute stream; host spans: "
                                                       "the host's step start"
                                                     : "host clock",
-                            ")\n# begin_ms end_ms duration_ms stream what chunk\n");
+                            "; host work of the previous step that overlaps this one may start below 0)\n"
+                            "# begin_ms end_ms duration_ms stream what chunk\n");
   char line[160];
   for (const Row& r : rows) {
     std::snprintf(line, sizeof(line), "%9.3f %9.3f %8.3f %-8s %-22s %d\n", r.b, r.e, r.e - r.b, r.s->stream,

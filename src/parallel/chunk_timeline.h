@@ -10,6 +10,14 @@
 // relative to the host's step start. The two origins differ by the host's
 // lead over the GPU, so host and GPU times line up only roughly. On the CPU
 // everything runs in order on the host and is timed by the host clock.
+//
+// Host work may cross the step's bounds: gemini's CPU AdamW of a step runs
+// on a worker thread while the next step's forward goes on. A step's
+// timeline therefore shows the previous step's updates (named "... (prev
+// step)"), which may begin before this step did (negative times), beside
+// this step's own ones, which end after its forward and backward; host_span
+// adds such a span from time points the worker took, whatever the timeline
+// was doing then.
 // report() reads the events: call it after the streams were synchronised.
 #pragma once
 
@@ -40,6 +48,10 @@ class ChunkTimeline {
   // A span of host work, timed by the host clock.
   int host_begin(const char* what, int chunk);
   void host_end(int span);
+  // A finished span of host work between two host time points (before the
+  // step began: negative times).
+  void host_span(const char* what, int chunk, std::chrono::steady_clock::time_point begin,
+                 std::chrono::steady_clock::time_point end);
   // One line per span, by start time.
   std::string report() const;
 

@@ -1,6 +1,7 @@
 #include "parallel/gemini.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "core/stream.h"
 #include "kernels/adamw.h"
 #include "kernels/cast.h"
+#include "kernels/cpu_threads.h"
 #include "kernels/reduce.h"
 #include "kernels/residual.h"
 #include "model/vit.h"
@@ -20,6 +22,7 @@
 #include "parallel/bucket_layout.h"
 #include "parallel/chunk_pool.h"
 #include "parallel/chunk_timeline.h"
+#include "parallel/ordered_worker.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::parallel {
@@ -71,6 +74,7 @@ namespace {
 
 constexpr int kParamSlots = 3;  // gathered chunks: the one in use, the prefetched one, one kept for reuse
 constexpr int kGradSlots = 2;   // fp32 chunk gradients: one written by backward, one being reduced
+constexpr int64_t kSumPartials = 4096;  // sum_squares_flag's per-block partials (4 x the SM count suffices)
 
 std::string fraction_text(double f) {
   char buf[32];
@@ -93,6 +97,7 @@ struct ChunkState {
   Buffer incoming;                   // pinned: a later micro-batch's gradient part, added on the host
   Buffer staging;                    // pinned compute dtype: CPU AdamW's output for a device lowp part
   Event landed;                      // the last download of this chunk's gradient part
+  Event uploaded;                    // the last upload of the CPU AdamW's output (device lowp part)
   bool incoming_pending = false;
 
   const Buffer& lowp_or_master() const { return lowp.empty() ? master : lowp; }
@@ -117,10 +122,9 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
         ready_(env.ctx.device),
         done_(env.ctx.device),
         updated_(env.ctx.device),
-        offloaded_(env.ctx.device),
         timeline_(env.ctx.device),
-        device_scalars_(4 * sizeof(float), env.ctx.device),
-        host_scalars_(8 * sizeof(float), Device::CPU, HostMemory::Pinned) {
+        device_scalars_(8 * sizeof(float), env.ctx.device),
+        host_scalars_(16 * sizeof(float), Device::CPU, HostMemory::Pinned) {
     VIT_CHECK(env.mesh->tp_size() == 1 && env.mesh->pp_size() == 1,
               "gemini is data parallel only; tensor/pipeline layouts need hybrid_parallel");
     const GeminiOptions& g = opts.gemini;
@@ -164,6 +168,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
         st.staging = Buffer(static_cast<size_t>(st.part) * dtype_size(cd), Device::CPU, HostMemory::Pinned);
       }
       st.landed = Event(dev);
+      st.uploaded = Event(dev);
       const Buffer& part = st.lowp_or_master();
       pool_.set_part(static_cast<int>(c), part.data(), part.device());
       state_.push_back(std::move(st));
@@ -190,8 +195,24 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     }
     prefetch_ = opts.overlap_comm && pool_.slots() >= 2;
     compute_span_.assign(n, -1);
+    update_pending_.assign(n, 0);
+    pending_.begin.resize(n);
+    pending_.end.resize(n);
+    if (dev == Device::CUDA) sum_partials_ = Buffer(static_cast<size_t>(kSumPartials) * 4, dev);
     pool_.set_timeline(&timeline_);
+    // No gather reads a chunk part before its pending CPU update has run.
+    pool_.set_gather_guard([this](int c) { collect_update(c); });
     model_.set_param_source(this);
+  }
+
+  ~GeminiPlugin() override {
+    // The worker may still be updating host parts that are freed below. (It
+    // is also the last member, so its own destructor waits first.) A failed
+    // update is dropped: nothing reads the state any more.
+    try {
+      worker_.wait_all();
+    } catch (...) {
+    }
   }
 
   std::string name() const override { return "gemini"; }
@@ -346,6 +367,12 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
               loss_scale);
     training_ = true;
     if (timeline_next_) timeline_.begin_step(ctx_.stream);
+    micro_count_ = static_cast<int>(micro.size());
+    if (optim_host_chunks_ > 0) {
+      // The norm's share of the offloaded chunks, summed on the communication
+      // stream after each reduce-scatter (one micro-batch; see reduce_chunk).
+      k::fill(ctx_, Tensor(device_scalars_.as<float>() + 4, DType::F32, ctx_.device, {2}), 0.0f);
+    }
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale: the reductions sum.
     const float grad_scale = loss_scale / static_cast<float>(global_count);
@@ -390,6 +417,10 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       skipped = finisher_.skipped();
     }
     if (timeline_.on()) {
+      // This step's own CPU updates too (in Overlap mode the next step would
+      // have waited for them): the timeline shows them after its backward,
+      // and the previous step's, collected by this step's gathers, as
+      // "(prev step)" beside its forward.
       settle();
       timeline_text_ = str_cat("# gemini, rank ", dp_.rank(), " of ", dp_.size(), ", ", chunks_.buckets().size(),
                                " chunks (0 holds the head), ", micro.size(), " micro-batch(es), offload ",
@@ -410,6 +441,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   }
 
   EvalResult eval_batch(const MicroBatch& mb) override {
+    finish_pending_update();
     training_ = false;
     EvalResult r;
     if (mb.count == 0) {
@@ -560,9 +592,24 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       timeline_.end(span, comm);
       slot.free.record(comm);
     } else {
-      // The previous micro-batch's part must be added before its buffer is reused.
+      // The previous micro-batch's part must be added before its buffer is
+      // reused; the CPU AdamW of the last step must be done with the chunk
+      // (its forward gathered it, so it is).
       timeline_.end(span, comm);
+      collect_update(c);
       add_incoming(st);
+      if (micro_count_ == 1 && part > 0) {
+        // The norm's share of the part (sum of squares, non-finite flag),
+        // taken on the device before the part leaves for the host: the step
+        // needs no pass over host memory before its AdamW can start. The
+        // download below waits for it (the slot is freed after the download).
+        float* ds = device_scalars_.as<float>();
+        Tensor partial;
+        if (!sum_partials_.empty()) partial = tensor_of(sum_partials_, DType::F32, {kSumPartials});
+        k::sum_squares_flag(comm_ctx_, Tensor(ds + 4, DType::F32, ctx_.device, {1}),
+                            Tensor(ds + 5, DType::F32, ctx_.device, {1}), Tensor(mine, DType::F32, ctx_.device, {part}),
+                            partial);
+      }
       ready_.record(comm);
       offload_stream_.wait(ready_);
       const int down = timeline_.begin("offload", "download grad", c, offload_stream_.handle());
@@ -657,35 +704,44 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
 
   // The step with offloaded chunks: the norm's sum of squares and the
   // non-finite flag from the device parts (device kernels) and the host parts
-  // (CPU kernels), summed over the ranks on the host; the clip factor on the
-  // host; then AdamW on the device for device chunks (queued) while the CPU
-  // updates the offloaded ones, each upload queued as soon as it is ready.
+  // (taken on the device before their download with one micro-batch; with
+  // several, on the host chunk by chunk as each last part lands and is
+  // added), summed over the ranks on the host; the clip factor on the host;
+  // then AdamW on the device for device chunks (queued) and, for the
+  // offloaded ones, the CPU AdamW on the worker thread (start_cpu_updates).
   void finish_with_offload(float lr, float loss_scale, int64_t adam_step, float* grad_norm, bool* skipped) {
+    finish_pending_update();  // none: this step's forward gathered every chunk
     const Context host_ctx;
-    float* ds = device_scalars_.as<float>();  // sumsq, flag, factor, (unused)
-    float* hs = host_scalars_.as<float>();    // sumsq, flag, factor, norm, device sumsq, device flag
+    float* ds = device_scalars_.as<float>();  // device chunks: sumsq, flag, factor, (unused); offloaded: sumsq, flag
+    float* hs = host_scalars_.as<float>();    // sumsq, flag, factor, norm; [8, 14): a copy of ds
     auto dev1 = [&](int i) { return Tensor(ds + i, DType::F32, ctx_.device, {1}); };
     auto host1 = [&](int i) { return Tensor(hs + i, DType::F32, Device::CPU, {1}); };
-    k::fill(ctx_, tensor_of(device_scalars_, DType::F32, {4}), 0.0f);
+    k::fill(ctx_, Tensor(ds, DType::F32, ctx_.device, {4}), 0.0f);
     for (const ChunkState& st : state_) {
       if (st.optim_on_host || st.part == 0) continue;
       k::sum_squares(ctx_, dev1(0), tensor_of(st.grad, DType::F32, {st.part}));
       k::nonfinite_flag(ctx_, dev1(1), tensor_of(st.grad, DType::F32, {st.part}));
     }
-    copy_bytes_async(hs + 4, ds, 2 * sizeof(float), ctx_.stream);
-    // Host parts: every download done, later micro-batches' parts added.
-    offload_stream_.synchronize();
+    copy_bytes_async(hs + 8, ds, 6 * sizeof(float), ctx_.stream);
     hs[0] = hs[1] = 0.0f;
-    for (ChunkState& st : state_) {
-      if (!st.optim_on_host) continue;
-      add_incoming(st);
-      if (st.part == 0) continue;
-      k::cpu::sum_squares(host_ctx, host1(0), tensor_of(st.grad, DType::F32, {st.part}));
-      k::cpu::nonfinite_flag(host_ctx, host1(1), tensor_of(st.grad, DType::F32, {st.part}));
+    if (micro_count_ > 1) {
+      // Host parts summed over micro-batches on the host: their share of the
+      // norm in one sweep per chunk, each as soon as its last part landed.
+      for (ChunkState& st : state_) {
+        if (!st.optim_on_host) continue;
+        add_incoming(st);
+        st.landed.synchronize();
+        if (st.part == 0) continue;
+        k::cpu::sum_squares_flag(host_ctx, host1(0), host1(1), tensor_of(st.grad, DType::F32, {st.part}), Tensor());
+      }
     }
     synchronize_stream(ctx_.stream);
-    hs[0] += hs[4];
-    hs[1] += hs[5];
+    if (micro_count_ == 1) {
+      hs[0] = hs[12];
+      hs[1] = hs[13];
+    }
+    hs[0] += hs[8];
+    hs[1] += hs[9];
     // Shards: the sum of squares and the flag (nonzero exactly when some rank
     // saw a non-finite value) over the group.
     if (dp_.size() > 1) dp_.all_reduce(hs, 2, DType::F32, comm::ReduceOp::Sum, Device::CPU);
@@ -699,7 +755,6 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     hp.eps = opts_.eps;
     hp.weight_decay = opts_.weight_decay;
     hp.step = adam_step;
-    const DType cd = model_.compute().dtype;
     // Device chunks: the factor and the flag go up, the updates are queued.
     copy_bytes_async(ds + 1, hs + 1, 2 * sizeof(float), ctx_.stream);  // flag, factor
     const int span = timeline_.begin("compute", "adamw (device chunks)", -1, ctx_.stream);
@@ -708,32 +763,89 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, dev1(2), dev1(1));
     }
     timeline_.end(span, ctx_.stream);
-    // Offloaded chunks: the CPU AdamW while the GPU works; uploads overlap
-    // the next chunk's update.
-    for (ChunkState& st : state_) {
-      if (!st.optim_on_host || st.part == 0) continue;
-      Tensor lowp;  // what the CPU AdamW writes besides the master weights
-      if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
-      if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
-      const int c = static_cast<int>(&st - state_.data());
-      const int cpu_span = timeline_.host_begin("cpu adamw", c);
-      k::cpu::adamw_update(host_ctx, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
-                           tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp, hp,
-                           host1(2), host1(1));
-      timeline_.host_end(cpu_span);
-      if (!st.param_on_host && !*skipped) {
-        const Buffer& src = st.staging.empty() ? st.master : st.staging;  // fp32: the master weights themselves
-        const int up = timeline_.begin("offload", "upload params", c, offload_stream_.handle());
-        copy_bytes_async(st.lowp.data(), src.data(), st.lowp.bytes(), offload_stream_.handle());
-        timeline_.end(up, offload_stream_.handle());
-      }
-    }
-    offloaded_.record(offload_stream_.handle());
-    stream_wait_event(ctx_.stream, offloaded_);
+    // Offloaded chunks: every gradient part must have landed before the CPU
+    // reads it (and the last step's uploads, from the staging buffers the
+    // CPU AdamW writes again, are done: the same stream).
+    offload_stream_.synchronize();
+    if (!*skipped) start_cpu_updates(hp, hs[2], hs[1]);
   }
 
-  // Every queued gather, reduction, update and download has landed.
+  // The CPU AdamW of every offloaded chunk, on the worker thread, in the
+  // order the next forward gathers them (forward starts with the last
+  // chunk). train_step returns without waiting (CpuUpdate::Overlap); each
+  // gather of a chunk waits for its update and queues its upload
+  // (collect_update), and everything else that reads parameters or
+  // optimizer state first calls finish_pending_update.
+  void start_cpu_updates(const k::AdamWHyper& hp, float factor, float flag) {
+    pending_.hp = hp;
+    pending_.factor = factor;
+    pending_.flag = flag;
+    pending_.in_timeline = timeline_.on();
+    update_order_.clear();
+    for (int c = static_cast<int>(state_.size()) - 1; c >= 0; --c) {
+      const ChunkState& st = state_[static_cast<size_t>(c)];
+      if (!st.optim_on_host || st.part == 0) continue;
+      update_order_.push_back(c);
+      update_pending_[static_cast<size_t>(c)] = 1;
+    }
+    const GeminiOptions::CpuUpdate mode = opts_.gemini.cpu_update;
+    worker_.start(update_order_, [this](int c) { cpu_update(c); }, mode == GeminiOptions::CpuUpdate::OnDemand);
+    if (mode == GeminiOptions::CpuUpdate::Synchronous) finish_pending_update();
+  }
+
+  // The worker thread's task: the CPU AdamW of offloaded chunk c. It touches
+  // only chunk c's host buffers and pending_ (the step's scalars, its own
+  // time stamps); the main thread reads them after waiting for it.
+  void cpu_update(int c) {
+    // OpenMP's thread count is per thread: this one starts with the default.
+    k::set_cpu_threads(k::cpu_threads());
+    ChunkState& st = state_[static_cast<size_t>(c)];
+    const DType cd = model_.compute().dtype;
+    Tensor lowp;  // what the CPU AdamW writes besides the master weights
+    if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
+    if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
+    pending_.begin[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
+    k::cpu::adamw_update(Context{}, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
+                         tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp,
+                         pending_.hp, Tensor(&pending_.factor, DType::F32, Device::CPU, {1}),
+                         Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    pending_.end[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
+  }
+
+  // Chunk c's pending CPU update has run: its span goes to the timeline, its
+  // compute-dtype part is queued for upload (a device part) and the
+  // communication stream, where every gather runs, waits for that upload.
+  // Nothing to do when no update of c is pending.
+  void collect_update(int c) {
+    if (!update_pending_[static_cast<size_t>(c)]) return;
+    worker_.wait(c);
+    update_pending_[static_cast<size_t>(c)] = 0;
+    const bool own = pending_.in_timeline;  // started in the step being recorded, or before it
+    timeline_.host_span(own ? "cpu adamw" : "cpu adamw (prev step)", c, pending_.begin[static_cast<size_t>(c)],
+                        pending_.end[static_cast<size_t>(c)]);
+    ChunkState& st = state_[static_cast<size_t>(c)];
+    if (st.param_on_host) return;  // the gathers upload the host part the CPU AdamW wrote
+    void* offload = offload_stream_.handle();
+    const Buffer& src = st.staging.empty() ? st.master : st.staging;  // fp32: the master weights themselves
+    const int up = timeline_.begin("offload", own ? "upload params" : "upload params (prev step)", c, offload);
+    copy_bytes_async(st.lowp.data(), src.data(), st.lowp.bytes(), offload);
+    timeline_.end(up, offload);
+    st.uploaded.record(offload);
+    stream_wait_event(comm_stream_.handle(), st.uploaded);
+  }
+
+  // Every pending CPU update has run and its upload is queued. Called first
+  // by everything that reads parameters or optimizer state other than the
+  // gathers (which wait per chunk): evaluation, settle() and through it
+  // load/gather/export/import; the destructor waits for the worker itself.
+  void finish_pending_update() {
+    for (int c : update_order_) collect_update(c);
+  }
+
+  // Every pending update has run and every queued gather, reduction, update,
+  // download and upload has landed.
   void settle() {
+    finish_pending_update();
     synchronize_stream(ctx_.stream);
     comm_stream_.synchronize();
     offload_stream_.synchronize();
@@ -787,14 +899,29 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   bool prefetch_ = true;
   bool training_ = true;
   int micro_index_ = 0;
-  Event ready_, done_, updated_, offloaded_;
+  int micro_count_ = 1;  // micro-batches of the step in progress
+  Event ready_, done_, updated_;
   ChunkTimeline timeline_;   // benchmark mode: the next step, per chunk
   bool timeline_next_ = false;
   std::string timeline_text_;
   std::vector<int> compute_span_;  // open forward/backward span of each chunk
   Buffer device_scalars_, host_scalars_;
+  Buffer sum_partials_;  // GPU: sum_squares_flag's partials on the communication stream
   Buffer host_losses_;
   float last_loss_scale_ = 0.0f;
+  // The CPU AdamW of the offloaded chunks, running on worker_ past the end
+  // of train_step (start_cpu_updates), and what it reads besides the chunk
+  // buffers: the step's hyper-parameters and scalars, copied so that the
+  // next step may overwrite host_scalars_.
+  struct PendingUpdate {
+    k::AdamWHyper hp;
+    float factor = 1.0f, flag = 0.0f;
+    bool in_timeline = false;  // started while the timeline was recording
+    std::vector<std::chrono::steady_clock::time_point> begin, end;  // per chunk, taken by the worker
+  } pending_;
+  std::vector<int> update_order_;     // the chunks of the last start_cpu_updates, in update order
+  std::vector<char> update_pending_;  // per chunk: updated or being updated, not yet collected
+  OrderedWorker worker_;  // last: destroyed first, it waits for its task before the buffers go
 };
 
 }  // namespace

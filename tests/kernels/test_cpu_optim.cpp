@@ -213,6 +213,32 @@ BOOST_AUTO_TEST_CASE(sum_squares_accumulates_in_double) {
   BOOST_TEST(oh[0] == exact);
 }
 
+// The fused sweep gemini runs per offloaded chunk: bit for bit what
+// sum_squares adds and what nonfinite_flag sets (same blocks, same order).
+BOOST_AUTO_TEST_CASE(sum_squares_flag_is_sum_squares_and_nonfinite_flag_in_one_sweep) {
+  Rng rng(34);
+  const int64_t n = 200003;  // several 64K blocks and a ragged tail
+  Arr x = randn({n}, rng);
+  Arr sep({1}, 2.5f), fused({1}, 2.5f), sep_flag({1}, 0.0f), fused_flag({1}, 0.0f);
+  cpu::sum_squares(cpu_ctx(), sep.t, x);
+  cpu::nonfinite_flag(cpu_ctx(), sep_flag.t, x);
+  cpu::sum_squares_flag(cpu_ctx(), fused.t, fused_flag.t, x, Tensor());
+  BOOST_TEST(fused[0] == sep[0]);  // bitwise
+  BOOST_TEST(fused_flag[0] == 0.0f);
+  x[123457] = std::numeric_limits<float>::infinity();
+  cpu::sum_squares_flag(cpu_ctx(), fused.t, fused_flag.t, x, Tensor());
+  BOOST_TEST(fused_flag[0] == 1.0f);
+  x[123457] = 0.0f;
+  fused_flag[0] = 1.0f;  // left as is: calls OR together
+  cpu::sum_squares_flag(cpu_ctx(), fused.t, fused_flag.t, x, Tensor());
+  BOOST_TEST(fused_flag[0] == 1.0f);
+  std::vector<bf16_t> xb = {vit::float_to_bf16(3.0f), vit::float_to_bf16(-4.0f)};
+  Arr ob({1}), fb({1});
+  cpu::sum_squares_flag(cpu_ctx(), ob.t, fb.t, Tensor(xb.data(), DType::BF16, Device::CPU, {2}), Tensor());
+  BOOST_TEST(ob[0] == 25.0f);
+  BOOST_TEST(fb[0] == 0.0f);
+}
+
 BOOST_AUTO_TEST_CASE(nonfinite_flag_ors_over_calls_and_dtypes) {
   Arr flag({1}, 0.0f);
   Arr finite({5}, FLT_MAX);  // the largest finite value is not flagged

@@ -700,6 +700,16 @@ BOOST_AUTO_TEST_CASE(reductions_and_grad_scale) {
       sync();
       compare(label("sum_squares+=", dt, tag), out.download(), out_ref, tolerance(OpClass::MasterGrad, dt));
 
+      // The fused sweep (gemini's per-chunk norm): the same sum, bit for bit.
+      {
+        DevTensor fused(DType::F32, {1}), fused_flag(DType::F32, {1}), partial(DType::F32, {4096});
+        fused.upload({2.5f});
+        fused_flag.upload({0.0f});
+        K::sum_squares_flag(gpu().context(), fused.t, fused_flag.t, x.t, partial.t);
+        sync();
+        compare(label("sum_squares_flag == sum_squares", dt, tag), fused.download(), out.download(), 0.0);
+        compare(label("sum_squares_flag(clean)", dt, tag), fused_flag.download(), {0.0f}, 0.0);
+      }
       flag.upload({0.0f});
       K::nonfinite_flag(gpu().context(), flag.t, x.t);
       sync();
@@ -713,6 +723,13 @@ BOOST_AUTO_TEST_CASE(reductions_and_grad_scale) {
         sync();
         compare(label(std::isnan(bad) ? "nonfinite_flag(nan)" : "nonfinite_flag(inf)", dt, tag), flag.download(),
                 {1.0f}, 0.0);
+        DevTensor sumsq(DType::F32, {1}), fused_flag(DType::F32, {1}), partial(DType::F32, {4096});
+        sumsq.upload({0.0f});
+        fused_flag.upload({0.0f});
+        K::sum_squares_flag(gpu().context(), sumsq.t, fused_flag.t, x.t, partial.t);
+        sync();
+        compare(label(std::isnan(bad) ? "sum_squares_flag(nan)" : "sum_squares_flag(inf)", dt, tag),
+                fused_flag.download(), {1.0f}, 0.0);
       }
 
       DevTensor y(dt, {n});

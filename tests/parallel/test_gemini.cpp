@@ -86,19 +86,27 @@ struct Setup {
   float init_shift = 0.0f;  // added to every initial weight ("pretrained" weights unlike a fresh init)
   float loss_scale = 1.0f;
   bool poison_head = false;  // head weights of 3e38: logits, loss and gradients overflow on every step
+  parallel::GeminiOptions::CpuUpdate cpu_update = parallel::GeminiOptions::CpuUpdate::Overlap;
+  bool eval_second = false;    // an evaluation batch after the second step
+  bool export_state = false;   // the checkpoint state (master, m, v) after the last step
 };
 
 struct Outcome {
   std::vector<double> losses, norms;
   std::vector<bool> skipped;
   std::vector<float> init, first_grads, params;
+  std::vector<float> state;          // export_state: master, m, v back to back
+  std::vector<double> eval_losses;   // eval_second: summed loss of the evaluation
   size_t state_bytes = 0;
 };
 
 std::string describe(const Setup& s) {
   return s.plugin + " chunk " + std::to_string(s.chunk_bytes) + " offload " + std::to_string(s.offload) +
          " param offload " + std::to_string(s.param_offload) + " clip " + std::to_string(s.grad_clip) + " accum " +
-         std::to_string(s.grad_accum) + (s.overlap ? "" : " no overlap");
+         std::to_string(s.grad_accum) + (s.overlap ? "" : " no overlap") +
+         (s.cpu_update == parallel::GeminiOptions::CpuUpdate::Overlap       ? ""
+          : s.cpu_update == parallel::GeminiOptions::CpuUpdate::Synchronous ? " synchronous cpu update"
+                                                                            : " on-demand cpu update");
 }
 
 parallel::PluginOptions options(const Setup& s) {
@@ -111,6 +119,7 @@ parallel::PluginOptions options(const Setup& s) {
   opts.gemini.chunk_bytes = s.chunk_bytes;
   opts.gemini.offload_optim_frac = s.offload;
   opts.gemini.offload_param_frac = s.param_offload;
+  opts.gemini.cpu_update = s.cpu_update;
   return opts;
 }
 
@@ -161,6 +170,16 @@ Outcome train(const Setup& s) {
     out.norms.push_back(r.grad_norm);
     out.skipped.push_back(r.skipped);
     if (step == 0) out.first_grads = plugin->gather_grads();
+    if (s.eval_second && step == 1) {
+      const parallel::EvalResult e = plugin->all_reduce_eval(plugin->eval_batch(micro[0]));
+      out.eval_losses.push_back(e.loss_sum);
+    }
+  }
+  if (s.export_state) {
+    for (parallel::StatePart part : parallel::kStateParts) {
+      const std::vector<float> v = plugin->export_state(part);
+      out.state.insert(out.state.end(), v.begin(), v.end());
+    }
   }
   out.params = plugin->gather_params();
   return out;
@@ -270,6 +289,53 @@ BOOST_AUTO_TEST_CASE(any_chunking_parameter_offload_and_no_overlap_give_the_same
   p = gemini(kOneSegment, 0.5f, ddp);
   p.overlap = false;  // no prefetch
   expect_same(train(p), ref, describe(p));
+}
+
+// The CPU AdamW of offloaded chunks runs on a worker thread while the next
+// step's forward goes on; each gather waits for its own chunk, and
+// evaluation and the state export wait for every update. Against the
+// synchronous finish the results must be the same bits: the updates are the
+// same element-wise arithmetic, only later. The on-demand mode holds every
+// update until something asks for its chunk, so a gather (or export) that
+// did not wait would read the previous step's weights every time, not only
+// when the worker happens to be slow: the run would then differ by whole
+// AdamW steps (seen failing with collect_update's wait removed).
+// Offload 0.5 and 1, with and without parameter offload, one and two
+// micro-batches (the norm's share of the offloaded parts taken on the
+// device or on the host), clipping on. 5 steps: the first one's gradient is
+// gathered and the second is followed by an evaluation (both wait for the
+// updates), the forwards of the fourth and fifth overlap the last step's.
+BOOST_AUTO_TEST_CASE(cpu_updates_overlapping_the_next_forward_give_the_synchronous_bits) {
+  using Mode = parallel::GeminiOptions::CpuUpdate;
+  for (float offload : {0.5f, 1.0f}) {
+    for (bool param_offload : {false, true}) {
+      for (int accum : {1, 2}) {
+        Setup base = gemini(kOneSegment, offload, Setup());
+        base.param_offload = param_offload ? offload : 0.0f;
+        base.grad_accum = accum;
+        base.grad_clip = 0.05f;
+        base.steps = 5;
+        base.eval_second = true;
+        base.export_state = true;
+        Setup sync = base;
+        sync.cpu_update = Mode::Synchronous;
+        const Outcome ref = train(sync);
+        for (Mode mode : {Mode::Overlap, Mode::OnDemand}) {
+          Setup s = base;
+          s.cpu_update = mode;
+          const Outcome out = train(s);
+          BOOST_TEST_CONTEXT(describe(s)) {
+            BOOST_TEST(out.losses == ref.losses, boost::test_tools::per_element());
+            BOOST_TEST(out.norms == ref.norms, boost::test_tools::per_element());
+            BOOST_TEST(out.eval_losses == ref.eval_losses, boost::test_tools::per_element());
+            BOOST_TEST(out.first_grads == ref.first_grads, boost::test_tools::per_element());
+            BOOST_TEST(out.state == ref.state, boost::test_tools::per_element());
+            BOOST_TEST(out.params == ref.params, boost::test_tools::per_element());
+          }
+        }
+      }
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(pretrained_weights_are_what_the_first_forward_uses) {

@@ -20,11 +20,26 @@
 //             slot is reduce-scattered and this rank's part added into its
 //             gradient shard (device), or downloaded to pinned host memory
 //             (offloaded chunks) on a third stream while backward goes on
+//             (an offloaded chunk's share of the global norm and non-finite
+//             flag is taken on the device first, on the communication stream:
+//             the step needs no host pass over the downloaded parts; with
+//             several micro-batches the parts are summed on the host, and so
+//             is their share, one sweep per chunk as its last part lands)
 //   step      global norm over every rank's shards (non-finite flag, clip),
 //             AdamW: on the device for device chunks; for offloaded chunks by
-//             the vectorised CPU AdamW on pinned host memory while the GPU
-//             updates the others, each updated compute-dtype part uploaded on
-//             the offload stream as soon as the CPU is done with it
+//             the vectorised CPU AdamW on pinned host memory, on a worker
+//             thread, chunk by chunk in the order the next forward gathers
+//             them (the embeddings' chunk first). train_step returns once the
+//             loss, the norm and the skip decision are known; the next
+//             forward's gather of chunk c waits (on the host) for c's update
+//             only, then queues c's upload on the offload stream and makes
+//             the communication stream wait for it, so the GPU runs the
+//             chunks already updated while the CPU works on the next ones.
+//             Evaluation, gather_params/gather_grads, checkpoint export and
+//             import, load_params and the destructor first wait for every
+//             pending update (finish_pending_update). Results are the same
+//             bits as a synchronous finish (the same element-wise updates,
+//             later; test_gemini compares them).
 //
 // Placement: offload_optim_frac of the parameters (whole chunks, nearest
 // fraction, from the head's end, whose gradients are ready first in
@@ -32,8 +47,9 @@
 // weights, moments and gradients in pinned host memory; offload_param_frac
 // (at most offload_optim_frac: an offloaded part is updated on the host)
 // also keeps their compute-dtype parts there between uses, uploaded at each
-// gather. On the CPU (MPI) every step is synchronous and "host" is just
-// another buffer: the same code runs in order.
+// gather. On the CPU (MPI) the streams are synchronous and "host" is just
+// another buffer, but the CPU AdamW runs on the worker thread as on the GPU,
+// so CPU tests exercise the same waits.
 //
 // Every rank runs the same sequence of collectives whatever its data: a rank
 // with no images in a micro-batch (or an evaluation batch) still walks the

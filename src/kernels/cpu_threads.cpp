@@ -22,4 +22,6 @@ void set_cpu_threads(int n) {
 
 int cpu_threads() { return g_threads; }
 
+void adopt_cpu_threads() { omp_set_num_threads(g_threads); }
+
 }  // namespace vit::kernels

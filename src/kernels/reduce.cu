@@ -130,7 +130,8 @@ __global__ void scale_kernel(T* __restrict__ x, float s, int64_t n) {
 // sum_squares and sum_squares_flag share it, so they add the same terms in
 // the same order.
 int sum_squares_blocks(int64_t n, int num_sms) {
-  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(1, (n + 8191) / 8192), static_cast<int64_t>(num_sms) * 4));
+  return static_cast<int>(
+      std::min<int64_t>(std::max<int64_t>(1, (n + 8191) / 8192), static_cast<int64_t>(num_sms) * 4));
 }
 
 }  // namespace

@@ -797,8 +797,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   // only chunk c's host buffers and pending_ (the step's scalars, its own
   // time stamps); the main thread reads them after waiting for it.
   void cpu_update(int c) {
-    // OpenMP's thread count is per thread: this one starts with the default.
-    k::set_cpu_threads(k::cpu_threads());
+    k::adopt_cpu_threads();  // OpenMP's thread count is per thread
     ChunkState& st = state_[static_cast<size_t>(c)];
     const DType cd = model_.compute().dtype;
     Tensor lowp;  // what the CPU AdamW writes besides the master weights

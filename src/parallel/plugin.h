@@ -207,7 +207,9 @@ class Plugin {
   // One optimizer step. `micro` holds this rank's gradient-accumulation
   // micro-batches; global_count is the number of images in the step over all
   // data-parallel ranks (the loss is a mean over them). loss_scale is the
-  // fp16 scale to apply (1 otherwise).
+  // fp16 scale to apply (1 otherwise). The update may still be running when
+  // it returns (gemini's CPU AdamW overlaps the next step's forward); every
+  // other entry point, the next train_step included, sees the updated state.
   virtual StepResult train_step(const std::vector<MicroBatch>& micro, int64_t global_count, float lr,
                                 float loss_scale, int64_t adam_step) = 0;
 

@@ -511,15 +511,19 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   void before_forward(const model::Segment& s) override {
     const int c = chunks_.bucket_of(s);
     pool_.acquire(c);
-    // Forward goes from the embeddings' chunk (the last) to the head's (0);
-    // after the head's comes backward's second chunk.
-    if (prefetch_) pool_.prefetch(c > 0 ? c - 1 : (training_ ? 1 : -1));
     compute_span_[static_cast<size_t>(c)] = timeline_.begin("compute", "forward", c, ctx_.stream);
   }
 
   void after_forward(const model::Segment& s) override {
     const int c = chunks_.bucket_of(s);
     timeline_.end(compute_span_[static_cast<size_t>(c)], ctx_.stream);
+    // The next chunk's gather once this chunk's forward is queued (its last
+    // segment; still in use, so the pool decides as it would have before
+    // the forward): when that gather must first wait for the chunk's CPU
+    // update, the GPU already has this chunk's forward to run meanwhile.
+    // Forward goes from the embeddings' chunk (the last) to the head's (0);
+    // after the head's comes backward's second chunk.
+    if (prefetch_ && chunks_.is_first_of_bucket(s)) pool_.prefetch(c > 0 ? c - 1 : (training_ ? 1 : -1));
     pool_.release(c);
   }
 

@@ -13,8 +13,9 @@
 // moments and reduced gradient the optimizer updates.
 //
 //   forward   before a segment: its chunk is all-gathered into a slot of the
-//             ChunkPool (or found there), the next chunk's gather prefetched
-//             on the communication stream; after it: released (slot reusable)
+//             ChunkPool (or found there); after it: released (slot reusable),
+//             and after the chunk's last segment is queued the next chunk's
+//             gather prefetched on the communication stream
 //   backward  the same in backward order; the chunk's fp32 gradients go to one
 //             of two pooled gradient slots; when its last segment is done the
 //             slot is reduce-scattered and this rank's part added into its

@@ -792,9 +792,11 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       update_order_.push_back(c);
       update_pending_[static_cast<size_t>(c)] = 1;
     }
-    const GeminiOptions::CpuUpdate mode = opts_.gemini.cpu_update;
-    worker_.start(update_order_, [this](int c) { cpu_update(c); }, mode == GeminiOptions::CpuUpdate::OnDemand);
-    if (mode == GeminiOptions::CpuUpdate::Synchronous) finish_pending_update();
+    using Mode = GeminiOptions::CpuUpdate;
+    Mode mode = opts_.gemini.cpu_update;
+    if (mode == Mode::Auto) mode = ctx_.device == Device::CPU ? Mode::Synchronous : Mode::Overlap;
+    worker_.start(update_order_, [this](int c) { cpu_update(c); }, mode == Mode::OnDemand);
+    if (mode == Mode::Synchronous) finish_pending_update();
   }
 
   // The worker thread's task: the CPU AdamW of offloaded chunk c. It touches

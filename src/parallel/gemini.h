@@ -49,8 +49,11 @@
 // (at most offload_optim_frac: an offloaded part is updated on the host)
 // also keeps their compute-dtype parts there between uses, uploaded at each
 // gather. On the CPU (MPI) the streams are synchronous and "host" is just
-// another buffer, but the CPU AdamW runs on the worker thread as on the GPU,
-// so CPU tests exercise the same waits.
+// another buffer, and the CPU AdamW runs on the worker thread as on the GPU;
+// a CPU run waits for it before train_step returns (GeminiOptions::CpuUpdate
+// Auto: overlapping it with a forward on the same cores only oversubscribes
+// them), while the CPU tests also run it overlapped and on demand, so they
+// exercise the same waits as a GPU run.
 //
 // Every rank runs the same sequence of collectives whatever its data: a rank
 // with no images in a micro-batch (or an evaluation batch) still walks the

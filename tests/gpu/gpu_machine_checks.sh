@@ -3,7 +3,7 @@
 # (GPU_MACHINE.md: build on the build machine, run there). From the
 # repository root:
 #
-#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [hybrid] [grid] [speed] [demo]
+#   bash tests/gpu/gpu_machine_checks.sh BIN_DIR DATA_DIR [odd] [units] [tests] [hf] [bench] [zero] [gemini] [gemini_threads] [hybrid] [grid] [speed] [demo]
 #
 # BIN_DIR holds vit_hpc, vit_results and the GPU test executables
 # (test_core_gpu, test_kernels_gpu, test_model_gpu, test_comm_gpu,
@@ -29,6 +29,8 @@
 #          issue 12 targets are read off the tables (1 GPU, batch 32,
 #          offload 1: peak memory <= 25% and throughput >= 80% of
 #          torch_ddp_fp16's; every GPU, offload 0: throughput >= 90%)
+#   gemini_threads  issue 12: gemini offload 1 at batch 32 with the OpenMP
+#          team size and wait policy varied (CPU AdamW per chunk, throughput)
 #   hybrid hybrid_parallel on 2 GPUs (nvidia-h200-x2): tp2 and pp2 (4 micro-batches)
 #          against torch_ddp (fp32) and torch_ddp_fp16 (bf16) end to end, then
 #          the benchmark of tp2 and pp2 beside torch_ddp_fp16 (bf16, batch 8/32/256
@@ -163,6 +165,31 @@ for what in "$@"; do
       echo "rc=$?"; grep -E "throughput|gemini" "$LOG/bench_gemini_lean.txt" | head -4
       (cd results && tar czf "$LOG/gemini_timelines.tgz" bench_gemini_np*/gemini_*bs32/timeline_rank_*.txt \
         bench_gemini_lean/*/timeline_rank_*.txt 2>/dev/null)
+      ;;
+    gemini_threads)
+      # Issue 12: the overlapped CPU AdamW took 4.0-4.3 ms a chunk on its
+      # worker thread against 2.4-2.9 ms on the main thread before
+      # (docs/measurements/gemini_timeline_offload1_bs32{,_overlap}.txt).
+      # gemini offload 1 at batch 32 on 1 GPU with the OpenMP team size and
+      # wait policy varied: throughput and the mean CPU AdamW span per chunk.
+      cores=$(nproc)
+      stage "gemini offload 1, batch 32, 1 GPU: CPU AdamW per chunk against OpenMP threads and wait policy ($cores cores)"
+      for v in "default|" "threads$((cores - 1))|--set run.cpu_threads=$((cores - 1))" \
+               "threads$((cores / 2))|--set run.cpu_threads=$((cores / 2))" "passive|-x OMP_WAIT_POLICY=passive"; do
+        name=${v%%|*}; opt=${v#*|}
+        mpiopt=(); sets=()
+        case "$opt" in -x*) read -ra mpiopt <<< "$opt" ;; ?*) read -ra sets <<< "$opt" ;; esac
+        mpirun --bind-to none "${mpiopt[@]}" -np 1 "$BIN/vit_hpc" configs/benchmark.yaml --set run.device=cuda \
+          --set plugin.name=gemini --set plugin.precision=bf16 --set plugin.offload_optim_frac=1 \
+          --set train.batch_size=32 --set run.output_dir=results/gemini_threads --set run.name="$name" \
+          --set run.progress=false "${sets[@]}" > "$LOG/gemini_threads_$name.txt" 2>&1
+        rc=$?
+        tl=$(ls results/gemini_threads/"$name"/timeline_rank_0.txt 2>/dev/null)
+        adam=$([ -n "$tl" ] && awk '/cpu adamw/ {s += $3; n++} END {if (n) printf "%.2f ms x %d", s / n, n}' "$tl")
+        printf "%-10s rc=%s  %s  cpu adamw per chunk: %s\n" "$name" "$rc" \
+          "$(grep -m1 -E 'images/s' "$LOG/gemini_threads_$name.txt")" "${adam:-?}"
+        [ -n "$tl" ] && cp "$tl" "$LOG/gemini_threads_timeline_$name.txt"
+      done
       ;;
     hybrid)
       gpus=$(nvidia-smi -L | wc -l)

@@ -177,6 +177,7 @@ for what in "$@"; do
       for v in "default|" "threads$((cores - 1))|--set run.cpu_threads=$((cores - 1))" \
                "threads$((cores / 2))|--set run.cpu_threads=$((cores / 2))" "passive|-x OMP_WAIT_POLICY=passive"; do
         name=${v%%|*}; opt=${v#*|}
+        [ -d "results/gemini_threads/$name" ] && continue  # cores - 1 = cores / 2 on a 2-core machine
         mpiopt=(); sets=()
         case "$opt" in -x*) read -ra mpiopt <<< "$opt" ;; ?*) read -ra sets <<< "$opt" ;; esac
         mpirun --bind-to none "${mpiopt[@]}" -np 1 "$BIN/vit_hpc" configs/benchmark.yaml --set run.device=cuda \

@@ -174,6 +174,7 @@ for what in "$@"; do
       # wait policy varied: throughput and the mean CPU AdamW span per chunk.
       cores=$(nproc)
       stage "gemini offload 1, batch 32, 1 GPU: CPU AdamW per chunk against OpenMP threads and wait policy ($cores cores)"
+      echo "OpenMP environment: $(env | grep -E '^(OMP|GOMP|KMP)_' | tr '\n' ' ')"
       for v in "default|" "threads$((cores - 1))|--set run.cpu_threads=$((cores - 1))" \
                "threads$((cores / 2))|--set run.cpu_threads=$((cores / 2))" "passive|-x OMP_WAIT_POLICY=passive"; do
         name=${v%%|*}; opt=${v#*|}
@@ -183,8 +184,20 @@ for what in "$@"; do
         mpirun --bind-to none "${mpiopt[@]}" -np 1 "$BIN/vit_hpc" configs/benchmark.yaml --set run.device=cuda \
           --set plugin.name=gemini --set plugin.precision=bf16 --set plugin.offload_optim_frac=1 \
           --set train.batch_size=32 --set run.output_dir=results/gemini_threads --set run.name="$name" \
-          --set run.progress=false "${sets[@]}" > "$LOG/gemini_threads_$name.txt" 2>&1
+          --set run.progress=false "${sets[@]}" > "$LOG/gemini_threads_$name.txt" 2>&1 &
+        job=$!
+        # Which cores each thread of the rank may run on, sampled while it
+        # trains (threads pinned to one core would explain a slow update).
+        affinity=""
+        while kill -0 "$job" 2>/dev/null; do
+          pid=$(pgrep -n -x vit_hpc)
+          [ -n "$pid" ] && a=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^Cpus_allowed_list/ {print $2}' |
+            sort | uniq -c | awk '{printf "%s thread(s) on %s; ", $1, $2}') && [ ${#a} -gt ${#affinity} ] && affinity=$a
+          sleep 1
+        done
+        wait "$job"
         rc=$?
+        echo "$name: thread affinity: ${affinity:-?}"
         tl=$(ls results/gemini_threads/"$name"/timeline_rank_0.txt 2>/dev/null)
         adam=$([ -n "$tl" ] && awk '/cpu adamw/ {s += $3; n++} END {if (n) printf "%.2f ms x %d", s / n, n}' "$tl")
         printf "%-10s rc=%s  %s  cpu adamw per chunk: %s\n" "$name" "$rc" \

@@ -389,6 +389,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       }
       Tensor images, labels;
       stager_.stage(mb, &images, &labels);
+      model_.set_train_extras(stager_.extras());  // mixup/cutmix targets, the masks' noise key
       model_.forward_backward(images, labels, mb.count, grad_scale);
       copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
                        static_cast<size_t>(mb.count) * 4, ctx_.stream);

@@ -23,6 +23,7 @@
 #include "parallel/chunk_pool.h"
 #include "parallel/chunk_timeline.h"
 #include "parallel/ordered_worker.h"
+#include "parallel/param_groups.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::parallel {
@@ -202,6 +203,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     pool_.set_timeline(&timeline_);
     // No gather reads a chunk part before its pending CPU update has run.
     pool_.set_gather_guard([this](int c) { collect_update(c); });
+    build_views();
     model_.set_param_source(this);
   }
 
@@ -404,7 +406,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     bool skipped = false;
     if (optim_host_chunks_ == 0) {
       const int span = timeline_.begin("compute", "norm+adamw", -1, ctx_.stream);
-      finisher_.finish(device_views(), lr, loss_scale, adam_step);
+      finisher_.finish(device_views_, lr, loss_scale, adam_step);
       timeline_.end(span, ctx_.stream);
       finisher_.read_back();
     } else {
@@ -691,20 +693,45 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     stream_wait_event(comm_stream_.handle(), updated_);
   }
 
-  std::vector<ShardView> device_views() {
-    std::vector<ShardView> views;
+  // The parts this rank updates, as ShardViews: the device parts for the
+  // StepFinisher (device_views_) and each offloaded part for the CPU AdamW
+  // (host_views_[c]; its compute-dtype output is the host part the gathers
+  // read, or the pinned staging buffer uploaded to the device part). When
+  // parameters differ in lr or weight decay (param_groups.h) each is split
+  // at parameter boundaries, also where padding cuts a chunk, as
+  // data_parallel splits its buckets; otherwise one view per part, so the
+  // updates are the same calls as without groups.
+  void build_views() {
     const DType cd = model_.compute().dtype;
-    for (ChunkState& st : state_) {
-      if (st.optim_on_host) continue;
+    std::vector<ShardView> device;
+    std::vector<int64_t> device_begin;  // where each device view starts in the padded chunk space
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // each parameter's [begin, end) there
+    for (const model::ParamInfo& p : model_.layout().params()) {
+      const int64_t at = chunks_.padded_offset(p.offset);
+      ranges.emplace_back(at, at + p.numel);
+    }
+    const std::vector<ParamMultipliers> mult =
+        opts_.groups.active() ? param_multipliers(model_.layout(), opts_.groups) : std::vector<ParamMultipliers>();
+    host_views_.assign(state_.size(), {});
+    for (size_t c = 0; c < state_.size(); ++c) {
+      ChunkState& st = state_[c];
       ShardView v;
       v.master = tensor_of(st.master, DType::F32, {st.part});
       v.m = tensor_of(st.m, DType::F32, {st.part});
       v.v = tensor_of(st.v, DType::F32, {st.part});
       v.grad = tensor_of(st.grad, DType::F32, {st.part});
-      if (!st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
-      views.push_back(v);
+      const int64_t begin = chunks_.part_begin(static_cast<int>(c));
+      if (!st.optim_on_host) {
+        if (!st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
+        device.push_back(v);
+        device_begin.push_back(begin);
+        continue;
+      }
+      if (st.param_on_host && !st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
+      if (!st.param_on_host && !st.staging.empty()) v.lowp = tensor_of(st.staging, cd, {st.part});
+      host_views_[c] = opts_.groups.active() ? split_views({v}, {begin}, ranges, mult) : std::vector<ShardView>{v};
     }
-    return views;
+    device_views_ = opts_.groups.active() ? split_views(device, device_begin, ranges, mult) : device;
   }
 
   // The step with offloaded chunks: the norm's sum of squares and the
@@ -763,9 +790,9 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     // Device chunks: the factor and the flag go up, the updates are queued.
     copy_bytes_async(ds + 1, hs + 1, 2 * sizeof(float), ctx_.stream);  // flag, factor
     const int span = timeline_.begin("compute", "adamw (device chunks)", -1, ctx_.stream);
-    for (const ShardView& v : device_views()) {
+    for (const ShardView& v : device_views_) {
       if (v.master.numel() == 0) continue;
-      k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, dev1(2), dev1(1));
+      k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, view_hyper(hp, v), dev1(2), dev1(1));
     }
     timeline_.end(span, ctx_.stream);
     // Offloaded chunks: every gradient part must have landed before the CPU
@@ -805,17 +832,25 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   // time stamps); the main thread reads them after waiting for it.
   void cpu_update(int c) {
     k::adopt_cpu_threads();  // OpenMP's thread count is per thread
-    ChunkState& st = state_[static_cast<size_t>(c)];
-    const DType cd = model_.compute().dtype;
-    Tensor lowp;  // what the CPU AdamW writes besides the master weights
-    if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
-    if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
     pending_.begin[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
-    k::cpu::adamw_update(Context{}, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
-                         tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp,
-                         pending_.hp, Tensor(&pending_.factor, DType::F32, Device::CPU, {1}),
-                         Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    // One AdamW per run of equal lr and decay multipliers (one run, the
+    // whole part, without parameter groups).
+    for (const ShardView& v : host_views_[static_cast<size_t>(c)]) {
+      if (v.master.numel() == 0) continue;
+      k::cpu::adamw_update(Context{}, v.master, v.m, v.v, v.grad, v.lowp, view_hyper(pending_.hp, v),
+                           Tensor(&pending_.factor, DType::F32, Device::CPU, {1}),
+                           Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    }
     pending_.end[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
+  }
+
+  // The step's AdamW settings for view v: its lr and weight decay times the
+  // view's multipliers (StepFinisher::finish does the same for its views).
+  static k::AdamWHyper view_hyper(const k::AdamWHyper& hp, const ShardView& v) {
+    k::AdamWHyper vh = hp;
+    vh.lr = hp.lr * v.lr_mult;
+    vh.weight_decay = hp.weight_decay * v.wd_mult;
+    return vh;
   }
 
   // Chunk c's pending CPU update has run: its span goes to the timeline, its
@@ -896,6 +931,8 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   BatchStager stager_;
   StepFinisher finisher_;
   std::vector<ChunkState> state_;
+  std::vector<ShardView> device_views_;               // build_views(): what the StepFinisher updates
+  std::vector<std::vector<ShardView>> host_views_;    // per chunk: what the CPU AdamW updates (offloaded only)
   std::vector<GradSlot> grad_slots_;
   int next_grad_slot_ = 0;
   std::vector<int> grad_slot_of_chunk_;

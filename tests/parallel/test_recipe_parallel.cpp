@@ -8,7 +8,9 @@
 //   - layer-wise lr decay and no decay on biases/norms/embeddings: every
 //     parameter's update equals AdamW computed on the host from the gathered
 //     gradients with that parameter's own lr and decay (views split at
-//     parameter boundaries, also where ZeRO's buckets and padding cut them);
+//     parameter boundaries, also where ZeRO's buckets, gemini's chunk parts
+//     and padding cut them; gemini's offloaded parts in the CPU AdamW, one
+//     run of equal multipliers at a time);
 //   - mixup targets and drop-path/dropout masks keyed by the global sample
 //     position: the data-parallel run's losses and gradients equal one rank's
 //     on the whole global batch.
@@ -258,7 +260,7 @@ BOOST_AUTO_TEST_CASE(each_parameter_updates_with_its_own_lr_and_decay) {
   BOOST_TEST(mult[layout.patch_w].wd == 1.0f);
   BOOST_TEST(mult[layout.cls_token].wd == 0.0f);
 
-  for (const Plug& p : kDataParallel) {
+  for (const Plug& p : all_plugins()) {
     BOOST_TEST_CONTEXT(p.label() << " on " << vit_mpi_size() << " ranks") {
       Setup s;
       s.plug = p;

@@ -15,6 +15,7 @@
 #include "kernels/adamw.h"
 #include "kernels/cast.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/ema.h"
 #include "kernels/reduce.h"
 #include "kernels/residual.h"
 #include "model/vit.h"
@@ -23,6 +24,7 @@
 #include "parallel/chunk_pool.h"
 #include "parallel/chunk_timeline.h"
 #include "parallel/ordered_worker.h"
+#include "parallel/param_groups.h"
 #include "parallel/step_finisher.h"
 
 namespace vit::parallel {
@@ -94,6 +96,8 @@ struct ChunkState {
   bool param_on_host = false;        // the compute-dtype part too
   Buffer lowp;                       // compute dtype; empty when fp32 and aliased to master
   Buffer master, m, v, grad;         // fp32
+  Buffer ema;                        // pinned fp32: the weight average of an offloaded part (ema_decay > 0);
+                                     // a device part's lives in the StepFinisher
   Buffer incoming;                   // pinned: a later micro-batch's gradient part, added on the host
   Buffer staging;                    // pinned compute dtype: CPU AdamW's output for a device lowp part
   Event landed;                      // the last download of this chunk's gradient part
@@ -164,6 +168,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
         st.lowp = alloc(static_cast<size_t>(st.part) * dtype_size(cd), st.param_on_host);
         st.lowp.zero();
       }
+      if (st.optim_on_host && opts.ema_decay > 0.0f) st.ema = alloc(f32_bytes, true);
       if (st.optim_on_host && !st.param_on_host && cd != DType::F32) {
         st.staging = Buffer(static_cast<size_t>(st.part) * dtype_size(cd), Device::CPU, HostMemory::Pinned);
       }
@@ -202,6 +207,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     pool_.set_timeline(&timeline_);
     // No gather reads a chunk part before its pending CPU update has run.
     pool_.set_gather_guard([this](int c) { collect_update(c); });
+    build_views();
     model_.set_param_source(this);
   }
 
@@ -255,6 +261,24 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   void record_timeline() override { timeline_next_ = true; }
   std::string timeline() const override { return timeline_text_; }
 
+  // The average of the device parts lives in the StepFinisher (its views
+  // are device_views_), that of offloaded parts in st.ema, updated by the
+  // worker after the chunk's CPU AdamW: every pending update has run first.
+  void swap_ema() override {
+    VIT_CHECK(finisher_.has_ema(), "gemini: swap_ema without a weight average (train.ema_decay is 0)");
+    settle();
+    finisher_.swap_ema(device_views_);
+    ensure_host_ema();
+    for (ChunkState& st : state_) {
+      if (!st.optim_on_host || st.part == 0) continue;
+      k::cpu::swap_values(Context{}, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.ema, DType::F32, {st.part}));
+      refresh_lowp(st, st.master.as<float>());  // the part the gathers read (host, or uploaded)
+    }
+    // Gathered chunks in the pool hold the other weights.
+    parameters_changed();
+    synchronize_stream(ctx_.stream);
+  }
+
   size_t optimizer_state_bytes() const override {
     size_t bytes = 0;
     for (const ChunkState& st : state_) bytes += st.master.bytes() + st.m.bytes() + st.v.bytes();
@@ -275,6 +299,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       st.v.zero();
       refresh_lowp(st, mine);
     }
+    reset_ema();  // the average starts again from these weights
     parameters_changed();
     synchronize_stream(ctx_.stream);
   }
@@ -301,8 +326,9 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   // chunk): it writes the real elements of those parts and reads exactly
   // them back, whatever layout wrote the checkpoint. A chunk's real elements
   // come first in its padded range, so part r's real ones start at the
-  // part's first element. gemini keeps no weight average (the recipe check
-  // refuses train.ema_decay for it): no Ema part.
+  // part's first element. With ema_decay > 0 the weight average is part Ema,
+  // laid out as the master weights (the StepFinisher's for device parts,
+  // st.ema for offloaded ones).
   std::vector<TensorRun> state_runs() const override {
     std::vector<TensorRun> runs;
     for (size_t c = 0; c < state_.size(); ++c) {
@@ -313,30 +339,46 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   }
 
   std::vector<StatePart> state_parts() const override {
-    return {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+    std::vector<StatePart> parts = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
+    return parts;
   }
 
   std::vector<float> export_state(StatePart part) override {
     // Every update (device AdamW, CPU AdamW of offloaded chunks, uploads)
     // has landed before the host reads the parts.
     settle();
-    std::vector<float> out;
+    if (part == StatePart::Ema) {
+      VIT_CHECK(finisher_.has_ema(), "gemini: export_state(ema) without a weight average (train.ema_decay is 0)");
+      begin_ema_access();
+    }
+    std::vector<float> out, ema;
     for (size_t c = 0; c < state_.size(); ++c) {
       const auto [lo, hi] = owned_range(static_cast<int>(c));
       if (hi <= lo) continue;
-      const Buffer& src = state_buffer(state_[c], part);
       const size_t n = static_cast<size_t>(hi - lo);
       out.resize(out.size() + n);
-      copy_bytes(out.data() + out.size() - n, Device::CPU, src.data(), src.device(), n * sizeof(float));
+      float* dst = out.data() + out.size() - n;
+      if (part == StatePart::Ema) {
+        ema.assign(static_cast<size_t>(state_[c].part), 0.0f);
+        read_ema(static_cast<int>(c), ema.data());
+        std::copy(ema.begin(), ema.begin() + static_cast<int64_t>(n), dst);
+        continue;
+      }
+      const Buffer& src = state_buffer(state_[c], part);
+      copy_bytes(dst, Device::CPU, src.data(), src.device(), n * sizeof(float));
     }
     return out;
   }
 
-  void import_state(const StateReader& read, bool /*has_ema: gemini keeps no average; a saved one is not read*/)
-      override {
+  void import_state(const StateReader& read, bool has_ema) override {
     settle();
     std::vector<float> host;
-    for (StatePart part : {StatePart::Master, StatePart::AdamM, StatePart::AdamV}) {
+    std::vector<StatePart> parts = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+    const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
+    if (ema) parts.push_back(StatePart::Ema);
+    for (StatePart part : parts) {
+      if (part == StatePart::Ema) begin_ema_access();  // after the master weights: a fresh average, overwritten
       for (size_t c = 0; c < state_.size(); ++c) {
         ChunkState& st = state_[c];
         host.assign(static_cast<size_t>(st.part), 0.0f);  // padding stays zero, as AdamW keeps it
@@ -348,12 +390,21 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
           read(part, r, host.data() + pos);
           pos += r.count;
         }
+        if (part == StatePart::Ema) {
+          write_ema(static_cast<int>(c), host.data());
+          continue;
+        }
         Buffer& dst = state_buffer(st, part);
         copy_bytes(dst.data(), dst.device(), host.data(), Device::CPU, host.size() * sizeof(float));
         // The copy the chunk gathers read (compute dtype, device or host),
         // from the imported master weights; none for fp32 read in place.
         if (part == StatePart::Master) refresh_lowp(st, host.data());
       }
+    }
+    if (ema) {
+      host_ema_fresh_ = true;  // the next step continues the imported average
+    } else {
+      reset_ema();  // none in the checkpoint (or written with ema_decay 0): afresh from the imported weights
     }
     // Gathered chunks in the pool hold the old weights.
     parameters_changed();
@@ -389,6 +440,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       }
       Tensor images, labels;
       stager_.stage(mb, &images, &labels);
+      model_.set_train_extras(stager_.extras());  // mixup/cutmix targets, the masks' noise key
       model_.forward_backward(images, labels, mb.count, grad_scale);
       copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
                        static_cast<size_t>(mb.count) * 4, ctx_.stream);
@@ -403,7 +455,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     bool skipped = false;
     if (optim_host_chunks_ == 0) {
       const int span = timeline_.begin("compute", "norm+adamw", -1, ctx_.stream);
-      finisher_.finish(device_views(), lr, loss_scale, adam_step);
+      finisher_.finish(device_views_, lr, loss_scale, adam_step);
       timeline_.end(span, ctx_.stream);
       finisher_.read_back();
     } else {
@@ -659,9 +711,70 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
       case StatePart::AdamV: return st.v;
       case StatePart::Ema: break;
     }
-    throw UserError(str_cat("gemini: no state part '", state_part_name(part),
-                            "': gemini keeps no weight average (train.ema_decay must be 0 with plugin.name gemini); "
-                            "its checkpoints hold master, adam_m and adam_v"));
+    VIT_THROW("gemini: no chunk buffer for state part ", state_part_name(part),
+              " (the average: read_ema/write_ema)");
+  }
+
+  // --- the weight average (ema_decay > 0) ---
+
+  // The next step starts the average afresh from the weights (load, or an
+  // import without one).
+  void reset_ema() {
+    finisher_.reset_ema();
+    host_ema_fresh_ = false;
+  }
+
+  // Offloaded parts: the average starts as a copy of the master weights
+  // (before the first update after a reset). Main thread, no update pending.
+  void ensure_host_ema() {
+    if (!finisher_.has_ema() || host_ema_fresh_) return;
+    for (ChunkState& st : state_) {
+      if (!st.optim_on_host || st.part == 0) continue;
+      std::copy(st.master.as<float>(), st.master.as<float>() + st.part, st.ema.as<float>());
+    }
+    host_ema_fresh_ = true;
+  }
+
+  // Before read_ema/write_ema: both averages exist (made from the weights
+  // when no step ran since a reset) and the device's has landed.
+  void begin_ema_access() {
+    finisher_.begin_ema(device_views_);
+    ensure_host_ema();
+    synchronize_stream(ctx_.stream);
+  }
+
+  // Chunk c's part of the average <-> dst/src (host, st.part values, laid
+  // out as the part's master weights): st.ema, or the StepFinisher's
+  // averages of the device views inside the part (split views cover it
+  // exactly, padding included).
+  void read_ema(int c, float* dst) {
+    ChunkState& st = state_[static_cast<size_t>(c)];
+    if (st.optim_on_host) {
+      std::copy(st.ema.as<float>(), st.ema.as<float>() + st.part, dst);
+      return;
+    }
+    for (size_t i = 0; i < device_views_.size(); ++i) {
+      if (device_view_chunk_[i] != c || device_views_[i].master.numel() == 0) continue;
+      const Tensor e = finisher_.ema_of(device_views_, i);
+      copy_bytes(dst + view_offset(i), Device::CPU, e.data, ctx_.device, static_cast<size_t>(e.numel()) * 4);
+    }
+  }
+  void write_ema(int c, const float* src) {
+    ChunkState& st = state_[static_cast<size_t>(c)];
+    if (st.optim_on_host) {
+      std::copy(src, src + st.part, st.ema.as<float>());
+      return;
+    }
+    for (size_t i = 0; i < device_views_.size(); ++i) {
+      if (device_view_chunk_[i] != c || device_views_[i].master.numel() == 0) continue;
+      const Tensor e = finisher_.ema_of(device_views_, i);
+      copy_bytes(e.data, ctx_.device, src + view_offset(i), Device::CPU, static_cast<size_t>(e.numel()) * 4);
+    }
+  }
+  // Where device view i starts in its chunk part.
+  int64_t view_offset(size_t i) const {
+    const ChunkState& st = state_[static_cast<size_t>(device_view_chunk_[i])];
+    return static_cast<const float*>(device_views_[i].master.data) - st.master.as<float>();
   }
 
   // The compute-dtype part the chunk gathers read (st.lowp: device or pinned
@@ -690,20 +803,59 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     stream_wait_event(comm_stream_.handle(), updated_);
   }
 
-  std::vector<ShardView> device_views() {
-    std::vector<ShardView> views;
+  // The parts this rank updates, as ShardViews: the device parts for the
+  // StepFinisher (device_views_) and each offloaded part for the CPU AdamW
+  // (host_views_[c]; its compute-dtype output is the host part the gathers
+  // read, or the pinned staging buffer uploaded to the device part). When
+  // parameters differ in lr or weight decay (param_groups.h) each is split
+  // at parameter boundaries, also where padding cuts a chunk, as
+  // data_parallel splits its buckets; otherwise one view per part, so the
+  // updates are the same calls as without groups.
+  void build_views() {
     const DType cd = model_.compute().dtype;
-    for (ChunkState& st : state_) {
-      if (st.optim_on_host) continue;
+    std::vector<ShardView> device;
+    std::vector<int64_t> device_begin;  // where each device view starts in the padded chunk space
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // each parameter's [begin, end) there
+    for (const model::ParamInfo& p : model_.layout().params()) {
+      const int64_t at = chunks_.padded_offset(p.offset);
+      ranges.emplace_back(at, at + p.numel);
+    }
+    const std::vector<ParamMultipliers> mult =
+        opts_.groups.active() ? param_multipliers(model_.layout(), opts_.groups) : std::vector<ParamMultipliers>();
+    host_views_.assign(state_.size(), {});
+    for (size_t c = 0; c < state_.size(); ++c) {
+      ChunkState& st = state_[c];
       ShardView v;
       v.master = tensor_of(st.master, DType::F32, {st.part});
       v.m = tensor_of(st.m, DType::F32, {st.part});
       v.v = tensor_of(st.v, DType::F32, {st.part});
       v.grad = tensor_of(st.grad, DType::F32, {st.part});
-      if (!st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
-      views.push_back(v);
+      const int64_t begin = chunks_.part_begin(static_cast<int>(c));
+      if (!st.optim_on_host) {
+        if (!st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
+        device.push_back(v);
+        device_begin.push_back(begin);
+        continue;
+      }
+      if (st.param_on_host && !st.lowp.empty()) v.lowp = tensor_of(st.lowp, cd, {st.part});
+      if (!st.param_on_host && !st.staging.empty()) v.lowp = tensor_of(st.staging, cd, {st.part});
+      host_views_[c] = opts_.groups.active() ? split_views({v}, {begin}, ranges, mult) : std::vector<ShardView>{v};
     }
-    return views;
+    device_views_ = opts_.groups.active() ? split_views(device, device_begin, ranges, mult) : device;
+    // The chunk each device view lies in (the average's checkpoint part is per chunk).
+    device_view_chunk_.clear();
+    for (const ShardView& dv : device_views_) {
+      const float* at = static_cast<const float*>(dv.master.data);
+      int owner = -1;
+      for (size_t c = 0; c < state_.size(); ++c) {
+        const float* base = state_[c].master.as<float>();
+        if (!state_[c].optim_on_host && at >= base && at + dv.master.numel() <= base + state_[c].part) {
+          owner = static_cast<int>(c);
+        }
+      }
+      VIT_CHECK(owner >= 0 || dv.master.numel() == 0, "gemini: a device view lies in no chunk part");
+      device_view_chunk_.push_back(owner);
+    }
   }
 
   // The step with offloaded chunks: the norm's sum of squares and the
@@ -762,10 +914,12 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     // Device chunks: the factor and the flag go up, the updates are queued.
     copy_bytes_async(ds + 1, hs + 1, 2 * sizeof(float), ctx_.stream);  // flag, factor
     const int span = timeline_.begin("compute", "adamw (device chunks)", -1, ctx_.stream);
-    for (const ShardView& v : device_views()) {
+    finisher_.begin_ema(device_views_);  // the average starts from the weights before this update
+    for (const ShardView& v : device_views_) {
       if (v.master.numel() == 0) continue;
-      k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, hp, dev1(2), dev1(1));
+      k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, view_hyper(hp, v), dev1(2), dev1(1));
     }
+    finisher_.update_ema(device_views_, dev1(1));  // skipped with the update
     timeline_.end(span, ctx_.stream);
     // Offloaded chunks: every gradient part must have landed before the CPU
     // reads it (and the last step's uploads, from the staging buffers the
@@ -785,6 +939,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     pending_.factor = factor;
     pending_.flag = flag;
     pending_.in_timeline = timeline_.on();
+    ensure_host_ema();  // before the worker moves the weights
     update_order_.clear();
     for (int c = static_cast<int>(state_.size()) - 1; c >= 0; --c) {
       const ChunkState& st = state_[static_cast<size_t>(c)];
@@ -804,17 +959,32 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   // time stamps); the main thread reads them after waiting for it.
   void cpu_update(int c) {
     k::adopt_cpu_threads();  // OpenMP's thread count is per thread
-    ChunkState& st = state_[static_cast<size_t>(c)];
-    const DType cd = model_.compute().dtype;
-    Tensor lowp;  // what the CPU AdamW writes besides the master weights
-    if (st.param_on_host && !st.lowp.empty()) lowp = tensor_of(st.lowp, cd, {st.part});
-    if (!st.param_on_host && !st.staging.empty()) lowp = tensor_of(st.staging, cd, {st.part});
     pending_.begin[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
-    k::cpu::adamw_update(Context{}, tensor_of(st.master, DType::F32, {st.part}), tensor_of(st.m, DType::F32, {st.part}),
-                         tensor_of(st.v, DType::F32, {st.part}), tensor_of(st.grad, DType::F32, {st.part}), lowp,
-                         pending_.hp, Tensor(&pending_.factor, DType::F32, Device::CPU, {1}),
-                         Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    // One AdamW per run of equal lr and decay multipliers (one run, the
+    // whole part, without parameter groups).
+    for (const ShardView& v : host_views_[static_cast<size_t>(c)]) {
+      if (v.master.numel() == 0) continue;
+      k::cpu::adamw_update(Context{}, v.master, v.m, v.v, v.grad, v.lowp, view_hyper(pending_.hp, v),
+                           Tensor(&pending_.factor, DType::F32, Device::CPU, {1}),
+                           Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    }
+    // The part's weight average, after its update (swap_ema and export wait
+    // for this task: finish_pending_update).
+    if (opts_.ema_decay > 0.0f) {
+      const ChunkState& st = state_[static_cast<size_t>(c)];
+      k::cpu::ema_update(Context{}, tensor_of(st.ema, DType::F32, {st.part}), tensor_of(st.master, DType::F32, {st.part}),
+                         opts_.ema_decay, Tensor(&pending_.flag, DType::F32, Device::CPU, {1}));
+    }
     pending_.end[static_cast<size_t>(c)] = std::chrono::steady_clock::now();
+  }
+
+  // The step's AdamW settings for view v: its lr and weight decay times the
+  // view's multipliers (StepFinisher::finish does the same for its views).
+  static k::AdamWHyper view_hyper(const k::AdamWHyper& hp, const ShardView& v) {
+    k::AdamWHyper vh = hp;
+    vh.lr = hp.lr * v.lr_mult;
+    vh.weight_decay = hp.weight_decay * v.wd_mult;
+    return vh;
   }
 
   // Chunk c's pending CPU update has run: its span goes to the timeline, its
@@ -895,6 +1065,10 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   BatchStager stager_;
   StepFinisher finisher_;
   std::vector<ChunkState> state_;
+  std::vector<ShardView> device_views_;               // build_views(): what the StepFinisher updates
+  std::vector<std::vector<ShardView>> host_views_;    // per chunk: what the CPU AdamW updates (offloaded only)
+  std::vector<int> device_view_chunk_;                // the chunk of each device view
+  bool host_ema_fresh_ = false;                       // the offloaded parts' st.ema hold the current average
   std::vector<GradSlot> grad_slots_;
   int next_grad_slot_ = 0;
   std::vector<int> grad_slot_of_chunk_;

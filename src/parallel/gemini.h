@@ -55,6 +55,16 @@
 // them), while the CPU tests also run it overlapped and on demand, so they
 // exercise the same waits as a GPU run.
 //
+// The training recipe (RecipeSupport: all of it), as data_parallel carries
+// it: each micro-batch's extras (mixup/cutmix targets, the noise key and
+// first sample of its masks) go to the model; with parameter groups the
+// views are split at parameter boundaries of the padded chunk space (device
+// parts for the StepFinisher; an offloaded part's CPU AdamW runs once per
+// run of equal multipliers); the weight average of device parts is the
+// StepFinisher's, that of offloaded parts a pinned host buffer the worker
+// updates right after the part's AdamW, so swap_ema and the checkpoint part
+// `ema` wait for pending updates as every other reader does.
+//
 // Every rank runs the same sequence of collectives whatever its data: a rank
 // with no images in a micro-batch (or an evaluation batch) still walks the
 // hooks, joining every gather and reduce-scatter.

@@ -42,7 +42,7 @@ const std::vector<PluginEntry>& plugin_registry() {
       {"torch_ddp_fp16", "data parallel, bf16/fp16 compute with fp32 master weights", make_data_parallel, kAll},
       {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
        make_data_parallel, kAll},
-      {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini, {}},
+      {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini, kAll},
       {"hybrid_parallel", "tensor x pipeline x data parallel (Megatron 1-D, 1F1B, optional ZeRO-1)",
        make_hybrid_parallel, {}},
   };

@@ -65,13 +65,27 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
     vh.weight_decay = hyper_.weight_decay * v.wd_mult;
     k::adamw_update(ctx_, v.master, v.m, v.v, v.grad, v.lowp, vh, factor, flag);
   }
-  if (has_ema()) {
-    for (size_t i = 0; i < views.size(); ++i) {
-      if (views[i].master.numel() == 0) continue;
-      k::ema_update(ctx_, tensor_of(ema_[i], DType::F32, {views[i].master.numel()}), views[i].master,
-                    hyper_.ema_decay, flag);
-    }
+  update_ema(views, flag);
+}
+
+void StepFinisher::begin_ema(const std::vector<ShardView>& views) {
+  if (has_ema()) ensure_ema(views);
+}
+
+void StepFinisher::update_ema(const std::vector<ShardView>& views, const Tensor& skip) {
+  if (!has_ema()) return;
+  for (size_t i = 0; i < views.size(); ++i) {
+    if (views[i].master.numel() == 0) continue;
+    k::ema_update(ctx_, tensor_of(ema_[i], DType::F32, {views[i].master.numel()}), views[i].master,
+                  hyper_.ema_decay, skip);
   }
+}
+
+Tensor StepFinisher::ema_of(const std::vector<ShardView>& views, size_t i) {
+  VIT_CHECK(has_ema(), "StepFinisher::ema_of: no weight average (ema_decay is 0)");
+  ensure_ema(views);
+  VIT_CHECK(i < views.size(), "StepFinisher::ema_of: view ", i, " of ", views.size());
+  return tensor_of(ema_[i], DType::F32, {views[i].master.numel()});
 }
 
 void StepFinisher::allocate_ema(const std::vector<ShardView>& views) {

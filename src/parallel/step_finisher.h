@@ -104,6 +104,21 @@ class StepFinisher {
   // (the next finish() does not restart it). Need has_ema().
   void export_ema(const std::vector<ShardView>& views, const float* master_base, float* ema);
   void import_ema(const std::vector<ShardView>& views, const float* master_base, const float* ema);
+  // View i's average itself (fp32, views[i].master's size, on its device),
+  // for a plugin whose views lie in separate buffers (gemini's chunk parts)
+  // to read or overwrite in place; before any finish() it is made from the
+  // weights first (as ensure_ema does), and the next finish() continues it.
+  // Needs has_ema().
+  Tensor ema_of(const std::vector<ShardView>& views, size_t i);
+
+  // For a plugin that runs the AdamW of these views itself (gemini with
+  // offloaded chunks, whose step ends on the host): queue, around its
+  // updates, what finish() does for the average. begin_ema before the
+  // updates (the average starts from the weights before the first), then
+  // update_ema after them, skipped where `skip` (1, device, undefined =
+  // never) is nonzero. No-ops without has_ema().
+  void begin_ema(const std::vector<ShardView>& views);
+  void update_ema(const std::vector<ShardView>& views, const Tensor& skip);
 
  private:
   // One average per view, allocated (allocate_ema) and filled from the

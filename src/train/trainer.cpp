@@ -96,19 +96,23 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
 }
 
 void check_recipe_support(const ExperimentSpec& spec) {
-  const parallel::RecipeSupport rs = parallel::recipe_support_of(spec.plugin.name);
-  std::vector<std::string> missing;
-  auto need = [&](bool has, bool used, const char* field) {
-    if (used && !has) missing.push_back(field);
+  // The spec fields in use that a plugin with support `rs` does not carry.
+  auto missing_of = [&](const parallel::RecipeSupport& rs) {
+    std::vector<std::string> missing;
+    auto need = [&](bool has, bool used, const char* field) {
+      if (used && !has) missing.push_back(field);
+    };
+    need(rs.train_extras, spec.data.mixup_alpha > 0, "data.mixup_alpha");
+    need(rs.train_extras, spec.data.cutmix_alpha > 0, "data.cutmix_alpha");
+    need(rs.train_extras, spec.model.drop_path > 0, "model.drop_path");
+    need(rs.train_extras, compute_config(spec).reg.hidden_dropout > 0,
+         spec.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
+    need(rs.param_groups, spec.train.layer_decay != 1.0, "train.layer_decay");
+    need(rs.param_groups, spec.train.no_decay_bias_norm, "train.no_decay_bias_norm");
+    need(rs.ema, spec.train.ema_decay > 0, "train.ema_decay");
+    return missing;
   };
-  need(rs.train_extras, spec.data.mixup_alpha > 0, "data.mixup_alpha");
-  need(rs.train_extras, spec.data.cutmix_alpha > 0, "data.cutmix_alpha");
-  need(rs.train_extras, spec.model.drop_path > 0, "model.drop_path");
-  need(rs.train_extras, compute_config(spec).reg.hidden_dropout > 0,
-       spec.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
-  need(rs.param_groups, spec.train.layer_decay != 1.0, "train.layer_decay");
-  need(rs.param_groups, spec.train.no_decay_bias_norm, "train.no_decay_bias_norm");
-  need(rs.ema, spec.train.ema_decay > 0, "train.ema_decay");
+  const std::vector<std::string> missing = missing_of(parallel::recipe_support_of(spec.plugin.name));
   if (missing.empty()) return;
   std::string fields, sets;
   for (const std::string& f : missing) fields += (fields.empty() ? "" : ", ") + f;
@@ -116,9 +120,18 @@ void check_recipe_support(const ExperimentSpec& spec) {
     const bool flag = f == "train.no_decay_bias_norm" || f == "model.pretrained_dropout";
     sets += str_cat(" --set ", f, "=", flag ? "false" : f == "train.layer_decay" ? "1" : "0");
   }
+  std::vector<std::string> carriers;  // the plugins (registry order) that carry every one of them
+  for (const parallel::PluginEntry& e : parallel::plugin_registry()) {
+    if (e.make && missing_of(e.recipe).empty()) carriers.push_back(e.name);
+  }
+  std::string carry;
+  for (size_t i = 0; i < carriers.size(); ++i) {
+    carry += (i == 0 ? "" : i + 1 == carriers.size() ? " and " : ", ") + carriers[i];
+  }
   throw UserError(str_cat(spec.origin.locate(missing.front()), ": ", fields, ": plugin ", spec.plugin.name,
-                          " does not carry ", missing.size() == 1 ? "this option" : "these options",
-                          " yet (torch_ddp, torch_ddp_fp16 and low_level_zero carry them); turn ",
+                          " does not carry ", missing.size() == 1 ? "this option" : "these options", " yet (",
+                          carry, carriers.size() == 1 ? " carries " : " carry ", missing.size() == 1 ? "it" : "them",
+                          "); turn ",
                           missing.size() == 1 ? "it" : "them", " off for ", spec.plugin.name, ":", sets));
 }
 

@@ -1,5 +1,6 @@
 // The training recipe through every data-parallel plugin (torch_ddp,
-// low_level_zero stage 1 and 2) on 1, 2 and 4 CPU ranks:
+// low_level_zero stage 1 and 2, and gemini with optimizer offload 0, 0.5
+// and 1) on 1, 2 and 4 CPU ranks:
 //   - the weight average (StepFinisher) of weights that do not move is those
 //     weights, bit for bit; of moving weights it follows the recurrence
 //     computed on the host from the weights gathered after every step;
@@ -7,7 +8,9 @@
 //   - layer-wise lr decay and no decay on biases/norms/embeddings: every
 //     parameter's update equals AdamW computed on the host from the gathered
 //     gradients with that parameter's own lr and decay (views split at
-//     parameter boundaries, also where ZeRO's buckets and padding cut them);
+//     parameter boundaries, also where ZeRO's buckets, gemini's chunk parts
+//     and padding cut them; gemini's offloaded parts in the CPU AdamW, one
+//     run of equal multipliers at a time);
 //   - mixup targets and drop-path/dropout masks keyed by the global sample
 //     position: the data-parallel run's losses and gradients equal one rank's
 //     on the whole global batch.
@@ -51,10 +54,30 @@ model::ViTConfig tiny_vit() {
 
 struct Plug {
   std::string name;
-  int stage;
-  std::string label() const { return name == "low_level_zero" ? name + " stage " + std::to_string(stage) : name; }
+  int stage = 2;                           // low_level_zero
+  float offload_optim = 0.0f, offload_param = 0.0f;  // gemini
+  parallel::GeminiOptions::CpuUpdate cpu_update = parallel::GeminiOptions::CpuUpdate::Auto;
+  std::string label() const {
+    if (name == "low_level_zero") return name + " stage " + std::to_string(stage);
+    if (name == "gemini") {
+      return name + " offload " + std::to_string(offload_optim) + " param offload " + std::to_string(offload_param);
+    }
+    return name;
+  }
 };
-const std::vector<Plug> kPlugins = {{"torch_ddp", 2}, {"low_level_zero", 1}, {"low_level_zero", 2}};
+const std::vector<Plug> kDataParallel = {{"torch_ddp"}, {"low_level_zero", 1}, {"low_level_zero", 2}};
+// gemini with its optimizer states on the device, half and all of them on
+// the host (CPU AdamW on the worker thread; on demand, so every gather meets
+// a pending update, and overlapped), the last with half the parameters too.
+const std::vector<Plug> kGemini = {
+    {"gemini"},
+    {"gemini", 2, 0.5f, 0.0f, parallel::GeminiOptions::CpuUpdate::OnDemand},
+    {"gemini", 2, 1.0f, 0.5f, parallel::GeminiOptions::CpuUpdate::Overlap}};
+std::vector<Plug> all_plugins() {
+  std::vector<Plug> all = kDataParallel;
+  all.insert(all.end(), kGemini.begin(), kGemini.end());
+  return all;
+}
 
 struct Setup {
   Plug plug;
@@ -67,6 +90,7 @@ struct Setup {
   bool mixed = false;  // mixup targets in every micro-batch
   std::vector<float> load;          // weights to start from instead of the init (and to evaluate)
   int eval_rank = -1, eval_ranks = 1;  // steps 0: evaluate the slice of rank eval_rank of eval_ranks
+  bool swap_at_once = false;  // ema: swap_ema() right after the last train_step (gemini: CPU updates pending)
 };
 
 struct Outcome {
@@ -97,6 +121,10 @@ Outcome train(const Setup& s) {
   parallel::PluginOptions opts;
   opts.name = s.plug.name;
   opts.zero.stage = s.plug.stage;
+  opts.gemini.chunk_bytes = 8 << 10;  // one chunk per segment (5): several to offload, gather and update apart
+  opts.gemini.offload_optim_frac = s.plug.offload_optim;
+  opts.gemini.offload_param_frac = s.plug.offload_param;
+  opts.gemini.cpu_update = s.plug.cpu_update;
   opts.bucket_bytes = 8 << 10;  // several buckets, each cut at parameter boundaries and padded
   opts.weight_decay = kWeightDecay;
   opts.ema_decay = s.ema_decay;
@@ -134,6 +162,7 @@ Outcome train(const Setup& s) {
     const parallel::StepResult r = plugin->train_step({mb}, kGlobalBatch, s.lr, 1.0f, step + 1);
     out.losses.push_back(r.loss);
     out.norms.push_back(r.grad_norm);
+    if (s.swap_at_once && step + 1 == s.steps) break;
     out.grads.push_back(plugin->gather_grads());
     out.params.push_back(plugin->gather_params());
   }
@@ -160,7 +189,7 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(weight_average_of_still_weights_is_those_weights) {
-  for (const Plug& p : kPlugins) {
+  for (const Plug& p : all_plugins()) {
     BOOST_TEST_CONTEXT(p.label() << " on " << vit_mpi_size() << " ranks") {
       Setup s;
       s.plug = p;
@@ -174,7 +203,7 @@ BOOST_AUTO_TEST_CASE(weight_average_of_still_weights_is_those_weights) {
 }
 
 BOOST_AUTO_TEST_CASE(weight_average_follows_the_host_recurrence) {
-  for (const Plug& p : kPlugins) {
+  for (const Plug& p : all_plugins()) {
     BOOST_TEST_CONTEXT(p.label() << " on " << vit_mpi_size() << " ranks") {
       Setup s;
       s.plug = p;
@@ -195,11 +224,19 @@ BOOST_AUTO_TEST_CASE(weight_average_follows_the_host_recurrence) {
       BOOST_TEST(moved > 1e-3);
       BOOST_TEST(max_abs_diff(o.ema, ref) <= 1e-6, "largest difference " << max_abs_diff(o.ema, ref));
       BOOST_TEST(o.after_swap_back == o.params.back());  // the trained weights come back exactly
+      // swap_ema() straight after a step, with gemini's CPU AdamW of the
+      // offloaded parts (and their average) still pending: it waits for
+      // them, the same average and weights bit for bit.
+      Setup at_once = s;
+      at_once.swap_at_once = true;
+      const Outcome q = train(at_once);
+      BOOST_TEST(q.ema == o.ema);
+      BOOST_TEST(q.after_swap_back == o.params.back());
       // Evaluation with the average swapped in runs the average on every
       // rank (ZeRO: every rank's parts gathered): the same loss as a plugin
       // that was given the average as its weights, bit for bit (fp32).
       Setup given;
-      given.plug = kPlugins[0];
+      given.plug = kDataParallel[0];
       given.comm = MPI_COMM_SELF;
       given.steps = 0;
       given.load = o.ema;
@@ -233,7 +270,7 @@ BOOST_AUTO_TEST_CASE(each_parameter_updates_with_its_own_lr_and_decay) {
   BOOST_TEST(mult[layout.patch_w].wd == 1.0f);
   BOOST_TEST(mult[layout.cls_token].wd == 0.0f);
 
-  for (const Plug& p : kPlugins) {
+  for (const Plug& p : all_plugins()) {
     BOOST_TEST_CONTEXT(p.label() << " on " << vit_mpi_size() << " ranks") {
       Setup s;
       s.plug = p;
@@ -303,32 +340,48 @@ BOOST_AUTO_TEST_CASE(split_views_cut_at_parameter_boundaries) {
 }
 
 BOOST_AUTO_TEST_CASE(mixed_targets_and_masks_do_not_depend_on_the_rank_count) {
+  // The reference: torch_ddp on one rank with the whole global batch.
   Setup s;
-  s.plug = kPlugins[0];
+  s.plug = kDataParallel[0];
+  s.comm = MPI_COMM_SELF;
   s.mixed = true;
   s.reg.drop_path = 0.4f;
   s.reg.hidden_dropout = 0.1f;
   s.reg.label_smoothing = 0.1f;
-  const Outcome parallel = train(s);
-  s.comm = MPI_COMM_SELF;
   const Outcome alone = train(s);
   Setup plain = s;
   plain.mixed = false;
   plain.reg = model::Regularization{};
   const Outcome unregularised = train(plain);
-  for (size_t t = 0; t < parallel.losses.size(); ++t) {
-    BOOST_TEST_CONTEXT("step " << t + 1 << " on " << vit_mpi_size() << " ranks") {
-      // As test_data_parallel: only the order of fp32 sums differs, 1e-5.
-      BOOST_TEST(parallel.losses[t] == alone.losses[t], boost::test_tools::tolerance(1e-5));
-      BOOST_TEST(parallel.norms[t] == alone.norms[t], boost::test_tools::tolerance(1e-5));
-      double d = 0, gmax = 0;
-      for (size_t i = 0; i < alone.grads[t].size(); ++i) {
-        d = std::max(d, std::abs(double(parallel.grads[t][i]) - alone.grads[t][i]));
-        gmax = std::max(gmax, std::abs(double(alone.grads[t][i])));
+  for (const Plug& p : all_plugins()) {
+    s.plug = p;
+    s.comm = MPI_COMM_WORLD;
+    const Outcome parallel = train(s);
+    for (size_t t = 0; t < parallel.losses.size(); ++t) {
+      BOOST_TEST_CONTEXT(p.label() << ", step " << t + 1 << " on " << vit_mpi_size() << " ranks") {
+        // As test_data_parallel: only the order of fp32 sums differs (the
+        // reductions; gemini's chunked reduce-scatter), 1e-5 relative; the
+        // losses are O(1), so 1e-5 absolute as well.
+        BOOST_TEST(parallel.losses[t] == alone.losses[t], boost::test_tools::tolerance(1e-5));
+        BOOST_TEST(std::abs(parallel.losses[t] - alone.losses[t]) <= 1e-5);
+        BOOST_TEST(parallel.norms[t] == alone.norms[t], boost::test_tools::tolerance(1e-5));
+        // Gradients element by element: the largest difference against the
+        // largest gradient (max-abs), and the summed difference against the
+        // summed size (a mask or target gone wrong on a few samples moves
+        // many elements by a fraction of their size).
+        double d = 0, gmax = 0, dsum = 0, gsum = 0;
+        for (size_t i = 0; i < alone.grads[t].size(); ++i) {
+          const double e = std::abs(double(parallel.grads[t][i]) - alone.grads[t][i]);
+          d = std::max(d, e);
+          dsum += e;
+          gmax = std::max(gmax, std::abs(double(alone.grads[t][i])));
+          gsum += std::abs(double(alone.grads[t][i]));
+        }
+        BOOST_TEST(d <= 1e-5 * gmax, "gradient difference " << d << " of max " << gmax);
+        BOOST_TEST(dsum <= 1e-5 * gsum, "summed gradient difference " << dsum << " of " << gsum);
+        // ... and the recipe did act on the loss.
+        BOOST_TEST(std::abs(alone.losses[t] - unregularised.losses[t]) > 1e-3);
       }
-      BOOST_TEST(d <= 1e-5 * gmax, "gradient difference " << d << " of max " << gmax);
-      // ... and the recipe did act on the loss.
-      BOOST_TEST(std::abs(alone.losses[t] - unregularised.losses[t]) > 1e-3);
     }
   }
 }

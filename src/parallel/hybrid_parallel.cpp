@@ -44,12 +44,31 @@ int checked_microbatches(const PluginOptions& opts, const model::ViTConfig& cfg,
   return h.num_microbatches;
 }
 
-// One pipeline micro-batch: a slice of one of the trainer's micro-batches.
+// One pipeline micro-batch: a slice of one of the trainer's micro-batches,
+// with the slice of its training extras (plugin.h MicroBatch).
 struct Chunk {
-  const uint8_t* images = nullptr;  // (B, H, W, 3)
-  const int32_t* labels = nullptr;  // (B), host
-  int count = 0;                    // B
+  const uint8_t* images = nullptr;    // (B, H, W, 3)
+  const int32_t* labels = nullptr;    // (B), host
+  const int32_t* labels_b = nullptr;  // (B), host: mixup/cutmix second labels; null: none
+  const float* mix_lambda = nullptr;  // (B), host: the share of `labels`; given with labels_b
+  int count = 0;                      // B
   bool on_device = false;
+  uint64_t noise_key = 0;             // the trainer micro-batch's: masks are keyed by it and the sample position
+  int64_t first_sample = 0;           // position of image 0 of this slice in the step's global batch
+};
+
+// Sets the model's training flag for a scope (train_step) and restores it,
+// also when the step throws.
+class TrainingScope {
+ public:
+  explicit TrainingScope(model::ViTModel& m) : model_(m), saved_(m.training()) { model_.set_training(true); }
+  ~TrainingScope() { model_.set_training(saved_); }
+  TrainingScope(const TrainingScope&) = delete;
+  TrainingScope& operator=(const TrainingScope&) = delete;
+
+ private:
+  model::ViTModel& model_;
+  bool saved_;
 };
 
 class HybridParallelPlugin final : public HybridParallel, private model::ParamSource {
@@ -285,6 +304,9 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     stats_.stages = mesh_.pp_size();
     stats_.slots = model_.slots();
     stats_.tp_reductions = tp_calls;
+    // The stage functions regularise (drop path, dropout, soft targets and
+    // label smoothing) only while the model is training.
+    const TrainingScope training(model_);
     // Gradient accumulation: each of the trainer's micro-batches is one 1F1B
     // round over its pipeline micro-batches; buckets reduce in the last round.
     for (size_t a = 0; a < micro.size(); ++a) {
@@ -399,8 +421,18 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       Chunk c;
       c.images = mb.images ? mb.images + static_cast<size_t>(at) * image_bytes_ : nullptr;
       c.labels = mb.labels + at;
+      VIT_CHECK((mb.labels_b == nullptr) == (mb.mix_lambda == nullptr),
+                "micro-batch: labels_b and mix_lambda come together (one is given, the other not)");
+      if (mb.labels_b != nullptr) {
+        c.labels_b = mb.labels_b + at;
+        c.mix_lambda = mb.mix_lambda + at;
+      }
       c.count = n;
       c.on_device = mb.on_device;
+      // Every rank of the pipeline and of the tp group cuts alike and keys
+      // the masks by the same (noise key, global position): the same masks.
+      c.noise_key = mb.noise_key;
+      c.first_sample = mb.first_sample + at;
       out.push_back(c);
       at += n;
     }
@@ -424,19 +456,48 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
                   out.dtype, ctx_.device, ctx_.stream);
   }
 
+  // Training: the chunk's extras go to the model's slot before its forward,
+  // on every stage: the noise key and sample position key the masks of this
+  // stage's blocks (block l of the whole model, so drop path's rate grows
+  // over the whole depth), the embeddings' dropout on the first stage; the
+  // second labels and their shares reach the last stage's loss.
   void forward_step(const Chunk& c, int slot, float grad_scale, bool train) {
     const int B = c.count;
-    Tensor labels;
+    Tensor images, labels;
+    model::TrainExtras extras;
+    extras.noise_key = c.noise_key;
+    extras.first_sample = c.first_sample;
     if (first_) {
       MicroBatch mb;
       mb.images = c.images;
       mb.labels = c.labels;
       mb.count = B;
       mb.on_device = c.on_device;
-      Tensor images;
+      if (train) {
+        mb.labels_b = c.labels_b;
+        mb.mix_lambda = c.mix_lambda;
+        mb.noise_key = c.noise_key;
+        mb.first_sample = c.first_sample;
+      }
       stager_.stage(mb, &images, &labels);
-      model_.embed_forward(images, B, slot);
+      extras = stager_.extras();  // on the device until the next stage(): after this chunk's head_forward
+    } else if (last_ && train && c.labels_b != nullptr) {
+      // Consumed by head_forward below, in stream order before the next chunk's copy.
+      if (labels_b_.empty()) {
+        labels_b_ = Buffer(labels_.bytes(), ctx_.device);
+        lambda_ = Buffer(labels_.bytes(), ctx_.device);
+      }
+      copy_bytes_async(labels_b_.data(), c.labels_b, static_cast<size_t>(B) * sizeof(int32_t), ctx_.stream);
+      copy_bytes_async(lambda_.data(), c.mix_lambda, static_cast<size_t>(B) * sizeof(float), ctx_.stream);
+      extras.labels_b = Tensor(labels_b_.data(), DType::I32, ctx_.device, {B});
+      extras.lambda = Tensor(lambda_.data(), DType::F32, ctx_.device, {B});
     }
+    if (train) {
+      VIT_CHECK(c.noise_key != 0 || !model_.compute().reg.any_noise(), opts_.name,
+                ": drop path and dropout need the micro-batch's noise_key (the trainer sets it every step)");
+      model_.set_train_extras(extras, slot);
+    }
+    if (first_) model_.embed_forward(images, B, slot);
     const model::ParamLayout& L = model_.layout();
     for (int l = L.first_block(); l < L.end_block(); ++l) model_.block_forward(l, B, slot);
     if (!last_) return;
@@ -728,6 +789,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   // empty for fp32 without ZeRO, where params_ is the master.
   Buffer params_, master_, m_, v_;
   Buffer labels_;                      // device: labels of a micro-batch on a last stage that is not the first
+  Buffer labels_b_, lambda_;           // device: its mixup/cutmix targets there (allocated on first use)
   Buffer host_losses_;                 // pinned: per-sample losses of the current step (last stage)
   Buffer host_eval_losses_, host_eval_pred_;
   size_t filled_ = 0;

@@ -33,6 +33,12 @@
 //   overflow  every rank checks all the gradients it updates; summed flags
 //             skip the step everywhere alike;
 //   eval      sums of the last stage's tp rank 0, summed over the world.
+// Training recipe (plugin.h RecipeSupport): each pipeline micro-batch
+// carries its slice of the trainer's micro-batch extras; every stage and tp
+// rank gives the model the same noise key and global sample positions, so
+// drop path and dropout masks are those of one rank on the whole batch
+// (block indices are the whole model's), and the last stage's loss gets the
+// mixup/cutmix second labels and shares.
 // load_params takes the full fp32 vector and keeps this rank's slice;
 // gather_params / gather_grads assemble the full vector on every rank from
 // one contributor per element (dp rank 0; tp rank 0 for replicated ones).

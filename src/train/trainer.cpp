@@ -98,28 +98,40 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
 void check_recipe_support(const ExperimentSpec& spec) {
   const parallel::RecipeSupport rs = parallel::recipe_support_of(spec.plugin.name);
   std::vector<std::string> missing;
-  auto need = [&](bool has, bool used, const char* field) {
-    if (used && !has) missing.push_back(field);
+  parallel::RecipeSupport needed;  // the groups of the missing fields
+  auto need = [&](bool parallel::RecipeSupport::*group, bool used, const char* field) {
+    if (used && !(rs.*group)) {
+      missing.push_back(field);
+      needed.*group = true;
+    }
   };
-  need(rs.train_extras, spec.data.mixup_alpha > 0, "data.mixup_alpha");
-  need(rs.train_extras, spec.data.cutmix_alpha > 0, "data.cutmix_alpha");
-  need(rs.train_extras, spec.model.drop_path > 0, "model.drop_path");
-  need(rs.train_extras, compute_config(spec).reg.hidden_dropout > 0,
+  using RS = parallel::RecipeSupport;
+  need(&RS::train_extras, spec.data.mixup_alpha > 0, "data.mixup_alpha");
+  need(&RS::train_extras, spec.data.cutmix_alpha > 0, "data.cutmix_alpha");
+  need(&RS::train_extras, spec.model.drop_path > 0, "model.drop_path");
+  need(&RS::train_extras, compute_config(spec).reg.hidden_dropout > 0,
        spec.model.pretrained_dropout ? "model.pretrained_dropout" : "model.hidden_dropout");
-  need(rs.param_groups, spec.train.layer_decay != 1.0, "train.layer_decay");
-  need(rs.param_groups, spec.train.no_decay_bias_norm, "train.no_decay_bias_norm");
-  need(rs.ema, spec.train.ema_decay > 0, "train.ema_decay");
+  need(&RS::param_groups, spec.train.layer_decay != 1.0, "train.layer_decay");
+  need(&RS::param_groups, spec.train.no_decay_bias_norm, "train.no_decay_bias_norm");
+  need(&RS::ema, spec.train.ema_decay > 0, "train.ema_decay");
   if (missing.empty()) return;
-  std::string fields, sets;
+  std::string fields, sets, carriers;
   for (const std::string& f : missing) fields += (fields.empty() ? "" : ", ") + f;
   for (const std::string& f : missing) {
     const bool flag = f == "train.no_decay_bias_norm" || f == "model.pretrained_dropout";
     sets += str_cat(" --set ", f, "=", flag ? "false" : f == "train.layer_decay" ? "1" : "0");
   }
+  // The plugins of this build that carry every missing field (the registry says which).
+  for (const parallel::PluginEntry& e : parallel::plugin_registry()) {
+    const parallel::RecipeSupport& r = e.recipe;
+    const bool all = (!needed.train_extras || r.train_extras) && (!needed.param_groups || r.param_groups) &&
+                     (!needed.ema || r.ema);
+    if (e.make != nullptr && all) carriers += str_cat(carriers.empty() ? "" : ", ", e.name);
+  }
   throw UserError(str_cat(spec.origin.locate(missing.front()), ": ", fields, ": plugin ", spec.plugin.name,
-                          " does not carry ", missing.size() == 1 ? "this option" : "these options",
-                          " yet (torch_ddp, torch_ddp_fp16 and low_level_zero carry them); turn ",
-                          missing.size() == 1 ? "it" : "them", " off for ", spec.plugin.name, ":", sets));
+                          " does not carry ", missing.size() == 1 ? "this option" : "these options", " yet (",
+                          carriers.empty() ? "no plugin of this build carries them" : carriers + " carry them",
+                          "); turn ", missing.size() == 1 ? "it" : "them", " off for ", spec.plugin.name, ":", sets));
 }
 
 parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {

@@ -15,6 +15,7 @@
 #include "parallel/batch_stager.h"
 #include "parallel/bucket_layout.h"
 #include "parallel/grad_buckets.h"
+#include "parallel/param_groups.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/step_finisher.h"
 #include "parallel/tensor_parallel.h"
@@ -586,8 +587,23 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   Tensor params_tensor() const { return tensor_of(params_, model_.compute().dtype, {buckets_.padded_total()}); }
 
   // The parts this rank updates (StepFinisher): everything when replicated
-  // over dp, its part of every bucket with ZeRO-1.
+  // over dp, its part of every bucket with ZeRO-1; split at parameter
+  // boundaries when parameters differ in lr or weight decay (param_groups.h).
+  // The local layout names each tensor by its full-model name and block
+  // index ("blocks.3.mlp.fc1.weight" on any stage, for its tp slice), so a
+  // slice, a stage-local parameter and a ZeRO-1 part get the multipliers of
+  // their full-model parameter.
   void build_views() {
+    std::vector<int64_t> begins;  // where each view starts in the padded buffers
+    collect_views(&begins);
+    if (!opts_.groups.active()) return;
+    const auto& ps = model_.layout().params();
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (size_t i = 0; i < ps.size(); ++i) ranges.emplace_back(padded_offset_[i], padded_offset_[i] + ps[i].numel);
+    views_ = split_views(views_, begins, ranges, param_multipliers(model_.layout(), opts_.groups));
+  }
+
+  void collect_views(std::vector<int64_t>* begins) {
     const DType cd = model_.compute().dtype;
     const Device dev = ctx_.device;
     if (!sharded_) {
@@ -599,6 +615,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       v.grad = grads_.reduced();
       if (!master_.empty()) v.lowp = params_tensor();
       views_.push_back(v);
+      begins->push_back(0);
       return;
     }
     for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
@@ -613,6 +630,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       v.lowp = Tensor(static_cast<char*>(params_.data()) + buckets_.part_begin(bi) * static_cast<int64_t>(dtype_size(cd)),
                       cd, dev, {part});
       views_.push_back(v);
+      begins->push_back(buckets_.part_begin(bi));
     }
   }
 

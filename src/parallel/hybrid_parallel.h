@@ -38,7 +38,10 @@
 // rank gives the model the same noise key and global sample positions, so
 // drop path and dropout masks are those of one rank on the whole batch
 // (block indices are the whole model's), and the last stage's loss gets the
-// mixup/cutmix second labels and shares.
+// mixup/cutmix second labels and shares. Per-parameter lr and weight decay
+// (layer_decay, no_decay_bias_norm): the optimizer's views are split at this
+// rank's parameter boundaries, each piece with its full-model parameter's
+// multipliers (tp slices and stage-local tensors keep their full names).
 // load_params takes the full fp32 vector and keeps this rank's slice;
 // gather_params / gather_grads assemble the full vector on every rank from
 // one contributor per element (dp rank 0; tp rank 0 for replicated ones).

@@ -160,6 +160,16 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   void set_timing(bool on) override { timing_ = on; }
   const model::ParamLayout& local_layout() const override { return model_.layout(); }
 
+  // Every rank swaps the views it updates (tp ranks hold identical averages
+  // of replicated tensors: their weights are identical); with ZeRO-1 the
+  // other dp ranks' parts come by the all-gather, as after a step.
+  void swap_ema() override {
+    settle();
+    finisher_.swap_ema(views_);
+    if (gather_) gather_->launch();
+    settle();
+  }
+
   void load_params(const std::vector<float>& full) override {
     VIT_CHECK(static_cast<int64_t>(full.size()) == full_layout_.total(), "load_params: ", full.size(),
               " values for a model of ", full_layout_.total());
@@ -186,6 +196,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
         }
       }
     }
+    finisher_.reset_ema();  // the average starts again from these weights
     k::fill(ctx_, tensor_of(m_, DType::F32, {static_cast<int64_t>(m_.bytes() / 4)}), 0.0f);
     k::fill(ctx_, tensor_of(v_, DType::F32, {static_cast<int64_t>(v_.bytes() / 4)}), 0.0f);
     synchronize_stream(ctx_.stream);  // `staged` is freed on return
@@ -236,16 +247,27 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     return runs;
   }
 
-  // No weight average: the recipe check refuses train.ema_decay for hybrid_parallel.
   std::vector<StatePart> state_parts() const override {
-    return std::vector<StatePart>(std::begin(kStateParts), std::end(kStateParts));
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
+    return parts;
   }
 
   std::vector<float> export_state(StatePart part) override {
-    VIT_CHECK(part != StatePart::Ema, opts_.name, ": export_state(ema): hybrid_parallel keeps no weight average");
     settle();
     std::vector<float> state(static_cast<size_t>(state_elements()));
-    copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
+    if (part == StatePart::Ema) {
+      // The average lives per view in the StepFinisher: laid out as the
+      // master weights are (state_buffer), then read through the same runs.
+      VIT_CHECK(finisher_.has_ema(), opts_.name, ": export_state(ema) without a weight average (ema_decay is 0)");
+      Buffer ema(state.size() * sizeof(float), ctx_.device);
+      ema.zero();
+      finisher_.export_ema(views_, state_buffer(StatePart::Master), ema.as<float>());
+      synchronize_stream(ctx_.stream);
+      copy_bytes(state.data(), Device::CPU, ema.data(), ctx_.device, ema.bytes());
+    } else {
+      copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
+    }
     std::vector<float> out;
     for (const PlacedRun& r : placed_runs(true)) {
       out.insert(out.end(), state.begin() + r.at, state.begin() + r.at + r.run.count);
@@ -253,16 +275,30 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     return out;
   }
 
-  void import_state(const StateReader& read, bool /*has_ema: no average kept, an ema part is not read*/) override {
+  void import_state(const StateReader& read, bool has_ema) override {
     settle();
     const std::vector<PlacedRun> runs = placed_runs(false);
     std::vector<float> host(static_cast<size_t>(state_elements()));
-    for (StatePart part : kStateParts) {
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
+    if (ema) parts.push_back(StatePart::Ema);
+    for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (const PlacedRun& r : runs) read(part, r.run, host.data() + r.at);
+      if (part == StatePart::Ema) {
+        // Same layout as the master weights; the StepFinisher takes it per view.
+        Buffer staged(host.size() * sizeof(float), ctx_.device);
+        copy_bytes(staged.data(), ctx_.device, host.data(), Device::CPU, staged.bytes());
+        finisher_.import_ema(views_, state_buffer(StatePart::Master), staged.as<float>());
+        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this block
+        continue;
+      }
       copy_bytes(const_cast<float*>(state_buffer(part)), ctx_.device, host.data(), Device::CPU,
                  host.size() * sizeof(float));
     }
+    // No average in the checkpoint (an older one, or written with ema_decay
+    // 0): it starts afresh from the imported weights at the next step.
+    if (!ema) finisher_.reset_ema();
     // The compute-dtype copy the model reads, from the master weights: whole
     // (replicated over dp; the same buffer for fp32) or this rank's parts,
     // then all-gathered over the dp group as after a step (ZeRO-1).
@@ -696,7 +732,8 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       case StatePart::AdamV: return v_.as<float>();
       case StatePart::Ema: break;
     }
-    VIT_THROW(opts_.name, ": no state buffer for part ", state_part_name(part), " (it keeps no weight average)");
+    VIT_THROW(opts_.name, ": no state buffer for part ", state_part_name(part),
+              " (the weight average lives per view in the StepFinisher)");
   }
 
   // The runs of the local elements this rank keeps state for, in buffer

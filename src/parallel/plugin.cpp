@@ -43,9 +43,8 @@ const std::vector<PluginEntry>& plugin_registry() {
       {"low_level_zero", "ZeRO-1/2: optimizer states (and gradients) sharded over data-parallel ranks",
        make_data_parallel, kAll},
       {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini, {}},
-      // Mixup/cutmix, drop path, dropout and per-parameter lr/decay; not yet the weight average.
       {"hybrid_parallel", "tensor x pipeline x data parallel (Megatron 1-D, 1F1B, optional ZeRO-1)",
-       make_hybrid_parallel, RecipeSupport{true, true, false}},
+       make_hybrid_parallel, kAll},
   };
   return registry;
 }

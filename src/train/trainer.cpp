@@ -130,7 +130,8 @@ void check_recipe_support(const ExperimentSpec& spec) {
   }
   throw UserError(str_cat(spec.origin.locate(missing.front()), ": ", fields, ": plugin ", spec.plugin.name,
                           " does not carry ", missing.size() == 1 ? "this option" : "these options", " yet (",
-                          carriers.empty() ? "no plugin of this build carries them" : carriers + " carry them",
+                          carriers.empty() ? str_cat("no plugin of this build carries ", missing.size() == 1 ? "it" : "them")
+                                           : str_cat(carriers, " carry ", missing.size() == 1 ? "it" : "them"),
                           "); turn ", missing.size() == 1 ? "it" : "them", " off for ", spec.plugin.name, ":", sets));
 }
 

@@ -9,6 +9,7 @@
 #include "comm/process_mesh.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/stream.h"
 #include "kernels/cast.h"
 #include "model/vit.h"
@@ -348,10 +349,17 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     // round over its pipeline micro-batches; buckets reduce in the last round.
     for (size_t a = 0; a < micro.size(); ++a) {
       const bool last_round = a + 1 == micro.size();
-      const std::vector<Chunk> chunks = chunks_of(micro[a]);
+      std::vector<Chunk> chunks = chunks_of(micro[a]);
       if (chunks.empty()) {
         grads_.skip_micro(last_round);  // still joins every reduction
         continue;
+      }
+      // A micro-batch without a noise key (benchmark mode, tests) gets one
+      // from a counter, as ViTModel::forward_backward draws it for the
+      // data-parallel plugins: every rank of this plugin counts alike.
+      if (micro[a].noise_key == 0 && model_.compute().reg.any_noise()) {
+        const uint64_t key = mix_seed(model_.compute().reg.seed, 0x6e6f697365ull, ++auto_noise_);
+        for (Chunk& c : chunks) c.noise_key = key;
       }
       run_one_f_one_b(chunks, grad_scale, last_round);
     }
@@ -529,11 +537,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       extras.labels_b = Tensor(labels_b_.data(), DType::I32, ctx_.device, {B});
       extras.lambda = Tensor(lambda_.data(), DType::F32, ctx_.device, {B});
     }
-    if (train) {
-      VIT_CHECK(c.noise_key != 0 || !model_.compute().reg.any_noise(), opts_.name,
-                ": drop path and dropout need the micro-batch's noise_key (the trainer sets it every step)");
-      model_.set_train_extras(extras, slot);
-    }
+    if (train) model_.set_train_extras(extras, slot);
     if (first_) model_.embed_forward(images, B, slot);
     const model::ParamLayout& L = model_.layout();
     for (int l = L.first_block(); l < L.end_block(); ++l) model_.block_forward(l, B, slot);
@@ -849,6 +853,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   Buffer host_eval_losses_, host_eval_pred_;
   size_t filled_ = 0;
   float last_loss_scale_ = 0.0f;
+  uint64_t auto_noise_ = 0;  // micro-batches trained without a noise key
   bool timing_ = false;
   PipelineStats stats_;
   Clock::time_point step_t0_;

@@ -80,6 +80,7 @@ struct Setup {
   parallel::ParamGroupOptions groups;
   model::Regularization reg;
   bool mixed = false;  // mixup targets in every micro-batch
+  bool keyed = true;   // false: micro-batches without a noise key (benchmark mode): the plugin draws one
 };
 
 struct Outcome {
@@ -149,8 +150,10 @@ Outcome train(const Setup& s) {
       mb.mix_lambda = lambda.data() + first;
     }
     // As the trainer: one key per step, the same on every rank; positions global.
-    mb.noise_key = mix_seed(7, static_cast<uint64_t>(step));
-    mb.first_sample = mesh.dp_rank() * per_rank;
+    if (s.keyed) {
+      mb.noise_key = mix_seed(7, static_cast<uint64_t>(step));
+      mb.first_sample = mesh.dp_rank() * per_rank;
+    }
     const parallel::StepResult r = plugin->train_step({mb}, kGlobalBatch, s.lr, 1.0f, step + 1);
     out.losses.push_back(r.loss);
     out.norms.push_back(r.grad_norm);
@@ -236,6 +239,34 @@ BOOST_AUTO_TEST_CASE(mixed_targets_and_masks_match_one_torch_ddp_rank) {
                                       << ", grad_norm rel " << std::abs(got.norms[t] / alone.norms[t] - 1)
                                       << ", gradient max abs " << d << " of " << gmax << ", weights " << w << " ("
                                       << noisy << " left out)");
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(micro_batches_without_a_noise_key_draw_one_rank_s_masks) {
+  // Benchmark mode trains without noise keys: the data-parallel plugins'
+  // model draws one per micro-batch from a counter seeded by reg.seed, and
+  // hybrid_parallel draws the same on every rank. With one data-parallel
+  // replica (positions from 0 on, as one rank's) it is one rank's run.
+  Setup s;
+  s.keyed = false;
+  s.reg.drop_path = 0.4f;
+  s.reg.hidden_dropout = 0.1f;
+  Setup ref_setup = s;
+  ref_setup.plugin = "torch_ddp";
+  const Outcome alone = train(ref_setup);
+  for (const Layout& lay : layouts_for_world(vit_mpi_size())) {
+    if (lay.tp * lay.pp != vit_mpi_size()) continue;  // data parallel: every replica's positions start at 0
+    s.layout = lay;
+    const Outcome got = train(s);
+    for (size_t t = 0; t < alone.losses.size(); ++t) {
+      BOOST_TEST_CONTEXT(lay.name() << ", step " << t + 1 << " on " << vit_mpi_size() << " ranks") {
+        // The bounds of mixed_targets_and_masks_match_one_torch_ddp_rank.
+        BOOST_TEST(got.losses[t] == alone.losses[t], boost::test_tools::tolerance(1e-5));
+        BOOST_TEST(got.norms[t] == alone.norms[t], boost::test_tools::tolerance(1e-5));
+        const double d = max_abs_diff(got.grads[t], alone.grads[t]), gmax = max_abs(alone.grads[t]);
+        BOOST_TEST(d <= 1e-5 * gmax, "gradient difference " << d << " of max " << gmax);
       }
     }
   }

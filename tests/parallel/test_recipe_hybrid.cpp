@@ -1,11 +1,13 @@
 // The training recipe through hybrid_parallel (run with 2 and 4 CPU ranks by
-// ctest: tp2, pp2, dp2 + ZeRO-1; tp2 x pp2, pp2 x dp2 + ZeRO-1, tp2 x dp2):
+// ctest: tp2, pp2 (2 pipeline micro-batches), dp2 + ZeRO-1; tp2 x pp2,
+// pp2 x dp2 + ZeRO-1, tp2 x dp2 + ZeRO-1):
 //   - mixup targets, label smoothing, drop path and dropout masks keyed by
-//     the global sample position: every layout's losses, grad_norms and
-//     gathered gradients equal one torch_ddp rank's on the whole global
-//     batch (every tp rank draws the same masks, each stage masks its blocks
-//     with their index in the whole model, the last stage gets the soft
-//     targets of each pipeline micro-batch);
+//     the global sample position: every layout's losses, grad_norms,
+//     gathered gradients and weights equal one torch_ddp rank's on the
+//     whole global batch (every tp rank draws the same masks, each stage
+//     masks its blocks with their index in the whole model, the last stage
+//     gets the soft targets of each pipeline micro-batch); without noise
+//     keys (benchmark mode) the plugin draws one rank's keys;
 //   - layer-wise lr decay and no decay on biases/norms/embeddings over tp
 //     slices, stage-local parameters and ZeRO-1 shards: every parameter's
 //     update equals AdamW computed on the host from the gathered gradients

@@ -9,12 +9,14 @@
 #include "comm/process_mesh.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/stream.h"
 #include "kernels/cast.h"
 #include "model/vit.h"
 #include "parallel/batch_stager.h"
 #include "parallel/bucket_layout.h"
 #include "parallel/grad_buckets.h"
+#include "parallel/param_groups.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/step_finisher.h"
 #include "parallel/tensor_parallel.h"
@@ -44,12 +46,31 @@ int checked_microbatches(const PluginOptions& opts, const model::ViTConfig& cfg,
   return h.num_microbatches;
 }
 
-// One pipeline micro-batch: a slice of one of the trainer's micro-batches.
+// One pipeline micro-batch: a slice of one of the trainer's micro-batches,
+// with the slice of its training extras (plugin.h MicroBatch).
 struct Chunk {
-  const uint8_t* images = nullptr;  // (B, H, W, 3)
-  const int32_t* labels = nullptr;  // (B), host
-  int count = 0;                    // B
+  const uint8_t* images = nullptr;    // (B, H, W, 3)
+  const int32_t* labels = nullptr;    // (B), host
+  const int32_t* labels_b = nullptr;  // (B), host: mixup/cutmix second labels; null: none
+  const float* mix_lambda = nullptr;  // (B), host: the share of `labels`; given with labels_b
+  int count = 0;                      // B
   bool on_device = false;
+  uint64_t noise_key = 0;             // the trainer micro-batch's: masks are keyed by it and the sample position
+  int64_t first_sample = 0;           // position of image 0 of this slice in the step's global batch
+};
+
+// Sets the model's training flag for a scope (train_step) and restores it,
+// also when the step throws.
+class TrainingScope {
+ public:
+  explicit TrainingScope(model::ViTModel& m) : model_(m), saved_(m.training()) { model_.set_training(true); }
+  ~TrainingScope() { model_.set_training(saved_); }
+  TrainingScope(const TrainingScope&) = delete;
+  TrainingScope& operator=(const TrainingScope&) = delete;
+
+ private:
+  model::ViTModel& model_;
+  bool saved_;
 };
 
 class HybridParallelPlugin final : public HybridParallel, private model::ParamSource {
@@ -140,6 +161,16 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   void set_timing(bool on) override { timing_ = on; }
   const model::ParamLayout& local_layout() const override { return model_.layout(); }
 
+  // Every rank swaps the views it updates (tp ranks hold identical averages
+  // of replicated tensors: their weights are identical); with ZeRO-1 the
+  // other dp ranks' parts come by the all-gather, as after a step.
+  void swap_ema() override {
+    settle();
+    finisher_.swap_ema(views_);
+    if (gather_) gather_->launch();
+    settle();
+  }
+
   void load_params(const std::vector<float>& full) override {
     VIT_CHECK(static_cast<int64_t>(full.size()) == full_layout_.total(), "load_params: ", full.size(),
               " values for a model of ", full_layout_.total());
@@ -166,6 +197,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
         }
       }
     }
+    finisher_.reset_ema();  // the average starts again from these weights
     k::fill(ctx_, tensor_of(m_, DType::F32, {static_cast<int64_t>(m_.bytes() / 4)}), 0.0f);
     k::fill(ctx_, tensor_of(v_, DType::F32, {static_cast<int64_t>(v_.bytes() / 4)}), 0.0f);
     synchronize_stream(ctx_.stream);  // `staged` is freed on return
@@ -216,16 +248,27 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     return runs;
   }
 
-  // No weight average: the recipe check refuses train.ema_decay for hybrid_parallel.
   std::vector<StatePart> state_parts() const override {
-    return std::vector<StatePart>(std::begin(kStateParts), std::end(kStateParts));
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
+    return parts;
   }
 
   std::vector<float> export_state(StatePart part) override {
-    VIT_CHECK(part != StatePart::Ema, opts_.name, ": export_state(ema): hybrid_parallel keeps no weight average");
     settle();
     std::vector<float> state(static_cast<size_t>(state_elements()));
-    copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
+    if (part == StatePart::Ema) {
+      // The average lives per view in the StepFinisher: laid out as the
+      // master weights are (state_buffer), then read through the same runs.
+      VIT_CHECK(finisher_.has_ema(), opts_.name, ": export_state(ema) without a weight average (ema_decay is 0)");
+      Buffer ema(state.size() * sizeof(float), ctx_.device);
+      ema.zero();
+      finisher_.export_ema(views_, state_buffer(StatePart::Master), ema.as<float>());
+      synchronize_stream(ctx_.stream);
+      copy_bytes(state.data(), Device::CPU, ema.data(), ctx_.device, ema.bytes());
+    } else {
+      copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
+    }
     std::vector<float> out;
     for (const PlacedRun& r : placed_runs(true)) {
       out.insert(out.end(), state.begin() + r.at, state.begin() + r.at + r.run.count);
@@ -233,16 +276,30 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     return out;
   }
 
-  void import_state(const StateReader& read, bool /*has_ema: no average kept, an ema part is not read*/) override {
+  void import_state(const StateReader& read, bool has_ema) override {
     settle();
     const std::vector<PlacedRun> runs = placed_runs(false);
     std::vector<float> host(static_cast<size_t>(state_elements()));
-    for (StatePart part : kStateParts) {
+    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+    const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
+    if (ema) parts.push_back(StatePart::Ema);
+    for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (const PlacedRun& r : runs) read(part, r.run, host.data() + r.at);
+      if (part == StatePart::Ema) {
+        // Same layout as the master weights; the StepFinisher takes it per view.
+        Buffer staged(host.size() * sizeof(float), ctx_.device);
+        copy_bytes(staged.data(), ctx_.device, host.data(), Device::CPU, staged.bytes());
+        finisher_.import_ema(views_, state_buffer(StatePart::Master), staged.as<float>());
+        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this block
+        continue;
+      }
       copy_bytes(const_cast<float*>(state_buffer(part)), ctx_.device, host.data(), Device::CPU,
                  host.size() * sizeof(float));
     }
+    // No average in the checkpoint (an older one, or written with ema_decay
+    // 0): it starts afresh from the imported weights at the next step.
+    if (!ema) finisher_.reset_ema();
     // The compute-dtype copy the model reads, from the master weights: whole
     // (replicated over dp; the same buffer for fp32) or this rank's parts,
     // then all-gathered over the dp group as after a step (ZeRO-1).
@@ -285,14 +342,24 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     stats_.stages = mesh_.pp_size();
     stats_.slots = model_.slots();
     stats_.tp_reductions = tp_calls;
+    // The stage functions regularise (drop path, dropout, soft targets and
+    // label smoothing) only while the model is training.
+    const TrainingScope training(model_);
     // Gradient accumulation: each of the trainer's micro-batches is one 1F1B
     // round over its pipeline micro-batches; buckets reduce in the last round.
     for (size_t a = 0; a < micro.size(); ++a) {
       const bool last_round = a + 1 == micro.size();
-      const std::vector<Chunk> chunks = chunks_of(micro[a]);
+      std::vector<Chunk> chunks = chunks_of(micro[a]);
       if (chunks.empty()) {
         grads_.skip_micro(last_round);  // still joins every reduction
         continue;
+      }
+      // A micro-batch without a noise key (benchmark mode, tests) gets one
+      // from a counter, as ViTModel::forward_backward draws it for the
+      // data-parallel plugins: every rank of this plugin counts alike.
+      if (micro[a].noise_key == 0 && model_.compute().reg.any_noise()) {
+        const uint64_t key = mix_seed(model_.compute().reg.seed, 0x6e6f697365ull, ++auto_noise_);
+        for (Chunk& c : chunks) c.noise_key = key;
       }
       run_one_f_one_b(chunks, grad_scale, last_round);
     }
@@ -399,8 +466,18 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       Chunk c;
       c.images = mb.images ? mb.images + static_cast<size_t>(at) * image_bytes_ : nullptr;
       c.labels = mb.labels + at;
+      VIT_CHECK((mb.labels_b == nullptr) == (mb.mix_lambda == nullptr),
+                "micro-batch: labels_b and mix_lambda come together (one is given, the other not)");
+      if (mb.labels_b != nullptr) {
+        c.labels_b = mb.labels_b + at;
+        c.mix_lambda = mb.mix_lambda + at;
+      }
       c.count = n;
       c.on_device = mb.on_device;
+      // Every rank of the pipeline and of the tp group cuts alike and keys
+      // the masks by the same (noise key, global position): the same masks.
+      c.noise_key = mb.noise_key;
+      c.first_sample = mb.first_sample + at;
       out.push_back(c);
       at += n;
     }
@@ -424,19 +501,44 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
                   out.dtype, ctx_.device, ctx_.stream);
   }
 
+  // Training: the chunk's extras go to the model's slot before its forward,
+  // on every stage: the noise key and sample position key the masks of this
+  // stage's blocks (block l of the whole model, so drop path's rate grows
+  // over the whole depth), the embeddings' dropout on the first stage; the
+  // second labels and their shares reach the last stage's loss.
   void forward_step(const Chunk& c, int slot, float grad_scale, bool train) {
     const int B = c.count;
-    Tensor labels;
+    Tensor images, labels;
+    model::TrainExtras extras;
+    extras.noise_key = c.noise_key;
+    extras.first_sample = c.first_sample;
     if (first_) {
       MicroBatch mb;
       mb.images = c.images;
       mb.labels = c.labels;
       mb.count = B;
       mb.on_device = c.on_device;
-      Tensor images;
+      if (train) {
+        mb.labels_b = c.labels_b;
+        mb.mix_lambda = c.mix_lambda;
+        mb.noise_key = c.noise_key;
+        mb.first_sample = c.first_sample;
+      }
       stager_.stage(mb, &images, &labels);
-      model_.embed_forward(images, B, slot);
+      extras = stager_.extras();  // on the device until the next stage(): after this chunk's head_forward
+    } else if (last_ && train && c.labels_b != nullptr) {
+      // Consumed by head_forward below, in stream order before the next chunk's copy.
+      if (labels_b_.empty()) {
+        labels_b_ = Buffer(labels_.bytes(), ctx_.device);
+        lambda_ = Buffer(labels_.bytes(), ctx_.device);
+      }
+      copy_bytes_async(labels_b_.data(), c.labels_b, static_cast<size_t>(B) * sizeof(int32_t), ctx_.stream);
+      copy_bytes_async(lambda_.data(), c.mix_lambda, static_cast<size_t>(B) * sizeof(float), ctx_.stream);
+      extras.labels_b = Tensor(labels_b_.data(), DType::I32, ctx_.device, {B});
+      extras.lambda = Tensor(lambda_.data(), DType::F32, ctx_.device, {B});
     }
+    if (train) model_.set_train_extras(extras, slot);
+    if (first_) model_.embed_forward(images, B, slot);
     const model::ParamLayout& L = model_.layout();
     for (int l = L.first_block(); l < L.end_block(); ++l) model_.block_forward(l, B, slot);
     if (!last_) return;
@@ -525,8 +627,23 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   Tensor params_tensor() const { return tensor_of(params_, model_.compute().dtype, {buckets_.padded_total()}); }
 
   // The parts this rank updates (StepFinisher): everything when replicated
-  // over dp, its part of every bucket with ZeRO-1.
+  // over dp, its part of every bucket with ZeRO-1; split at parameter
+  // boundaries when parameters differ in lr or weight decay (param_groups.h).
+  // The local layout names each tensor by its full-model name and block
+  // index ("blocks.3.mlp.fc1.weight" on any stage, for its tp slice), so a
+  // slice, a stage-local parameter and a ZeRO-1 part get the multipliers of
+  // their full-model parameter.
   void build_views() {
+    std::vector<int64_t> begins;  // where each view starts in the padded buffers
+    collect_views(&begins);
+    if (!opts_.groups.active()) return;
+    const auto& ps = model_.layout().params();
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (size_t i = 0; i < ps.size(); ++i) ranges.emplace_back(padded_offset_[i], padded_offset_[i] + ps[i].numel);
+    views_ = split_views(views_, begins, ranges, param_multipliers(model_.layout(), opts_.groups));
+  }
+
+  void collect_views(std::vector<int64_t>* begins) {
     const DType cd = model_.compute().dtype;
     const Device dev = ctx_.device;
     if (!sharded_) {
@@ -538,6 +655,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       v.grad = grads_.reduced();
       if (!master_.empty()) v.lowp = params_tensor();
       views_.push_back(v);
+      begins->push_back(0);
       return;
     }
     for (size_t b = 0; b < buckets_.buckets().size(); ++b) {
@@ -552,6 +670,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       v.lowp = Tensor(static_cast<char*>(params_.data()) + buckets_.part_begin(bi) * static_cast<int64_t>(dtype_size(cd)),
                       cd, dev, {part});
       views_.push_back(v);
+      begins->push_back(buckets_.part_begin(bi));
     }
   }
 
@@ -617,7 +736,8 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       case StatePart::AdamV: return v_.as<float>();
       case StatePart::Ema: break;
     }
-    VIT_THROW(opts_.name, ": no state buffer for part ", state_part_name(part), " (it keeps no weight average)");
+    VIT_THROW(opts_.name, ": no state buffer for part ", state_part_name(part),
+              " (the weight average lives per view in the StepFinisher)");
   }
 
   // The runs of the local elements this rank keeps state for, in buffer
@@ -728,10 +848,12 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   // empty for fp32 without ZeRO, where params_ is the master.
   Buffer params_, master_, m_, v_;
   Buffer labels_;                      // device: labels of a micro-batch on a last stage that is not the first
+  Buffer labels_b_, lambda_;           // device: its mixup/cutmix targets there (allocated on first use)
   Buffer host_losses_;                 // pinned: per-sample losses of the current step (last stage)
   Buffer host_eval_losses_, host_eval_pred_;
   size_t filled_ = 0;
   float last_loss_scale_ = 0.0f;
+  uint64_t auto_noise_ = 0;  // micro-batches trained without a noise key
   bool timing_ = false;
   PipelineStats stats_;
   Clock::time_point step_t0_;

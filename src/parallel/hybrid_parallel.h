@@ -33,6 +33,18 @@
 //   overflow  every rank checks all the gradients it updates; summed flags
 //             skip the step everywhere alike;
 //   eval      sums of the last stage's tp rank 0, summed over the world.
+// Training recipe (plugin.h RecipeSupport): each pipeline micro-batch
+// carries its slice of the trainer's micro-batch extras; every stage and tp
+// rank gives the model the same noise key and global sample positions, so
+// drop path and dropout masks are those of one rank on the whole batch
+// (block indices are the whole model's), and the last stage's loss gets the
+// mixup/cutmix second labels and shares. Per-parameter lr and weight decay
+// (layer_decay, no_decay_bias_norm): the optimizer's views are split at this
+// rank's parameter boundaries, each piece with its full-model parameter's
+// multipliers (tp slices and stage-local tensors keep their full names).
+// The weight average (ema_decay) is the StepFinisher's over the same views:
+// swap_ema() swaps them (ZeRO-1: then all-gathers as after a step), and
+// checkpoints carry it as the part "ema" in the master weights' runs.
 // load_params takes the full fp32 vector and keeps this rank's slice;
 // gather_params / gather_grads assemble the full vector on every rank from
 // one contributor per element (dp rank 0; tp rank 0 for replicated ones).

@@ -44,7 +44,7 @@ const std::vector<PluginEntry>& plugin_registry() {
        make_data_parallel, kAll},
       {"gemini", "ZeRO-3 over parameter chunks with prefetch and CPU offload", make_gemini, kAll},
       {"hybrid_parallel", "tensor x pipeline x data parallel (Megatron 1-D, 1F1B, optional ZeRO-1)",
-       make_hybrid_parallel, {}},
+       make_hybrid_parallel, kAll},
   };
   return registry;
 }

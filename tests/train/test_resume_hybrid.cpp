@@ -12,6 +12,13 @@
 //     test_resume uses for torch_ddp -> low_level_zero (1e-5 relative: only
 //     the order of the fp32 sums differs; hybrid_parallel follows torch_ddp
 //     within it from the start, test_e2e_hybrid).
+//   - the training recipe (mixup/cutmix, label smoothing, drop path,
+//     dropout, layer-wise lr decay, no decay on biases/norms) with the
+//     weight average: exact resume for tp2 and pp2 x dp2 with ZeRO-1 (the
+//     checkpoint holds the part "ema"; step lines and the exported average
+//     bit for bit), and a 2-rank torch_ddp checkpoint with its average
+//     resumed by tp2: the average continues (the final validation, run with
+//     it, within 1e-5 of the straight torch_ddp run's).
 // The model is test_resume's tiny one (heads 4, mlp_dim 128: both split
 // over 2 tp ranks; depth 2: one block per pipeline stage), the global batch
 // 16 in every layout.
@@ -154,4 +161,65 @@ BOOST_AUTO_TEST_CASE(tp2_checkpoint_resumes_into_torch_ddp_on_one_rank) {
   BOOST_TEST(contains(log, "the plugin changes from hybrid_parallel tp2 pp1 to torch_ddp"), log);
   BOOST_TEST(contains(log, "the layout changes from 2 ranks (dp 1) to 1 rank (dp 1)"), log);
   follows_ddp_from_step_7("tp2_to_ddp1");
+}
+
+namespace {
+
+// Every option of the recipe that a plugin carries (RecipeSupport), the weight average among them.
+const std::string kRecipe =
+    " --set data.mixup_alpha=0.8 --set data.cutmix_alpha=1.0 --set data.mix_prob=0.8 --set train.label_smoothing=0.1"
+    " --set model.drop_path=0.2 --set model.hidden_dropout=0.05 --set train.layer_decay=0.8"
+    " --set train.no_decay_bias_norm=true --set train.ema_decay=0.9 ";
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(exact_resume_with_the_recipe_and_weight_average) {
+  for (const Layout& lay : exact_layouts()) {
+    if (lay.tag != "tp2" && lay.tag != "pp2dp2z1") continue;
+    const std::string tag = "recipe_" + lay.tag;
+    BOOST_TEST_CONTEXT(tag) {
+      const std::string straight = tag + "_straight";
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, straight, kCommon + kRecipe + lay.args + " --set checkpoint.export_hf=" +
+                                                          export_dir(straight)) == 0);
+      const std::string cut = kCommon + kRecipe + lay.args + " --set checkpoint.dir=" + ck(tag) +
+                              " --set checkpoint.export_hf=" + export_dir(tag);
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, tag, cut + " --set checkpoint.stop_after_steps=6") == 75);
+      const json index = json::parse(slurp(ck(tag) + "/step_000006/index.json"));
+      BOOST_TEST(index["parts"] == json({"master", "adam_m", "adam_v", "ema"}));
+      BOOST_TEST_REQUIRE(run_vit(lay.ranks, tag, cut) == 0);
+      BOOST_TEST(manifest(tag)["status"] == "completed");
+      same_steps(tag, straight, 1, 12);
+      const std::string log = log_of(tag);
+      BOOST_TEST(!contains(log, "starts afresh"), log);
+      const std::string w = exported(tag);  // the average (no best-model selection here)
+      BOOST_TEST(!w.empty());
+      BOOST_TEST((w == exported(straight)), tag << ": exported average differs from the straight run's");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(torch_ddp_weight_average_continues_in_tp2) {
+  // As test_resume's torch_ddp -> low_level_zero case: the run ends with a
+  // validation that runs the average; had it restarted from the step-6
+  // weights it would weigh those 0.9^6 = 0.53 instead of mixing in steps 1
+  // to 5, far outside the 1e-5 of a layout change.
+  const std::string common = kTiny + " --set train.ema_decay=0.9 --set eval.test_at_end=false --set train.steps=12 "
+                                     "--set train.lr=2e-3 ";
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_straight", common + " --set train.batch_size=8") == 0);
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_cut", common + " --set train.batch_size=8 --set checkpoint.dir=" + ck("xe") +
+                                              " --set checkpoint.stop_after_steps=6") == 75);
+  BOOST_TEST_REQUIRE(run_vit(2, "xe_tp2", common + kHybrid + " --set plugin.tp_size=2 --set train.batch_size=16 "
+                                                             "--set checkpoint.dir=" + ck("xe")) == 0);
+  const std::string log = log_of("xe_tp2");
+  BOOST_TEST(contains(log, "the plugin changes from torch_ddp to hybrid_parallel"), log);
+  BOOST_TEST(!contains(log, "starts afresh"), log);
+  const auto ref = lines_of("xe_straight", "eval"), got = lines_of("xe_tp2", "eval");
+  BOOST_TEST_REQUIRE(ref.size() == 1u);
+  BOOST_TEST_REQUIRE(got.size() == 1u);
+  BOOST_TEST(got[0]["weights"] == "ema");
+  BOOST_TEST(got[0]["count"] == ref[0]["count"]);
+  BOOST_TEST(got[0]["loss"].get<double>() == ref[0]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
+  // A sample on the decision boundary may flip under another summation order: one at most.
+  BOOST_TEST(std::abs(got[0]["accuracy"].get<double>() - ref[0]["accuracy"].get<double>()) <=
+             1.0 / ref[0]["count"].get<double>() + 1e-12);
 }

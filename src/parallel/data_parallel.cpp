@@ -363,10 +363,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     std::vector<int64_t> begins;  // where each view starts in the padded buffers
     collect_views(&begins);
     if (!opts_.groups.active()) return;
-    const auto& ps = model_.layout().params();
-    std::vector<std::pair<int64_t, int64_t>> ranges;
-    for (size_t i = 0; i < ps.size(); ++i) ranges.emplace_back(padded_offset_[i], padded_offset_[i] + ps[i].numel);
-    views_ = split_views(views_, begins, ranges, param_multipliers(model_.layout(), opts_.groups));
+    views_ = split_views_by_param(views_, begins, model_.layout(), padded_offset_, opts_.groups);
   }
 
   void collect_views(std::vector<int64_t>* begins) {

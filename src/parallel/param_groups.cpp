@@ -98,4 +98,15 @@ std::vector<ShardView> split_views(const std::vector<ShardView>& views, const st
   return out;
 }
 
+std::vector<ShardView> split_views_by_param(const std::vector<ShardView>& views, const std::vector<int64_t>& view_begin,
+                                            const model::ParamLayout& layout,
+                                            const std::vector<int64_t>& padded_offset, const ParamGroupOptions& opts) {
+  const auto& ps = layout.params();
+  VIT_CHECK(padded_offset.size() == ps.size(), "split_views_by_param: ", padded_offset.size(), " offsets for ",
+            ps.size(), " parameters");
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (size_t i = 0; i < ps.size(); ++i) ranges.emplace_back(padded_offset[i], padded_offset[i] + ps[i].numel);
+  return split_views(views, view_begin, ranges, param_multipliers(layout, opts));
+}
+
 }  // namespace vit::parallel

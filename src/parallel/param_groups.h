@@ -55,5 +55,11 @@ std::vector<ParamMultipliers> param_multipliers(const model::ParamLayout& layout
 std::vector<ShardView> split_views(const std::vector<ShardView>& views, const std::vector<int64_t>& view_begin,
                                    const std::vector<std::pair<int64_t, int64_t>>& param_range,
                                    const std::vector<ParamMultipliers>& mult);
+// split_views over the parameters of `layout` with the multipliers of
+// `opts`, parameter i at [padded_offset[i], padded_offset[i] + numel) of the
+// views' index space (a plugin's padded buckets).
+std::vector<ShardView> split_views_by_param(const std::vector<ShardView>& views, const std::vector<int64_t>& view_begin,
+                                            const model::ParamLayout& layout,
+                                            const std::vector<int64_t>& padded_offset, const ParamGroupOptions& opts);
 
 }  // namespace vit::parallel

@@ -174,16 +174,15 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   std::vector<float> export_state(StatePart part) override {
     settle();
     // The average lives per view in the StepFinisher: laid out first as the
-    // master weights are, in a buffer of their size, then read as they are.
-    Buffer ema;
+    // master weights are, on the host, then read as they are.
+    std::vector<float> ema;
     if (part == StatePart::Ema) {
       VIT_CHECK(finisher_.has_ema(), opts_.name, ": export_state(ema) without a weight average (ema_decay is 0)");
-      ema = Buffer(master_bytes(), ctx_.device);
-      ema.zero();
-      finisher_.export_ema(views_, state_buffer(StatePart::Master), ema.as<float>());
-      synchronize_stream(ctx_.stream);
+      ema = finisher_.export_ema_to_host(views_, state_buffer(StatePart::Master),
+                                         static_cast<int64_t>(master_bytes() / sizeof(float)));
     }
-    const float* base = part == StatePart::Ema ? ema.as<float>() : state_buffer(part);
+    const float* base = part == StatePart::Ema ? ema.data() : state_buffer(part);
+    const Device where = part == StatePart::Ema ? Device::CPU : ctx_.device;
     std::vector<float> out;
     for_each_owned_part([&](int b, int64_t lo, int64_t hi) {
       // The part's real elements sit at its start: in the shard buffer
@@ -191,7 +190,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       const int64_t at = sharded_ ? buckets_.buckets()[static_cast<size_t>(b)].shard_offset : buckets_.part_begin(b);
       const size_t n = static_cast<size_t>(hi - lo);
       out.resize(out.size() + n);
-      copy_bytes(out.data() + out.size() - n, Device::CPU, base + at, ctx_.device, n * sizeof(float));
+      copy_bytes(out.data() + out.size() - n, Device::CPU, base + at, where, n * sizeof(float));
     });
     return out;
   }
@@ -224,12 +223,8 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
           pos += r.count;
         }
       }
-      if (part == StatePart::Ema) {
-        // Same layout as the master weights; the StepFinisher takes it per view.
-        Buffer staged(host.size() * sizeof(float), ctx_.device);
-        copy_bytes(staged.data(), ctx_.device, host.data(), Device::CPU, staged.bytes());
-        finisher_.import_ema(views_, state_buffer(StatePart::Master), staged.as<float>());
-        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this block
+      if (part == StatePart::Ema) {  // same layout as the master weights; the StepFinisher takes it per view
+        finisher_.import_ema_from_host(views_, state_buffer(StatePart::Master), host);
         continue;
       }
       float* dst = const_cast<float*>(state_buffer(part));

@@ -261,11 +261,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
       // The average lives per view in the StepFinisher: laid out as the
       // master weights are (state_buffer), then read through the same runs.
       VIT_CHECK(finisher_.has_ema(), opts_.name, ": export_state(ema) without a weight average (ema_decay is 0)");
-      Buffer ema(state.size() * sizeof(float), ctx_.device);
-      ema.zero();
-      finisher_.export_ema(views_, state_buffer(StatePart::Master), ema.as<float>());
-      synchronize_stream(ctx_.stream);
-      copy_bytes(state.data(), Device::CPU, ema.data(), ctx_.device, ema.bytes());
+      state = finisher_.export_ema_to_host(views_, state_buffer(StatePart::Master), static_cast<int64_t>(state.size()));
     } else {
       copy_bytes(state.data(), Device::CPU, state_buffer(part), ctx_.device, state.size() * sizeof(float));
     }
@@ -286,12 +282,8 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (const PlacedRun& r : runs) read(part, r.run, host.data() + r.at);
-      if (part == StatePart::Ema) {
-        // Same layout as the master weights; the StepFinisher takes it per view.
-        Buffer staged(host.size() * sizeof(float), ctx_.device);
-        copy_bytes(staged.data(), ctx_.device, host.data(), Device::CPU, staged.bytes());
-        finisher_.import_ema(views_, state_buffer(StatePart::Master), staged.as<float>());
-        synchronize_stream(ctx_.stream);  // `staged` is freed at the end of this block
+      if (part == StatePart::Ema) {  // same layout as the master weights; the StepFinisher takes it per view
+        finisher_.import_ema_from_host(views_, state_buffer(StatePart::Master), host);
         continue;
       }
       copy_bytes(const_cast<float*>(state_buffer(part)), ctx_.device, host.data(), Device::CPU,

@@ -154,6 +154,25 @@ void StepFinisher::import_ema(const std::vector<ShardView>& views, const float* 
   ema_fresh_ = true;  // the next finish() continues this average
 }
 
+std::vector<float> StepFinisher::export_ema_to_host(const std::vector<ShardView>& views, const float* master_base,
+                                                   int64_t elements) {
+  Buffer staged(static_cast<size_t>(elements) * sizeof(float), ctx_.device);
+  staged.zero();
+  export_ema(views, master_base, staged.as<float>());
+  synchronize_stream(ctx_.stream);
+  std::vector<float> host(static_cast<size_t>(elements));
+  copy_bytes(host.data(), Device::CPU, staged.data(), ctx_.device, staged.bytes());
+  return host;
+}
+
+void StepFinisher::import_ema_from_host(const std::vector<ShardView>& views, const float* master_base,
+                                        const std::vector<float>& ema) {
+  Buffer staged(ema.size() * sizeof(float), ctx_.device);
+  copy_bytes(staged.data(), ctx_.device, ema.data(), Device::CPU, staged.bytes());
+  import_ema(views, master_base, staged.as<float>());
+  synchronize_stream(ctx_.stream);  // `staged` is freed on return
+}
+
 void StepFinisher::read_back() {
   float* h = host_scalars_.as<float>();
   const float* s = scalars_.as<float>();

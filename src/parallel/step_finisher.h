@@ -104,6 +104,13 @@ class StepFinisher {
   // (the next finish() does not restart it). Need has_ema().
   void export_ema(const std::vector<ShardView>& views, const float* master_base, float* ema);
   void import_ema(const std::vector<ShardView>& views, const float* master_base, const float* ema);
+  // The same through host memory, for checkpoints: `elements` fp32 values
+  // in the master-weight layout (padding zero on export), staged through a
+  // device buffer; both return once the copies have landed.
+  std::vector<float> export_ema_to_host(const std::vector<ShardView>& views, const float* master_base,
+                                        int64_t elements);
+  void import_ema_from_host(const std::vector<ShardView>& views, const float* master_base,
+                            const std::vector<float>& ema);
   // View i's average itself (fp32, views[i].master's size, on its device),
   // for a plugin whose views lie in separate buffers (gemini's chunk parts)
   // to read or overwrite in place; before any finish() it is made from the

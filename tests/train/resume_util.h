@@ -87,4 +87,20 @@ inline void steps_follow(const std::string& run, const std::string& ref_run, int
                          << ", grad norms within " << worst_norm << " relative");
 }
 
+// The one evaluation line of `run` (a resume that continued a checkpoint's
+// weight average under another plugin or layout) is of the average and
+// matches `ref_run`'s: the same count, loss within 1e-5 relative, and the
+// accuracy within one image (a sample on the decision boundary may flip under
+// another summation order).
+inline void same_ema_eval(const std::string& run, const std::string& ref_run) {
+  const auto ref = lines_of(ref_run, "eval"), got = lines_of(run, "eval");
+  BOOST_TEST_REQUIRE(ref.size() == 1u);
+  BOOST_TEST_REQUIRE(got.size() == 1u);
+  BOOST_TEST(got[0]["weights"] == "ema");
+  BOOST_TEST(got[0]["count"] == ref[0]["count"]);
+  BOOST_TEST(got[0]["loss"].get<double>() == ref[0]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(std::abs(got[0]["accuracy"].get<double>() - ref[0]["accuracy"].get<double>()) <=
+             1.0 / ref[0]["count"].get<double>() + 1e-12);
+}
+
 }  // namespace e2e

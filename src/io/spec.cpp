@@ -621,6 +621,7 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
   only_with("plugin.zero_stage", s.plugin.zero_stage > 0, "hybrid_parallel", "0");
   only_with("plugin.offload_optim_frac", s.plugin.offload_optim_frac > 0, "gemini", "0");
   only_with("plugin.offload_param_frac", s.plugin.offload_param_frac > 0, "gemini", "0");
+  only_with("plugin.cpu_update", s.plugin.cpu_update != "auto", "gemini", "auto");
   if (plugin == "gemini" && s.plugin.offload_param_frac > s.plugin.offload_optim_frac) {
     add("plugin.offload_param_frac",
         str_cat(format_number(s.plugin.offload_param_frac), " is above plugin.offload_optim_frac ",

@@ -104,6 +104,7 @@ struct PluginSpec {
   int chunk_size_mb = 0;
   double offload_optim_frac = 0;
   double offload_param_frac = 0;
+  std::string cpu_update;  // auto | overlap | synchronous (gemini)
 };
 
 struct TrainSpec {

@@ -182,6 +182,11 @@ std::vector<FieldInfo> build_schema() {
             "gemini: fraction of optimizer states kept in pinned CPU memory (updated by CPU Adam)."),
       Float(VIT_AT(plugin, offload_param_frac), "0.0", closed(0, 1),
             "gemini: fraction of parameter chunks kept in pinned CPU memory."),
+      Choice(VIT_AT(plugin, cpu_update), "auto", {"auto", "overlap", "synchronous"},
+             "gemini with offload_optim_frac > 0: when the CPU AdamW of the offloaded chunks runs. overlap: on a "
+             "worker thread while the next forward runs (each chunk's gather waits for its own update); "
+             "synchronous: the step ends after every update; auto: overlap on a GPU, synchronous on the CPU "
+             "(where both would share the same cores). Same numbers either way."),
 
       // --- train ---------------------------------------------------------
       Int(VIT_AT(train, epochs), "3", at_least(0),

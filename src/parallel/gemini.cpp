@@ -254,6 +254,11 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
     if (opts_.gemini.offload_param_frac > 0.0f) {
       v += str_cat(", param offload ", fraction_text(opts_.gemini.offload_param_frac));
     }
+    using Mode = GeminiOptions::CpuUpdate;  // named only when plugin.cpu_update chose it
+    if (opts_.gemini.offload_optim_frac > 0.0f && opts_.gemini.cpu_update == Mode::Overlap) v += ", cpu update overlap";
+    if (opts_.gemini.offload_optim_frac > 0.0f && opts_.gemini.cpu_update == Mode::Synchronous) {
+      v += ", cpu update synchronous";
+    }
     return v;
   }
   int data_parallel_size() const override { return dp_.size(); }

@@ -38,8 +38,9 @@ struct GeminiOptions {        // gemini
   int chunk_size_mb = 32;
   size_t chunk_bytes = 0;     // when nonzero, the chunk size in bytes instead (tests with tiny models)
   float offload_optim_frac = 0.0f, offload_param_frac = 0.0f;
-  // When the CPU AdamW of offloaded chunks runs against the next step. Not a
-  // spec field: a run takes Auto; tests compare the other three bit for bit.
+  // When the CPU AdamW of offloaded chunks runs against the next step
+  // (plugin.cpu_update: auto, overlap, synchronous; OnDemand is for tests,
+  // which compare the four bit for bit).
   enum class CpuUpdate {
     Auto,         // Overlap when the model runs on a GPU; Synchronous when it runs on the CPU, where the
                   // worker's OpenMP team and the forward's, each sized to every core, share the same cores:

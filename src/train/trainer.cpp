@@ -153,6 +153,10 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   o.gemini.chunk_size_mb = spec.plugin.chunk_size_mb;
   o.gemini.offload_optim_frac = static_cast<float>(spec.plugin.offload_optim_frac);
   o.gemini.offload_param_frac = static_cast<float>(spec.plugin.offload_param_frac);
+  using CpuUpdate = parallel::GeminiOptions::CpuUpdate;
+  o.gemini.cpu_update = spec.plugin.cpu_update == "overlap"       ? CpuUpdate::Overlap
+                        : spec.plugin.cpu_update == "synchronous" ? CpuUpdate::Synchronous
+                                                                  : CpuUpdate::Auto;
   o.hybrid.tp_size = spec.plugin.tp_size;
   o.hybrid.pp_size = spec.plugin.pp_size;
   o.hybrid.num_microbatches = spec.plugin.num_microbatches;

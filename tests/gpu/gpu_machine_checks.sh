@@ -168,15 +168,21 @@ for what in "$@"; do
       ;;
     gemini_threads)
       # Issue 12: the overlapped CPU AdamW took 4.0-4.3 ms a chunk on its
-      # worker thread against 2.4-2.9 ms on the main thread before
+      # worker thread against 2.4-2.9 ms on the main thread in an earlier
+      # session, on another machine and binary
       # (docs/measurements/gemini_timeline_offload1_bs32{,_overlap}.txt).
       # gemini offload 1 at batch 32 on 1 GPU with the OpenMP team size and
-      # wait policy varied: throughput and the mean CPU AdamW span per chunk.
+      # wait policy varied, and the synchronous update (plugin.cpu_update) in
+      # the same call: throughput and the mean CPU AdamW span per chunk.
+      # Measured 2026-12-01 (docs/measurements/gemini_threads_h200/, without
+      # the synchronous run): 3.7-4.6 ms a chunk whatever the team size or
+      # wait policy.
       cores=$(nproc)
       stage "gemini offload 1, batch 32, 1 GPU: CPU AdamW per chunk against OpenMP threads and wait policy ($cores cores)"
       echo "OpenMP environment: $(env | grep -E '^(OMP|GOMP|KMP)_' | tr '\n' ' ')"
       for v in "default|" "threads$((cores - 1))|--set run.cpu_threads=$((cores - 1))" \
-               "threads$((cores / 2))|--set run.cpu_threads=$((cores / 2))" "passive|-x OMP_WAIT_POLICY=passive"; do
+               "threads$((cores / 2))|--set run.cpu_threads=$((cores / 2))" "passive|-x OMP_WAIT_POLICY=passive" \
+               "synchronous|--set plugin.cpu_update=synchronous"; do
         name=${v%%|*}; opt=${v#*|}
         [ -d "results/gemini_threads/$name" ] && continue  # cores - 1 = cores / 2 on a 2-core machine
         mpiopt=(); sets=()

@@ -94,8 +94,9 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   // rand_magnitude, random_erase, mixup_alpha, cutmix_alpha, mix_prob,
   // mix_switch_prob; model: drop_path, hidden_dropout, pretrained_dropout;
   // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
-  // keep_best). A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 101u);
+  // keep_best), plus plugin.cpu_update (issue 12). A tripwire: a new field
+  // must come with its row (and this count).
+  BOOST_TEST(schema.size() == 102u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -347,6 +348,9 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
              "x.yaml:3: plugin.tp_size: 2 needs plugin.name hybrid_parallel, not gemini (allowed: 1 with gemini)");
   BOOST_TEST(text_error("plugin:\n  offload_optim_frac: 0.5\n") ==
              "x.yaml:2: plugin.offload_optim_frac: 0.5 needs plugin.name gemini, not torch_ddp (allowed: 0 with "
+             "torch_ddp)");
+  BOOST_TEST(text_error("plugin:\n  cpu_update: overlap\n") ==
+             "x.yaml:2: plugin.cpu_update: overlap needs plugin.name gemini, not torch_ddp (allowed: auto with "
              "torch_ddp)");
   BOOST_TEST(text_error("plugin:\n  name: gemini\n  offload_optim_frac: 0.5\n  offload_param_frac: 1\n") ==
              "x.yaml:4: plugin.offload_param_frac: 1.0 is above plugin.offload_optim_frac 0.5 (allowed: at most "

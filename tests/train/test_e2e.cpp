@@ -182,6 +182,26 @@ BOOST_AUTO_TEST_CASE(gemini_follows_torch_ddp_through_training_and_uneven_evalua
   BOOST_TEST(std::abs(e[0]["accuracy"].get<double>() - e0[0]["accuracy"].get<double>()) <= 1.0 / 133 + 1e-12);
   std::ifstream manifest(scratch() + "/gemini_e2e/manifest.json");
   BOOST_TEST(json::parse(manifest)["plugin_variant"] == "offload 0.5");
+
+  // plugin.cpu_update=overlap: on the CPU a run waits for the CPU AdamW by
+  // default (auto); overlapped, the next forward's gathers wait per chunk
+  // instead. The same arithmetic in the same order: bit for bit the same
+  // steps and evaluation, and the manifest names the mode.
+  BOOST_TEST_REQUIRE(vit_hpc(2, "gemini_e2e_overlap", common + "--set plugin.name=gemini --set plugin.chunk_size_mb=1 "
+                                                                "--set plugin.offload_optim_frac=0.5 "
+                                                                "--set plugin.cpu_update=overlap") == 0);
+  const auto lo = step_losses("gemini_e2e_overlap"), go = step_grad_norms("gemini_e2e_overlap");
+  BOOST_TEST_REQUIRE(lo.size() == l.size());
+  for (size_t i = 0; i < l.size(); ++i) {
+    BOOST_TEST(lo[i] == l[i], "step " << i + 1);
+    BOOST_TEST(go[i] == g[i], "step " << i + 1);
+  }
+  const auto eo = of_type(read_jsonl(scratch() + "/gemini_e2e_overlap/rank_0.jsonl"), "eval");
+  BOOST_TEST_REQUIRE(eo.size() == 1u);
+  BOOST_TEST(eo[0]["loss"].get<double>() == e[0]["loss"].get<double>());
+  BOOST_TEST(eo[0]["accuracy"].get<double>() == e[0]["accuracy"].get<double>());
+  std::ifstream manifest_overlap(scratch() + "/gemini_e2e_overlap/manifest.json");
+  BOOST_TEST(json::parse(manifest_overlap)["plugin_variant"] == "offload 0.5, cpu update overlap");
 }
 
 BOOST_AUTO_TEST_CASE(benchmark_figures_agree_with_the_recorded_step_times) {

@@ -178,6 +178,12 @@ for what in "$@"; do
       # the synchronous run): 3.7-4.6 ms a chunk whatever the team size or
       # wait policy.
       cores=$(nproc)
+      if [ -x "$BIN/bench_adamw_cpu" ]; then
+        # The host's bound: the CPU AdamW against a streaming loop with its
+        # traffic, on about one ViT-B/16 chunk of gemini (14 M elements).
+        stage "CPU AdamW against the same traffic streamed, 14 M elements ($cores cores)"
+        "$BIN/bench_adamw_cpu" 14680064 7
+      fi
       stage "gemini offload 1, batch 32, 1 GPU: CPU AdamW per chunk against OpenMP threads and wait policy ($cores cores)"
       echo "OpenMP environment: $(env | grep -E '^(OMP|GOMP|KMP)_' | tr '\n' ' ')"
       for v in "default|" "threads$((cores - 1))|--set run.cpu_threads=$((cores - 1))" \

@@ -166,9 +166,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   }
 
   std::vector<StatePart> state_parts() const override {
-    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
-    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
-    return parts;
+    return state_parts_with(finisher_.has_ema());
   }
 
   std::vector<float> export_state(StatePart part) override {
@@ -200,9 +198,8 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     const int64_t P = buckets_.padded_total();
     const int64_t n = sharded_ ? buckets_.shard_total() : P;
     std::vector<float> host(static_cast<size_t>(n));
-    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
     const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
-    if (ema) parts.push_back(StatePart::Ema);
+    const std::vector<StatePart> parts = state_parts_with(ema);
     for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (size_t b = 0; b < buckets_.buckets().size(); ++b) {

@@ -344,9 +344,7 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   }
 
   std::vector<StatePart> state_parts() const override {
-    std::vector<StatePart> parts = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
-    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
-    return parts;
+    return state_parts_with(finisher_.has_ema());
   }
 
   std::vector<float> export_state(StatePart part) override {
@@ -379,9 +377,8 @@ class GeminiPlugin final : public Plugin, private model::ParamSource {
   void import_state(const StateReader& read, bool has_ema) override {
     settle();
     std::vector<float> host;
-    std::vector<StatePart> parts = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
     const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
-    if (ema) parts.push_back(StatePart::Ema);
+    const std::vector<StatePart> parts = state_parts_with(ema);
     for (StatePart part : parts) {
       if (part == StatePart::Ema) begin_ema_access();  // after the master weights: a fresh average, overwritten
       for (size_t c = 0; c < state_.size(); ++c) {

@@ -249,9 +249,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
   }
 
   std::vector<StatePart> state_parts() const override {
-    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
-    if (finisher_.has_ema()) parts.push_back(StatePart::Ema);
-    return parts;
+    return state_parts_with(finisher_.has_ema());
   }
 
   std::vector<float> export_state(StatePart part) override {
@@ -276,9 +274,8 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
     settle();
     const std::vector<PlacedRun> runs = placed_runs(false);
     std::vector<float> host(static_cast<size_t>(state_elements()));
-    std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
     const bool ema = finisher_.has_ema() && has_ema;  // a checkpoint's average without ema_decay is not read
-    if (ema) parts.push_back(StatePart::Ema);
+    const std::vector<StatePart> parts = state_parts_with(ema);
     for (StatePart part : parts) {
       std::fill(host.begin(), host.end(), 0.0f);  // padding stays zero, as AdamW keeps it
       for (const PlacedRun& r : runs) read(part, r.run, host.data() + r.at);

@@ -31,6 +31,12 @@ namespace {
 std::vector<TensorRun> Plugin::state_runs() const { no_checkpoints(*this); }
 std::vector<float> Plugin::export_state(StatePart) { no_checkpoints(*this); }
 std::vector<StatePart> Plugin::state_parts() const { no_checkpoints(*this); }
+
+std::vector<StatePart> state_parts_with(bool ema) {
+  std::vector<StatePart> parts(std::begin(kStateParts), std::end(kStateParts));
+  if (ema) parts.push_back(StatePart::Ema);
+  return parts;
+}
 void Plugin::import_state(const StateReader&, bool) { no_checkpoints(*this); }
 
 const std::vector<PluginEntry>& plugin_registry() {

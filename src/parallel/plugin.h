@@ -131,6 +131,9 @@ struct EvalResult {
 enum class StatePart { Master, AdamM, AdamV, Ema };
 // The parts every checkpoint holds; Ema only when the writing run kept an average.
 constexpr StatePart kStateParts[] = {StatePart::Master, StatePart::AdamM, StatePart::AdamV};
+// kStateParts, then StatePart::Ema when `ema` (the plugins' state_parts() and
+// the parts their import_state reads).
+std::vector<StatePart> state_parts_with(bool ema);
 const char* state_part_name(StatePart part);  // "master", "adam_m", "adam_v", "ema"
 
 // `count` consecutive elements of the full parameter `name` (row-major over

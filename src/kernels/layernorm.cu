@@ -10,10 +10,12 @@
 //   dweight += dout * xhat,   dbias += dout   (summed over all rows)
 // The parameter gradients are a reduction over M rows. To stay
 // deterministic (the same bits on every run, which the multi-rank tests lean
-// on) nothing uses float atomics: each warp sums its rows into its own slice
-// of shared memory, each block folds its warps in a fixed order into one
-// partial row in the scratch arena, and a second kernel adds the partials in
-// block order into dweight/dbias.
+// on) nothing uses float atomics: each warp sums its rows into its own
+// registers (layernorm_backward_reg_kernel, when a lane's share of the row
+// is at most 4 packs: ViT-B/16 in 16 bits) or its own slice of shared memory (wider rows), each
+// block folds its warps in a fixed order into one partial row in the scratch
+// arena, and a second kernel adds the partials in block order into
+// dweight/dbias.
 #include "kernels/cuda_common.cuh"
 #include "kernels/layernorm.h"
 
@@ -180,8 +182,9 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 }
 
 // The same with each lane's kPacks packs of x and dout kept in registers
-// between the two passes over a row (C <= 32 * P * kPacks; ViT-B/16: 3 bf16
-// or 6 fp32 packs): the row is read from memory once, which matters here
+// between the two passes over a row (C <= 32 * P * kPacks; used for 5-6 packs:
+// ViT-B/16 in fp32, or 16-bit rows of 1025-1536): the row is read from
+// memory once, which matters here
 // because the shared-memory accumulators leave little L1 to cache it.
 template <typename T, int kPacks>
 __global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial,
@@ -258,6 +261,110 @@ __global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __
     float s = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    part[which * C + c] = s;
+  }
+}
+
+// The same with the parameter-gradient sums in registers as well (kPacks <= 4
+// packs a lane; ViT-B/16 in 16 bits: 3): lane `lane` always owns the same
+// channels, so it adds each row's dout * xhat and dout into its own registers
+// and nothing touches shared memory inside the row loop. The grid is a couple
+// of blocks of kRegWarps warps per SM, each warp walking many rows (fixed
+// assignment, so the sums' order and bits are the same on every run); at the
+// end the warps of a block fold their registers through shared memory in warp
+// order into the block's partial row. Fewer blocks means fewer partial rows
+// for layernorm_param_grad_kernel to add.
+constexpr int kRegWarps = 8;
+
+template <typename T, int kPacks>
+__global__ void __launch_bounds__(kRegWarps * 32)
+    layernorm_backward_reg_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
+                                  const T* __restrict__ inp, const T* __restrict__ weight,
+                                  const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M, int C,
+                                  int Cpad) {
+  constexpr int P = Pack<T>::N;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float dw[kPacks * P], db[kPacks * P];
+#pragma unroll
+  for (int i = 0; i < kPacks * P; ++i) dw[i] = db[i] = 0.0f;
+
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRegWarps + warp; row < M;
+       row += static_cast<int64_t>(gridDim.x) * kRegWarps) {
+    const T* x = inp + row * C;
+    const T* g = dout + row * C;
+    T* dx = dinp + row * C;
+    Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        xv[k] = load_pack(x + c);
+        gv[k] = load_pack(g + c);
+        dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
+      }
+    }
+    const float mu = mean[row], rs = rstd[row];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float go = to_f(gv[k].v[j]);
+          const float gn = go * to_f(wv.v[j]);
+          sum_g += gn;
+          sum_gx += gn * xh;
+          dw[k * P + j] += go * xh;
+          db[k * P + j] += go;
+        }
+      }
+    }
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_gx = warp_sum(sum_gx) / C;
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> wv = load_pack(weight + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
+          const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
+          dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
+        }
+        store_pack(dx + c, dv[k]);
+      }
+    }
+  }
+  // Fold: each warp parks its sums in its own slice (slot layout of
+  // acc_slot: 32 lanes on 32 consecutive words), then the block adds the
+  // warps in order.
+  float* mine = smem + static_cast<int64_t>(warp) * 2 * Cpad;
+#pragma unroll
+  for (int k = 0; k < kPacks; ++k) {
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int slot = acc_slot(k, j, lane, P);
+      if (slot < Cpad) {
+        mine[slot] = dw[k * P + j];
+        mine[Cpad + slot] = db[k * P + j];
+      }
+    }
+  }
+  __syncthreads();
+  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+    const int which = i / Cpad, slot = i % Cpad;
+    const int l = slot % 32, rest = slot / 32;
+    const int c = ((rest / P) * 32 + l) * P + rest % P;
+    if (c >= C) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kRegWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
     part[which * C + c] = s;
   }
 }
@@ -354,46 +461,49 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
   check_numel(mean, M, op, "mean");
   check_numel(rstd, M, op, "rstd");
   cudaStream_t s = stream_of(ctx);
-
-  // Enough warps in flight to cover memory latency (8 blocks of 4 warps per
-  // SM); the partial rows this leaves (blocks x 2C floats) are small next to
-  // the activations.
-  const int blocks = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>((M + kWarps - 1) / kWarps, static_cast<int64_t>(h.num_sms) * 8)));
-  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
+  int blocks = 0;
+  float* partial = nullptr;
   VIT_DTYPE_SWITCH(dt, T, {
     const bool vec = C % Pack<T>::N == 0 && aligned16(dinp.data) && aligned16(dout.data) &&
                      aligned16(inp.data) && aligned16(weight.data);
     const int P = vec ? Pack<T>::N : 1;
     const int Cpad = (C + 32 * P - 1) / (32 * P) * (32 * P);
-    const size_t smem = sizeof(float) * kWarps * 2 * static_cast<size_t>(Cpad);
-    VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     const int packs = vec ? (C + 32 * P - 1) / (32 * P) : 0;
-    auto cached = [&](auto kern) {
-      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
-                                             mean.f32(), rstd.f32(), M, C, Cpad);
+    // Register accumulators when a lane's row fits in 4 packs (16-bit: C <=
+    // 1024, fp32: C <= 512; about 128 registers a thread): 2 blocks of
+    // kRegWarps warps per SM. Otherwise the shared-memory
+    // accumulators, with enough warps in flight to cover memory latency (8
+    // blocks of 4 warps per SM); the partial rows this leaves (blocks x 2C
+    // floats) are small next to the activations.
+    const bool regs = vec && packs <= 4;
+    const int warps = regs ? kRegWarps : kWarps;
+    const int per_sm = regs ? 2 : 8;
+    blocks = static_cast<int>(std::max<int64_t>(
+        1, std::min<int64_t>((M + warps - 1) / warps, static_cast<int64_t>(h.num_sms) * per_sm)));
+    partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
+    const size_t smem = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
+    VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
+    auto launch = [&](auto kern, int threads) {
+      if (smem > 48 * 1024) {
+        VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      }
+      kern<<<blocks, threads, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                         mean.f32(), rstd.f32(), M, C, Cpad);
     };
-    if (packs == 1) {
-      cached(layernorm_backward_cached_kernel<T, 1>);
-    } else if (packs == 2) {
-      cached(layernorm_backward_cached_kernel<T, 2>);
-    } else if (packs == 3) {
-      cached(layernorm_backward_cached_kernel<T, 3>);
-    } else if (packs == 4) {
-      cached(layernorm_backward_cached_kernel<T, 4>);
+    if (regs && packs == 1) {
+      launch(layernorm_backward_reg_kernel<T, 1>, kRegWarps * 32);
+    } else if (regs && packs == 2) {
+      launch(layernorm_backward_reg_kernel<T, 2>, kRegWarps * 32);
+    } else if (regs && packs == 3) {
+      launch(layernorm_backward_reg_kernel<T, 3>, kRegWarps * 32);
+    } else if (regs && packs == 4) {
+      launch(layernorm_backward_reg_kernel<T, 4>, kRegWarps * 32);
     } else if (packs >= 5 && packs <= 6) {
-      cached(layernorm_backward_cached_kernel<T, 6>);
+      launch(layernorm_backward_cached_kernel<T, 6>, kWarps * 32);
     } else if (vec) {
-      auto kern = layernorm_backward_kernel<T, true>;
-      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
-                                             mean.f32(), rstd.f32(), M, C, Cpad);
+      launch(layernorm_backward_kernel<T, true>, kWarps * 32);
     } else {
-      auto kern = layernorm_backward_kernel<T, false>;
-      if (smem > 48 * 1024) VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      kern<<<blocks, kWarps * 32, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
-                                             mean.f32(), rstd.f32(), M, C, Cpad);
+      launch(layernorm_backward_kernel<T, false>, kWarps * 32);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();

@@ -31,64 +31,38 @@ __device__ __forceinline__ float block_sum(float v, float* shared /* kThreads / 
   return v;  // valid in thread 0
 }
 
-template <typename T, bool kVec>
-__global__ void sum_squares_partial_kernel(float* __restrict__ partial, const T* __restrict__ x, int64_t n) {
-  __shared__ float shared[kThreads / 32];
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  float s = 0.0f;
-  if constexpr (kVec) {
-    constexpr int P = Pack<T>::N;
-    for (int64_t i = tid; i < n / P; i += stride) {
-      Pack<T> v = load_pack(x + i * P);
-#pragma unroll
-      for (int j = 0; j < P; ++j) {
-        const float f = to_f(v.v[j]);
-        s += f * f;
-      }
-    }
-  } else {
-    for (int64_t i = tid; i < n; i += stride) {
-      const float f = to_f(x[i]);
-      s += f * f;
-    }
-  }
-  s = block_sum(s, shared);
-  if (threadIdx.x == 0) partial[blockIdx.x] = s;
-}
-
-// sum_squares_partial_kernel (the same sum, term for term) plus the
-// non-finite test of nonfinite_kernel, in one read of x.
-template <typename T, bool kVec>
-__global__ void sum_squares_flag_partial_kernel(float* __restrict__ partial, float* __restrict__ flag,
-                                                const T* __restrict__ x, int64_t n) {
+// partial[block] = this block's sum of x^2; with kFlag, also the
+// non-finite test of nonfinite_kernel in the same read of x (flag[0] = 1).
+// sum_squares and sum_squares_flag both run this loop, so they add the same
+// terms in the same order whether or not the flag is taken.
+template <typename T, bool kVec, bool kFlag>
+__global__ void sum_squares_partial_kernel(float* __restrict__ partial, float* __restrict__ flag,
+                                           const T* __restrict__ x, int64_t n) {
   __shared__ float shared[kThreads / 32];
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   float s = 0.0f;
   bool bad = false;
+  auto visit = [&](float f) {
+    s += f * f;
+    if constexpr (kFlag) bad |= !isfinite(f);
+  };
   if constexpr (kVec) {
     constexpr int P = Pack<T>::N;
     for (int64_t i = tid; i < n / P; i += stride) {
       Pack<T> v = load_pack(x + i * P);
 #pragma unroll
-      for (int j = 0; j < P; ++j) {
-        const float f = to_f(v.v[j]);
-        s += f * f;
-        bad |= !isfinite(f);
-      }
+      for (int j = 0; j < P; ++j) visit(to_f(v.v[j]));
     }
   } else {
-    for (int64_t i = tid; i < n; i += stride) {
-      const float f = to_f(x[i]);
-      s += f * f;
-      bad |= !isfinite(f);
-    }
+    for (int64_t i = tid; i < n; i += stride) visit(to_f(x[i]));
   }
   s = block_sum(s, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
-  // Every writer stores the same value, so concurrent stores are harmless.
-  if (__syncthreads_or(bad) && threadIdx.x == 0) flag[0] = 1.0f;
+  if constexpr (kFlag) {
+    // Every writer stores the same value, so concurrent stores are harmless.
+    if (__syncthreads_or(bad) && threadIdx.x == 0) flag[0] = 1.0f;
+  }
 }
 
 __global__ void add_partials_kernel(float* __restrict__ out, const float* __restrict__ partial, int count) {
@@ -151,9 +125,9 @@ void sum_squares(const Context& ctx, Tensor out, const Tensor& x) {
   auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * blocks, s));
   VIT_DTYPE_SWITCH(x.dtype, T, {
     if (n % Pack<T>::N == 0 && aligned16(x.data)) {
-      sum_squares_partial_kernel<T, true><<<blocks, kThreads, 0, s>>>(partial, x.as<T>(), n);
+      sum_squares_partial_kernel<T, true, false><<<blocks, kThreads, 0, s>>>(partial, nullptr, x.as<T>(), n);
     } else {
-      sum_squares_partial_kernel<T, false><<<blocks, kThreads, 0, s>>>(partial, x.as<T>(), n);
+      sum_squares_partial_kernel<T, false, false><<<blocks, kThreads, 0, s>>>(partial, nullptr, x.as<T>(), n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
@@ -180,9 +154,9 @@ void sum_squares_flag(const Context& ctx, Tensor sumsq, Tensor flag, const Tenso
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(x.dtype, T, {
     if (n % Pack<T>::N == 0 && aligned16(x.data)) {
-      sum_squares_flag_partial_kernel<T, true><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
+      sum_squares_partial_kernel<T, true, true><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
     } else {
-      sum_squares_flag_partial_kernel<T, false><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
+      sum_squares_partial_kernel<T, false, true><<<blocks, kThreads, 0, s>>>(partial.f32(), flag.f32(), x.as<T>(), n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();

@@ -16,7 +16,7 @@ StepFinisher::StepFinisher(const Context& ctx, const OptimizerHyper& hyper, comm
     : ctx_(ctx),
       hyper_(hyper),
       group_(group),
-      scalars_(4 * sizeof(float), ctx.device),
+      scalars_((4 + kPartials) * sizeof(float), ctx.device),
       host_scalars_(2 * sizeof(float), Device::CPU, HostMemory::Pinned) {}
 
 void StepFinisher::set_norm_grads(std::vector<Tensor> grads) {
@@ -33,10 +33,16 @@ void StepFinisher::finish(const std::vector<ShardView>& views, float lr, float l
   Tensor factor(s + 2, DType::F32, ctx_.device, {1});
   Tensor norm(s + 3, DType::F32, ctx_.device, {1});
   k::fill(ctx_, tensor_of(scalars_, DType::F32, {4}), 0.0f);
+  // One read of each shard for both the norm and the flag (the same sum of
+  // squares, term for term, as sum_squares alone).
+  Tensor partial(s + 4, DType::F32, ctx_.device, {kPartials});
   for (const ShardView& v : views) {
     if (v.grad.numel() == 0) continue;
-    if (!own_norm_grads_) k::sum_squares(ctx_, sumsq, v.grad);
-    k::nonfinite_flag(ctx_, flag, v.grad);
+    if (own_norm_grads_) {
+      k::nonfinite_flag(ctx_, flag, v.grad);
+    } else {
+      k::sum_squares_flag(ctx_, sumsq, flag, v.grad, partial);
+    }
   }
   for (const Tensor& g : norm_grads_) {
     if (g.numel() > 0) k::sum_squares(ctx_, sumsq, g);

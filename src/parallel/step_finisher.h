@@ -140,7 +140,8 @@ class StepFinisher {
   comm::Communicator* group_;
   bool own_norm_grads_ = false;
   std::vector<Tensor> norm_grads_;
-  Buffer scalars_;       // device: sumsq, flag, clip*unscale factor, norm
+  static constexpr int64_t kPartials = 4096;  // sum_squares_flag's per-block partials (reduce.h)
+  Buffer scalars_;       // device: sumsq, flag, clip*unscale factor, norm, then kPartials partials
   Buffer host_scalars_;  // pinned copy of norm and flag
   std::vector<Buffer> ema_;  // per view, fp32 (n) on the view's device
   bool ema_fresh_ = false;   // ema_ holds averages of the current weights

@@ -203,6 +203,7 @@ void check_layernorm(int64_t M, int64_t C, float eps, DType dt) {
   dw.upload(random_values(C));
   db.upload(random_values(C));
   std::vector<float> dinp_ref = dinp.host, dw_ref = dw.host, db_ref = db.host;
+  const std::vector<float> dinp0 = dinp.host, dw0 = dw.host, db0 = db.host;
   // Both sides use the CPU statistics, so only the backward differs.
   DevTensor mean_g(DType::F32, {M}), rstd_g(DType::F32, {M});
   mean_g.upload(mean_ref);
@@ -216,11 +217,25 @@ void check_layernorm(int64_t M, int64_t C, float eps, DType dt) {
   compare(label("layernorm_bwd dinp+=", dt, tag), dinp.download(), dinp_ref, tolerance(OpClass::LayerNorm, dt));
   compare(label("layernorm_bwd dweight+=", dt, tag), dw.download(), dw_ref, tolerance(OpClass::MasterGrad, dt));
   compare(label("layernorm_bwd dbias+=", dt, tag), db.download(), db_ref, tolerance(OpClass::MasterGrad, dt));
+
+  // The same inputs again give the same bits (the parameter-gradient sums
+  // have a fixed order; no atomics).
+  const std::vector<float> dinp1 = dinp.download(), dw1 = dw.download(), db1 = db.download();
+  dinp.upload(dinp0);
+  dw.upload(dw0);
+  db.upload(db0);
+  K::layernorm_backward(gpu().context(), dinp.t, dw.t, db.t, dout.t, inp.t, w.t, mean_g.t, rstd_g.t);
+  sync();
+  BOOST_CHECK_MESSAGE(dinp.download() == dinp1 && dw.download() == dw1 && db.download() == db1,
+                      label("layernorm_bwd rerun", dt, tag) << ": a second call gave different bits");
 }
 
 BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
   for (DType dt : kDtypes) {
     check_layernorm(4 * 197, 768, 1e-12f, dt);  // ViT-B/16, HF eps
+    check_layernorm(32 * 197, 768, 1e-12f, dt);  // batch 32: each warp of the register kernel takes several rows
+    check_layernorm(33, 1280, 1e-6f, dt);  // 16-bit: rows in registers, sums in shared memory; fp32: shared memory
+    check_layernorm(65, 512, 1e-6f, dt);  // fp32 too takes the register kernel
     check_layernorm(15, 24, 1e-5f, dt);
     check_layernorm(7, 20, 1e-5f, dt);  // C not a multiple of the 16-byte pack: scalar path
     check_layernorm(9, 2048, 1e-5f, dt);  // too wide for the register-cached rows

@@ -1,0 +1,214 @@
+// How much would choosing cuBLASLt algorithms by timing gain over taking the
+// heuristic's first answer (what src/kernels/matmul.cu does)? For each GEMM
+// of a ViT-B/16 training step (per linear layer: the forward with its bias
+// epilogue, the input gradient, the fp32 weight gradient accumulated with
+// beta = 1 and the bias-gradient epilogue; the same descriptors matmul.cu
+// builds), ask the heuristic for up to 32 algorithms, time each, and print
+// the first one's time, the best one's, and their configurations; the last
+// line weighs the layers into one step. Not a ctest test; run by hand on
+// the GPU:
+//
+//   bench_gemm_algos [--batch 32] [--reps 20]
+//
+// Timing: 2 warm-up calls, then `reps` back-to-back calls timed with CUDA
+// events, three times; the median trial / reps. Inputs are random bf16.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+void check_lt(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string(what) + ": cuBLAS status " + std::to_string(s));
+}
+
+struct DevBuf {
+  void* p = nullptr;
+  explicit DevBuf(size_t bytes, bool random_bf16 = false) {
+    check_cuda(cudaMalloc(&p, bytes), "cudaMalloc");
+    if (!random_bf16) {
+      check_cuda(cudaMemset(p, 0, bytes), "cudaMemset");
+      return;
+    }
+    std::vector<__nv_bfloat16> h(bytes / 2);
+    uint64_t st = 0x9e3779b97f4a7c15ull ^ bytes;
+    for (auto& v : h) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      v = __float2bfloat16((static_cast<float>((st >> 40) & 0xffffff) / 16777216.0f - 0.5f) * 0.2f);
+    }
+    check_cuda(cudaMemcpy(p, h.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+};
+
+std::string algo_config(const cublasLtMatmulAlgo_t& a) {
+  int tile = 0, splitk = 0, stages = 0, swizzle = 0, reduction = 0;
+  size_t w = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof(splitk), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swizzle, sizeof(swizzle), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &reduction, sizeof(reduction),
+                                       &w);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "tile %d splitK %d red %d stages %d swz %d", tile, splitk, reduction, stages,
+                swizzle);
+  return buf;
+}
+
+struct Gemm {
+  std::string name;
+  int64_t m, n, k, lda, ldb, ldc;
+  bool transa, transb;
+  bool out_f32;
+  cublasLtEpilogue_t epilogue;
+  float beta;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t B = 32;
+  int reps = 20;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--batch") B = std::atoll(argv[i + 1]);
+    else if (k == "--reps") reps = std::atoi(argv[i + 1]);
+  }
+  try {
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    cublasLtHandle_t lt;
+    check_lt(cublasLtCreate(&lt), "cublasLtCreate");
+    cudaStream_t stream;
+    check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
+    cudaEvent_t ea, eb;
+    check_cuda(cudaEventCreate(&ea), "cudaEventCreate");
+    check_cuda(cudaEventCreate(&eb), "cudaEventCreate");
+    const size_t ws_bytes = size_t(32) << 20;  // GpuHandles::kGemmWorkspaceBytes
+    DevBuf ws(ws_bytes);
+    const int64_t M = B * 197;
+    std::printf("bench_gemm_algos: %s, ViT-B/16 bf16, batch %lld (M = %lld), %d reps x 3 trials\n", prop.name,
+                (long long)B, (long long)M, reps);
+
+    // Linear layers (N out, K in, count per step) and their three GEMMs, as
+    // matmul_forward / matmul_backward describe them (column-major).
+    struct Lin {
+      const char* name;
+      int64_t N, K;
+      int count;
+    };
+    const Lin lins[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc1", 3072, 768, 12}, {"fc2", 768, 3072, 12}};
+    double total_first = 0, total_best = 0;
+    std::printf("%-14s %6s %6s %6s | %9s %9s %6s | %s -> %s\n", "gemm", "m", "n", "k", "first ms", "best ms", "gain",
+                "first", "best");
+    for (const Lin& l : lins) {
+      const Gemm gemms[3] = {
+          {std::string(l.name) + " fwd", l.N, M, l.K, l.K, l.K, l.N, true, false, false, CUBLASLT_EPILOGUE_BIAS, 0.0f},
+          {std::string(l.name) + " dinp", l.K, M, l.N, l.K, l.N, l.K, false, false, false, CUBLASLT_EPILOGUE_DEFAULT,
+           0.0f},
+          {std::string(l.name) + " dW+db", l.K, l.N, M, l.K, l.N, l.K, false, true, true, CUBLASLT_EPILOGUE_BGRADB,
+           1.0f},
+      };
+      for (const Gemm& g : gemms) {
+        const int64_t a_elems = (g.transa ? g.k : g.m) * g.lda, b_elems = (g.transb ? g.k : g.n) * g.ldb;
+        const size_t c_bytes = static_cast<size_t>(g.ldc * g.n) * (g.out_f32 ? 4 : 2);
+        DevBuf A(static_cast<size_t>(std::max(a_elems, (g.transa ? g.m : g.k) * g.lda)) * 2, true);
+        DevBuf Bm(static_cast<size_t>(std::max(b_elems, (g.transb ? g.n : g.k) * g.ldb)) * 2, true);
+        DevBuf D(c_bytes);
+        const int64_t bias_len = g.epilogue == CUBLASLT_EPILOGUE_BGRADB ? g.n : g.m;
+        DevBuf bias(static_cast<size_t>(bias_len) * (g.epilogue == CUBLASLT_EPILOGUE_BGRADB ? 4 : 2), true);
+
+        cublasLtMatmulDesc_t desc;
+        check_lt(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+        const cublasOperation_t ta = g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "transa");
+        check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "transb");
+        check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epilogue, sizeof(g.epilogue)),
+                 "epilogue");
+        if (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {  // with no epilogue, a bias pointer makes every algorithm refuse
+          check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias.p, sizeof(bias.p)),
+                   "bias");
+        }
+        cublasLtMatrixLayout_t la, lb, lc;
+        check_lt(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, g.transa ? g.k : g.m, g.transa ? g.m : g.k, g.lda), "a");
+        check_lt(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, g.transb ? g.n : g.k, g.transb ? g.k : g.n, g.ldb), "b");
+        check_lt(cublasLtMatrixLayoutCreate(&lc, g.out_f32 ? CUDA_R_32F : CUDA_R_16BF, g.m, g.n, g.ldc), "c");
+        cublasLtMatmulPreference_t pref;
+        check_lt(cublasLtMatmulPreferenceCreate(&pref), "pref");
+        check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                      sizeof(ws_bytes)),
+                 "pref ws");
+        std::vector<cublasLtMatmulHeuristicResult_t> res(32);
+        int found = 0;
+        check_lt(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, lc, pref, 32, res.data(), &found), "heuristic");
+        const float alpha = 1.0f;
+        double first = -1, best = 1e30;
+        int best_i = -1;
+        for (int i = 0; i < found; ++i) {
+          auto run = [&] {
+            return cublasLtMatmul(lt, desc, &alpha, A.p, la, Bm.p, lb, &g.beta, D.p, lc, D.p, lc, &res[i].algo, ws.p,
+                                  ws_bytes, stream);
+          };
+          if (run() != CUBLAS_STATUS_SUCCESS) continue;  // an algorithm that refuses this call is skipped
+          run();
+          std::vector<float> trials;
+          for (int t = 0; t < 3; ++t) {
+            check_cuda(cudaEventRecord(ea, stream), "event");
+            for (int r = 0; r < reps; ++r) check_lt(run(), "cublasLtMatmul");
+            check_cuda(cudaEventRecord(eb, stream), "event");
+            check_cuda(cudaEventSynchronize(eb), "sync");
+            float ms = 0;
+            check_cuda(cudaEventElapsedTime(&ms, ea, eb), "elapsed");
+            trials.push_back(ms / reps);
+          }
+          std::sort(trials.begin(), trials.end());
+          const double ms = trials[1];
+          if (i == 0) first = ms;
+          if (ms < best) {
+            best = ms;
+            best_i = i;
+          }
+        }
+        check_cuda(cudaStreamSynchronize(stream), "sync");
+        if (first < 0 || best_i < 0) {
+          std::printf("%-14s %6lld %6lld %6lld | the first of %d algorithms failed\n", g.name.c_str(), (long long)g.m,
+                      (long long)g.n, (long long)g.k, found);
+        } else {
+          const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
+          std::printf("%-14s %6lld %6lld %6lld | %9.4f %9.4f %5.1f%% | %s (%.0f TFLOP/s) -> #%d %s (%.0f TFLOP/s), %d tried\n",
+                      g.name.c_str(), (long long)g.m, (long long)g.n, (long long)g.k, first, best,
+                      100.0 * (first - best) / first, algo_config(res[0].algo).c_str(), tflop / (first * 1e-3), best_i,
+                      algo_config(res[best_i].algo).c_str(), tflop / (best * 1e-3), found);
+          total_first += first * l.count;
+          total_best += best * l.count;
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(lc);
+        cublasLtMatmulDescDestroy(desc);
+      }
+    }
+    std::printf("per step (12 blocks x 4 layers x 3 GEMMs): heuristic's first %.3f ms, fastest %.3f ms (%.1f%% less)\n",
+                total_first, total_best, 100.0 * (total_first - total_best) / total_first);
+    cublasLtDestroy(lt);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gemm_algos: %s\n", e.what());
+    return 1;
+  }
+}

@@ -23,6 +23,7 @@ void cuda_zero(void* p, size_t bytes);
 int cuda_count_devices();
 void cuda_set_home_gpu(int index);
 int cuda_home_gpu();
+void cuda_set_blocking_waits();
 #endif
 
 namespace {
@@ -68,6 +69,12 @@ void set_home_gpu(int index) {
   cuda_set_home_gpu(index);
 #else
   (void)index;
+#endif
+}
+
+void set_gpu_blocking_waits() {
+#ifdef VIT_WITH_CUDA
+  cuda_set_blocking_waits();
 #endif
 }
 

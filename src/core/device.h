@@ -57,6 +57,13 @@ class Buffer {
 void set_home_gpu(int index);
 int home_gpu();
 
+// The host threads that wait for the home GPU (stream and event
+// synchronisation) sleep until the GPU is done instead of spinning on a
+// core (cudaDeviceScheduleBlockingSync). For runs whose CPU threads have
+// their own work while the GPU computes (gemini's CPU AdamW): a spinning
+// wait takes a core from them. No-op without CUDA.
+void set_gpu_blocking_waits();
+
 // Copy between any two places (host<->device, device<->device). Synchronous:
 // dst holds the data when it returns. Work queued on other streams is not
 // waited for: synchronise the stream that produced src before copying it.

@@ -70,6 +70,11 @@ void cuda_set_home_gpu(int index) {
 
 int cuda_home_gpu() { return g_home_gpu.load(); }
 
+void cuda_set_blocking_waits() {
+  // On a device already in use this replaces the flags (CUDA 12+).
+  VIT_CUDA_CHECK(cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync));
+}
+
 void* cuda_alloc_device(size_t bytes) {
   use_home_gpu();
   void* p = nullptr;

@@ -10,8 +10,9 @@
 // reads is bf16 or fp16; the cast happens in the same pass as the update.
 //
 // Speed (gemini's offloaded update runs here, once per step over the whole
-// offloaded share of the model): each thread takes one contiguous range, the
-// element loop is compiled for AVX-512, AVX2+FMA and the baseline
+// offloaded share of the model): the threads take 32 K-element blocks in
+// turn (a dynamic schedule, so one thread that loses its core delays one
+// block, not its whole share), the element loop is compiled for AVX-512, AVX2+FMA and the baseline
 // (VIT_CPU_CLONES, picked at load time) with restrict pointers, and the
 // 16-bit stores are branch-free integer code that vectorises (the NaN test of
 // float_to_bf16 and the subnormal/overflow branches of float_to_f16 become
@@ -125,26 +126,26 @@ VIT_CPU_CLONES void update_range_f16(int64_t n, float* __restrict p, float* __re
   for (int64_t i = 0; i < n; ++i) low[i] = f16_bits(step(p[i], m[i], v[i], g[i], k));
 }
 
-// Splits [0, n) into one contiguous range per thread (64-element aligned
-// boundaries: whole cache lines of fp32) and runs the element loop on each.
+// Splits [0, n) into blocks of kBlock elements (whole cache lines of fp32)
+// that the threads take one at a time (dynamic schedule), and runs the
+// element loop on each. A thread that loses its core for a while (to the
+// rank's main thread, which launches GPU work and waits for it, or to
+// another process) then delays one block, not a whole per-thread share of
+// the update; the result is the same whichever thread takes a block.
 void update(int64_t n, float* p, float* m, float* v, const float* g, void* low, DType low_type, const Coeffs& k) {
-#pragma omp parallel if (n > detail::kParallelMin)
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t per = (n + threads - 1) / threads;
-    const int64_t b = std::min(n, (per * t + 63) / 64 * 64);
-    const int64_t e = t + 1 == threads ? n : std::min(n, (per * (t + 1) + 63) / 64 * 64);
-    if (e > b) {
-      const int64_t len = e - b;
-      if (low == nullptr) {
-        update_range(len, p + b, m + b, v + b, g + b, k);
-      } else if (low_type == DType::F32) {
-        update_range_f32(len, p + b, m + b, v + b, g + b, static_cast<float*>(low) + b, k);
-      } else if (low_type == DType::BF16) {
-        update_range_bf16(len, p + b, m + b, v + b, g + b, static_cast<uint16_t*>(low) + b, k);
-      } else {
-        update_range_f16(len, p + b, m + b, v + b, g + b, static_cast<uint16_t*>(low) + b, k);
-      }
+  constexpr int64_t kBlock = int64_t(1) << 15;  // 32 K elements: ~1 MB of traffic, ~50 us on one core
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) if (n > detail::kParallelMin)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t b = blk * kBlock, len = std::min(kBlock, n - b);
+    if (low == nullptr) {
+      update_range(len, p + b, m + b, v + b, g + b, k);
+    } else if (low_type == DType::F32) {
+      update_range_f32(len, p + b, m + b, v + b, g + b, static_cast<float*>(low) + b, k);
+    } else if (low_type == DType::BF16) {
+      update_range_bf16(len, p + b, m + b, v + b, g + b, static_cast<uint16_t*>(low) + b, k);
+    } else {
+      update_range_f16(len, p + b, m + b, v + b, g + b, static_cast<uint16_t*>(low) + b, k);
     }
   }
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "comm/watchdog.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "io/rank_agreement.h"
 #include "io/run_liveness.h"
@@ -80,6 +81,9 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
   ctx_.device = world_.device();
 #ifdef VIT_WITH_CUDA
   if (world_.use_gpu) {
+    // gemini's CPU AdamW runs on every core while the GPU computes; the main
+    // thread's waits for the GPU then sleep rather than spin on one of them.
+    if (spec.plugin.name == "gemini" && spec.plugin.offload_optim_frac > 0) set_gpu_blocking_waits();
     auto rt = std::make_shared<GpuRuntime>(world_.gpu_index, spec.plugin.tf32);
     ctx_ = rt->context();
     gpu_ = rt;

@@ -174,9 +174,11 @@ for what in "$@"; do
       # gemini offload 1 at batch 32 on 1 GPU with the OpenMP team size and
       # wait policy varied, and the synchronous update (plugin.cpu_update) in
       # the same call: throughput and the mean CPU AdamW span per chunk.
-      # Measured 2026-12-01 (docs/measurements/gemini_threads_h200/, without
-      # the synchronous run): 3.7-4.6 ms a chunk whatever the team size or
-      # wait policy.
+      # Measured 2026-12-01 (docs/measurements/gemini_threads_h200/): 3.3-5.8
+      # ms a chunk with the static per-thread split (static_schedule/; the
+      # synchronous update no faster than the overlapped one, the update at
+      # 105% of the streaming bound when alone); 3.6 ms with the dynamic
+      # schedule and blocking GPU waits (dynamic_schedule/).
       cores=$(nproc)
       if [ -x "$BIN/bench_adamw_cpu" ]; then
         # The host's bound: the CPU AdamW against a streaming loop with its

@@ -11,7 +11,7 @@
 // The parameter gradients are a reduction over M rows. To stay
 // deterministic (the same bits on every run, which the multi-rank tests lean
 // on) nothing uses float atomics: each warp sums its rows into its own
-// registers (layernorm_backward_reg_kernel, when a lane's share of the row
+// registers (layernorm_backward_cached_kernel with kRegSums, when a lane's share of the row
 // is at most 4 packs: ViT-B/16 in 16 bits) or its own slice of shared memory (wider rows), each
 // block folds its warps in a fixed order into one partial row in the scratch
 // arena, and a second kernel adds the partials in block order into
@@ -101,6 +101,26 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict_
 // conflicts), whatever the pack width.
 __device__ __forceinline__ int acc_slot(int k, int j, int lane, int P) { return (k * P + j) * 32 + lane; }
 
+// The block's partial row: the warps' slices of shared memory (dweight then
+// dbias, acc_slot layout, each 2 * Cpad floats) added in warp order into
+// partial[blockIdx.x] (2, C).
+template <int kW>
+__device__ __forceinline__ void write_block_partial(const float* smem, float* __restrict__ partial, int C, int Cpad,
+                                                    int P) {
+  __syncthreads();
+  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+    const int which = i / Cpad, slot = i % Cpad;
+    const int l = slot % 32, rest = slot / 32;
+    const int c = ((rest / P) * 32 + l) * P + rest % P;
+    if (c >= C) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    part[which * C + c] = s;
+  }
+}
+
 // partial (gridDim.x, 2, C): this block's sums.
 template <typename T, bool kVec>
 __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restrict__ partial,
@@ -167,40 +187,46 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
       }
     }
   }
-  __syncthreads();
-  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
-  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
-    const int which = i / Cpad, slot = i % Cpad;
-    const int l = slot % 32, rest = slot / 32;
-    const int c = ((rest / P) * 32 + l) * P + rest % P;
-    if (c >= C) continue;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
-    part[which * C + c] = s;
-  }
+  write_block_partial<kWarps>(smem, partial, C, Cpad, P);
 }
 
 // The same with each lane's kPacks packs of x and dout kept in registers
-// between the two passes over a row (C <= 32 * P * kPacks; used for 5-6 packs:
-// ViT-B/16 in fp32, or 16-bit rows of 1025-1536): the row is read from
-// memory once, which matters here
-// because the shared-memory accumulators leave little L1 to cache it.
-template <typename T, int kPacks>
-__global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial,
-                                                 const T* __restrict__ dout, const T* __restrict__ inp,
-                                                 const T* __restrict__ weight, const float* __restrict__ mean,
-                                                 const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
+// between the two passes over a row (C <= 32 * P * kPacks): the row is read
+// from memory once, which matters because the shared-memory accumulators
+// leave little L1 to cache it. Blocks of kW warps.
+// kRegSums: the parameter-gradient sums in registers as well (kPacks <= 4
+// packs a lane; ViT-B/16 in 16 bits: 3). Lane `lane` always owns the same
+// channels, so it adds each row's dout * xhat and dout into its own registers
+// and nothing touches shared memory inside the row loop; a couple of blocks
+// of kRegWarps warps per SM, each warp walking many rows (a fixed
+// assignment, so the sums' order and bits are the same on every run), park
+// their registers in shared memory at the end, and fewer blocks leave fewer
+// partial rows for layernorm_param_grad_kernel. Without kRegSums (5-6 packs:
+// ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into its
+// shared-memory slice row by row.
+constexpr int kRegWarps = 8;
+
+template <typename T, int kPacks, int kW, bool kRegSums>
+__global__ void __launch_bounds__(kW * 32)
+    layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
+                                     const T* __restrict__ inp, const T* __restrict__ weight,
+                                     const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M,
+                                     int C, int Cpad) {
   constexpr int P = Pack<T>::N;
+  constexpr int kRegs = kRegSums ? kPacks * P : 1;
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
-  for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
-  __syncwarp();
+  float dw[kRegs], db[kRegs];
+#pragma unroll
+  for (int i = 0; i < kRegs; ++i) dw[i] = db[i] = 0.0f;
+  if constexpr (!kRegSums) {
+    for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
+    __syncwarp();
+  }
 
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp; row < M;
-       row += static_cast<int64_t>(gridDim.x) * kWarps) {
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M; row += static_cast<int64_t>(gridDim.x) * kW) {
     const T* x = inp + row * C;
     const T* g = dout + row * C;
     T* dx = dinp + row * C;
@@ -228,9 +254,14 @@ __global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __
           const float gn = go * to_f(wv.v[j]);
           sum_g += gn;
           sum_gx += gn * xh;
-          const int slot = acc_slot(k, j, lane, P);
-          dw_acc[slot] += go * xh;
-          db_acc[slot] += go;
+          if constexpr (kRegSums) {
+            dw[k * P + j] += go * xh;
+            db[k * P + j] += go;
+          } else {
+            const int slot = acc_slot(k, j, lane, P);
+            dw_acc[slot] += go * xh;
+            db_acc[slot] += go;
+          }
         }
       }
     }
@@ -251,122 +282,20 @@ __global__ void layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __
       }
     }
   }
-  __syncthreads();
-  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
-  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
-    const int which = i / Cpad, slot = i % Cpad;
-    const int l = slot % 32, rest = slot / 32;
-    const int c = ((rest / P) * 32 + l) * P + rest % P;
-    if (c >= C) continue;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
-    part[which * C + c] = s;
-  }
-}
-
-// The same with the parameter-gradient sums in registers as well (kPacks <= 4
-// packs a lane; ViT-B/16 in 16 bits: 3): lane `lane` always owns the same
-// channels, so it adds each row's dout * xhat and dout into its own registers
-// and nothing touches shared memory inside the row loop. The grid is a couple
-// of blocks of kRegWarps warps per SM, each warp walking many rows (fixed
-// assignment, so the sums' order and bits are the same on every run); at the
-// end the warps of a block fold their registers through shared memory in warp
-// order into the block's partial row. Fewer blocks means fewer partial rows
-// for layernorm_param_grad_kernel to add.
-constexpr int kRegWarps = 8;
-
-template <typename T, int kPacks>
-__global__ void __launch_bounds__(kRegWarps * 32)
-    layernorm_backward_reg_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
-                                  const T* __restrict__ inp, const T* __restrict__ weight,
-                                  const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M, int C,
-                                  int Cpad) {
-  constexpr int P = Pack<T>::N;
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float dw[kPacks * P], db[kPacks * P];
-#pragma unroll
-  for (int i = 0; i < kPacks * P; ++i) dw[i] = db[i] = 0.0f;
-
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRegWarps + warp; row < M;
-       row += static_cast<int64_t>(gridDim.x) * kRegWarps) {
-    const T* x = inp + row * C;
-    const T* g = dout + row * C;
-    T* dx = dinp + row * C;
-    Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
+  if constexpr (kRegSums) {  // park the registers in the warp's slice (acc_slot layout)
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
-      const int c = (k * 32 + lane) * P;
-      if (c < C) {
-        xv[k] = load_pack(x + c);
-        gv[k] = load_pack(g + c);
-        dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
-      }
-    }
-    const float mu = mean[row], rs = rstd[row];
-    float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kPacks; ++k) {
-      const int c = (k * 32 + lane) * P;
-      if (c < C) {
-        const Pack<T> wv = load_pack(weight + c);
-#pragma unroll
-        for (int j = 0; j < P; ++j) {
-          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
-          const float go = to_f(gv[k].v[j]);
-          const float gn = go * to_f(wv.v[j]);
-          sum_g += gn;
-          sum_gx += gn * xh;
-          dw[k * P + j] += go * xh;
-          db[k * P + j] += go;
+      for (int j = 0; j < P; ++j) {
+        const int slot = acc_slot(k, j, lane, P);
+        if (slot < Cpad) {
+          dw_acc[slot] = dw[k * P + j];
+          db_acc[slot] = db[k * P + j];
         }
       }
     }
-    const float mean_g = warp_sum(sum_g) / C;
-    const float mean_gx = warp_sum(sum_gx) / C;
-#pragma unroll
-    for (int k = 0; k < kPacks; ++k) {
-      const int c = (k * 32 + lane) * P;
-      if (c < C) {
-        const Pack<T> wv = load_pack(weight + c);
-#pragma unroll
-        for (int j = 0; j < P; ++j) {
-          const float xh = (to_f(xv[k].v[j]) - mu) * rs;
-          const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
-          dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
-        }
-        store_pack(dx + c, dv[k]);
-      }
-    }
   }
-  // Fold: each warp parks its sums in its own slice (slot layout of
-  // acc_slot: 32 lanes on 32 consecutive words), then the block adds the
-  // warps in order.
-  float* mine = smem + static_cast<int64_t>(warp) * 2 * Cpad;
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k) {
-#pragma unroll
-    for (int j = 0; j < P; ++j) {
-      const int slot = acc_slot(k, j, lane, P);
-      if (slot < Cpad) {
-        mine[slot] = dw[k * P + j];
-        mine[Cpad + slot] = db[k * P + j];
-      }
-    }
-  }
-  __syncthreads();
-  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
-  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
-    const int which = i / Cpad, slot = i % Cpad;
-    const int l = slot % 32, rest = slot / 32;
-    const int c = ((rest / P) * 32 + l) * P + rest % P;
-    if (c >= C) continue;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kRegWarps; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
-    part[which * C + c] = s;
-  }
+  write_block_partial<kW>(smem, partial, C, Cpad, P);
 }
 
 // dweight[c] += sum_b partial[b, 0, c];  dbias[c] += sum_b partial[b, 1, c]
@@ -491,15 +420,15 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
                                          mean.f32(), rstd.f32(), M, C, Cpad);
     };
     if (regs && packs == 1) {
-      launch(layernorm_backward_reg_kernel<T, 1>, kRegWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 1, kRegWarps, true>, kRegWarps * 32);
     } else if (regs && packs == 2) {
-      launch(layernorm_backward_reg_kernel<T, 2>, kRegWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 2, kRegWarps, true>, kRegWarps * 32);
     } else if (regs && packs == 3) {
-      launch(layernorm_backward_reg_kernel<T, 3>, kRegWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 3, kRegWarps, true>, kRegWarps * 32);
     } else if (regs && packs == 4) {
-      launch(layernorm_backward_reg_kernel<T, 4>, kRegWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 4, kRegWarps, true>, kRegWarps * 32);
     } else if (packs >= 5 && packs <= 6) {
-      launch(layernorm_backward_cached_kernel<T, 6>, kWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 6, kWarps, false>, kWarps * 32);
     } else if (vec) {
       launch(layernorm_backward_kernel<T, true>, kWarps * 32);
     } else {

@@ -103,6 +103,22 @@ int main(int argc, char** argv) {
     const size_t ws_bytes = size_t(32) << 20;  // GpuHandles::kGemmWorkspaceBytes
     DevBuf ws(ws_bytes);
     const int64_t M = B * 197;
+    // `reps` back-to-back calls timed with events, three times: the median
+    // trial per call, in ms.
+    auto median_ms = [&](const auto& run) {
+      std::vector<float> trials;
+      for (int t = 0; t < 3; ++t) {
+        check_cuda(cudaEventRecord(ea, stream), "event");
+        for (int r = 0; r < reps; ++r) check_lt(run(), "cublasLtMatmul");
+        check_cuda(cudaEventRecord(eb, stream), "event");
+        check_cuda(cudaEventSynchronize(eb), "sync");
+        float ms = 0;
+        check_cuda(cudaEventElapsedTime(&ms, ea, eb), "elapsed");
+        trials.push_back(ms / reps);
+      }
+      std::sort(trials.begin(), trials.end());
+      return static_cast<double>(trials[1]);
+    };
     std::printf("bench_gemm_algos: %s, ViT-B/16 bf16, batch %lld (M = %lld), %d reps x 3 trials\n", prop.name,
                 (long long)B, (long long)M, reps);
 
@@ -167,18 +183,7 @@ int main(int argc, char** argv) {
           };
           if (run() != CUBLAS_STATUS_SUCCESS) continue;  // an algorithm that refuses this call is skipped
           run();
-          std::vector<float> trials;
-          for (int t = 0; t < 3; ++t) {
-            check_cuda(cudaEventRecord(ea, stream), "event");
-            for (int r = 0; r < reps; ++r) check_lt(run(), "cublasLtMatmul");
-            check_cuda(cudaEventRecord(eb, stream), "event");
-            check_cuda(cudaEventSynchronize(eb), "sync");
-            float ms = 0;
-            check_cuda(cudaEventElapsedTime(&ms, ea, eb), "elapsed");
-            trials.push_back(ms / reps);
-          }
-          std::sort(trials.begin(), trials.end());
-          const double ms = trials[1];
+          const double ms = median_ms(run);
           if (i == 0) first = ms;
           if (ms < best) {
             best = ms;
@@ -204,19 +209,9 @@ int main(int argc, char** argv) {
                                     ws_bytes, stream);
             };
             if (run() != CUBLAS_STATUS_SUCCESS) continue;
-            std::vector<float> trials;
-            for (int t = 0; t < 3; ++t) {
-              check_cuda(cudaEventRecord(ea, stream), "event");
-              for (int r = 0; r < reps; ++r) check_lt(run(), "cublasLtMatmul");
-              check_cuda(cudaEventRecord(eb, stream), "event");
-              check_cuda(cudaEventSynchronize(eb), "sync");
-              float ms = 0;
-              check_cuda(cudaEventElapsedTime(&ms, ea, eb), "elapsed");
-              trials.push_back(ms / reps);
-            }
-            std::sort(trials.begin(), trials.end());
-            if (trials[1] < split_best) {
-              split_best = trials[1];
+            const double ms = median_ms(run);
+            if (ms < split_best) {
+              split_best = ms;
               split_s = sk;
             }
           }

@@ -199,8 +199,12 @@ int main(int argc, char** argv) {
           for (int sk : {2, 3, 4, 6, 8}) {
             cublasLtMatmulAlgo_t algo = res[0].algo;
             const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &sk, sizeof(sk));
-            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof(scheme));
+            if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &sk, sizeof(sk)) !=
+                    CUBLAS_STATUS_SUCCESS ||
+                cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                                     sizeof(scheme)) != CUBLAS_STATUS_SUCCESS) {
+              continue;  // this algorithm takes no split-K setting: nothing to time
+            }
             cublasLtMatmulHeuristicResult_t chk{};
             if (cublasLtMatmulAlgoCheck(lt, desc, la, lb, lc, lc, &algo, &chk) != CUBLAS_STATUS_SUCCESS) continue;
             if (chk.workspaceSize > ws_bytes) continue;

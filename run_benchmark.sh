@@ -10,11 +10,13 @@
 #   bash run_benchmark.sh --plugins "torch_ddp_fp16 low_level_zero:1 low_level_zero:2"
 #   bash run_benchmark.sh --plugins "torch_ddp_fp16 gemini:0 gemini:1"
 #   bash run_benchmark.sh --np 4 --plugins "hybrid_parallel:tp2pp2 hybrid_parallel:tp1pp2mb4zero1"
+#   bash run_benchmark.sh --np 1 --plugins "torch_ddp_fp16 torch_ddp_fp16+recompute_gelu"
 #
 # Options: --batch-sizes "A B ..."  --plugins "P Q ..." (low_level_zero:S picks ZeRO stage S;
 #          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU;
 #          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
-#          micro-batches (default P), ZeRO-1 over the data-parallel group)
+#          micro-batches (default P), ZeRO-1 over the data-parallel group; any entry may end in
+#          +recompute_gelu or +recompute: train.recompute_gelu / train.recompute on, its own column)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
     --profile) profile=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -83,6 +85,14 @@ out=results/$name
 mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
 for entry in $plugins; do
+  # +recompute_gelu / +recompute: activation recompute, a column of its own.
+  recompute=()
+  rtag=""
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute)$ ]]; do
+    entry=${BASH_REMATCH[1]}
+    recompute+=(--set "train.${BASH_REMATCH[2]}=true")
+    rtag="_${BASH_REMATCH[2]}$rtag"
+  done
   plugin=${entry%%:*}
   option=()
   tag=$plugin
@@ -110,7 +120,7 @@ for entry in $plugins; do
   for bs in $batch_sizes; do
     args=(--set benchmark.enabled=true --set run.device="$device" --set plugin.name="$plugin"
           --set plugin.precision="$prec" --set train.batch_size="$bs" --set run.output_dir="$out"
-          --set run.name="${tag}_bs${bs}" --set run.progress=false "${option[@]}")
+          --set run.name="${tag}${rtag}_bs${bs}" --set run.progress=false "${option[@]}" "${recompute[@]}")
     [ -n "$steps" ] && args+=(--set benchmark.steps="$steps")
     [ "$profile" -eq 1 ] && args+=(--set benchmark.profile=true)
     [ -n "$warmup" ] && args+=(--set benchmark.warmup_steps="$warmup")

@@ -122,6 +122,7 @@ struct TrainSpec {
   std::string schedule;  // cosine | linear | constant
   double grad_clip = 0;
   bool recompute = false;
+  bool recompute_gelu = false;
   int max_nonfinite_steps = 0;
   double label_smoothing = 0;
   double ema_decay = 0;

@@ -213,6 +213,10 @@ std::vector<FieldInfo> build_schema() {
       Float(VIT_AT(train, grad_clip), "0.0", at_least(0), "Clip the global gradient norm to this; 0 = off."),
       Bool(VIT_AT(train, recompute), "false",
            "Recompute block activations during backward instead of storing them (less memory)."),
+      Bool(VIT_AT(train, recompute_gelu), "false",
+           "Keep only the MLP's values before GELU and make the GELU output again during backward, in the "
+           "GELU backward pass: a quarter less activation memory per block for ~2% more time; the same "
+           "gradients, bit for bit."),
       Int(VIT_AT(train, max_nonfinite_steps), "5", at_least(1),
           "Consecutive steps with a NaN/Inf loss or gradient norm (skipped, like an fp16 overflow) after which "
           "the run stops as failed; with fp16 only those at plugin.min_scale count."),

@@ -106,6 +106,20 @@ VIT_CPU_CLONES void gelu_backward_range(const float* x, const float* g, float* d
   }
 }
 
+// Backward with recompute: y = gelu(x) as gelu_forward_range writes it, and
+// dx as gelu_backward_range. y may be g itself (g[i] is read before y[i] is
+// written), so no pointer here is restrict.
+VIT_CPU_CLONES void gelu_backward_recompute_range(const float* x, const float* g, float* dx, float* y, int64_t n) {
+  constexpr float kInvSqrt2Pi = 0.39894228040f;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const Cdf c = normal_cdf(v);
+    dx[i] = g[i] * (c.cdf + v * kInvSqrt2Pi * c.density);
+    y[i] = v * c.cdf;
+  }
+}
+
 // Threads take chunks of this many elements.
 constexpr int64_t kChunk = 4096;
 
@@ -144,6 +158,26 @@ void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor&
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t lo = c * kChunk;
     gelu_backward_range(x + lo, g + lo, dx + lo, std::min(kChunk, n - lo));
+  }
+}
+
+void gelu_backward_recompute(const Context&, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
+  const char* op = "gelu_backward_recompute";
+  check_pair(op, "dinp", dinp, "inp", inp);
+  check_pair(op, "out", out, "inp", inp);
+  check_pair(op, "dout", dout, "inp", inp);
+  VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
+            ": dinp must not alias out, dout or inp");
+  const int64_t n = inp.numel();
+  const float* x = inp.f32();
+  const float* g = dout.f32();
+  float* dx = dinp.f32();
+  float* y = out.f32();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t lo = c * kChunk;
+    gelu_backward_recompute_range(x + lo, g + lo, dx + lo, y + lo, std::min(kChunk, n - lo));
   }
 }
 

@@ -1,7 +1,7 @@
 // Exact (erf) GELU on the GPU, forward and backward (see gelu.h).
 //
 // Memory-bound: one read and one write per element forward, two reads and a
-// write backward. Each thread moves 16-byte packs when the tensors allow it
+// write backward (two writes when it also recomputes the forward's output). Each thread moves 16-byte packs when the tensors allow it
 // (element count a multiple of the pack, 16-byte aligned addresses), the
 // arithmetic is in fp32 whatever the storage type.
 //   gelu(x)  = 0.5 x (1 + erf(x / sqrt 2))
@@ -39,8 +39,10 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
   }
 }
 
-template <typename T, bool kVec>
-__global__ void gelu_backward_kernel(T* __restrict__ dinp, const T* __restrict__ inp, const T* __restrict__ dout,
+// kOut: also write out = gelu(inp) (backward with recompute). out may alias
+// dout (read first, element by element), so neither is __restrict__.
+template <typename T, bool kVec, bool kOut>
+__global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __restrict__ inp, const T* dout,
                                      int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -53,9 +55,18 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, const T* __restrict__
 #pragma unroll
       for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f(to_f(x.v[j])));
       store_pack(dinp + i * P, y);
+      if constexpr (kOut) {
+#pragma unroll
+        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f(to_f(x.v[j])));
+        store_pack(out + i * P, y);
+      }
     }
   } else {
-    for (int64_t i = tid; i < n; i += stride) dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f(to_f(inp[i])));
+    for (int64_t i = tid; i < n; i += stride) {
+      const float x = to_f(inp[i]);
+      dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f(x));
+      if constexpr (kOut) out[i] = from_f<T>(gelu_f(x));
+    }
   }
 }
 
@@ -83,8 +94,11 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   VIT_CUDA_CHECK_LAUNCH();
 }
 
-void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout) {
-  const char* op = "gelu_backward";
+namespace {
+
+// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp).
+void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tensor out, const Tensor& inp,
+                          const Tensor& dout) {
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
   check_gpu(inp, op, "inp");
@@ -94,18 +108,43 @@ void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Ten
   const int64_t n = inp.numel();
   check_numel(dinp, n, op, "dinp");
   check_numel(dout, n, op, "dout");
+  const bool with_out = out.defined();
+  if (with_out) {
+    check_gpu(out, op, "out");
+    check_dtype(out, inp.dtype, op, "out");
+    check_numel(out, n, op, "out");
+    VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
+              ": dinp must not alias out, dout or inp");
+  }
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
-    if (n % P == 0 && aligned16(dinp.data) && aligned16(inp.data) && aligned16(dout.data)) {
-      gelu_backward_kernel<T, true>
-          <<<grid_for(n / P, 256, h.num_sms), 256, 0, s>>>(dinp.as<T>(), inp.as<T>(), dout.as<T>(), n);
+    const bool vec = n % P == 0 && aligned16(dinp.data) && aligned16(inp.data) && aligned16(dout.data) &&
+                     (!with_out || aligned16(out.data));
+    T* o = with_out ? out.as<T>() : nullptr;
+    const unsigned grid = vec ? grid_for(n / P, 256, h.num_sms) : grid_for(n, 256, h.num_sms);
+    if (vec && with_out) {
+      gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+    } else if (vec) {
+      gelu_backward_kernel<T, true, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+    } else if (with_out) {
+      gelu_backward_kernel<T, false, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     } else {
-      gelu_backward_kernel<T, false>
-          <<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(dinp.as<T>(), inp.as<T>(), dout.as<T>(), n);
+      gelu_backward_kernel<T, false, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout) {
+  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout);
+}
+
+void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
+  VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
+  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout);
 }
 
 }  // namespace cuda

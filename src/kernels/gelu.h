@@ -3,6 +3,11 @@
 //
 // Forward:  out (N) = gelu(inp (N))
 // Backward: dinp (N) = dout (N) * gelu'(inp)   assigned (=)
+// Backward with recompute (the model's train.recompute_gelu: the forward's
+//   GELU output was not kept): the same dinp, and out (N) = gelu(inp) again,
+//   bit for bit the forward's value, from one read of inp and dout. out may
+//   be dout itself (each element of dout is read before its out is written);
+//   dinp must be neither.
 #pragma once
 
 #include "core/tensor.h"
@@ -12,12 +17,18 @@ namespace vit::kernels {
 
 VIT_DECLARE_KERNEL(void, gelu_forward, const Context& ctx, Tensor out, const Tensor& inp)
 VIT_DECLARE_KERNEL(void, gelu_backward, const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout)
+VIT_DECLARE_KERNEL(void, gelu_backward_recompute, const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
+                   const Tensor& dout)
 
 inline void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   VIT_DISPATCH(ctx, gelu_forward, ctx, out, inp);
 }
 inline void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout) {
   VIT_DISPATCH(ctx, gelu_backward, ctx, dinp, inp, dout);
+}
+inline void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
+                                    const Tensor& dout) {
+  VIT_DISPATCH(ctx, gelu_backward_recompute, ctx, dinp, out, inp, dout);
 }
 
 }  // namespace vit::kernels

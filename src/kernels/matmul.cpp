@@ -97,13 +97,18 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
   const char* op = "matmul_backward";
   check_weight(op, weight);
   const int64_t N = weight.shape[0], K = weight.shape[1];
-  require_f32(op, "inp", inp);
   require_f32(op, "dout", dout);
-  const int64_t M = rows_of(op, "inp", inp, K, "K (weight's second dimension)");
-  rows_of(op, "dout", dout, N, "N (weight's first dimension)");
-  require_same_rows(op, "dout", dout, "inp", inp);
-  require_f32(op, "dweight", dweight);
-  require_shape(op, "dweight", dweight, {N, K}, "(N, K)");
+  const int64_t M = rows_of(op, "dout", dout, N, "N (weight's first dimension)");
+  const bool wgrad = dweight.defined();
+  VIT_CHECK(wgrad || !dbias.defined(), op, ": dbias comes with dweight (an input-gradient-only call has neither)");
+  VIT_CHECK(wgrad || dinp.defined(), op, ": nothing to compute (dinp and dweight are both undefined)");
+  if (wgrad) {
+    require_f32(op, "inp", inp);
+    rows_of(op, "inp", inp, K, "K (weight's second dimension)");
+    require_same_rows(op, "dout", dout, "inp", inp);
+    require_f32(op, "dweight", dweight);
+    require_shape(op, "dweight", dweight, {N, K}, "(N, K)");
+  }
   if (dbias.defined()) {
     require_f32(op, "dbias", dbias);
     require_shape(op, "dbias", dbias, {N}, "(N)");
@@ -111,7 +116,7 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
   if (dinp.defined()) {
     require_f32(op, "dinp", dinp);
     rows_of(op, "dinp", dinp, K, "K (weight's second dimension)");
-    require_same_rows(op, "dinp", dinp, "inp", inp);
+    require_same_rows(op, "dinp", dinp, "dout", dout);
     VIT_CHECK(dinp.data != dout.data, op, ": dinp must not alias dout");
   }
   check_blas_sizes(op, M, N, K);
@@ -123,6 +128,7 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, dout.f32(), n, weight.f32(), k, 0.0f,
                 dinp.f32(), k);
   }
+  if (!wgrad) return;
   // dweight (N, K) += dout^T (N, M) @ inp (M, K)
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, dout.f32(), n, inp.f32(), k, 1.0f,
               dweight.f32(), k);

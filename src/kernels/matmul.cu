@@ -322,18 +322,24 @@ void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbi
   GpuHandles& h = gpu_of(ctx, op);
   cudaStream_t stream = stream_of(ctx);
   check_gpu(dout, op, "dout");
-  check_gpu(inp, op, "inp");
   check_gpu(weight, op, "weight");
-  check_gpu(dweight, op, "dweight");
   VIT_CHECK(weight.ndim == 2, op, ": weight must be (N, K), got ", weight.shape_str());
   const int64_t N = weight.dim(0), K = weight.dim(1);
-  const int64_t M = inp.numel() / K;
-  const DType dt = inp.dtype;
-  check_dtype(weight, dt, op, "weight");
+  const int64_t M = dout.numel() / N;
+  const DType dt = weight.dtype;
   check_dtype(dout, dt, op, "dout");
   check_numel(dout, M * N, op, "dout");
-  check_dtype(dweight, DType::F32, op, "dweight");
-  check_numel(dweight, N * K, op, "dweight");
+  const bool wgrad = dweight.defined();
+  VIT_CHECK(wgrad || !dbias.defined(), op, ": dbias comes with dweight (an input-gradient-only call has neither)");
+  VIT_CHECK(wgrad || dinp.defined(), op, ": nothing to compute (dinp and dweight are both undefined)");
+  if (wgrad) {
+    check_gpu(inp, op, "inp");
+    check_gpu(dweight, op, "dweight");
+    check_dtype(inp, dt, op, "inp");
+    check_numel(inp, M * K, op, "inp");
+    check_dtype(dweight, DType::F32, op, "dweight");
+    check_numel(dweight, N * K, op, "dweight");
+  }
 
   if (dinp.defined()) {
     check_gpu(dinp, op, "dinp");
@@ -347,6 +353,7 @@ void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbi
     c.A = weight.data; c.B = dout.data; c.D = dinp.data;
     lt_matmul(h, stream, c);
   }
+  if (!wgrad) return;
 
   LtCall c;
   c.m = K; c.n = N; c.k = M;

@@ -9,7 +9,10 @@
 //           dbias (N)      += column sums of dout              accumulated (+=)
 //   Parameter gradients accumulate so that gradient-accumulation micro-batches
 //   add up in the one flat gradient buffer; the activation gradient is a fresh
-//   value each time and is assigned. An undefined dinp / dbias is skipped.
+//   value each time and is assigned. An undefined dinp / dbias is skipped;
+//   an undefined dweight (then dbias undefined too) makes an input-gradient-
+//   only call, which does not read inp (it may be undefined), so a layer's
+//   two gradient GEMMs can run apart (the model's GELU recompute does).
 //
 // Dtypes: inp, weight, out, pre_gelu, dinp, dout share the compute dtype;
 // dweight and dbias are always fp32 (master gradients); bias is the compute

@@ -63,12 +63,16 @@ struct Regularization {
 };
 
 // How a model instance computes: the dtype of activations and compute weights,
-// the attention path on the GPU, whether blocks are recomputed in backward,
-// and the training-time regularisation (every plugin passes it to its model).
+// the attention path on the GPU, whether blocks (or their GELU outputs) are
+// recomputed in backward, and the training-time regularisation (every plugin
+// passes it to its model).
 struct ComputeConfig {
   DType dtype = DType::F32;
   kernels::AttentionImpl attention = kernels::AttentionImpl::CuDNN;
   bool recompute = false;
+  // Keep only fc1's output before GELU and make the GELU output again during
+  // backward, in the GELU backward pass (less memory: (B, T, mlp) per block).
+  bool recompute_gelu = false;
   Regularization reg;
 };
 

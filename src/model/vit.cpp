@@ -23,8 +23,7 @@ struct ViTModel::BlockActs {
   Buffer att, att_aux;             // (B, T, Cl), attention_aux_bytes
   Buffer xmid;                     // (B, T, C): x + attention branch
   Buffer ln2, ln2_mean, ln2_rstd;
-  Buffer fc1_pre, fc1;             // (B, T, Fl): before and after GELU
-  Buffer branch;                   // (B, T, C): proj / fc2 output before the residual add
+  Buffer fc1_pre, fc1;             // (B, T, Fl): before and after GELU (fc1: none with recompute_gelu)
 };
 
 // What forward keeps for backward, per slot (micro-batch in flight).
@@ -96,6 +95,7 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   dqkv_ = alloc(B * T * 3 * Cl, dt);
   dhidden_ = alloc(B * T * Fl, dt);
   dhidden2_ = alloc(B * T * Fl, dt);
+  if (held > 0) branch_ = alloc(B * T * C, dt);
   if (layout_.shard().head) {
     dcls_ = alloc(B * C, dt);
     dcls_ln_ = alloc(B * C, dt);
@@ -127,8 +127,7 @@ std::unique_ptr<ViTModel::BlockActs> ViTModel::make_block_acts(int64_t B, size_t
   a->ln2_mean = alloc(B * T, f32);
   a->ln2_rstd = alloc(B * T, f32);
   a->fc1_pre = alloc(B * T * Fl, dt);
-  a->fc1 = alloc(B * T * Fl, dt);
-  a->branch = alloc(B * T * C, dt);
+  if (!compute_.recompute_gelu) a->fc1 = alloc(B * T * Fl, dt);
   return a;
 }
 
@@ -287,8 +286,11 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   Tensor xmid = tensor_of(a.xmid, dt, {BT, C});
   Tensor ln2 = tensor_of(a.ln2, dt, {BT, C});
   Tensor fc1_pre = tensor_of(a.fc1_pre, dt, {BT, Fl});
-  Tensor fc1 = tensor_of(a.fc1, dt, {BT, Fl});
-  Tensor branch = tensor_of(a.branch, dt, {BT, C});
+  // Without a stored GELU output, fc2 reads it from the backward's dhidden_
+  // (free during forward); the branch output is consumed by the residual add
+  // right away, so every block shares one buffer for it.
+  Tensor fc1 = tensor_of(compute_.recompute_gelu ? dhidden_ : a.fc1, dt, {BT, Fl});
+  Tensor branch = tensor_of(branch_, dt, {BT, C});
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
 
   k::layernorm_forward(ctx_, ln1, tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), x,
@@ -402,9 +404,19 @@ void ViTModel::block_backward(int l, int B, int slot) {
   // MLP branch: x_out = xmid + fc2(gelu(fc1(LN2(xmid)))). Replicated biases
   // get their (identical) gradient on every tensor-parallel rank.
   if (masked) apply_branch_masks(dmasked, dres, l, 1, B, slot);
-  k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), masked ? dmasked : dres, tensor_of(a.fc1, dt, {BT, Fl}),
-                     param(p.fc2_w));
-  k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
+  const Tensor dfc2 = masked ? dmasked : dres;
+  if (!compute_.recompute_gelu) {
+    k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w));
+    k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
+  } else {
+    // The GELU output was not kept: fc2's input gradient first, then one
+    // pass makes GELU's input gradient and, over dh, the GELU output again
+    // (the forward's bits), then fc2's weight gradient from it. The same
+    // GEMMs in the same order as above: the gradients are the same bits.
+    k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
+    k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
+    k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w));
+  }
   k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w));
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),

@@ -85,6 +85,7 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
   c.dtype = parse_dtype(spec.plugin.precision);
   c.attention = spec.model.attention == "cublas" ? kernels::AttentionImpl::Cublas : kernels::AttentionImpl::CuDNN;
   c.recompute = spec.train.recompute;
+  c.recompute_gelu = spec.train.recompute_gelu;
   c.reg.drop_path = static_cast<float>(spec.model.drop_path);
   c.reg.hidden_dropout = static_cast<float>(spec.model.hidden_dropout);
   if (spec.model.pretrained_dropout) {
@@ -935,7 +936,13 @@ int benchmark(RunEnvironment& env) {
     micro[i].on_device = dev == Device::CUDA;
   }
 
-  env.open_results("benchmark", plugin->name(), global_batch, plugin->variant());
+  // The results column tells activation recompute apart (run_benchmark.sh's +recompute entries).
+  std::string variant = plugin->variant();
+  for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
+                                 std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"}}) {
+    if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
+  }
+  env.open_results("benchmark", plugin->name(), global_batch, variant);
   ProgressBar bar(env.is_rank0(), spec.run.progress, spec.run.log_every);
   if (env.is_rank0()) {
     bar.line(str_cat("vit_hpc benchmark: ", plugin->name(), " (", spec.plugin.precision, ") on ",

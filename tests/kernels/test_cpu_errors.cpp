@@ -81,6 +81,11 @@ BOOST_AUTO_TEST_CASE(matmul_refuses_mismatches) {
                         (Names{{"matmul_backward", "dout"}}));
   BOOST_CHECK_EXCEPTION(cpu::matmul_backward(c, out.t, dw.t, db.t, out, inp, w), vit::Error,
                         (Names{{"matmul_backward", "dinp"}}));
+  // An input-gradient-only call (no dweight) takes no dbias and needs a dinp.
+  BOOST_CHECK_EXCEPTION(cpu::matmul_backward(c, dinp.t, Tensor(), db.t, out, Tensor(), w), vit::Error,
+                        (Names{{"matmul_backward", "dbias comes with dweight"}}));
+  BOOST_CHECK_EXCEPTION(cpu::matmul_backward(c, Tensor(), Tensor(), Tensor(), out, inp, w), vit::Error,
+                        (Names{{"matmul_backward", "nothing to compute"}}));
   // The public dispatcher: asking a CPU-only build for the GPU is an error.
 #ifndef VIT_WITH_CUDA
   vit::Context gpu;
@@ -95,6 +100,10 @@ BOOST_AUTO_TEST_CASE(elementwise_and_layernorm_refuse_mismatches) {
   Arr x({3, 4}), y({3, 5}), w({4}), b({4}), mean({3}), rstd({3}), mean_bad({4});
   BOOST_CHECK_EXCEPTION(cpu::gelu_forward(c, y.t, x), vit::Error, (Names{{"gelu_forward", "out"}}));
   BOOST_CHECK_EXCEPTION(cpu::gelu_backward(c, x.t, x, y), vit::Error, (Names{{"gelu_backward", "dout"}}));
+  BOOST_CHECK_EXCEPTION(cpu::gelu_backward_recompute(c, x.t, x.t, x, x), vit::Error,
+                        (Names{{"gelu_backward_recompute", "must not alias"}}));
+  BOOST_CHECK_EXCEPTION(cpu::gelu_backward_recompute(c, x.t, y.t, x, x), vit::Error,
+                        (Names{{"gelu_backward_recompute", "out"}}));
   BOOST_CHECK_EXCEPTION(cpu::residual_add(c, x.t, x, y), vit::Error, (Names{{"residual_add", "b"}}));
   BOOST_CHECK_EXCEPTION(cpu::accumulate(c, x.t, as_dtype(x, DType::F16)), vit::Error,
                         (Names{{"accumulate", "src", "fp16"}}));

@@ -89,6 +89,47 @@ BOOST_AUTO_TEST_CASE(gelu_against_double_erf) {
   BOOST_TEST(std::abs(gs[3]) < 1e-30f);
 }
 
+// The backward with recompute (train.recompute_gelu) must give the forward's
+// output and the plain backward's gradient bit for bit, also written over
+// dout itself, as the model calls it; over several thread chunks and a tail.
+BOOST_AUTO_TEST_CASE(gelu_backward_recompute_is_forward_and_backward_bitwise) {
+  Rng rng(27);
+  const int64_t n = 5 * 4096 + 77;
+  Arr x = randn({n}, rng, 3.0), g = randn({n}, rng);
+  Arr y({n}, kNaN), dx({n}, kNaN), y2({n}, kNaN), dx2({n}, kNaN), dx3({n}, kNaN);
+  cpu::gelu_forward(cpu_ctx(), y.t, x);
+  cpu::gelu_backward(cpu_ctx(), dx.t, x, g);
+  cpu::gelu_backward_recompute(cpu_ctx(), dx2.t, y2.t, x, g);
+  Arr inplace({n});
+  for (int64_t i = 0; i < n; ++i) inplace[i] = g[i];
+  cpu::gelu_backward_recompute(cpu_ctx(), dx3.t, inplace.t, x, inplace);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    differ += y2[i] != y[i] || dx2[i] != dx[i] || inplace[i] != y[i] || dx3[i] != dx[i];
+  }
+  BOOST_TEST(differ == 0);
+}
+
+// An input-gradient-only call and a weight-gradient-only call add up to the
+// one call, bit for bit (the model splits fc2's backward that way).
+BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
+  Rng rng(28);
+  const int64_t M = 45, K = 29, N = 31;
+  Arr inp = randn({M, K}, rng), w = randn({N, K}, rng), dout = randn({M, N}, rng);
+  Arr dinp1({M, K}, kNaN), dw1 = randn({N, K}, rng), db1 = randn({N}, rng);
+  Arr dinp2({M, K}, kNaN), dw2({N, K}), db2({N});
+  for (int64_t i = 0; i < N * K; ++i) dw2[i] = dw1[i];
+  for (int64_t i = 0; i < N; ++i) db2[i] = db1[i];
+  cpu::matmul_backward(cpu_ctx(), dinp1.t, dw1.t, db1.t, dout, inp, w);
+  cpu::matmul_backward(cpu_ctx(), dinp2.t, Tensor(), Tensor(), dout, Tensor(), w);
+  cpu::matmul_backward(cpu_ctx(), Tensor(), dw2.t, db2.t, dout, inp, w);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < M * K; ++i) differ += dinp1[i] != dinp2[i];
+  for (int64_t i = 0; i < N * K; ++i) differ += dw1[i] != dw2[i];
+  for (int64_t i = 0; i < N; ++i) differ += db1[i] != db2[i];
+  BOOST_TEST(differ == 0);
+}
+
 BOOST_AUTO_TEST_CASE(layernorm_forward_against_double_loops) {
   Rng rng(22);
   const int64_t M = 6, C = 37;

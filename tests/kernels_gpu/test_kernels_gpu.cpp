@@ -171,6 +171,33 @@ BOOST_AUTO_TEST_CASE(matmul_backward_without_dinp) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
+  // An input-gradient-only call (no dweight, no inp) and a weight-gradient-only
+  // call give the one call's bits (the model's GELU recompute splits fc2's backward).
+  const GemmShape s = kGemmShapes[2];  // fc2;
+  for (DType dt : kDtypes) {
+    DevTensor inp(dt, {s.M, s.K}), w(dt, {s.N, s.K}), dout(dt, {s.M, s.N}), dinp(dt, {s.M, s.K}),
+        dinp2(dt, {s.M, s.K}), dw(DType::F32, {s.N, s.K}), db(DType::F32, {s.N}), dw2(DType::F32, {s.N, s.K}),
+        db2(DType::F32, {s.N});
+    inp.upload(random_values(inp.numel()));
+    w.upload(random_values(w.numel()));
+    dout.upload(random_values(dout.numel()));
+    dw.upload(random_values(dw.numel()));
+    db.upload(random_values(db.numel()));
+    dw2.upload(dw.host);
+    db2.upload(db.host);
+    dinp.poison();
+    dinp2.poison();
+    K::matmul_backward(gpu().context(), dinp.t, dw.t, db.t, dout.t, inp.t, w.t);
+    K::matmul_backward(gpu().context(), dinp2.t, Tensor(), Tensor(), dout.t, Tensor(), w.t);
+    K::matmul_backward(gpu().context(), Tensor(), dw2.t, db2.t, dout.t, inp.t, w.t);
+    sync();
+    BOOST_CHECK_MESSAGE(dinp2.download() == dinp.download() && dw2.download() == dw.download() &&
+                            db2.download() == db.download(),
+                        label("matmul_bwd in two calls", dt, s.name) << ": not the bits of the one call");
+  }
+}
+
 // ---------------------------------------------------------------------------
 // LayerNorm
 // ---------------------------------------------------------------------------
@@ -263,6 +290,23 @@ BOOST_AUTO_TEST_CASE(gelu_forward_backward) {
       sync();
       compare(label("gelu_fwd", dt, tag), out.download(), out_ref, tolerance(OpClass::Elementwise, dt));
       compare(label("gelu_bwd", dt, tag), dinp.download(), dinp_ref, tolerance(OpClass::Elementwise, dt));
+      // The backward with recompute (train.recompute_gelu): the forward's
+      // output and the backward's gradient, bit for bit, into another buffer
+      // and over dout itself (as the model calls it).
+      DevTensor out2(dt, {n}), dinp2(dt, {n}), over(dt, {n}), dinp3(dt, {n});
+      out2.poison();
+      dinp2.poison();
+      dinp3.poison();
+      over.upload(dout.host);
+      K::gelu_backward_recompute(gpu().context(), dinp2.t, out2.t, inp.t, dout.t);
+      K::gelu_backward_recompute(gpu().context(), dinp3.t, over.t, inp.t, over.t);
+      sync();
+      const std::vector<float> out_got = out.download(), dinp_got = dinp.download();
+      BOOST_CHECK_MESSAGE(out2.download() == out_got && dinp2.download() == dinp_got,
+                          label("gelu_bwd_recompute", dt, tag) << ": not the bits of gelu_forward / gelu_backward");
+      BOOST_CHECK_MESSAGE(over.download() == out_got && dinp3.download() == dinp_got,
+                          label("gelu_bwd_recompute in place", dt, tag)
+                              << ": not the bits of gelu_forward / gelu_backward");
     }
   }
 }

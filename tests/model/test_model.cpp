@@ -119,6 +119,30 @@ BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
   BOOST_TEST(f.grads == g1);  // the same arithmetic in the same order: bitwise equal
 }
 
+// train.recompute_gelu: no stored GELU output, the same gradients bit for
+// bit, and exactly one (B, T, mlp_dim) buffer per block less; with the whole
+// block recomputed too, still the same bits.
+BOOST_AUTO_TEST_CASE(recompute_gelu_gives_the_same_gradients_with_less_memory) {
+  Fixture f;
+  model::ViTModel stored(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  model::ComputeConfig gc;
+  gc.recompute_gelu = true;
+  model::ViTModel gelu(f.cfg, gc, Context{}, f.B);
+  const size_t per_block = static_cast<size_t>(f.B) * f.cfg.tokens() * f.cfg.mlp_dim * sizeof(float);
+  BOOST_TEST(stored.activation_bytes() - gelu.activation_bytes() == f.cfg.depth * per_block);
+  f.gradient(stored);
+  const std::vector<float> g1 = f.grads;
+  const std::vector<float> loss1(stored.losses(f.B).as<float>(), stored.losses(f.B).as<float>() + f.B);
+  f.gradient(gelu);
+  BOOST_TEST(f.grads == g1);
+  const std::vector<float> loss2(gelu.losses(f.B).as<float>(), gelu.losses(f.B).as<float>() + f.B);
+  BOOST_TEST(loss2 == loss1);
+  gc.recompute = true;
+  model::ViTModel both(f.cfg, gc, Context{}, f.B);
+  f.gradient(both);
+  BOOST_TEST(f.grads == g1);
+}
+
 BOOST_AUTO_TEST_CASE(gradients_accumulate_across_calls) {
   Fixture f;
   model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);

@@ -123,13 +123,18 @@ Outputs run_cpu(const ModelCase& mc, const Inputs& in, DType weights_dtype) {
   return out;
 }
 
-Outputs run_gpu(const ModelCase& mc, const Inputs& in, DType dt, K::AttentionImpl attention, bool recompute,
+// What backward recomputes: nothing, whole blocks (train.recompute), or the
+// GELU outputs (train.recompute_gelu).
+enum class Recompute { None, Block, Gelu };
+
+Outputs run_gpu(const ModelCase& mc, const Inputs& in, DType dt, K::AttentionImpl attention, Recompute recompute,
                 std::string* path_note) {
   Context ctx = gpu().context();
   model::ComputeConfig compute;
   compute.dtype = dt;
   compute.attention = attention;
-  compute.recompute = recompute;
+  compute.recompute = recompute == Recompute::Block;
+  compute.recompute_gelu = recompute == Recompute::Gelu;
   model::ViTModel m(mc.cfg, compute, ctx, mc.B);
   *path_note = K::attention_impl_name(m.compute().attention);
   const int64_t N = m.layout().total();
@@ -217,11 +222,22 @@ void check_case(const ModelCase& mc) {
           K::attention_impl_name(K::resolve_attention(Device::CUDA, attention, dt, mc.cfg.hidden, mc.cfg.heads));
       if (std::find(done.begin(), done.end(), resolved) != done.end()) continue;
       done.push_back(resolved);
-      for (bool recompute : {false, true}) {
+      Outputs stored;
+      for (Recompute recompute : {Recompute::None, Recompute::Block, Recompute::Gelu}) {
         std::string path;
         const Outputs got = run_gpu(mc, in, dt, attention, recompute, &path);
-        const std::string what = mc.name + " " + dtype_name(dt) + " " + path + (recompute ? " recompute" : "");
+        const std::string what = mc.name + " " + dtype_name(dt) + " " + path +
+                                 (recompute == Recompute::Block  ? " recompute"
+                                  : recompute == Recompute::Gelu ? " recompute_gelu"
+                                                                 : "");
         CaseRow row{what, 0, 0, 0, 0, 0, 0, "", true};
+        if (recompute == Recompute::None) stored = got;
+        if (recompute == Recompute::Gelu) {
+          // The same GEMMs and the forward's GELU bits: the stored run's results exactly.
+          const bool same = got.grads == stored.grads && got.logits == stored.logits && got.losses == stored.losses;
+          BOOST_CHECK_MESSAGE(same, what << ": differs in bits from the run that stores the GELU output");
+          row.pass &= same;
+        }
         std::tie(row.logits_rel, row.logits_max) = errors(got.logits.data(), ref.logits.data(), ref.logits.size());
         std::tie(row.losses_rel, row.losses_max) = errors(got.losses.data(), ref.losses.data(), ref.losses.size());
         row.pass &= compare(what + " logits", got.logits, ref.logits, model_tolerance(ModelOutput::Logits, dt));

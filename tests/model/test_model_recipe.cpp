@@ -207,6 +207,12 @@ BOOST_AUTO_TEST_CASE(masks_are_a_function_of_the_key) {
   model::ViTModel recomputed(f.cfg, rc, Context{}, f.B);
   f.gradient(recomputed, f.extras(5, false));
   BOOST_TEST(f.grads == g1);
+  // So does the GELU recompute, with the masks on the MLP branch's gradient.
+  model::ComputeConfig gc = with_reg(0.5f, 0.1f, 0.0f);
+  gc.recompute_gelu = true;
+  model::ViTModel gelu_recomputed(f.cfg, gc, Context{}, f.B);
+  f.gradient(gelu_recomputed, f.extras(5, false));
+  BOOST_TEST(f.grads == g1);
   // forward_backward without a key draws its own (a new one each call).
   std::fill(f.grads.begin(), f.grads.end(), 0.0f);
   m.bind(f.params_t(), f.grads_t());

@@ -16,7 +16,8 @@
 #          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU;
 #          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
 #          micro-batches (default P), ZeRO-1 over the data-parallel group; any entry may end in
-#          +recompute_gelu or +recompute: train.recompute_gelu / train.recompute on, its own column)
+#          +recompute_gelu, +recompute (train.recompute_gelu / train.recompute on) or +attention_atomics
+#          (model.attention_deterministic off), each a column of its own)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
     --profile) profile=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -85,12 +86,17 @@ out=results/$name
 mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
 for entry in $plugins; do
-  # +recompute_gelu / +recompute: activation recompute, a column of its own.
+  # +recompute_gelu / +recompute: activation recompute; +attention_atomics:
+  # model.attention_deterministic=false. Each makes a column of its own.
   recompute=()
   rtag=""
-  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute)$ ]]; do
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute|attention_atomics)$ ]]; do
     entry=${BASH_REMATCH[1]}
-    recompute+=(--set "train.${BASH_REMATCH[2]}=true")
+    if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
+      recompute+=(--set model.attention_deterministic=false)
+    else
+      recompute+=(--set "train.${BASH_REMATCH[2]}=true")
+    fi
     rtag="_${BASH_REMATCH[2]}$rtag"
   done
   plugin=${entry%%:*}

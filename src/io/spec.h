@@ -78,6 +78,7 @@ struct ModelSpec {
   double init_std = 0;
   std::string pretrained;
   std::string attention;  // cudnn | cublas
+  bool attention_deterministic = true;
   double drop_path = 0;
   double hidden_dropout = 0;
   bool pretrained_dropout = false;

@@ -137,6 +137,9 @@ std::vector<FieldInfo> build_schema() {
              "Folder with a Hugging Face model.safetensors + config.json to start from; empty = random init."),
       Choice(VIT_AT(model, attention), "cudnn", {"cudnn", "cublas"},
              "GPU attention: cuDNN fused SDPA, or cuBLAS batched GEMMs + softmax (fallback, cross-check)."),
+      Bool(VIT_AT(model, attention_deterministic), "true",
+           "cuDNN attention backward in its deterministic form (reruns give the same bits); false: dQ is "
+           "summed with fp32 atomics, ~10% faster attention backward, and reruns differ in the last bits."),
       Float(VIT_AT(model, drop_path), "0.0", closed_open(0, 1),
             "Stochastic depth of the last block; block l drops its branches per sample with rate "
             "drop_path * l / (depth - 1). Training only."),

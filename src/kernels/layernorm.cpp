@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "kernels/cpu_checks.h"
+#include "kernels/residual.h"
 
 namespace vit::kernels::cpu {
 
@@ -84,6 +85,16 @@ void layernorm_forward(const Context&, Tensor out, Tensor mean, Tensor rstd, con
     float* yr = y + m * C;
     for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mf) * sf * w[c] + b[c];
   }
+}
+
+void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor mean, Tensor rstd, const Tensor& a,
+                                const Tensor& b, const Tensor& weight, const Tensor& bias, float eps) {
+  const char* op = "residual_layernorm_forward";
+  require_f32(op, "sum", sum);
+  VIT_CHECK(sum.data != a.data && sum.data != b.data && sum.data != out.data, op,
+            ": sum must not alias a, b or out");
+  residual_add(ctx, sum, a, b);
+  layernorm_forward(ctx, out, mean, rstd, sum, weight, bias, eps);
 }
 
 void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,

@@ -3,7 +3,10 @@
 // Forward: one warp per row. Mean first, then the variance around it (two
 // passes over the row, the second from L1, instead of E[x^2] - mean^2, which
 // cancels badly when |mean| >> std), then the normalised row. mean and rstd
-// are saved for the backward pass.
+// are saved for the backward pass. residual_layernorm_forward is the same
+// kernel reading the row as the residual sum a + b (rounded to the storage
+// type, as residual_add stores it), which its first pass also writes out:
+// the bits of residual_add followed by layernorm_forward, one pass less.
 //
 // Backward, per row with xhat = (x - mean) * rstd and g = dout * weight:
 //   dinp += rstd * (g - mean(g) - xhat * mean(g * xhat))
@@ -40,9 +43,30 @@ struct RowWalk {
   static constexpr int P = kVec ? Pack<T>::N : 1;
 };
 
-template <typename T, bool kVec>
+// The row's values: inp's, or with kAdd the residual sum inp + inp2 rounded
+// to T (the bits residual_add would store), which the first pass writes to
+// sum_out. Later passes make the sum again from inp and inp2 rather than
+// read sum_out back (the loads go through the read-only cache).
+template <typename T, bool kVec, bool kAdd>
+__device__ __forceinline__ Pack<T> row_values(const T* __restrict__ x, const T* __restrict__ x2, int c) {
+  Pack<T> v;
+  if constexpr (kVec) {
+    v = load_pack(x + c);
+    if constexpr (kAdd) {
+      const Pack<T> u = load_pack(x2 + c);
+#pragma unroll
+      for (int j = 0; j < Pack<T>::N; ++j) v.v[j] = from_f<T>(to_f(v.v[j]) + to_f(u.v[j]));
+    }
+  } else {
+    v.v[0] = kAdd ? from_f<T>(to_f(x[c]) + to_f(x2[c])) : x[c];
+  }
+  return v;
+}
+
+template <typename T, bool kVec, bool kAdd>
 __global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict__ mean_out,
-                                         float* __restrict__ rstd_out, const T* __restrict__ inp,
+                                         float* __restrict__ rstd_out, T* __restrict__ sum_out,
+                                         const T* __restrict__ inp, const T* __restrict__ inp2,
                                          const T* __restrict__ weight, const T* __restrict__ bias, int64_t M,
                                          int C, float eps) {
   constexpr int P = RowWalk<T, kVec>::P;
@@ -50,42 +74,42 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict_
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= M) return;
   const T* x = inp + row * C;
+  const T* x2 = kAdd ? inp2 + row * C : nullptr;
   T* y = out + row * C;
 
   float s = 0.0f;
   for (int c = lane * P; c < C; c += 32 * P) {
-    if constexpr (kVec) {
-      Pack<T> v = load_pack(x + c);
-#pragma unroll
-      for (int j = 0; j < P; ++j) s += to_f(v.v[j]);
-    } else {
-      s += to_f(x[c]);
+    const Pack<T> v = row_values<T, kVec, kAdd>(x, x2, c);
+    if constexpr (kAdd) {
+      if constexpr (kVec) {
+        store_pack(sum_out + row * C + c, v);
+      } else {
+        sum_out[row * C + c] = v.v[0];
+      }
     }
+#pragma unroll
+    for (int j = 0; j < P; ++j) s += to_f(v.v[j]);
   }
   const float mean = warp_sum(s) / C;
   float q = 0.0f;
   for (int c = lane * P; c < C; c += 32 * P) {
-    if constexpr (kVec) {
-      Pack<T> v = load_pack(x + c);
+    const Pack<T> v = row_values<T, kVec, kAdd>(x, x2, c);
 #pragma unroll
-      for (int j = 0; j < P; ++j) {
-        const float d = to_f(v.v[j]) - mean;
-        q += d * d;
-      }
-    } else {
-      const float d = to_f(x[c]) - mean;
+    for (int j = 0; j < P; ++j) {
+      const float d = to_f(v.v[j]) - mean;
       q += d * d;
     }
   }
   const float rstd = rsqrtf(warp_sum(q) / C + eps);
   for (int c = lane * P; c < C; c += 32 * P) {
+    const Pack<T> v = row_values<T, kVec, kAdd>(x, x2, c);
     if constexpr (kVec) {
-      Pack<T> v = load_pack(x + c), w = load_pack(weight + c), b = load_pack(bias + c), r;
+      Pack<T> w = load_pack(weight + c), b = load_pack(bias + c), r;
 #pragma unroll
       for (int j = 0; j < P; ++j) r.v[j] = from_f<T>((to_f(v.v[j]) - mean) * rstd * to_f(w.v[j]) + to_f(b.v[j]));
       store_pack(y + c, r);
     } else {
-      y[c] = from_f<T>((to_f(x[c]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
+      y[c] = from_f<T>((to_f(v.v[0]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
     }
   }
   if (lane == 0) {
@@ -326,9 +350,12 @@ __global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* 
 
 namespace cuda {
 
-void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
-                       const Tensor& weight, const Tensor& bias, float eps) {
-  const char* op = "layernorm_forward";
+namespace {
+
+// LayerNorm of inp, or with `sum` defined of sum = inp + inp2 (kAdd).
+void launch_layernorm_forward(const Context& ctx, const char* op, Tensor sum, Tensor out, Tensor mean, Tensor rstd,
+                              const Tensor& inp, const Tensor& inp2, const Tensor& weight, const Tensor& bias,
+                              float eps) {
   gpu_of(ctx, op);
   for (auto* t : {&out, &mean, &rstd}) check_gpu(*t, op, "out/mean/rstd");
   check_gpu(inp, op, "inp");
@@ -347,20 +374,53 @@ void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd,
   check_numel(bias, C, op, "bias");
   check_numel(mean, M, op, "mean");
   check_numel(rstd, M, op, "rstd");
+  const bool add = sum.defined();
+  if (add) {
+    check_gpu(sum, op, "sum");
+    check_gpu(inp2, op, "b");
+    check_dtype(sum, dt, op, "sum");
+    check_dtype(inp2, dt, op, "b");
+    check_numel(sum, M * C, op, "sum");
+    check_numel(inp2, M * C, op, "b");
+    VIT_CHECK(sum.data != inp.data && sum.data != inp2.data && sum.data != out.data, op,
+              ": sum must not alias a, b or out");
+  }
   cudaStream_t s = stream_of(ctx);
   const unsigned grid = static_cast<unsigned>((M + kWarps - 1) / kWarps);
   VIT_DTYPE_SWITCH(dt, T, {
     const bool vec = C % Pack<T>::N == 0 && aligned16(out.data) && aligned16(inp.data) &&
-                     aligned16(weight.data) && aligned16(bias.data);
-    if (vec) {
-      layernorm_forward_kernel<T, true><<<grid, kWarps * 32, 0, s>>>(
-          out.as<T>(), mean.f32(), rstd.f32(), inp.as<T>(), weight.as<T>(), bias.as<T>(), M, C, eps);
+                     aligned16(weight.data) && aligned16(bias.data) &&
+                     (!add || (aligned16(sum.data) && aligned16(inp2.data)));
+    T* so = add ? sum.as<T>() : nullptr;
+    const T* b2 = add ? inp2.as<T>() : nullptr;
+    if (vec && add) {
+      layernorm_forward_kernel<T, true, true><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
+    } else if (vec) {
+      layernorm_forward_kernel<T, true, false><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
+    } else if (add) {
+      layernorm_forward_kernel<T, false, true><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     } else {
-      layernorm_forward_kernel<T, false><<<grid, kWarps * 32, 0, s>>>(
-          out.as<T>(), mean.f32(), rstd.f32(), inp.as<T>(), weight.as<T>(), bias.as<T>(), M, C, eps);
+      layernorm_forward_kernel<T, false, false><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
+                       const Tensor& weight, const Tensor& bias, float eps) {
+  launch_layernorm_forward(ctx, "layernorm_forward", Tensor(), out, mean, rstd, inp, Tensor(), weight, bias, eps);
+}
+
+void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor mean, Tensor rstd, const Tensor& a,
+                                const Tensor& b, const Tensor& weight, const Tensor& bias, float eps) {
+  VIT_CHECK(sum.defined(), "residual_layernorm_forward: sum is undefined");
+  launch_layernorm_forward(ctx, "residual_layernorm_forward", sum, out, mean, rstd, a, b, weight, bias, eps);
 }
 
 void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,

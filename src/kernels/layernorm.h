@@ -2,6 +2,10 @@
 //
 // Forward:  out (M, C) = (inp - mean) * rstd * weight (C) + bias (C)
 //           mean (M), rstd (M) fp32 are saved for the backward pass.
+// Residual + LayerNorm: sum (M, C) = a + b (rounded to the storage type),
+//           then out = LayerNorm(sum) as above: the same bits as residual_add
+//           followed by layernorm_forward, with the sum read once. sum must
+//           not alias a, b or out.
 // Backward: dinp (M, C)   += ...   accumulated: in a pre-norm block the input
 //                                  gradient already holds the residual path
 //           dweight, dbias (C) +=  accumulated (fp32 master gradients)
@@ -17,6 +21,9 @@ namespace vit::kernels {
 
 VIT_DECLARE_KERNEL(void, layernorm_forward, const Context& ctx, Tensor out, Tensor mean, Tensor rstd,
                    const Tensor& inp, const Tensor& weight, const Tensor& bias, float eps)
+VIT_DECLARE_KERNEL(void, residual_layernorm_forward, const Context& ctx, Tensor sum, Tensor out, Tensor mean,
+                   Tensor rstd, const Tensor& a, const Tensor& b, const Tensor& weight, const Tensor& bias,
+                   float eps)
 VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
                    const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
                    const Tensor& rstd)
@@ -24,6 +31,11 @@ VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Te
 inline void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
                               const Tensor& weight, const Tensor& bias, float eps) {
   VIT_DISPATCH(ctx, layernorm_forward, ctx, out, mean, rstd, inp, weight, bias, eps);
+}
+inline void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor mean, Tensor rstd,
+                                       const Tensor& a, const Tensor& b, const Tensor& weight, const Tensor& bias,
+                                       float eps) {
+  VIT_DISPATCH(ctx, residual_layernorm_forward, ctx, sum, out, mean, rstd, a, b, weight, bias, eps);
 }
 inline void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                                const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {

@@ -300,9 +300,9 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   k::matmul_forward(ctx_, branch, Tensor(), att, param(p.proj_w), row_bias ? param(p.proj_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region
   if (branch_masked(l)) apply_branch_masks(branch, branch, l, 0, B, slot);
-  k::residual_add(ctx_, xmid, x, branch);
-  k::layernorm_forward(ctx_, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), xmid,
-                       param(p.ln2_w), param(p.ln2_b), cfg_.layernorm_eps);
+  // xmid = x + branch and LN2(xmid) in one pass (the bits of the two ops apart).
+  k::residual_layernorm_forward(ctx_, xmid, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}),
+                                x, branch, param(p.ln2_w), param(p.ln2_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, fc1, fc1_pre, ln2, param(p.fc1_w), param(p.fc1_b));  // column-parallel, GELU epilogue
   k::matmul_forward(ctx_, branch, Tensor(), fc1, param(p.fc2_w), row_bias ? param(p.fc2_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region

@@ -85,6 +85,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     // thread's waits for the GPU then sleep rather than spin on one of them.
     if (spec.plugin.name == "gemini" && spec.plugin.offload_optim_frac > 0) set_gpu_blocking_waits();
     auto rt = std::make_shared<GpuRuntime>(world_.gpu_index, spec.plugin.tf32);
+    rt->set_sdpa_deterministic(spec.model.attention_deterministic);
     ctx_ = rt->context();
     gpu_ = rt;
   }

@@ -936,10 +936,13 @@ int benchmark(RunEnvironment& env) {
     micro[i].on_device = dev == Device::CUDA;
   }
 
-  // The results column tells activation recompute apart (run_benchmark.sh's +recompute entries).
+  // The results column tells activation recompute and the attention backward's
+  // form apart (run_benchmark.sh's +recompute / +attention_atomics entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
-                                 std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"}}) {
+                                 std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
+                                 std::pair<bool, const char*>{!spec.model.attention_deterministic,
+                                                              "attention dQ atomics"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
   }
   env.open_results("benchmark", plugin->name(), global_batch, variant);

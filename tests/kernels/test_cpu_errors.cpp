@@ -105,6 +105,11 @@ BOOST_AUTO_TEST_CASE(elementwise_and_layernorm_refuse_mismatches) {
   BOOST_CHECK_EXCEPTION(cpu::gelu_backward_recompute(c, x.t, y.t, x, x), vit::Error,
                         (Names{{"gelu_backward_recompute", "out"}}));
   BOOST_CHECK_EXCEPTION(cpu::residual_add(c, x.t, x, y), vit::Error, (Names{{"residual_add", "b"}}));
+  Arr sum({3, 4}), ln({3, 4});
+  BOOST_CHECK_EXCEPTION(cpu::residual_layernorm_forward(c, x.t, ln.t, mean.t, rstd.t, x, sum, w, b, 1e-5f), vit::Error,
+                        (Names{{"residual_layernorm_forward", "must not alias"}}));
+  BOOST_CHECK_EXCEPTION(cpu::residual_layernorm_forward(c, sum.t, ln.t, mean.t, rstd.t, x, y, w, b, 1e-5f),
+                        vit::Error, (Names{{"residual_add", "b"}}));
   BOOST_CHECK_EXCEPTION(cpu::accumulate(c, x.t, as_dtype(x, DType::F16)), vit::Error,
                         (Names{{"accumulate", "src", "fp16"}}));
   BOOST_CHECK_EXCEPTION(cpu::layernorm_forward(c, x.t, mean.t, rstd.t, x, y, b, 1e-5f), vit::Error,

@@ -269,6 +269,54 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
   }
 }
 
+// residual_layernorm_forward gives the bits of residual_add followed by
+// layernorm_forward (sum, out, mean, rstd), on the 16-byte-pack path and the
+// scalar one; against the CPU within the LayerNorm tolerance too.
+BOOST_AUTO_TEST_CASE(residual_layernorm_forward_is_add_then_layernorm) {
+  struct Shape { int64_t M, C; };
+  for (DType dt : kDtypes) {
+    for (const Shape sh : {Shape{32 * 197, 768}, Shape{33, 1280}, Shape{7, 20}}) {
+      const int64_t M = sh.M, C = sh.C;
+      const std::string tag = "M=" + std::to_string(M) + " C=" + std::to_string(C);
+      DevTensor a(dt, {M, C}), b(dt, {M, C}), w(dt, {C}), bias(dt, {C}), sum(dt, {M, C}), out(dt, {M, C}),
+          mean(DType::F32, {M}), rstd(DType::F32, {M}), sum2(dt, {M, C}), out2(dt, {M, C}), mean2(DType::F32, {M}),
+          rstd2(DType::F32, {M});
+      a.upload(random_values(a.numel(), -3.0f, 5.0f));
+      b.upload(random_values(b.numel()));
+      w.upload(random_values(C, 0.5f, 1.5f));
+      bias.upload(random_values(C));
+      for (DevTensor* t : {&sum, &out, &mean, &rstd, &sum2, &out2, &mean2, &rstd2}) t->poison();
+      K::residual_add(gpu().context(), sum.t, a.t, b.t);
+      K::layernorm_forward(gpu().context(), out.t, mean.t, rstd.t, sum.t, w.t, bias.t, 1e-6f);
+      K::residual_layernorm_forward(gpu().context(), sum2.t, out2.t, mean2.t, rstd2.t, a.t, b.t, w.t, bias.t, 1e-6f);
+      sync();
+      // The CPU: the sum in fp32, and the LayerNorm of the GPU's rounded sum.
+      std::vector<float> sum_ref(M * C), out_ref(M * C), mean_ref(M), rstd_ref(M), scratch(M * C);
+      std::vector<float> sum_got = sum2.download();
+      K::residual_layernorm_forward(cpu_ctx(), make_view(sum_ref.data(), DType::F32, Device::CPU, {M, C}),
+                                    make_view(scratch.data(), DType::F32, Device::CPU, {M, C}),
+                                    make_view(mean_ref.data(), DType::F32, Device::CPU, {M}),
+                                    make_view(rstd_ref.data(), DType::F32, Device::CPU, {M}), a.cpu(), b.cpu(),
+                                    w.cpu(), bias.cpu(), 1e-6f);
+      K::layernorm_forward(cpu_ctx(), make_view(out_ref.data(), DType::F32, Device::CPU, {M, C}),
+                           make_view(mean_ref.data(), DType::F32, Device::CPU, {M}),
+                           make_view(rstd_ref.data(), DType::F32, Device::CPU, {M}),
+                           make_view(sum_got.data(), DType::F32, Device::CPU, {M, C}), w.cpu(), bias.cpu(), 1e-6f);
+      BOOST_CHECK_MESSAGE(sum2.download() == sum.download() && out2.download() == out.download() &&
+                              mean2.download() == mean.download() && rstd2.download() == rstd.download(),
+                          label("residual_layernorm_fwd", dt, tag) << ": not the bits of residual_add + layernorm");
+      compare(label("residual_layernorm_fwd sum", dt, tag), sum_got, sum_ref,
+              tolerance(OpClass::Elementwise, dt));
+      compare(label("residual_layernorm_fwd out", dt, tag), out2.download(), out_ref,
+              tolerance(OpClass::LayerNorm, dt));
+      compare(label("residual_layernorm_fwd rstd", dt, tag), rstd2.download(), rstd_ref,
+              tolerance(OpClass::MasterGrad, dt));
+      BOOST_CHECK_MESSAGE(sum2.slack_intact() && out2.slack_intact(),
+                          tag << ": residual_layernorm_forward wrote past the end of sum or out");
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // GELU and residual sums
 // ---------------------------------------------------------------------------

@@ -16,8 +16,9 @@
 #          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU;
 #          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
 #          micro-batches (default P), ZeRO-1 over the data-parallel group; any entry may end in
-#          +recompute_gelu, +recompute (train.recompute_gelu / train.recompute on) or +attention_atomics
-#          (model.attention_deterministic off), each a column of its own)
+#          +recompute_gelu, +recompute (train.recompute_gelu / train.recompute on), +attention_atomics
+#          (model.attention_deterministic off) or +no_cuda_graph (plugin.cuda_graph off), each a
+#          column of its own)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
 #          --with-pytorch   (GPU) also time PyTorch eager and torch.compile (tests/gpu/pytorch_baseline.py)
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --with-pytorch) with_pytorch=1; shift ;;
     --profile) profile=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run_benchmark.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,13 +88,16 @@ mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
 for entry in $plugins; do
   # +recompute_gelu / +recompute: activation recompute; +attention_atomics:
-  # model.attention_deterministic=false. Each makes a column of its own.
+  # model.attention_deterministic=false; +no_cuda_graph: plugin.cuda_graph=false.
+  # Each makes a column of its own.
   recompute=()
   rtag=""
-  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute|attention_atomics)$ ]]; do
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute|attention_atomics|no_cuda_graph)$ ]]; do
     entry=${BASH_REMATCH[1]}
     if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
       recompute+=(--set model.attention_deterministic=false)
+    elif [ "${BASH_REMATCH[2]}" = no_cuda_graph ]; then
+      recompute+=(--set plugin.cuda_graph=false)
     else
       recompute+=(--set "train.${BASH_REMATCH[2]}=true")
     fi

@@ -134,9 +134,16 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
   return *this;
 }
 
+namespace {
+std::atomic<uint64_t> g_device_frees{0};
+}  // namespace
+
+uint64_t device_frees() { return g_device_frees.load(std::memory_order_relaxed); }
+
 void Buffer::release() {
   if (data_ == nullptr) return;
   count_free(device_, bytes_);
+  if (device_ == Device::CUDA) g_device_frees.fetch_add(1, std::memory_order_relaxed);
 #ifdef VIT_WITH_CUDA
   if (device_ == Device::CUDA) {
     cuda_free_device(data_);

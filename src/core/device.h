@@ -69,6 +69,11 @@ void set_gpu_blocking_waits();
 // waited for: synchronise the stream that produced src before copying it.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
+// How many GPU Buffers have been freed since the process started. A captured
+// CUDA graph (core/graph.h) holds raw device pointers: a change of this count
+// means one of them may now point at freed or reused memory.
+uint64_t device_frees();
+
 struct MemoryStats {
   size_t current_bytes = 0;  // live Buffer bytes now
   size_t peak_bytes = 0;     // high-water mark since start or the last reset

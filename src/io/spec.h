@@ -97,6 +97,7 @@ struct PluginSpec {
   double max_scale = 0;
   int bucket_mb = 0;
   bool overlap_comm = false;
+  bool cuda_graph = false;
   int stage = 0;
   int zero_stage = 0;
   int tp_size = 0;

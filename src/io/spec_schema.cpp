@@ -170,6 +170,10 @@ std::vector<FieldInfo> build_schema() {
           "Gradient bucket size in MiB for the data-parallel all-reduce / reduce-scatter."),
       Bool(VIT_AT(plugin, overlap_comm), "true",
            "Start each bucket's collective during backward, as soon as its gradients are ready."),
+      Bool(VIT_AT(plugin, cuda_graph), "true",
+           "Replay each training micro-batch's forward and backward as a CUDA graph (captured on its second step "
+           "with the same batch buffers): fewer launch gaps. torch_ddp / torch_ddp_fp16 on one GPU without drop "
+           "path, dropout, mixup or cutmix; elsewhere the step runs as before."),
       Int(VIT_AT(plugin, stage), "2", closed(1, 2),
           "low_level_zero: 1 = shard optimizer states, 2 = gradients too."),
       Int(VIT_AT(plugin, zero_stage), "0", closed(0, 1),

@@ -2,14 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <iterator>
 
 #include "comm/communicator.h"
 #include "comm/process_mesh.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/graph.h"
 #include "core/stream.h"
 #include "kernels/cast.h"
+#include "kernels/profile.h"
 #include "model/vit.h"
 #include "parallel/batch_stager.h"
 #include "parallel/bucket_layout.h"
@@ -61,6 +66,12 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     if (sharded_) gather_ = std::make_unique<ParamGather>(buckets_, dp_, ctx_, params_tensor());
     build_views();
     model_.set_param_source(this);
+    // CUDA graphs of forward + backward: one GPU, whole buffers, and nothing
+    // that changes per step inside the model (masks; mixup targets are
+    // checked per micro-batch). With more ranks the bucket hooks launch
+    // collectives from inside backward, which this does not capture.
+    graphs_on_ = opts.cuda_graph && ctx_.on_gpu() && dp_.size() == 1 && !sharded_ &&
+                 !model_.compute().reg.any_noise();
   }
 
   std::string name() const override { return opts_.name; }
@@ -76,6 +87,11 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     return out;
   }
   std::string variant() const override { return sharded_ ? str_cat("stage ", opts_.zero.stage) : std::string(); }
+  std::string run_summary() const override {
+    if (!graphs_on_) return "";
+    return str_cat("CUDA graphs: ", graphs_.captures(), " captured, ", graphs_.replays(), " replays, ",
+                   graphs_.eager_runs(), " micro-batches eager", graphs_.off() ? " (" + graphs_.note() + ")" : "");
+  }
   int data_parallel_size() const override { return dp_.size(); }
   int data_parallel_rank() const override { return dp_.rank(); }
 
@@ -277,7 +293,22 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       stager_.stage(mb, &images, &labels);
       model_.set_train_extras(stager_.extras());  // mixup/cutmix targets, the masks' noise key
       grads_.begin_micro(last);
-      model_.forward_backward(images, labels, mb.count, grad_scale);
+      if (graphs_on_ && !stager_.extras().labels_b.defined() && !k::OpProfiler::instance().enabled()) {
+        // Everything the launches take beyond this plugin's own buffers: the
+        // batch buffers, its size and the loss-gradient scale.
+        uint32_t scale_bits = 0;
+        std::memcpy(&scale_bits, &grad_scale, sizeof scale_bits);
+        graphs_.run({reinterpret_cast<uintptr_t>(images.data), reinterpret_cast<uintptr_t>(labels.data),
+                     static_cast<uint64_t>(mb.count), scale_bits},
+                    ctx_.stream, [&] { model_.forward_backward(images, labels, mb.count, grad_scale); },
+                    [&] { grads_.begin_micro(last); });
+        if (graphs_.off() && !graph_note_printed_) {
+          std::fprintf(stderr, "vit_hpc: warning: %s\n", graphs_.note().c_str());
+          graph_note_printed_ = true;
+        }
+      } else {
+        model_.forward_backward(images, labels, mb.count, grad_scale);
+      }
       copy_bytes_async(host_losses_.as<float>() + filled, model_.losses(mb.count).data,
                        static_cast<size_t>(mb.count) * 4, ctx_.stream);
       filled += static_cast<size_t>(mb.count);
@@ -464,6 +495,9 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   Buffer params_, master_, m_, v_;
   Buffer host_losses_;  // pinned: per-sample losses of the current step
   float last_loss_scale_ = 0.0f;  // of the last train_step; 0 before the first
+  bool graphs_on_ = false;        // CUDA graphs apply to this run (see the constructor)
+  bool graph_note_printed_ = false;
+  GraphCache graphs_;              // forward + backward per batch buffer, size and scale
 };
 
 }  // namespace

@@ -64,6 +64,7 @@ struct PluginOptions {
   DType precision = DType::F32;      // compute dtype; master weights and optimizer states stay fp32
   size_t bucket_bytes = 25u << 20;   // gradient bucket size (data parallel)
   bool overlap_comm = true;          // reduce buckets while backward goes on; gather parameters during forward
+  bool cuda_graph = true;            // replay forward + backward as CUDA graphs where it applies (data_parallel.cpp)
   // AdamW
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   float grad_clip = 0.0f;            // global-norm clipping; 0 = off
@@ -165,6 +166,9 @@ class Plugin {
   // ("stage 1" for low_level_zero, ...); empty when nothing does. Recorded
   // in the manifest, shown in vit_results' column labels.
   virtual std::string variant() const { return ""; }
+  // One line on how the steps ran, for the end of a benchmark or training
+  // log (e.g. how many CUDA graph replays); empty when nothing to say.
+  virtual std::string run_summary() const { return ""; }
 
   // Every rank passes the same full fp32 parameter vector (fresh init or a
   // loaded checkpoint); the plugin keeps what it owns of it.

@@ -142,6 +142,7 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   o.precision = parse_dtype(spec.plugin.precision);
   o.bucket_bytes = static_cast<size_t>(spec.plugin.bucket_mb) << 20;
   o.overlap_comm = spec.plugin.overlap_comm;
+  o.cuda_graph = spec.plugin.cuda_graph;
   o.beta1 = static_cast<float>(spec.train.beta1);
   o.beta2 = static_cast<float>(spec.train.beta2);
   o.eps = static_cast<float>(spec.train.eps);
@@ -521,6 +522,7 @@ class Trainer {
       }
       if (step >= total_steps) break;
     }
+    if (env_.is_rank0() && !plugin_->run_summary().empty()) bar_.line(plugin_->run_summary());
     // The final state, unless a checkpoint of it exists already.
     if (!spec_.checkpoint.dir.empty() && !(last_saved_step_ == st.step && last_saved_epoch_ == st.epoch)) {
       if (!save(st, world) && !spec_.checkpoint.continue_on_error) {
@@ -942,7 +944,8 @@ int benchmark(RunEnvironment& env) {
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
                                  std::pair<bool, const char*>{!spec.model.attention_deterministic,
-                                                              "attention dQ atomics"}}) {
+                                                              "attention dQ atomics"},
+                                 std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
   }
   env.open_results("benchmark", plugin->name(), global_batch, variant);
@@ -1050,6 +1053,7 @@ int benchmark(RunEnvironment& env) {
     if (ceiling > 0) rate += str_cat(", ", fmt("%.1f", 100.0 * model_tflops / ceiling), "% of the measured ",
                                      fmt("%.0f", ceiling), " TFLOP/s ", spec.plugin.precision, " GEMM ceiling");
     bar.line(rate);
+    if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
     if (!ops.empty()) {
       bar.line(str_cat("profile (rank 0, mean of ", profiled, " steps after the measured ones; ",
                        dev == Device::CUDA ? "GPU time of each op, communication on its own stream" : "wall time of each op",

@@ -94,9 +94,9 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   // rand_magnitude, random_erase, mixup_alpha, cutmix_alpha, mix_prob,
   // mix_switch_prob; model: drop_path, hidden_dropout, pretrained_dropout;
   // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
-  // keep_best), plus plugin.cpu_update (issue 12), train.recompute_gelu and
-  // model.attention_deterministic (issue 14). A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 104u);
+  // keep_best), plus plugin.cpu_update (issue 12), train.recompute_gelu,
+  // model.attention_deterministic and plugin.cuda_graph (issue 14). A tripwire: a new field must come with its row (and this count).
+  BOOST_TEST(schema.size() == 105u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -436,6 +436,7 @@ BOOST_AUTO_TEST_CASE(resolved_yaml_round_trips_every_field) {
                                {"run.name=rt.run-1", "run.output_dir=out dir/#x: \"q\" \\", "run.seed=0",
                                 "data.crop_ratio_max=1.25", "model.layernorm_eps=1e-6", "train.lr=2.5e-05",
                                 "plugin.max_scale=1e9", "plugin.precision=bf16", "train.recompute=yes", "train.recompute_gelu=true", "model.attention_deterministic=false",
+                                "plugin.cuda_graph=false",
                                 "checkpoint.dir=ckpt", "checkpoint.resume=true"});
   const std::string yaml = resolved_yaml(s);
   const ExperimentSpec back = load_spec_text(yaml, "resolved.yaml", {});

@@ -11,7 +11,8 @@
 // torch_ddp_fp16 in bf16 (gemini and hybrid_parallel in bf16 also with every
 // recipe option on, kRecipe); a run stopped at step 10 and resumed gives the
 // steps and weights of a straight run (bf16, fp16 with a moving loss scale),
-// and the collective watchdog ends a job whose rank was stopped.
+// steps replayed as CUDA graphs give the bits of eager ones, and the
+// collective watchdog ends a job whose rank was stopped.
 #define BOOST_TEST_MODULE e2e_gpu
 #include <boost/test/unit_test.hpp>
 
@@ -540,6 +541,51 @@ BOOST_AUTO_TEST_CASE(exact_resume_in_bf16_and_fp16) {
         const auto la = step_losses(a), lr = step_losses(r);
         BOOST_TEST_REQUIRE(la.size() == lr.size());
         for (size_t i = 10; i < la.size(); ++i) BOOST_TEST(lr[i] == la[i], boost::test_tools::tolerance(1e-2));
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(cuda_graph_replays_give_the_bits_of_eager_steps) {
+  // One GPU: forward + backward replayed as CUDA graphs (plugin.cuda_graph,
+  // the default) against the same run launched op by op: the same step
+  // lines and final weights, bit for bit. bf16 with cuDNN attention, and
+  // fp16 whose loss scale backs off and grows (the loss-gradient scale is
+  // part of a graph's key: each new scale runs eagerly, then is captured).
+  // Two epochs of the 128 test images with an evaluation between them, so
+  // graphs are replayed after the evaluation's forward passes too. The
+  // graph runs must say they replayed, or the comparison proves nothing.
+  const std::string common = "--set run.device=cuda --set eval.enabled=true --set eval.test_at_end=false "
+                             "--set data.train_split=test --set train.steps=32 --set train.batch_size=8 ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"bf16", "--set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16"},
+      {"fp16", "--set plugin.name=torch_ddp_fp16 --set plugin.precision=fp16 --set plugin.initial_scale=1048576 "
+               "--set plugin.growth_interval=3 --set plugin.hysteresis=2"},
+  };
+  for (const auto& [tag, plugin] : cases) {
+    BOOST_TEST_CONTEXT(tag) {
+      const std::string g = "gpu_graph_" + tag, e = "gpu_eager_" + tag;
+      const std::string args = common + plugin + " ";
+      BOOST_TEST_REQUIRE(vit_hpc(1, g, args + "--set checkpoint.export_hf=" + scratch() + "/" + g + "_export") == 0);
+      BOOST_TEST_REQUIRE(vit_hpc(1, e, args + "--set plugin.cuda_graph=false --set checkpoint.export_hf=" + scratch() +
+                                           "/" + e + "_export") == 0);
+      const std::string log = log_of(g);
+      const size_t at = log.find("CUDA graphs: ");
+      BOOST_TEST_REQUIRE(at != std::string::npos, "the graph run does not report its CUDA graphs:\n" << log);
+      const std::string line = log.substr(at, log.find('\n', at) - at);
+      BOOST_TEST_MESSAGE(tag << ": " << line);
+      int captured = 0, replays = 0;
+      BOOST_TEST_REQUIRE(std::sscanf(line.c_str(), "CUDA graphs: %d captured, %d replays", &captured, &replays) == 2);
+      BOOST_TEST(captured >= 1);
+      BOOST_TEST(replays >= 20, line);
+      BOOST_TEST(!contains(log_of(e), "CUDA graphs: "));
+      BOOST_TEST(step_losses(g).size() == 32u);
+      BOOST_TEST(differing_steps(g, e, 1, 32) == 0u);
+      BOOST_TEST(slurp(scratch() + "/" + g + "_export/model.safetensors") ==
+                 slurp(scratch() + "/" + e + "_export/model.safetensors"));
+      if (tag == "fp16") {
+        const auto scales = step_field(g, "loss_scale");
+        BOOST_TEST(std::set<double>(scales.begin(), scales.end()).size() > 1u);
       }
     }
   }

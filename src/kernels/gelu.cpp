@@ -96,28 +96,28 @@ VIT_CPU_CLONES void gelu_forward_range(const float* x, float* y, int64_t n) {
   }
 }
 
-VIT_CPU_CLONES void gelu_backward_range(const float* x, const float* g, float* dx, int64_t n) {
+// dx = g * gelu'(x), and with kOut also y = gelu(x) as gelu_forward_range
+// writes it (train.recompute_gelu). y may be g itself (g[i] is read before
+// y[i] is written), so no pointer here is restrict. Inlined into each
+// clone below, so it is compiled for the clone's instruction set.
+template <bool kOut>
+inline void gelu_backward_elements(const float* x, const float* g, float* dx, float* y, int64_t n) {
   constexpr float kInvSqrt2Pi = 0.39894228040f;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
     const Cdf c = normal_cdf(v);
     dx[i] = g[i] * (c.cdf + v * kInvSqrt2Pi * c.density);
+    if constexpr (kOut) y[i] = v * c.cdf;
   }
 }
 
-// Backward with recompute: y = gelu(x) as gelu_forward_range writes it, and
-// dx as gelu_backward_range. y may be g itself (g[i] is read before y[i] is
-// written), so no pointer here is restrict.
+VIT_CPU_CLONES void gelu_backward_range(const float* x, const float* g, float* dx, int64_t n) {
+  gelu_backward_elements<false>(x, g, dx, nullptr, n);
+}
+
 VIT_CPU_CLONES void gelu_backward_recompute_range(const float* x, const float* g, float* dx, float* y, int64_t n) {
-  constexpr float kInvSqrt2Pi = 0.39894228040f;
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const Cdf c = normal_cdf(v);
-    dx[i] = g[i] * (c.cdf + v * kInvSqrt2Pi * c.density);
-    y[i] = v * c.cdf;
-  }
+  gelu_backward_elements<true>(x, g, dx, y, n);
 }
 
 // Threads take chunks of this many elements.
@@ -145,40 +145,44 @@ void gelu_forward(const Context&, Tensor out, const Tensor& inp) {
   }
 }
 
-void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor& dout) {
-  const char* op = "gelu_backward";
+namespace {
+
+// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp), in
+// chunks over the threads.
+void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
   check_pair(op, "dinp", dinp, "inp", inp);
   check_pair(op, "dout", dout, "inp", inp);
+  if (out.defined()) {
+    check_pair(op, "out", out, "inp", inp);
+    VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
+              ": dinp must not alias out, dout or inp");
+  }
   const int64_t n = inp.numel();
   const float* x = inp.f32();
   const float* g = dout.f32();
   float* dx = dinp.f32();
+  float* y = out.defined() ? out.f32() : nullptr;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t lo = c * kChunk;
-    gelu_backward_range(x + lo, g + lo, dx + lo, std::min(kChunk, n - lo));
+    const int64_t lo = c * kChunk, len = std::min(kChunk, n - lo);
+    if (y) {
+      gelu_backward_recompute_range(x + lo, g + lo, dx + lo, y + lo, len);
+    } else {
+      gelu_backward_range(x + lo, g + lo, dx + lo, len);
+    }
   }
 }
 
+}  // namespace
+
+void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor& dout) {
+  gelu_backward_chunks("gelu_backward", dinp, Tensor(), inp, dout);
+}
+
 void gelu_backward_recompute(const Context&, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
-  const char* op = "gelu_backward_recompute";
-  check_pair(op, "dinp", dinp, "inp", inp);
-  check_pair(op, "out", out, "inp", inp);
-  check_pair(op, "dout", dout, "inp", inp);
-  VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
-            ": dinp must not alias out, dout or inp");
-  const int64_t n = inp.numel();
-  const float* x = inp.f32();
-  const float* g = dout.f32();
-  float* dx = dinp.f32();
-  float* y = out.f32();
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t lo = c * kChunk;
-    gelu_backward_recompute_range(x + lo, g + lo, dx + lo, y + lo, std::min(kChunk, n - lo));
-  }
+  VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
+  gelu_backward_chunks("gelu_backward_recompute", dinp, out, inp, dout);
 }
 
 }  // namespace vit::kernels::cpu

@@ -119,7 +119,8 @@ void embed_tokens_forward(const Context&, Tensor x, const Tensor& patch_emb, con
   }
 }
 
-void embed_tokens_backward(const Context&, Tensor dpatch_emb, Tensor dcls, Tensor dpos, const Tensor& dx) {
+void embed_tokens_backward(const Context&, Tensor dpatch_emb, Tensor dcls, Tensor dpos, const Tensor& dx,
+                           bool accumulate) {
   const char* op = "embed_tokens_backward";
   check_tokens(op, "dx", dx, "dpatch_emb", dpatch_emb);
   const int64_t B = dx.shape[0], T = dx.shape[1], C = dx.shape[2];
@@ -135,7 +136,8 @@ void embed_tokens_backward(const Context&, Tensor dpatch_emb, Tensor dcls, Tenso
   for (int64_t b = 0; b < B; ++b) {
     std::memcpy(dpe + b * (T - 1) * C, g + (b * T + 1) * C, static_cast<size_t>((T - 1) * C) * sizeof(float));
   }
-  // dpos (T, C) += sum_b dx[b]; dcls (C) += sum_b dx[b, 0] (the same sums as dpos row 0).
+  // dpos (T, C) += sum_b dx[b]; dcls (C) += sum_b dx[b, 0] (the same sums as dpos row 0);
+  // = instead of += when !accumulate.
   float* dp = dpos.f32();
   float* dc = dcls.f32();
 #pragma omp parallel if (B * T * C > detail::kParallelMin)
@@ -149,9 +151,9 @@ void embed_tokens_backward(const Context&, Tensor dpatch_emb, Tensor dcls, Tenso
         for (int64_t c = 0; c < C; ++c) acc[c] += row[c];
       }
       float* dst = dp + t * C;
-      for (int64_t c = 0; c < C; ++c) dst[c] += static_cast<float>(acc[c]);
+      for (int64_t c = 0; c < C; ++c) dst[c] = (accumulate ? dst[c] : 0.0f) + static_cast<float>(acc[c]);
       if (t == 0) {
-        for (int64_t c = 0; c < C; ++c) dc[c] += static_cast<float>(acc[c]);
+        for (int64_t c = 0; c < C; ++c) dc[c] = (accumulate ? dc[c] : 0.0f) + static_cast<float>(acc[c]);
       }
     }
   }

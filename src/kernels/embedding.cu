@@ -52,7 +52,7 @@ __global__ void embed_forward_kernel(T* __restrict__ x, const T* __restrict__ pa
 
 template <typename T>
 __global__ void embed_backward_kernel(T* __restrict__ dpatch_emb, float* __restrict__ dcls, float* __restrict__ dpos,
-                                      const T* __restrict__ dx, int64_t B, int T_, int C) {
+                                      const T* __restrict__ dx, int64_t B, int T_, int C, bool accumulate) {
   const int64_t total = static_cast<int64_t>(T_) * C;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t tc = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; tc < total; tc += stride) {
@@ -63,8 +63,9 @@ __global__ void embed_backward_kernel(T* __restrict__ dpatch_emb, float* __restr
       s += to_f(g);
       if (t > 0 && dpatch_emb) dpatch_emb[(b * (T_ - 1) + (t - 1)) * C + c] = g;
     }
-    if (dpos) dpos[tc] += s;
-    if (t == 0 && dcls) dcls[c] += s;
+    // 0 + s when assigning: the bits of adding to a zeroed gradient.
+    if (dpos) dpos[tc] = (accumulate ? dpos[tc] : 0.0f) + s;
+    if (t == 0 && dcls) dcls[c] = (accumulate ? dcls[c] : 0.0f) + s;
   }
 }
 
@@ -137,7 +138,8 @@ void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& patch_emb,
   VIT_CUDA_CHECK_LAUNCH();
 }
 
-void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos, const Tensor& dx) {
+void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos, const Tensor& dx,
+                           bool accumulate) {
   const char* op = "embed_tokens_backward";
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dx, op, "dx");
@@ -163,7 +165,7 @@ void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, T
   VIT_DTYPE_SWITCH(dx.dtype, T,
                    embed_backward_kernel<T><<<grid_for(static_cast<int64_t>(T_) * C, 128, h.num_sms), 128, 0, s>>>(
                        dpatch_emb.defined() ? dpatch_emb.as<T>() : nullptr, dcls.defined() ? dcls.f32() : nullptr,
-                       dpos.defined() ? dpos.f32() : nullptr, dx.as<T>(), B, T_, C));
+                       dpos.defined() ? dpos.f32() : nullptr, dx.as<T>(), B, T_, C, accumulate));
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -13,7 +13,8 @@
 //             x[b, 0]   = cls (C) + pos[0]
 //             x[b, 1+i] = patch_emb[b, i] (B, NP, C) + pos[1+i]   pos (T, C)
 // embed_tokens_backward: dpatch_emb (B, NP, C) = dx[:, 1:]        assigned
-//             dcls (C) += sum_b dx[b, 0]; dpos (T, C) += sum_b dx[b]  accumulated (fp32)
+//             dcls (C) += sum_b dx[b, 0]; dpos (T, C) += sum_b dx[b]  accumulated (fp32;
+//             assigned with accumulate = false)
 // select_cls_forward:  out (B, C) = x[:, 0, :]   (the head reads the class token)
 // select_cls_backward: dx (B, T, C): dx[:, 0] = dout, other tokens 0   assigned
 #pragma once
@@ -27,7 +28,7 @@ VIT_DECLARE_KERNEL(void, patchify, const Context& ctx, Tensor patches, const Ten
 VIT_DECLARE_KERNEL(void, embed_tokens_forward, const Context& ctx, Tensor x, const Tensor& patch_emb,
                    const Tensor& cls, const Tensor& pos)
 VIT_DECLARE_KERNEL(void, embed_tokens_backward, const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos,
-                   const Tensor& dx)
+                   const Tensor& dx, bool accumulate = true)
 VIT_DECLARE_KERNEL(void, select_cls_forward, const Context& ctx, Tensor out, const Tensor& x)
 VIT_DECLARE_KERNEL(void, select_cls_backward, const Context& ctx, Tensor dx, const Tensor& dout)
 
@@ -39,8 +40,8 @@ inline void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& pat
   VIT_DISPATCH(ctx, embed_tokens_forward, ctx, x, patch_emb, cls, pos);
 }
 inline void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos,
-                                  const Tensor& dx) {
-  VIT_DISPATCH(ctx, embed_tokens_backward, ctx, dpatch_emb, dcls, dpos, dx);
+                                  const Tensor& dx, bool accumulate = true) {
+  VIT_DISPATCH(ctx, embed_tokens_backward, ctx, dpatch_emb, dcls, dpos, dx, accumulate);
 }
 inline void select_cls_forward(const Context& ctx, Tensor out, const Tensor& x) {
   VIT_DISPATCH(ctx, select_cls_forward, ctx, out, x);

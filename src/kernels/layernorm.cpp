@@ -98,7 +98,7 @@ void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tens
 }
 
 void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
+                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd, bool accumulate) {
   const char* op = "layernorm_backward";
   int64_t C = 0, M = 0;
   check_common(op, inp, weight, mean, rstd, &C, &M);
@@ -143,7 +143,7 @@ void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbia
     }
   }
 
-  // dweight (C) += sum_m dout * xhat; dbias (C) += sum_m dout.
+  // dweight (C) += sum_m dout * xhat; dbias (C) += sum_m dout (= when !accumulate).
   constexpr int64_t kCols = 16;
   const int64_t blocks = (C + kCols - 1) / kCols;
   float* dw = dweight.f32();
@@ -163,8 +163,8 @@ void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbia
       }
     }
     for (int64_t j = 0; j < width; ++j) {
-      dw[c0 + j] += static_cast<float>(acc_w[j]);
-      db[c0 + j] += static_cast<float>(acc_b[j]);
+      dw[c0 + j] = (accumulate ? dw[c0 + j] : 0.0f) + static_cast<float>(acc_w[j]);
+      db[c0 + j] = (accumulate ? db[c0 + j] : 0.0f) + static_cast<float>(acc_b[j]);
     }
   }
 }

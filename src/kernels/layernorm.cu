@@ -323,10 +323,12 @@ __global__ void __launch_bounds__(kW * 32)
 }
 
 // dweight[c] += sum_b partial[b, 0, c];  dbias[c] += sum_b partial[b, 1, c]
+// (= instead of += when !accumulate)
 // Block (32, 8): 32 adjacent channels (coalesced rows of the partials), 8
 // rows of threads split the blocks, then fold in a fixed order.
 __global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* __restrict__ dbias,
-                                            const float* __restrict__ partial, int blocks, int C) {
+                                            const float* __restrict__ partial, int blocks, int C,
+                                            bool accumulate) {
   __shared__ float acc[8][33];
   const int c = blockIdx.x * 32 + threadIdx.x;
   float s = 0.0f;
@@ -339,11 +341,8 @@ __global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* 
   float t = 0.0f;
 #pragma unroll
   for (int i = 0; i < 8; ++i) t += acc[i][threadIdx.x];
-  if (c < C) {
-    dweight[c] += t;
-  } else {
-    dbias[c - C] += t;
-  }
+  float* dst = c < C ? dweight + c : dbias + (c - C);
+  *dst = (accumulate ? *dst : 0.0f) + t;  // 0 + t: the bits of adding to a zeroed gradient
 }
 
 }  // namespace
@@ -424,7 +423,8 @@ void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tens
 }
 
 void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
+                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                        bool accumulate) {
   const char* op = "layernorm_backward";
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
@@ -497,7 +497,7 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
   });
   VIT_CUDA_CHECK_LAUNCH();
   layernorm_param_grad_kernel<<<(2 * C + 31) / 32, dim3(32, 8), 0, s>>>(dweight.f32(), dbias.f32(), partial, blocks,
-                                                                       C);
+                                                                       C, accumulate);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -8,7 +8,8 @@
 //           not alias a, b or out.
 // Backward: dinp (M, C)   += ...   accumulated: in a pre-norm block the input
 //                                  gradient already holds the residual path
-//           dweight, dbias (C) +=  accumulated (fp32 master gradients)
+//           dweight, dbias (C) +=  accumulated (fp32 master gradients); assigned
+//                                  (=) with accumulate = false (dinp still +=)
 //
 // Dtypes: inp, out, dout, dinp, weight, bias in the compute dtype; mean, rstd,
 // dweight, dbias fp32.
@@ -26,7 +27,7 @@ VIT_DECLARE_KERNEL(void, residual_layernorm_forward, const Context& ctx, Tensor 
                    float eps)
 VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
                    const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                   const Tensor& rstd)
+                   const Tensor& rstd, bool accumulate = true)
 
 inline void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
                               const Tensor& weight, const Tensor& bias, float eps) {
@@ -38,8 +39,9 @@ inline void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor ou
   VIT_DISPATCH(ctx, residual_layernorm_forward, ctx, sum, out, mean, rstd, a, b, weight, bias, eps);
 }
 inline void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                               const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
-  VIT_DISPATCH(ctx, layernorm_backward, ctx, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
+                               const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                               bool accumulate = true) {
+  VIT_DISPATCH(ctx, layernorm_backward, ctx, dinp, dweight, dbias, dout, inp, weight, mean, rstd, accumulate);
 }
 
 }  // namespace vit::kernels

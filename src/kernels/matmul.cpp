@@ -93,7 +93,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
 }
 
 void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight) {
+                     const Tensor& inp, const Tensor& weight, bool accumulate) {
   const char* op = "matmul_backward";
   check_weight(op, weight);
   const int64_t N = weight.shape[0], K = weight.shape[1];
@@ -120,7 +120,11 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
     VIT_CHECK(dinp.data != dout.data, op, ": dinp must not alias dout");
   }
   check_blas_sizes(op, M, N, K);
-  if (M == 0) return;
+  if (M == 0) {  // no rows: nothing to add, and an assignment is zero
+    if (!accumulate && wgrad) std::fill(dweight.f32(), dweight.f32() + N * K, 0.0f);
+    if (!accumulate && dbias.defined()) std::fill(dbias.f32(), dbias.f32() + N, 0.0f);
+    return;
+  }
   const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
 
   // dinp (M, K) = dout (M, N) @ weight (N, K)
@@ -129,9 +133,9 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
                 dinp.f32(), k);
   }
   if (!wgrad) return;
-  // dweight (N, K) += dout^T (N, M) @ inp (M, K)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, dout.f32(), n, inp.f32(), k, 1.0f,
-              dweight.f32(), k);
+  // dweight (N, K) += dout^T (N, M) @ inp (M, K)   (= when !accumulate)
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, dout.f32(), n, inp.f32(), k,
+              accumulate ? 1.0f : 0.0f, dweight.f32(), k);
 
   // dbias (N) += column sums of dout (M, N)
   if (dbias.defined()) {
@@ -148,7 +152,7 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
         const float* row = g + r * N + n0;
         for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
       }
-      for (int64_t j = 0; j < w; ++j) db[n0 + j] += static_cast<float>(acc[j]);
+      for (int64_t j = 0; j < w; ++j) db[n0 + j] = (accumulate ? db[n0 + j] : 0.0f) + static_cast<float>(acc[j]);
     }
   }
 }

@@ -248,17 +248,19 @@ __global__ void column_sum_partial_kernel(float* __restrict__ partial, const T* 
   }
 }
 
-// dbias[n] += sum over s of partial[s, n]   (splits = 1: the epilogue's output)
+// dbias[n] += sum over s of partial[s, n]   (splits = 1: the epilogue's output);
+// = instead of += when !accumulate.
 __global__ void add_partials_kernel(float* __restrict__ dbias, const float* __restrict__ partial, int splits,
-                                    int64_t N) {
+                                    int64_t N, bool accumulate) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= N) return;
   float s = 0.0f;
   for (int i = 0; i < splits; ++i) s += partial[static_cast<int64_t>(i) * N + n];
-  dbias[n] += s;
+  dbias[n] = (accumulate ? dbias[n] : 0.0f) + s;  // 0 + s: the bits of adding to a zeroed gradient
 }
 
-void bias_grad_fallback(GpuHandles& h, cudaStream_t stream, float* dbias, const Tensor& dout, int64_t M, int64_t N) {
+void bias_grad_fallback(GpuHandles& h, cudaStream_t stream, float* dbias, const Tensor& dout, int64_t M, int64_t N,
+                        bool accumulate) {
   const int splits = static_cast<int>(std::min<int64_t>(kRowSplits, std::max<int64_t>(1, M / 64)));
   auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * splits * N, stream));
   dim3 grid(static_cast<unsigned>((N + kColTile - 1) / kColTile), splits);
@@ -266,7 +268,8 @@ void bias_grad_fallback(GpuHandles& h, cudaStream_t stream, float* dbias, const 
   VIT_DTYPE_SWITCH(dout.dtype, T,
                    column_sum_partial_kernel<T><<<grid, block, 0, stream>>>(partial, dout.as<T>(), M, N));
   VIT_CUDA_CHECK_LAUNCH();
-  add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias, partial, splits, N);
+  add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias, partial, splits, N,
+                                                                                   accumulate);
   VIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -317,7 +320,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
 }
 
 void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight) {
+                     const Tensor& inp, const Tensor& weight, bool accumulate) {
   const char* op = "matmul_backward";
   GpuHandles& h = gpu_of(ctx, op);
   cudaStream_t stream = stream_of(ctx);
@@ -361,7 +364,7 @@ void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbi
   c.transa = false; c.transb = true;
   c.ab = dt; c.cd = DType::F32;
   c.A = inp.data; c.B = dout.data; c.D = dweight.data;
-  c.beta = 1.0f;
+  c.beta = accumulate ? 1.0f : 0.0f;
   if (!dbias.defined()) {
     lt_matmul(h, stream, c);
     return;
@@ -373,14 +376,15 @@ void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbi
   c.epilogue = CUBLASLT_EPILOGUE_BGRADB;
   c.bias = tmp;
   if (lt_matmul(h, stream, c)) {
-    add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias.f32(), tmp, 1, N);
+    add_partials_kernel<<<static_cast<unsigned>((N + 255) / 256), 256, 0, stream>>>(dbias.f32(), tmp, 1, N,
+                                                                                     accumulate);
     VIT_CUDA_CHECK_LAUNCH();
     return;
   }
   c.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   c.bias = nullptr;
   lt_matmul(h, stream, c);
-  bias_grad_fallback(h, stream, dbias.f32(), dout, M, N);
+  bias_grad_fallback(h, stream, dbias.f32(), dout, M, N, accumulate);
 }
 
 }  // namespace cuda

@@ -9,7 +9,9 @@
 //           dbias (N)      += column sums of dout              accumulated (+=)
 //   Parameter gradients accumulate so that gradient-accumulation micro-batches
 //   add up in the one flat gradient buffer; the activation gradient is a fresh
-//   value each time and is assigned. An undefined dinp / dbias is skipped;
+//   value each time and is assigned. accumulate = false assigns dweight and
+//   dbias instead (=): a plugin that skips zeroing the gradients before a
+//   step's first micro-batch (the model's set_assign_grads). An undefined dinp / dbias is skipped;
 //   an undefined dweight (then dbias undefined too) makes an input-gradient-
 //   only call, which does not read inp (it may be undefined), so a layer's
 //   two gradient GEMMs can run apart (the model's GELU recompute does).
@@ -27,15 +29,15 @@ namespace vit::kernels {
 VIT_DECLARE_KERNEL(void, matmul_forward, const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp,
                    const Tensor& weight, const Tensor& bias)
 VIT_DECLARE_KERNEL(void, matmul_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
-                   const Tensor& dout, const Tensor& inp, const Tensor& weight)
+                   const Tensor& dout, const Tensor& inp, const Tensor& weight, bool accumulate = true)
 
 inline void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
                            const Tensor& bias) {
   VIT_DISPATCH(ctx, matmul_forward, ctx, out, pre_gelu, inp, weight, bias);
 }
 inline void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                            const Tensor& inp, const Tensor& weight) {
-  VIT_DISPATCH(ctx, matmul_backward, ctx, dinp, dweight, dbias, dout, inp, weight);
+                            const Tensor& inp, const Tensor& weight, bool accumulate = true) {
+  VIT_DISPATCH(ctx, matmul_backward, ctx, dinp, dweight, dbias, dout, inp, weight, accumulate);
 }
 
 }  // namespace vit::kernels

@@ -371,11 +371,12 @@ void ViTModel::head_backward(int B, int slot) {
   const int64_t C = cfg_.hidden, K = cfg_.num_classes;
   Tensor dcls_ln = tensor_of(dcls_ln_, dt, {B, C});
   Tensor dcls = tensor_of(dcls_, dt, {B, C});
+  const bool acc = !assign_grads_;
   k::matmul_backward(ctx_, dcls_ln, grad(layout_.head_w), grad(layout_.head_b), tensor_of(a.dlogits, dt, {B, K}),
-                     tensor_of(a.cls_ln, dt, {B, C}), param(layout_.head_w));
+                     tensor_of(a.cls_ln, dt, {B, C}), param(layout_.head_w), acc);
   k::fill(ctx_, dcls, 0.0f);  // layernorm_backward accumulates into dinp
   k::layernorm_backward(ctx_, dcls, grad(layout_.norm_w), grad(layout_.norm_b), dcls_ln, tensor_of(a.cls, dt, {B, C}),
-                        param(layout_.norm_w), tensor_of(a.cls_mean, f32, {B}), tensor_of(a.cls_rstd, f32, {B}));
+                        param(layout_.norm_w), tensor_of(a.cls_mean, f32, {B}), tensor_of(a.cls_rstd, f32, {B}), acc);
   k::select_cls_backward(ctx_, residual_grad(B), dcls);
   source_->after_backward(seg);
 }
@@ -405,8 +406,10 @@ void ViTModel::block_backward(int l, int B, int slot) {
   // get their (identical) gradient on every tensor-parallel rank.
   if (masked) apply_branch_masks(dmasked, dres, l, 1, B, slot);
   const Tensor dfc2 = masked ? dmasked : dres;
+  const bool acc = !assign_grads_;  // parameter gradients: += or, for a step's first micro-batch, =
   if (!compute_.recompute_gelu) {
-    k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w));
+    k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w),
+                       acc);
     k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
   } else {
     // The GELU output was not kept: fc2's input gradient first, then one
@@ -415,23 +418,25 @@ void ViTModel::block_backward(int l, int B, int slot) {
     // GEMMs in the same order as above: the gradients are the same bits.
     k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
     k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
-    k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w));
+    k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w), acc);
   }
-  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w));
+  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w),
+                     acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),
-                        param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}));
+                        param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), acc);
   // Attention branch: xmid = x + proj(attn(qkv(LN1(x)))).
   if (masked) apply_branch_masks(dmasked, dres, l, 0, B, slot);
   k::matmul_backward(ctx_, datt, grad(p.proj_w), grad(p.proj_b), masked ? dmasked : dres,
-                     tensor_of(a.att, dt, {BT, Cl}), param(p.proj_w));
+                     tensor_of(a.att, dt, {BT, Cl}), param(p.proj_w), acc);
   k::attention_backward(ctx_, dqkv.reshape({B, T, 3 * Cl}), datt.reshape({B, T, Cl}),
                         tensor_of(a.qkv, dt, {B, T, 3 * Cl}), tensor_of(a.att, dt, {B, T, Cl}), aux, NHl,
                         compute_.attention);
-  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), grad(p.qkv_b), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w));
+  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), grad(p.qkv_b), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w),
+                     acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
-                        param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}));
+                        param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc);
   source_->after_backward(seg);
 }
 
@@ -447,10 +452,11 @@ void ViTModel::embed_backward(int B, int slot) {
     k::dropout(ctx_, dx0, dx0, 1.0f - compute_.reg.hidden_dropout, site_key(cfg_.depth, 4, slot),
                a.extras.first_sample);
   }
+  const bool acc = !assign_grads_;
   k::embed_tokens_backward(ctx_, dpe.reshape({B, NP, C}), grad(layout_.cls_token), grad(layout_.pos_embed),
-                           residual_grad(B));
+                           residual_grad(B), acc);
   k::matmul_backward(ctx_, Tensor(), grad(layout_.patch_w), grad(layout_.patch_b), dpe,
-                     tensor_of(a.patches, dt, {B * NP, cfg_.patch_dim()}), param(layout_.patch_w));
+                     tensor_of(a.patches, dt, {B * NP, cfg_.patch_dim()}), param(layout_.patch_w), acc);
   source_->after_backward(seg);
 }
 

@@ -9,7 +9,7 @@
 // (fp32) come from a ParamSource (param_source.h), which the model tells
 // before and after it uses each segment; bind() installs the simplest one
 // (two flat buffers). Backward accumulates (+=) into the gradients, so
-// micro-batches of one step add up, and calls after_backward(segment) each
+// micro-batches of one step add up (or assigns them, set_assign_grads), and calls after_backward(segment) each
 // time a segment's gradients are final (head, then blocks L-1 .. 0, then
 // embeddings): the data-parallel plugins start a bucket's reduction there.
 //
@@ -106,6 +106,13 @@ class ViTModel {
   // The next training micro-batch of `slot` (see the file comment). Tensors
   // are not copied: they must stay valid until its backward has run.
   void set_train_extras(const TrainExtras& extras, int slot = 0);
+  // Whether the following backward passes assign (=) the parameter
+  // gradients instead of adding to them (+=): for a plugin that does not zero
+  // its gradients before a step's first micro-batch. Every parameter the
+  // model holds gets its gradient written in each backward, so nothing stale
+  // is left. Off by default; the plugin turns it off again after.
+  void set_assign_grads(bool on) { assign_grads_ = on; }
+  bool assign_grads() const { return assign_grads_; }
   // Whether the stage functions train (regularisation and soft targets on).
   void set_training(bool on) { training_ = on; }
   bool training() const { return training_; }
@@ -168,6 +175,7 @@ class ViTModel {
   ParamSource* source_ = nullptr;
   TensorParallelComm* tp_ = nullptr;
   bool training_ = false;
+  bool assign_grads_ = false;
   uint64_t auto_noise_ = 0;  // forward_backward calls without a noise key
 
   std::vector<std::unique_ptr<Activations>> acts_;

@@ -272,7 +272,12 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     VIT_CHECK(!micro.empty() && global_count > 0, "train_step needs micro-batches and a positive global count");
     VIT_CHECK(loss_scale > 0.0f && std::isfinite(loss_scale), "train_step: loss_scale must be positive and finite, got ",
               loss_scale);
-    grads_.begin_step();
+    // The first micro-batch's backward assigns the gradients (no zero fill
+    // and no read of the old values) when it has images and the gradients
+    // live in one whole buffer; otherwise they are zeroed and every
+    // micro-batch adds.
+    const bool assign_first = grads_.reduction() == GradReduction::AllReduce && micro.front().count > 0;
+    grads_.begin_step(!assign_first);
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale: the reductions sum.
     const float grad_scale = loss_scale / static_cast<float>(global_count);
@@ -292,14 +297,16 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
       Tensor images, labels;
       stager_.stage(mb, &images, &labels);
       model_.set_train_extras(stager_.extras());  // mixup/cutmix targets, the masks' noise key
+      model_.set_assign_grads(assign_first && i == 0);
       grads_.begin_micro(last);
       if (graphs_on_ && !stager_.extras().labels_b.defined() && !k::OpProfiler::instance().enabled()) {
         // Everything the launches take beyond this plugin's own buffers: the
-        // batch buffers, its size and the loss-gradient scale.
+        // batch buffers, its size, the loss-gradient scale and whether the
+        // gradients are assigned or added.
         uint32_t scale_bits = 0;
         std::memcpy(&scale_bits, &grad_scale, sizeof scale_bits);
         graphs_.run({reinterpret_cast<uintptr_t>(images.data), reinterpret_cast<uintptr_t>(labels.data),
-                     static_cast<uint64_t>(mb.count), scale_bits},
+                     static_cast<uint64_t>(mb.count), scale_bits, model_.assign_grads() ? 1u : 0u},
                     ctx_.stream, [&] { model_.forward_backward(images, labels, mb.count, grad_scale); },
                     [&] { grads_.begin_micro(last); });
         if (graphs_.off() && !graph_note_printed_) {
@@ -313,6 +320,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
                        static_cast<size_t>(mb.count) * 4, ctx_.stream);
       filled += static_cast<size_t>(mb.count);
     }
+    model_.set_assign_grads(false);
     grads_.finish();
     finisher_.finish(views_, lr, loss_scale, adam_step);
     if (gather_) {

@@ -53,6 +53,10 @@ GradBuckets::GradBuckets(const BucketLayout& buckets, comm::Communicator& dp, co
   slot_of_bucket_.assign(nb, -1);
   if (how == GradReduction::AllReduce) {
     grads_ = Buffer(static_cast<size_t>(buckets.padded_total()) * 4, ctx.device);
+    // The padding between parameters is never written by backward: zero it
+    // once, so a step that assigns instead of zeroing (begin_step(false))
+    // sums and reduces zeros there.
+    grads_.zero();
   } else {
     grads_ = Buffer(static_cast<size_t>(buckets.shard_total()) * 4, ctx.device);
     int64_t largest = 0;
@@ -85,8 +89,8 @@ Tensor GradBuckets::grad_view(int index) const {
   return model::param_view(base, DType::F32, ctx_.device, p);
 }
 
-void GradBuckets::begin_step() {
-  k::fill(ctx_, tensor_of(grads_, DType::F32, {static_cast<int64_t>(grads_.bytes() / 4)}), 0.0f);
+void GradBuckets::begin_step(bool zero) {
+  if (zero) k::fill(ctx_, tensor_of(grads_, DType::F32, {static_cast<int64_t>(grads_.bytes() / 4)}), 0.0f);
   std::fill(launched_.begin(), launched_.end(), false);
 }
 

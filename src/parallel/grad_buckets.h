@@ -59,7 +59,9 @@ class GradBuckets {
   // backward is inside the parameter's bucket).
   Tensor grad_view(int index) const;
 
-  void begin_step();                              // zero the gradients of the step
+  // Zeroes the gradients of the step; zero = false leaves them for the
+  // step's first backward to assign (AllReduce only: ViTModel::set_assign_grads).
+  void begin_step(bool zero = true);
   void begin_micro(bool last);                    // a micro-batch with images follows
   void skip_micro(bool last);                     // this rank has no images in this micro-batch
   void segment_started(const model::Segment& s);  // backward reached s (model: before_backward)

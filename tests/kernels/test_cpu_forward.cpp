@@ -6,6 +6,7 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -128,6 +129,50 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   for (int64_t i = 0; i < N * K; ++i) differ += dw1[i] != dw2[i];
   for (int64_t i = 0; i < N; ++i) differ += db1[i] != db2[i];
   BOOST_TEST(differ == 0);
+}
+
+// accumulate = false (a step's first backward, set_assign_grads) writes the
+// parameter gradients over whatever the buffers held: the values of adding
+// to zeroed ones. matmul, LayerNorm and the token embeddings.
+BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {
+  Rng rng(29);
+  const int64_t M = 37, K = 19, N = 23, B = 3, T = 5, C = 8;
+  auto garbage = [&](std::initializer_list<int64_t> dims) { return randn(dims, rng, 100.0); };
+  auto same = [](const Arr& a, const Arr& b) {
+    return std::equal(a.v.begin(), a.v.end(), b.v.begin(), b.v.end());
+  };
+  {  // matmul
+    Arr inp = randn({M, K}, rng), w = randn({N, K}, rng), dout = randn({M, N}, rng);
+    Arr dw0({N, K}), db0({N}), dinp0({M, K});
+    Arr dw1 = garbage({N, K}), db1 = garbage({N}), dinp1({M, K});
+    cpu::matmul_backward(cpu_ctx(), dinp0.t, dw0.t, db0.t, dout, inp, w);
+    cpu::matmul_backward(cpu_ctx(), dinp1.t, dw1.t, db1.t, dout, inp, w, false);
+    BOOST_TEST(same(dw1, dw0));
+    BOOST_TEST(same(db1, db0));
+    BOOST_TEST(same(dinp1, dinp0));
+  }
+  {  // LayerNorm: dinp still accumulates
+    Arr x = randn({M, C}, rng), w = randn({C}, rng), b = randn({C}, rng), dout = randn({M, C}, rng);
+    Arr y({M, C}), mean({M}), rstd({M});
+    cpu::layernorm_forward(cpu_ctx(), y.t, mean.t, rstd.t, x, w, b, 1e-5f);
+    Arr dinp0 = randn({M, C}, rng), dinp1({M, C});
+    for (int64_t i = 0; i < M * C; ++i) dinp1[i] = dinp0[i];
+    Arr dw0({C}), db0({C}), dw1 = garbage({C}), db1 = garbage({C});
+    cpu::layernorm_backward(cpu_ctx(), dinp0.t, dw0.t, db0.t, dout, x, w, mean, rstd);
+    cpu::layernorm_backward(cpu_ctx(), dinp1.t, dw1.t, db1.t, dout, x, w, mean, rstd, false);
+    BOOST_TEST(same(dw1, dw0));
+    BOOST_TEST(same(db1, db0));
+    BOOST_TEST(same(dinp1, dinp0));
+  }
+  {  // token embeddings
+    Arr dx = randn({B, T, C}, rng), dpe0({B, T - 1, C}), dpe1({B, T - 1, C});
+    Arr dcls0({C}), dpos0({T, C}), dcls1 = garbage({C}), dpos1 = garbage({T, C});
+    cpu::embed_tokens_backward(cpu_ctx(), dpe0.t, dcls0.t, dpos0.t, dx);
+    cpu::embed_tokens_backward(cpu_ctx(), dpe1.t, dcls1.t, dpos1.t, dx, false);
+    BOOST_TEST(same(dcls1, dcls0));
+    BOOST_TEST(same(dpos1, dpos0));
+    BOOST_TEST(same(dpe1, dpe0));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(layernorm_forward_against_double_loops) {

@@ -198,6 +198,58 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {
+  // accumulate = false (a step's first backward) over garbage gives the
+  // values of accumulating into zeros: matmul (the bias-gradient epilogue
+  // and, for the odd shape, the fallback), LayerNorm (register and scalar
+  // kernels) and the token embeddings.
+  auto zeros = [](DevTensor& d) { d.upload(std::vector<float>(d.host.size(), 0.0f)); };
+  auto garbage = [](DevTensor& d) { d.upload(random_values(d.host.size(), -100.0f, 100.0f)); };
+  for (DType dt : kDtypes) {
+    for (const GemmShape& s : {kGemmShapes[2], kGemmShapes[5]}) {
+      DevTensor inp(dt, {s.M, s.K}), w(dt, {s.N, s.K}), dout(dt, {s.M, s.N}), dinp(dt, {s.M, s.K}),
+          dw0(DType::F32, {s.N, s.K}), db0(DType::F32, {s.N}), dw1(DType::F32, {s.N, s.K}), db1(DType::F32, {s.N});
+      inp.upload(random_values(inp.numel()));
+      w.upload(random_values(w.numel()));
+      dout.upload(random_values(dout.numel()));
+      zeros(dw0), zeros(db0), garbage(dw1), garbage(db1);
+      K::matmul_backward(gpu().context(), dinp.t, dw0.t, db0.t, dout.t, inp.t, w.t);
+      K::matmul_backward(gpu().context(), dinp.t, dw1.t, db1.t, dout.t, inp.t, w.t, false);
+      sync();
+      BOOST_CHECK_MESSAGE(dw1.download() == dw0.download() && db1.download() == db0.download(),
+                          label("matmul_bwd assigned", dt, s.name) << ": not the values added to zeros");
+    }
+    for (const int64_t C : {int64_t(768), int64_t(20)}) {
+      const int64_t M = 2 * 197;
+      DevTensor x(dt, {M, C}), w(dt, {C}), b(dt, {C}), y(dt, {M, C}), mean(DType::F32, {M}), rstd(DType::F32, {M}),
+          dout(dt, {M, C}), dinp(dt, {M, C}), dw0(DType::F32, {C}), db0(DType::F32, {C}), dw1(DType::F32, {C}),
+          db1(DType::F32, {C});
+      x.upload(random_values(x.numel()));
+      w.upload(random_values(C));
+      b.upload(random_values(C));
+      dout.upload(random_values(dout.numel()));
+      zeros(dinp), zeros(dw0), zeros(db0), garbage(dw1), garbage(db1);
+      K::layernorm_forward(gpu().context(), y.t, mean.t, rstd.t, x.t, w.t, b.t, 1e-6f);
+      K::layernorm_backward(gpu().context(), dinp.t, dw0.t, db0.t, dout.t, x.t, w.t, mean.t, rstd.t);
+      K::layernorm_backward(gpu().context(), dinp.t, dw1.t, db1.t, dout.t, x.t, w.t, mean.t, rstd.t, false);
+      sync();
+      BOOST_CHECK_MESSAGE(dw1.download() == dw0.download() && db1.download() == db0.download(),
+                          label("layernorm_bwd assigned", dt, "C=" + std::to_string(C))
+                              << ": not the values added to zeros");
+    }
+    const int64_t B = 3, T = 197, C = 768;
+    DevTensor dx(dt, {B, T, C}), dpe(dt, {B, T - 1, C}), dcls0(DType::F32, {C}), dpos0(DType::F32, {T, C}),
+        dcls1(DType::F32, {C}), dpos1(DType::F32, {T, C});
+    dx.upload(random_values(dx.numel()));
+    zeros(dcls0), zeros(dpos0), garbage(dcls1), garbage(dpos1);
+    K::embed_tokens_backward(gpu().context(), dpe.t, dcls0.t, dpos0.t, dx.t);
+    K::embed_tokens_backward(gpu().context(), dpe.t, dcls1.t, dpos1.t, dx.t, false);
+    sync();
+    BOOST_CHECK_MESSAGE(dcls1.download() == dcls0.download() && dpos1.download() == dpos0.download(),
+                        label("embed_tokens_bwd assigned", dt, "") << ": not the values added to zeros");
+  }
+}
+
 // ---------------------------------------------------------------------------
 // LayerNorm
 // ---------------------------------------------------------------------------

@@ -143,6 +143,25 @@ BOOST_AUTO_TEST_CASE(recompute_gelu_gives_the_same_gradients_with_less_memory) {
   BOOST_TEST(f.grads == g1);
 }
 
+// set_assign_grads: a backward over a gradient buffer full of garbage gives
+// the gradients of one that adds to zeros; afterwards backward adds again.
+BOOST_AUTO_TEST_CASE(assigned_gradients_need_no_zeroed_buffer) {
+  Fixture f;
+  model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);
+  f.gradient(m);
+  const std::vector<float> g1 = f.grads;
+  Rng rng(17);
+  for (float& g : f.grads) g = static_cast<float>(1e3 * rng.normal());
+  m.set_assign_grads(true);
+  m.forward_backward(f.images_t(), f.labels_t(), f.B, 1.0f / f.B);
+  BOOST_TEST(f.grads == g1);
+  m.set_assign_grads(false);
+  m.forward_backward(f.images_t(), f.labels_t(), f.B, 1.0f / f.B);
+  for (size_t i = 0; i < g1.size(); ++i) {
+    BOOST_TEST_REQUIRE(std::abs(f.grads[i] - 2 * g1[i]) <= 1e-6f * std::abs(g1[i]) + 1e-9f);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(gradients_accumulate_across_calls) {
   Fixture f;
   model::ViTModel m(f.cfg, model::ComputeConfig{}, Context{}, f.B);

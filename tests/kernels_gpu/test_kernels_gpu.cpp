@@ -174,7 +174,7 @@ BOOST_AUTO_TEST_CASE(matmul_backward_without_dinp) {
 BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   // An input-gradient-only call (no dweight, no inp) and a weight-gradient-only
   // call give the one call's bits (the model's GELU recompute splits fc2's backward).
-  const GemmShape s = kGemmShapes[2];  // fc2;
+  const GemmShape s = kGemmShapes[2];  // fc2
   for (DType dt : kDtypes) {
     DevTensor inp(dt, {s.M, s.K}), w(dt, {s.N, s.K}), dout(dt, {s.M, s.N}), dinp(dt, {s.M, s.K}),
         dinp2(dt, {s.M, s.K}), dw(DType::F32, {s.N, s.K}), db(DType::F32, {s.N}), dw2(DType::F32, {s.N, s.K}),

@@ -106,41 +106,31 @@ BOOST_AUTO_TEST_CASE(whole_model_gradient_matches_finite_differences) {
   }
 }
 
+// Recompute in backward (whole blocks, train.recompute; the GELU outputs,
+// train.recompute_gelu; both) gives the stored run's losses and gradients bit
+// for bit: the same arithmetic in the same order. Whole blocks keep less;
+// the GELU recompute keeps exactly one (B, T, mlp_dim) buffer per block less.
 BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
   Fixture f;
   model::ViTModel stored(f.cfg, model::ComputeConfig{}, Context{}, f.B);
-  model::ComputeConfig rc;
-  rc.recompute = true;
-  model::ViTModel recomputed(f.cfg, rc, Context{}, f.B);
-  BOOST_TEST(recomputed.activation_bytes() < stored.activation_bytes());
-  f.gradient(stored);
-  const std::vector<float> g1 = f.grads;
-  f.gradient(recomputed);
-  BOOST_TEST(f.grads == g1);  // the same arithmetic in the same order: bitwise equal
-}
-
-// train.recompute_gelu: no stored GELU output, the same gradients bit for
-// bit, and exactly one (B, T, mlp_dim) buffer per block less; with the whole
-// block recomputed too, still the same bits.
-BOOST_AUTO_TEST_CASE(recompute_gelu_gives_the_same_gradients_with_less_memory) {
-  Fixture f;
-  model::ViTModel stored(f.cfg, model::ComputeConfig{}, Context{}, f.B);
-  model::ComputeConfig gc;
-  gc.recompute_gelu = true;
-  model::ViTModel gelu(f.cfg, gc, Context{}, f.B);
-  const size_t per_block = static_cast<size_t>(f.B) * f.cfg.tokens() * f.cfg.mlp_dim * sizeof(float);
-  BOOST_TEST(stored.activation_bytes() - gelu.activation_bytes() == f.cfg.depth * per_block);
   f.gradient(stored);
   const std::vector<float> g1 = f.grads;
   const std::vector<float> loss1(stored.losses(f.B).as<float>(), stored.losses(f.B).as<float>() + f.B);
-  f.gradient(gelu);
-  BOOST_TEST(f.grads == g1);
-  const std::vector<float> loss2(gelu.losses(f.B).as<float>(), gelu.losses(f.B).as<float>() + f.B);
-  BOOST_TEST(loss2 == loss1);
-  gc.recompute = true;
-  model::ViTModel both(f.cfg, gc, Context{}, f.B);
-  f.gradient(both);
-  BOOST_TEST(f.grads == g1);
+  const size_t gelu_bytes = static_cast<size_t>(f.B) * f.cfg.tokens() * f.cfg.mlp_dim * sizeof(float);
+  for (const auto& [block, gelu] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}}) {
+    BOOST_TEST_CONTEXT("recompute " << block << ", recompute_gelu " << gelu) {
+      model::ComputeConfig rc;
+      rc.recompute = block;
+      rc.recompute_gelu = gelu;
+      model::ViTModel recomputed(f.cfg, rc, Context{}, f.B);
+      BOOST_TEST(recomputed.activation_bytes() < stored.activation_bytes());
+      if (!block) BOOST_TEST(stored.activation_bytes() - recomputed.activation_bytes() == f.cfg.depth * gelu_bytes);
+      f.gradient(recomputed);
+      BOOST_TEST(f.grads == g1);
+      const std::vector<float> loss(recomputed.losses(f.B).as<float>(), recomputed.losses(f.B).as<float>() + f.B);
+      BOOST_TEST(loss == loss1);
+    }
+  }
 }
 
 // set_assign_grads: a backward over a gradient buffer full of garbage gives

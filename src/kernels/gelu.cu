@@ -1,9 +1,10 @@
 // Exact (erf) GELU on the GPU, forward and backward (see gelu.h).
 //
 // Memory-bound: one read and one write per element forward, two reads and a
-// write backward (two writes when it also recomputes the forward's output). Each thread moves 16-byte packs when the tensors allow it
-// (element count a multiple of the pack, 16-byte aligned addresses), the
-// arithmetic is in fp32 whatever the storage type.
+// write backward (two writes when it also recomputes the forward's output).
+// Each thread moves 16-byte packs when the tensors allow it (element count a
+// multiple of the pack, 16-byte aligned addresses), the arithmetic is in fp32
+// whatever the storage type.
 //   gelu(x)  = 0.5 x (1 + erf(x / sqrt 2))
 //   gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi)
 #include "kernels/cuda_common.cuh"

@@ -98,7 +98,8 @@ void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tens
 }
 
 void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
-                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd, bool accumulate) {
+                        const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                        bool accumulate) {
   const char* op = "layernorm_backward";
   int64_t C = 0, M = 0;
   check_common(op, inp, weight, mean, rstd, &C, &M);

@@ -9,9 +9,10 @@
 // (fp32) come from a ParamSource (param_source.h), which the model tells
 // before and after it uses each segment; bind() installs the simplest one
 // (two flat buffers). Backward accumulates (+=) into the gradients, so
-// micro-batches of one step add up (or assigns them, set_assign_grads), and calls after_backward(segment) each
-// time a segment's gradients are final (head, then blocks L-1 .. 0, then
-// embeddings): the data-parallel plugins start a bucket's reduction there.
+// micro-batches of one step add up (or assigns them, set_assign_grads), and
+// calls after_backward(segment) each time a segment's gradients are final
+// (head, then blocks L-1 .. 0, then embeddings): the data-parallel plugins
+// start a bucket's reduction there.
 //
 // A model may be one rank's shard (ParamLayout's ShardSpec): pipeline stages
 // hold a range of blocks (plus the embeddings on the first stage, the head on

@@ -938,8 +938,9 @@ int benchmark(RunEnvironment& env) {
     micro[i].on_device = dev == Device::CUDA;
   }
 
-  // The results column tells activation recompute and the attention backward's
-  // form apart (run_benchmark.sh's +recompute / +attention_atomics entries).
+  // The results column tells activation recompute, the attention backward's
+  // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
+  // +recompute_gelu, +attention_atomics and +no_cuda_graph entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},

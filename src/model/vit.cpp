@@ -415,7 +415,7 @@ void ViTModel::block_backward(int l, int B, int slot) {
     // The GELU output was not kept: fc2's input gradient first, then one
     // pass makes GELU's input gradient and, over dh, the GELU output again
     // (the forward's bits), then fc2's weight gradient from it. The same
-    // GEMMs in the same order as above: the gradients are the same bits.
+    // GEMMs on the same inputs as above: the gradients are the same bits.
     k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
     k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
     k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w), acc);

@@ -98,6 +98,7 @@ struct PluginSpec {
   int bucket_mb = 0;
   bool overlap_comm = false;
   bool cuda_graph = false;
+  bool gemm_autotune = false;
   int stage = 0;
   int zero_stage = 0;
   int tp_size = 0;

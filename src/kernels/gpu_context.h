@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "core/context.h"
 #include "core/device.h"
@@ -55,6 +56,10 @@ class GpuRuntime {
   // needed by the multi-rank equality tests) or the fp32-atomic dQ form,
   // which may be faster. Plans for both are cached side by side.
   void set_sdpa_deterministic(bool on);
+  // cuBLASLt: on a plan's first call, keep the fastest of the heuristic's
+  // candidates that give the first candidate's bits (matmul.cu). Off: the
+  // heuristic's first answer, as before.
+  void set_gemm_autotune(bool on);
   // Bytes held by the workspaces and arenas (they grow on first use).
   size_t workspace_bytes() const;
 
@@ -88,6 +93,11 @@ struct GpuHandles {
   cudnnHandle_t cudnn = nullptr;
   bool tf32 = false;
   bool sdpa_deterministic = true;
+  bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
+  // What tuning did (matmul.cu): plans tuned among more than one candidate,
+  // those that kept another candidate than the heuristic's first, and
+  // candidates left out because their output had other bits.
+  int64_t gemm_tuned = 0, gemm_tuned_other = 0, gemm_candidates_other_bits = 0;
 
   // cuBLASLt and cuBLAS share one fixed workspace: both run on `stream`, one
   // after the other. 32 MiB is what NVIDIA advises for Hopper.
@@ -107,6 +117,9 @@ struct GpuHandles {
   GpuHandles& operator=(const GpuHandles&) = delete;
 };
 
+// "GEMM tuning: ..." for the logs; "" when nothing was tuned (matmul.cu).
+std::string gemm_tuning_note(const GpuHandles& h);
+
 // Defined in matmul.cu / attention.cu: free the plan caches.
 void destroy_matmul_plans(MatmulPlanCache* cache);
 void destroy_sdpa_plans(SdpaPlanCache* cache);
@@ -124,6 +137,7 @@ inline void GpuRuntime::synchronize() {}
 inline int GpuRuntime::device_index() const { return -1; }
 inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
+inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline size_t GpuRuntime::workspace_bytes() const { return 0; }
 
 #endif

@@ -82,6 +82,8 @@ void GpuRuntime::set_tf32(bool on) { handles_->tf32 = on; }
 
 void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic = on; }
 
+void GpuRuntime::set_gemm_autotune(bool on) { handles_->gemm_autotune = on; }
+
 size_t GpuRuntime::workspace_bytes() const {
   const GpuHandles& h = *handles_;
   return h.gemm_workspace.bytes() + h.cudnn_workspace.capacity() + h.scratch.capacity() +

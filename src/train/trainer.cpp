@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "core/stream.h"
 #include "kernels/blas_core.h"
+#include "kernels/gpu_context.h"
 #include "kernels/matmul.h"
 #include "kernels/profile.h"
 #include "data/loader.h"
@@ -940,13 +941,14 @@ int benchmark(RunEnvironment& env) {
 
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
-  // +recompute_gelu, +attention_atomics and +no_cuda_graph entries).
+  // +recompute_gelu, +attention_atomics, +no_cuda_graph and +no_gemm_autotune entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
                                  std::pair<bool, const char*>{!spec.model.attention_deterministic,
                                                               "attention dQ atomics"},
-                                 std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"}}) {
+                                 std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
+                                 std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
   }
   env.open_results("benchmark", plugin->name(), global_batch, variant);
@@ -1055,6 +1057,9 @@ int benchmark(RunEnvironment& env) {
                                      fmt("%.0f", ceiling), " TFLOP/s ", spec.plugin.precision, " GEMM ceiling");
     bar.line(rate);
     if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
+#ifdef VIT_WITH_CUDA
+    if (env.ctx().gpu && !gemm_tuning_note(*env.ctx().gpu).empty()) bar.line(gemm_tuning_note(*env.ctx().gpu));
+#endif
     if (!ops.empty()) {
       bar.line(str_cat("profile (rank 0, mean of ", profiled, " steps after the measured ones; ",
                        dev == Device::CUDA ? "GPU time of each op, communication on its own stream" : "wall time of each op",

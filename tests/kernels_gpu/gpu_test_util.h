@@ -162,6 +162,12 @@ struct DevTensor {
     copy_bytes(bytes.data(), Device::CPU, buf.data(), Device::CUDA, bytes.size());
     return decode(t.dtype, bytes, static_cast<size_t>(numel()));
   }
+  // The elements' bytes as stored (bitwise comparisons; NaN compares too).
+  std::vector<uint8_t> raw() const {
+    std::vector<uint8_t> bytes(static_cast<size_t>(numel()) * dtype_size(t.dtype));
+    copy_bytes(bytes.data(), Device::CPU, buf.data(), Device::CUDA, bytes.size());
+    return bytes;
+  }
   // True when the 64 bytes after the last element are untouched. Only
   // meaningful after poison() (which writes the pattern).
   bool slack_intact() const {

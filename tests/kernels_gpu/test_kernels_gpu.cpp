@@ -198,6 +198,59 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
+  // plugin.gemm_autotune: a runtime that tunes its cuBLASLt plans (the
+  // fastest candidate with the first one's output bits) gives the bits of
+  // one that takes the heuristic's first answer: the ViT-B/16 GEMMs at
+  // batch 32 (forward with bias, fc1 with GELU, input gradients) in bf16 and
+  // fp32, and the layers' weight gradients (never tuned). It must have tuned.
+  struct Layer {
+    int64_t N, K;
+    bool gelu;
+    const char* name;
+  };
+  const int64_t M = 32 * 197;
+  const Layer layers[] = {{3 * 768, 768, false, "qkv"}, {768, 768, false, "proj"}, {3072, 768, true, "fc1"},
+                          {768, 3072, false, "fc2"}};
+  GpuRuntime plain(0, false), tuned(0, false);
+  tuned.set_gemm_autotune(true);
+  for (DType dt : {DType::BF16, DType::F32}) {
+    for (const Layer& l : layers) {
+      const std::string tag = label("tuned GEMMs", dt, l.name);
+      DevTensor inp(dt, {M, l.K}), w(dt, {l.N, l.K}), b(dt, {l.N}), dout(dt, {M, l.N});
+      inp.upload(random_values(inp.numel()));
+      w.upload(random_values(w.numel()));
+      b.upload(random_values(b.numel()));
+      dout.upload(random_values(dout.numel()));
+      std::vector<std::vector<uint8_t>> got[2];
+      GpuRuntime* rts[2] = {&plain, &tuned};
+      for (int r = 0; r < 2; ++r) {
+        DevTensor out(dt, {M, l.N}), pre(dt, {M, l.N}), dinp(dt, {M, l.K}), dw(DType::F32, {l.N, l.K}),
+            db(DType::F32, {l.N});
+        out.poison();
+        pre.poison();
+        dinp.poison();
+        dw.poison();
+        db.poison();
+        const Context ctx = rts[r]->context();
+        K::matmul_forward(ctx, out.t, l.gelu ? pre.t : Tensor(), inp.t, w.t, b.t);
+        K::matmul_backward(ctx, dinp.t, dw.t, db.t, dout.t, inp.t, w.t, false);
+        rts[r]->synchronize();
+        got[r] = {out.raw(), pre.raw(), dinp.raw(), dw.raw(), db.raw()};
+      }
+      const char* what[] = {"out", "pre_gelu", "dinp", "dweight", "dbias"};
+      for (size_t i = 0; i < 5; ++i) {
+        if (i == 1 && !l.gelu) continue;
+        BOOST_CHECK_MESSAGE(got[0][i] == got[1][i], tag << ": " << what[i] << " differs with tuning on");
+      }
+    }
+  }
+  const GpuHandles& h = *tuned.handles();
+  BOOST_TEST_MESSAGE(gemm_tuning_note(h));
+  BOOST_CHECK_MESSAGE(h.gemm_tuned > 0, "the tuning runtime tuned no plan");
+  BOOST_CHECK_MESSAGE(plain.handles()->gemm_tuned == 0, "the runtime with tuning off tuned a plan");
+}
+
 BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {
   // accumulate = false (a step's first backward) over garbage gives the
   // values of accumulating into zeros: matmul (the bias-gradient epilogue

@@ -40,7 +40,7 @@
 #   grid   the original example's grid on every GPU (every plugin, batch 8/32/256)
 #          and the pp2 1F1B timeline
 #   speed  vit_hpc (op profile; the default beside +recompute_gelu,
-#          +attention_atomics and +no_cuda_graph) against PyTorch eager/compile
+#          +recompute, +no_cuda_graph and +no_gemm_autotune) against PyTorch eager/compile
 #          at batch 32/256 on one GPU, and data-parallel scaling on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
 #   resume_recipe  exact resume on the GPU with the weight average and
@@ -278,15 +278,16 @@ for what in "$@"; do
       # (eager, torch.compile) at batch 32 and 256 on one GPU, then vit_hpc's
       # data-parallel scaling on every GPU.
       gpus=$(nvidia-smi -L | wc -l)
-      # Beside the default: the GELU recompute (the memory row), the
-      # attention backward with dQ atomics, and the step without CUDA graphs.
+      # Beside the default: the GELU recompute and the whole-block recompute
+      # (the memory row), the step without CUDA graphs and without GEMM
+      # tuning (what each gives).
       stage "speed: vit_hpc torch_ddp_fp16 bf16 (+ variants) + PyTorch eager/compile, batch 32 and 256, 1 GPU"
       BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --precision bf16 \
-        --plugins "torch_ddp_fp16 torch_ddp_fp16+recompute_gelu torch_ddp_fp16+attention_atomics torch_ddp_fp16+no_cuda_graph" \
+        --plugins "torch_ddp_fp16 torch_ddp_fp16+recompute_gelu torch_ddp_fp16+recompute torch_ddp_fp16+no_cuda_graph torch_ddp_fp16+no_gemm_autotune" \
         --batch-sizes "32 256" --steps 30 --warmup 5 --profile --with-pytorch --name speed_np1 \
         > "$LOG/speed_np1.txt" 2>&1
       echo "rc=$?"; cp results/speed_np1/summary.md "$LOG/speed_np1.md" 2>/dev/null
-      grep -E "throughput|arithmetic|CUDA graphs|pytorch_" "$LOG/speed_np1.txt" | head -40
+      grep -E "throughput|arithmetic|CUDA graphs|GEMM tuning|pytorch_" "$LOG/speed_np1.txt" | head -60
       if [ "$gpus" -ge 2 ]; then
         stage "speed: vit_hpc torch_ddp_fp16 bf16, batch 32 and 256 per GPU, $gpus GPUs"
         BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np "$gpus" --plugins torch_ddp_fp16 --precision bf16 \

@@ -205,11 +205,15 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
   all.insert(all.end(), p.candidates.begin(), p.candidates.end());
   uint64_t reference = 0;
   float best_ms = 0.0f, first_ms = 0.0f;
-  int best = 0, identical = 0;
+  int best = 0, identical = 0, other_bits = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     bool ok = true;
     for (int r = 0; r < kWarm && ok; ++r) ok = launch(all[i]) == CUBLAS_STATUS_SUCCESS;
-    if (!ok) continue;  // a candidate the library then refuses is skipped, never used
+    if (!ok) {  // a candidate the library then refuses is skipped, never used
+      (void)cudaGetLastError();
+      if (i == 0) break;  // no reference: keep the first answer, whose own launch reports the error
+      continue;
+    }
     VIT_CUDA_CHECK(cudaEventRecord(t0, stream));
     for (int r = 0; r < kTimed; ++r) VIT_CUBLAS_CHECK(launch(all[i]));
     VIT_CUDA_CHECK(cudaEventRecord(t1, stream));
@@ -222,7 +226,10 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
       identical = 1;
       continue;
     }
-    if (hash != reference) continue;
+    if (hash != reference) {
+      ++other_bits;
+      continue;
+    }
     ++identical;
     if (ms < best_ms) {
       best_ms = ms;
@@ -243,7 +250,7 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
   p.tuned = true;
   ++h.gemm_tuned;
   if (best != 0) ++h.gemm_tuned_other;
-  h.gemm_candidates_other_bits += static_cast<int64_t>(all.size()) - identical;
+  h.gemm_candidates_other_bits += other_bits;
 }
 
 // Returns false when cuBLASLt has no algorithm for this call (only asked

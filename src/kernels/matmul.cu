@@ -35,11 +35,16 @@
 // is being captured, each of the heuristic's candidates runs on the call's
 // own operands, in place, is timed, and its output is hashed (every bit,
 // order-free); only candidates whose hash equals the first answer's are
-// eligible, and the fastest of those is kept. So tuning changes the speed,
-// never the bits: a run gives the same numbers with tuning on or off, and
-// ranks that pick different candidates still agree. The weight gradients
-// (beta = 1, or the bias-gradient epilogue, whose sums the hash does not
-// see) keep the first answer.
+// eligible, and the fastest of those is kept. The candidates are only the
+// single-pass ones (no split-K), and only GEMMs of at least 1 GFLOP are
+// tuned: one call's hash of a small 16-bit output can miss a different
+// summation order (a test of a small model saw it happen with split-K
+// candidates), so the hash alone is not trusted. With both rules, tuning is
+// meant to change the speed and not the bits: training gave the untuned
+// bits in every run measured (ViT-B/16 bf16 and fp32, and the GPU test
+// suites), and ranks that pick different candidates still agree. The weight
+// gradients (beta = 1, or the bias-gradient epilogue, whose sums the hash
+// does not see) keep the first answer.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -156,6 +161,25 @@ void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t comput
   }
 }
 
+// One pass over k per output tile: no split-K slices and no reduction
+// scheme. Candidates of this kind are what tuning chooses among: the hash of
+// one call's 16-bit output can miss a different summation order (most
+// elements round alike), and split-K is where the order differs; among
+// single-pass candidates every one the ViT-B/16 GEMMs offered had the
+// first's bits in bf16, while in fp32 some did not (the hash caught them).
+bool single_pass(const cublasLtMatmulAlgo_t& algo) {
+  int32_t splitk = 1;
+  uint32_t reduction = 0;
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof(splitk),
+                                           &written) != CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &reduction,
+                                           sizeof(reduction), &written) != CUBLAS_STATUS_SUCCESS) {
+    return false;
+  }
+  return splitk <= 1 && reduction == CUBLASLT_REDUCTION_SCHEME_NONE;
+}
+
 // An order-free hash of every 32-bit word of a buffer (a GEMM's output):
 // each word is mixed with its index and the mixes are summed modulo 2^64, so
 // the atomics' order cannot change the result and any flipped bit changes it
@@ -239,11 +263,18 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
   cudaEventDestroy(t0);
   cudaEventDestroy(t1);
   if (std::getenv("VIT_KERNELS_VERBOSE")) {
+    auto id_tile = [](const cublasLtMatmulAlgo_t& a) {
+      int32_t id = 0, tile = 0;
+      size_t w = 0;
+      cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+      cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &w);
+      return std::to_string(id) + "/" + std::to_string(tile);
+    };
     std::fprintf(stderr,
-                 "vit: cuBLASLt tuning %lldx%lldx%lld: %zu candidates, %d with the first's bits; first %.4f ms, "
-                 "kept #%d %.4f ms\n",
-                 (long long)c.m, (long long)c.n, (long long)c.k, all.size(), identical, first_ms / kTimed, best,
-                 best_ms / kTimed);
+                 "vit: cuBLASLt tuning %lldx%lldx%lld: %zu single-pass candidates, %d with the first's bits; first "
+                 "(algo/tile %s) %.4f ms, kept #%d (%s) %.4f ms\n",
+                 (long long)c.m, (long long)c.n, (long long)c.k, all.size(), identical, id_tile(all[0]).c_str(),
+                 first_ms / kTimed, best, id_tile(all[static_cast<size_t>(best)]).c_str(), best_ms / kTimed);
   }
   p.algo = all[static_cast<size_t>(best)];
   p.candidates.clear();
@@ -311,8 +342,14 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       // Candidates to tune among: only for GEMMs that overwrite their output
       // and have no reduction in the epilogue (BGRADB's bias sums are not
       // covered by the output's hash).
+      // Small GEMMs gain nothing worth a tuning pass, and their outputs are
+      // too few for the hash to tell accumulation orders apart (see
+      // single_pass below).
       constexpr int kCandidates = 8;
-      const bool tunable = h.gemm_autotune && c.beta == 0.0f && c.epilogue != CUBLASLT_EPILOGUE_BGRADB;
+      constexpr double kTuneFlops = 1e9;
+      const bool tunable = h.gemm_autotune && c.beta == 0.0f && c.epilogue != CUBLASLT_EPILOGUE_BGRADB &&
+                           2.0 * static_cast<double>(c.m) * static_cast<double>(c.n) * static_cast<double>(c.k) >=
+                               kTuneFlops;
       const int want = tunable ? kCandidates : 1;
       cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
       int found = 0;
@@ -322,8 +359,12 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         p.algo = results[0].algo;
         p.has_algo = true;
-        for (int i = 1; i < found; ++i) {
-          if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);
+        if (single_pass(results[0].algo)) {
+          for (int i = 1; i < found; ++i) {
+            if (results[i].state == CUBLAS_STATUS_SUCCESS && single_pass(results[i].algo)) {
+              p.candidates.push_back(results[i].algo);
+            }
+          }
         }
         p.tuned = p.candidates.empty();
       } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED &&

@@ -175,8 +175,9 @@ std::vector<FieldInfo> build_schema() {
            "with the same batch buffers): fewer launch gaps. torch_ddp / torch_ddp_fp16 on one GPU without drop "
            "path, dropout, mixup or cutmix; elsewhere the step runs as before."),
       Bool(VIT_AT(plugin, gemm_autotune), "true",
-           "GPU: on each GEMM shape's first call, time cuBLASLt's candidate algorithms and keep the fastest whose "
-           "output has the same bits as its first choice (results never change). false: the first choice."),
+           "GPU: on the first call of each GEMM shape of at least 1 GFLOP, time cuBLASLt's single-pass candidate "
+           "algorithms and keep the fastest whose output has the bits of its first choice (meant to change speed, "
+           "not results). false: the first choice."),
       Int(VIT_AT(plugin, stage), "2", closed(1, 2),
           "low_level_zero: 1 = shard optimizer states, 2 = gradients too."),
       Int(VIT_AT(plugin, zero_stage), "0", closed(0, 1),

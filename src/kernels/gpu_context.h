@@ -56,7 +56,8 @@ class GpuRuntime {
   // needed by the multi-rank equality tests) or the fp32-atomic dQ form,
   // which may be faster. Plans for both are cached side by side.
   void set_sdpa_deterministic(bool on);
-  // cuBLASLt: on a plan's first call, keep the fastest of the heuristic's
+  // cuBLASLt: on the first call of a plan of at least 1 GFLOP that
+  // overwrites its output, keep the fastest of the heuristic's single-pass
   // candidates that give the first candidate's bits (matmul.cu). Off: the
   // heuristic's first answer, as before.
   void set_gemm_autotune(bool on);

@@ -200,7 +200,7 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
 
 BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   // plugin.gemm_autotune: a runtime that tunes its cuBLASLt plans (the
-  // fastest candidate with the first one's output bits) gives the bits of
+  // fastest single-pass candidate with the first one's output bits) gives the bits of
   // one that takes the heuristic's first answer: the ViT-B/16 GEMMs at
   // batch 32 (forward with bias, fc1 with GELU, input gradients) in bf16 and
   // fp32, and the layers' weight gradients (never tuned). It must have tuned.

@@ -164,9 +164,9 @@ void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t comput
 // One pass over k per output tile: no split-K slices and no reduction
 // scheme. Candidates of this kind are what tuning chooses among: the hash of
 // one call's 16-bit output can miss a different summation order (most
-// elements round alike), and split-K is where the order differs; among
-// single-pass candidates every one the ViT-B/16 GEMMs offered had the
-// first's bits in bf16, while in fp32 some did not (the hash caught them).
+// elements round alike), and split-K is where the order differs. For the
+// ViT-B/16 GEMMs every single-pass candidate had the first's bits, in bf16
+// and fp32; the fp32 candidates with other bits were all split-K ones.
 bool single_pass(const cublasLtMatmulAlgo_t& algo) {
   int32_t splitk = 1;
   uint32_t reduction = 0;
@@ -339,12 +339,10 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
                                                             &al[2], sizeof(uint32_t)));
       VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                             &al[3], sizeof(uint32_t)));
-      // Candidates to tune among: only for GEMMs that overwrite their output
-      // and have no reduction in the epilogue (BGRADB's bias sums are not
-      // covered by the output's hash).
-      // Small GEMMs gain nothing worth a tuning pass, and their outputs are
-      // too few for the hash to tell accumulation orders apart (see
-      // single_pass below).
+      // Candidates to tune among: only for GEMMs that overwrite their output,
+      // have no reduction in the epilogue (BGRADB's bias sums are not covered
+      // by the output's hash) and are not small (nothing worth a tuning pass
+      // to gain, and too few outputs for the hash; see single_pass).
       constexpr int kCandidates = 8;
       constexpr double kTuneFlops = 1e9;
       const bool tunable = h.gemm_autotune && c.beta == 0.0f && c.epilogue != CUBLASLT_EPILOGUE_BGRADB &&
@@ -456,7 +454,7 @@ void bias_grad_fallback(GpuHandles& h, cudaStream_t stream, float* dbias, const 
 
 // dweight (N, K) (+)= dout^T inp in fp32, and dbias (N) (+)= the column sums
 // of dout through the BGRADB epilogue (or the column-sum kernels).
-void weight_grad(GpuHandles& h, cudaStream_t stream, Tensor& dweight, Tensor& dbias, const Tensor& dout,
+void weight_grad(GpuHandles& h, cudaStream_t stream, const Tensor& dweight, const Tensor& dbias, const Tensor& dout,
                  const Tensor& inp, int64_t M, int64_t N, int64_t K, bool accumulate) {
   const char* op = "matmul_backward";
   LtCall c;

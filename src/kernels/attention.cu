@@ -59,6 +59,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/attention_short.h"
 #include "kernels/cuda_common.cuh"
 
 namespace vit {
@@ -851,6 +852,11 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
     check_gpu(out, op, "out");
     check_dtype(out, dt, op, "out");
     check_numel(out, s.B * s.T * s.C, op, "out");
+    if (h.attention_backward_short && short_attention_backward_fits(h, dt, s.T, s.HS)) {
+      short_attention_backward(h, dt, s.B, s.T, s.NH, s.HS, dq, q, out.data, dout.data,
+                               static_cast<const float*>(aux.data), scale);
+      return;
+    }
     const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 1, h.sdpa_deterministic ? 1 : 0, 0};
     const SdpaPlan& plan = sdpa_plan(h, key);
     float scale_value = scale, one_value = 1.0f;

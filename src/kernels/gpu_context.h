@@ -56,6 +56,10 @@ class GpuRuntime {
   // needed by the multi-rank equality tests) or the fp32-atomic dQ form,
   // which may be faster. Plans for both are cached side by side.
   void set_sdpa_deterministic(bool on);
+  // Attention backward of the cuDNN path: the project's short-sequence
+  // kernel (attention_short.h) where the shape fits (default), else, or when
+  // off, cuDNN's. The forward is cuDNN's either way.
+  void set_attention_backward_short(bool on);
   // cuBLASLt: on the first call of a plan of at least 1 GFLOP that
   // overwrites its output, keep the fastest of the heuristic's single-pass
   // candidates that give the first candidate's bits (matmul.cu). Off: the
@@ -94,6 +98,7 @@ struct GpuHandles {
   cudnnHandle_t cudnn = nullptr;
   bool tf32 = false;
   bool sdpa_deterministic = true;
+  bool attention_backward_short = true;  // see GpuRuntime::set_attention_backward_short
   bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
   // What tuning did (matmul.cu): plans tuned among more than one candidate,
   // those that kept another candidate than the heuristic's first, and
@@ -138,6 +143,7 @@ inline void GpuRuntime::synchronize() {}
 inline int GpuRuntime::device_index() const { return -1; }
 inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
+inline void GpuRuntime::set_attention_backward_short(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline size_t GpuRuntime::workspace_bytes() const { return 0; }
 

@@ -86,6 +86,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     if (spec.plugin.name == "gemini" && spec.plugin.offload_optim_frac > 0) set_gpu_blocking_waits();
     auto rt = std::make_shared<GpuRuntime>(world_.gpu_index, spec.plugin.tf32);
     rt->set_sdpa_deterministic(spec.model.attention_deterministic);
+    rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     ctx_ = rt->context();
     gpu_ = rt;

@@ -941,12 +941,15 @@ int benchmark(RunEnvironment& env) {
 
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
-  // +recompute_gelu, +attention_atomics, +no_cuda_graph and +no_gemm_autotune entries).
+  // +recompute_gelu, +attention_atomics, +cudnn_attention_backward, +no_cuda_graph and
+  // +no_gemm_autotune entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
                                  std::pair<bool, const char*>{!spec.model.attention_deterministic,
                                                               "attention dQ atomics"},
+                                 std::pair<bool, const char*>{spec.model.attention_backward == "cudnn",
+                                                              "cuDNN attention backward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
                                  std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);

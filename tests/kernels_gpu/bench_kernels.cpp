@@ -197,10 +197,15 @@ int main(int argc, char** argv) {
         bench.time("attention bwd " + n, 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
         if (impl == K::AttentionImpl::CuDNN) {
+          // The line above ran the short-sequence kernel where it fits.
+          rt.set_attention_backward_short(false);
+          bench.time("attention bwd cudnn (cuDNN's deterministic kernel)", 2 * attn_fl, true,
+                     [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
           rt.set_sdpa_deterministic(false);
           bench.time("attention bwd cudnn (dQ fp32 atomics)", 2 * attn_fl, true,
                      [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
           rt.set_sdpa_deterministic(true);
+          rt.set_attention_backward_short(true);
         }
       } catch (const std::exception& ex) {
         std::printf("attention %s: FAILED: %s\n", n.c_str(), ex.what());

@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "kernels/attention_short.h"
 #endif
 
 #include <algorithm>
@@ -548,6 +549,63 @@ BOOST_AUTO_TEST_CASE(attention_cudnn_path) {
   // The non-deterministic backward (fp32 dQ accumulated with atomics).
   for (DType dt : {DType::BF16, DType::F16})
     for (const auto& s : kAttnShapes) check_attention(s, dt, K::AttentionImpl::CuDNN, false);
+}
+
+// The short-sequence attention backward (attention_short.h), which the
+// cuDNN path runs where it fits: against the CPU like every path, with
+// cuDNN's own backward beside it on the same shapes; a rerun and a direct
+// call give the same bits as the dispatched call; lengths that are not
+// multiples of 16 (padding rows) and the longest it takes; past that,
+// and for other head sizes, cuDNN's backward runs.
+BOOST_AUTO_TEST_CASE(attention_short_backward) {
+  const AttnShape shapes[] = {
+      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},   {2, 16, 3, 64, "B2 T16 NH3 HS64"},
+      {2, 50, 3, 64, "B2 T50 NH3 HS64"},     {1, 224, 4, 64, "B1 T224 NH4 HS64"}, {1, 225, 2, 64, "B1 T225 NH2 HS64"},
+  };
+  const GpuHandles& h = *gpu().handles();
+  BOOST_TEST(!K::short_attention_backward_fits(h, DType::BF16, 225, 64));
+  BOOST_TEST(!K::short_attention_backward_fits(h, DType::BF16, 197, 32));
+  BOOST_TEST(!K::short_attention_backward_fits(h, DType::F32, 197, 64));
+  BOOST_TEST(K::short_attention_backward_fits(h, DType::F16, 224, 64));
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (const auto& s : shapes) {
+      check_attention(s, dt, K::AttentionImpl::CuDNN);  // the short kernel where it fits
+      gpu().set_attention_backward_short(false);
+      check_attention(s, dt, K::AttentionImpl::CuDNN);  // cuDNN's backward
+      gpu().set_attention_backward_short(true);
+
+      const int64_t C = s.NH * s.HS;
+      DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C});
+      DevTensor aux(DType::F32, {s.B * s.NH * s.T});
+      qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
+      dout.upload(random_values(dout.numel()));
+      K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
+      std::vector<std::vector<uint8_t>> bits;
+      for (int run = 0; run < 3; ++run) {
+        DevTensor dqkv(dt, {s.B, s.T, 3 * C});
+        dqkv.poison();
+        if (run < 2) {
+          K::attention_backward(gpu().context(), dqkv.t, dout.t, qkv.t, out.t, aux.t, static_cast<int>(s.NH),
+                                K::AttentionImpl::CuDNN);
+        } else if (K::short_attention_backward_fits(h, dt, s.T, s.HS)) {
+          K::short_attention_backward(*gpu().handles(), dt, s.B, s.T, s.NH, s.HS, dqkv.t.data, qkv.t.data,
+                                      out.t.data, dout.t.data, static_cast<const float*>(aux.t.data),
+                                      1.0f / std::sqrt(static_cast<float>(s.HS)));
+        } else {
+          break;
+        }
+        sync();
+        bits.push_back(dqkv.raw());
+      }
+      const std::string tag = s.name + " " + dtype_name(dt);
+      BOOST_CHECK_MESSAGE(bits[1] == bits[0], tag << ": two attention backward calls differ");
+      if (bits.size() == 3) {
+        BOOST_CHECK_MESSAGE(bits[2] == bits[0], tag << ": the cuDNN path did not run the short-sequence kernel");
+      } else {
+        BOOST_TEST_MESSAGE(tag << ": past the short kernel's limits, cuDNN's backward ran");
+      }
+    }
+  }
 }
 
 // Head sizes whose rows are not whole 16-byte multiples (12 and 20 in

@@ -1,0 +1,350 @@
+// Attention backward for short sequences (see attention_short.h).
+//
+// One block per (b, h), 16 * nb rows (nb = ceil(T / 16)), one warp per 16
+// rows: 13 warps at 197 tokens. Tensor-core work is mma.sync m16n8k16 with
+// bf16/fp16 operands and fp32 accumulators; operands come from shared memory
+// through ldmatrix.
+//
+// Math (S = scale Q K^T, P = softmax rows of S, lse the forward's log-sum-exp):
+//   Drow_i = sum_c dO[i][c] O[i][c]
+//   P[i][j] = exp(S[i][j] - lse_i)
+//   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - Drow_i)
+//   dK = scale dS^T Q,  dQ = scale dS K
+// Phase 1, warp w owns keys 16w..16w+15 and walks every query block i:
+//   S^T (16 keys x 16 queries) = K_w Q_i^T and dP^T = V_w dO_i^T are
+//   accumulator tiles whose register layout is also the A-operand layout of
+//   the next product, so P^T and dS^T feed dV_w += P^T dO_i and
+//   dK_w += dS^T Q_i straight from registers. dS^T (scale folded in,
+//   rounded to the input type) goes to shared memory.
+// Phase 2, after a barrier, warp w owns queries 16w..: dQ_w = dS_w K summed
+//   over the key blocks in order.
+// Rows past T are zero in shared memory; their P is zero (padded keys are
+// masked, padded queries get lse = +inf), so they add nothing.
+//
+// Shared memory: Q, K, dO with rows of 64 + 8 elements (the 16-byte pad puts
+// the 8 rows of each ldmatrix on distinct banks), then V, whose space dS^T
+// (rows of Tp + 8) reuses once every warp holds its K and V fragments, then
+// lse and Drow (fp32). 180 KB at 197 tokens: one block per SM.
+#include <cmath>
+
+#include "kernels/attention_short.h"
+#include "kernels/cuda_common.cuh"
+
+namespace vit::kernels {
+namespace {
+
+using namespace cuda_detail;
+
+constexpr int kHS = 64;               // head size the kernel is written for
+constexpr int kLd = kHS + 8;          // row stride of Q, K, V, dO in shared memory (elements)
+constexpr int kMaxT = 224;            // 14 warps: registers stay within 65536 / 448
+constexpr int kMaxThreads = 32 * kMaxT / 16;
+
+int padded_len(int64_t T) { return static_cast<int>((T + 15) / 16 * 16); }
+
+size_t smem_bytes(int Tp) {
+  const size_t rows = static_cast<size_t>(Tp) * kLd * 2;           // one of Q, K, dO, V
+  const size_t ds = static_cast<size_t>(Tp) * (Tp + 8) * 2;        // dS^T
+  return 3 * rows + (ds > rows ? ds : rows) + 2 * static_cast<size_t>(Tp) * sizeof(float);
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// c (16x8, fp32) += a (16x16) b (16x8).
+template <typename E>
+__device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma<bf16>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma<fp16>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one 32-bit pair of E, the first in the low half.
+template <typename E>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<fp16>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <typename E>
+__device__ __forceinline__ float2 unpack2(uint32_t v);
+template <>
+__device__ __forceinline__ float2 unpack2<bf16>(uint32_t v) {
+  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
+}
+template <>
+__device__ __forceinline__ float2 unpack2<fp16>(uint32_t v) {
+  return __half22float2(*reinterpret_cast<__half2*>(&v));
+}
+
+// Writes a warp's 16 x 64 fp32 accumulator (8 tiles of 16 x 8) as E to
+// rows r0.. (row stride ld elements), rows at or past T skipped.
+template <typename E>
+__device__ __forceinline__ void store_rows(E* dst, int64_t ld, int r0, int T, const float acc[8][4], int lane) {
+  const int g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = r0 + g + 8 * half;
+    if (r >= T) continue;
+    E* row = dst + static_cast<int64_t>(r) * ld;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      *reinterpret_cast<uint32_t*>(row + 8 * nt + c) = pack2<E>(acc[nt][2 * half], acc[nt][2 * half + 1]);
+    }
+  }
+}
+
+template <typename E>
+__global__ void __launch_bounds__(kMaxThreads, 1)
+    short_attention_backward_kernel(E* __restrict__ dqkv, const E* __restrict__ qkv, const E* __restrict__ out,
+                                    const E* __restrict__ dout, const float* __restrict__ stats, int T, int NH,
+                                    float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int nb = blockDim.x >> 5;  // row blocks of 16 (and warps)
+  const int Tp = nb * 16;
+  const int ldS = Tp + 8;
+  E* sQ = reinterpret_cast<E*>(smem);
+  E* sK = sQ + Tp * kLd;
+  E* sO = sK + Tp * kLd;  // dO
+  E* sV = sO + Tp * kLd;
+  E* sD = sV;             // dS^T (keys x queries), over V once phase 1 runs
+  const size_t rest = static_cast<size_t>(Tp) * (ldS > kLd ? ldS : kLd);
+  float* s_lse = reinterpret_cast<float*>(sV + rest);  // log2-scaled, +inf past T
+  float* s_drow = s_lse + Tp;
+
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int C = NH * kHS;
+  const int64_t ld_qkv = 3 * static_cast<int64_t>(C), ld_o = C;
+  const E* gq = qkv + static_cast<int64_t>(b) * T * ld_qkv + h * kHS;
+  const E* go = out + static_cast<int64_t>(b) * T * ld_o + h * kHS;
+  const E* gdo = dout + static_cast<int64_t>(b) * T * ld_o + h * kHS;
+  E* gdq = dqkv + static_cast<int64_t>(b) * T * ld_qkv + h * kHS;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  // Q, K, V, dO rows into shared memory (16-byte pieces, 8 a row); zeros past T.
+  for (int i = tid; i < 4 * Tp * 8; i += blockDim.x) {
+    const int which = i / (Tp * 8), r = (i / 8) % Tp, piece = i % 8;
+    E* dst = (which == 0 ? sQ : which == 1 ? sK : which == 2 ? sV : sO) + r * kLd + piece * 8;
+    if (r < T) {
+      const E* src = which == 3 ? gdo + r * ld_o : gq + r * ld_qkv + which * C;
+      cp_async16(dst, src + piece * 8);
+    } else {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+  const float log2e = 1.4426950408889634f;
+  const float* st = stats + static_cast<int64_t>(bh) * T;
+  for (int r = tid; r < Tp; r += blockDim.x) s_lse[r] = r < T ? st[r] * log2e : INFINITY;
+  // Drow: one warp a row, two elements a lane.
+  for (int r = warp; r < Tp; r += nb) {
+    float d = 0.0f;
+    if (r < T) {
+      const float2 o = unpack2<E>(reinterpret_cast<const uint32_t*>(go + r * ld_o)[lane]);
+      const float2 g = unpack2<E>(reinterpret_cast<const uint32_t*>(gdo + r * ld_o)[lane]);
+      d = o.x * g.x + o.y * g.y;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+    }
+    if (lane == 0) s_drow[r] = d;
+  }
+  asm volatile("cp.async.wait_all;\n" ::);
+  __syncthreads();
+
+  // ---- Phase 1: keys k0 .. k0 + 15 of this warp.
+  const int k0 = warp * 16;
+  const int g = lane >> 2, c2 = 2 * (lane & 3), m = lane >> 3;
+  uint32_t kf[4][4], vf[4][4];  // A fragments of K_w and V_w (16 x 64), per 16 columns
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    const int off = (k0 + (lane & 15)) * kLd + 16 * s + (lane >> 4) * 8;
+    ldsm_x4(kf[s], sK + off);
+    ldsm_x4(vf[s], sV + off);
+  }
+  __syncthreads();  // V is read: dS^T may overwrite it
+
+  const bool key_lo = k0 + g < T, key_hi = k0 + g + 8 < T;
+  const float sl2 = scale * log2e;
+  float dk[8][4], dv[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) dk[nt][r] = dv[nt][r] = 0.0f;
+
+  for (int qb = 0; qb < nb; ++qb) {
+    const int q0 = qb * 16;
+    float sT[2][4], dpT[2][4];  // (16 keys x 8 queries) x 2
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) sT[t][r] = dpT[t][r] = 0.0f;
+    // B operands: rows of Q_i (dO_i) as (hs x query) column-major tiles.
+    const int brow = (q0 + 8 * (m >> 1) + (lane & 7)) * kLd + 8 * (m & 1);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      uint32_t qf[4], of[4];
+      ldsm_x4(qf, sQ + brow + 16 * s);
+      ldsm_x4(of, sO + brow + 16 * s);
+      mma<E>(sT[0], kf[s], qf[0], qf[1]);
+      mma<E>(sT[1], kf[s], qf[2], qf[3]);
+      mma<E>(dpT[0], vf[s], of[0], of[1]);
+      mma<E>(dpT[1], vf[s], of[2], of[3]);
+    }
+    // P^T and dS^T, element (key k0 + g (+8), query q0 + 8t + c2 (+1)).
+    float p[2][4], ds[2][4];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int q = q0 + 8 * t + c2 + (r & 1);
+        const bool key_ok = r < 2 ? key_lo : key_hi;
+        const float pv = key_ok ? fast_exp2(fmaf(sT[t][r], sl2, -s_lse[q])) : 0.0f;
+        p[t][r] = pv;
+        ds[t][r] = pv * (dpT[t][r] - s_drow[q]) * scale;
+      }
+    }
+    uint32_t pa[4], da[4];
+    pa[0] = pack2<E>(p[0][0], p[0][1]);
+    pa[1] = pack2<E>(p[0][2], p[0][3]);
+    pa[2] = pack2<E>(p[1][0], p[1][1]);
+    pa[3] = pack2<E>(p[1][2], p[1][3]);
+    da[0] = pack2<E>(ds[0][0], ds[0][1]);
+    da[1] = pack2<E>(ds[0][2], ds[0][3]);
+    da[2] = pack2<E>(ds[1][0], ds[1][1]);
+    da[3] = pack2<E>(ds[1][2], ds[1][3]);
+    // dS^T into shared memory for phase 2 (rows = keys).
+    *reinterpret_cast<uint32_t*>(sD + (k0 + g) * ldS + q0 + c2) = da[0];
+    *reinterpret_cast<uint32_t*>(sD + (k0 + g + 8) * ldS + q0 + c2) = da[1];
+    *reinterpret_cast<uint32_t*>(sD + (k0 + g) * ldS + q0 + 8 + c2) = da[2];
+    *reinterpret_cast<uint32_t*>(sD + (k0 + g + 8) * ldS + q0 + 8 + c2) = da[3];
+    // dV += P^T dO_i, dK += dS^T Q_i: B operands are rows of dO_i / Q_i
+    // (query x hs, row-major), read transposed.
+    const int trow = (q0 + 8 * (m & 1) + (lane & 7)) * kLd + 8 * (m >> 1);
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t of[4], qf[4];
+      ldsm_x4_t(of, sO + trow + 16 * np);
+      ldsm_x4_t(qf, sQ + trow + 16 * np);
+      mma<E>(dv[2 * np], pa, of[0], of[1]);
+      mma<E>(dv[2 * np + 1], pa, of[2], of[3]);
+      mma<E>(dk[2 * np], da, qf[0], qf[1]);
+      mma<E>(dk[2 * np + 1], da, qf[2], qf[3]);
+    }
+  }
+  store_rows<E>(gdq + C, ld_qkv, k0, T, dk, lane);
+  store_rows<E>(gdq + 2 * C, ld_qkv, k0, T, dv, lane);
+  __syncthreads();  // dS^T complete
+
+  // ---- Phase 2: dQ for queries q0 .. q0 + 15 of this warp.
+  const int q0 = warp * 16;
+  float dq[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) dq[nt][r] = 0.0f;
+  for (int kb = 0; kb < nb; ++kb) {
+    const int kk = kb * 16;
+    uint32_t a[4];  // dS (queries x keys) from dS^T, transposed
+    ldsm_x4_t(a, sD + (kk + 8 * (m >> 1) + (lane & 7)) * ldS + q0 + 8 * (m & 1));
+    const int trow = (kk + 8 * (m & 1) + (lane & 7)) * kLd + 8 * (m >> 1);
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t kf2[4];
+      ldsm_x4_t(kf2, sK + trow + 16 * np);
+      mma<E>(dq[2 * np], a, kf2[0], kf2[1]);
+      mma<E>(dq[2 * np + 1], a, kf2[2], kf2[3]);
+    }
+  }
+  store_rows<E>(gdq, ld_qkv, q0, T, dq, lane);
+#endif
+}
+
+}  // namespace
+
+bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+  auto no = [&](std::string s) {
+    if (why) *why = std::move(s);
+    return false;
+  };
+  if (dt != DType::BF16 && dt != DType::F16) return no("the short-sequence kernel runs bf16/fp16 only");
+  if (HS != kHS) return no(str_cat("the short-sequence kernel needs head size ", kHS, ", not ", HS));
+  if (T < 1 || T > kMaxT) return no(str_cat("the short-sequence kernel runs up to ", kMaxT, " tokens, not ", T));
+  int major = 0, optin = 0;
+  VIT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, h.device));
+  VIT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, h.device));
+  if (major < 8) return no("the short-sequence kernel needs compute capability 8.0 or newer");
+  const size_t need = smem_bytes(padded_len(T));
+  if (need > static_cast<size_t>(optin))
+    return no(str_cat("the short-sequence kernel needs ", need, " bytes of shared memory a block, the GPU has ", optin));
+  if (why) why->clear();
+  return true;
+}
+
+void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* dqkv,
+                              const void* qkv, const void* out, const void* dout, const float* stats, float scale) {
+  std::string why;
+  VIT_CHECK(short_attention_backward_fits(h, dt, T, HS, &why), "short_attention_backward: ", why);
+  for (const void* p : {static_cast<const void*>(dqkv), qkv, out, dout, static_cast<const void*>(stats)})
+    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "short_attention_backward: pointers must be 16-byte aligned");
+  VIT_CHECK(B * NH <= 0x7fffffff, "short_attention_backward: B * NH = ", B * NH, " is too large for one grid");
+  const int Tp = padded_len(T);
+  const size_t smem = smem_bytes(Tp);
+  const dim3 grid(static_cast<unsigned>(B * NH)), block(static_cast<unsigned>(32 * Tp / 16));
+  if (dt == DType::BF16) {
+    VIT_CUDA_CHECK(cudaFuncSetAttribute(short_attention_backward_kernel<bf16>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    short_attention_backward_kernel<bf16><<<grid, block, smem, h.stream>>>(
+        static_cast<bf16*>(dqkv), static_cast<const bf16*>(qkv), static_cast<const bf16*>(out),
+        static_cast<const bf16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);
+  } else {
+    VIT_CUDA_CHECK(cudaFuncSetAttribute(short_attention_backward_kernel<fp16>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    short_attention_backward_kernel<fp16><<<grid, block, smem, h.stream>>>(
+        static_cast<fp16*>(dqkv), static_cast<const fp16*>(qkv), static_cast<const fp16*>(out),
+        static_cast<const fp16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);
+  }
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vit::kernels

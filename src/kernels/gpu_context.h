@@ -92,6 +92,8 @@ struct SdpaPlanCache;     // attention.cu: cuDNN SDPA execution plans per shape
 struct GpuHandles {
   int device = 0;
   int num_sms = 0;
+  int cc_major = 0;     // compute capability, major
+  int smem_optin = 0;   // shared memory a block may opt in to (bytes)
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   cublasHandle_t blas = nullptr;   // batched GEMMs of the cuBLAS attention path

@@ -49,6 +49,8 @@ GpuRuntime::GpuRuntime(int device_index, bool tf32) : handles_(std::make_unique<
   h.tf32 = tf32;
   set_home_gpu(device_index);  // for this thread and every later one that allocates
   VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.num_sms, cudaDevAttrMultiProcessorCount, device_index));
+  VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.cc_major, cudaDevAttrComputeCapabilityMajor, device_index));
+  VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index));
   VIT_CUDA_CHECK(cudaStreamCreateWithFlags(&h.stream, cudaStreamNonBlocking));
   VIT_LIB_CHECK(cublasLtCreate(&h.lt), CUBLAS_STATUS_SUCCESS, "cuBLASLt handle");
   VIT_LIB_CHECK(cublasCreate(&h.blas), CUBLAS_STATUS_SUCCESS, "cuBLAS handle");

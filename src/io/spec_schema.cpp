@@ -138,8 +138,8 @@ std::vector<FieldInfo> build_schema() {
       Choice(VIT_AT(model, attention), "cudnn", {"cudnn", "cublas"},
              "GPU attention: cuDNN fused SDPA, or cuBLAS batched GEMMs + softmax (fallback, cross-check)."),
       Bool(VIT_AT(model, attention_deterministic), "true",
-           "cuDNN attention backward in its deterministic form (reruns give the same bits); false: dQ is "
-           "summed with fp32 atomics, ~10% faster attention backward, and reruns differ in the last bits."),
+           "Where cuDNN's attention backward runs (see attention_backward): its deterministic form (reruns give "
+           "the same bits); false: dQ is summed with fp32 atomics, ~10% faster, and reruns differ in the last bits."),
       Choice(VIT_AT(model, attention_backward), "auto", {"auto", "cudnn"},
              "Backward of the cudnn attention: auto runs vit_hpc's short-sequence kernel (bf16/fp16, head size "
              "64, up to 224 tokens; deterministic) where it fits and cuDNN's elsewhere; cudnn: always cuDNN's."),

@@ -21,6 +21,7 @@
 #include "parallel/grad_buckets.h"
 #include "parallel/param_groups.h"
 #include "parallel/step_finisher.h"
+#include "parallel/step_gap.h"
 
 namespace vit::parallel {
 
@@ -88,9 +89,13 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   }
   std::string variant() const override { return sharded_ ? str_cat("stage ", opts_.zero.stage) : std::string(); }
   std::string run_summary() const override {
-    if (!graphs_on_) return "";
-    return str_cat("CUDA graphs: ", graphs_.captures(), " captured, ", graphs_.replays(), " replays, ",
-                   graphs_.eager_runs(), " micro-batches eager", graphs_.off() ? " (" + graphs_.note() + ")" : "");
+    std::string out;
+    if (graphs_on_) {
+      out = str_cat("CUDA graphs: ", graphs_.captures(), " captured, ", graphs_.replays(), " replays, ",
+                    graphs_.eager_runs(), " micro-batches eager", graphs_.off() ? " (" + graphs_.note() + ")" : "");
+    }
+    if (const std::string gap = gap_.summary(); !gap.empty()) out += (out.empty() ? "" : "\n") + gap;
+    return out;
   }
   int data_parallel_size() const override { return dp_.size(); }
   int data_parallel_rank() const override { return dp_.rank(); }
@@ -277,6 +282,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     // live in one whole buffer; otherwise they are zeroed and every
     // micro-batch adds.
     const bool assign_first = grads_.reduction() == GradReduction::AllReduce && micro.front().count > 0;
+    gap_.step_begin(ctx_.stream);
     grads_.begin_step(!assign_first);
     // The loss gradient is scaled by 1/global batch (a mean over every rank's
     // images) and by the fp16 loss scale: the reductions sum.
@@ -329,7 +335,9 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
     }
     // One host synchronisation per step, after all its work is queued.
     finisher_.read_back();
+    gap_.step_end(ctx_.stream);
     synchronize_stream(ctx_.stream);
+    gap_.collect();
     last_loss_scale_ = loss_scale;
     double local_loss = 0.0;
     for (size_t i = 0; i < filled; ++i) local_loss += host_losses_.as<float>()[i];
@@ -506,6 +514,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
   bool graphs_on_ = false;        // CUDA graphs apply to this run (see the constructor)
   bool graph_note_printed_ = false;
   GraphCache graphs_;              // forward + backward per batch buffer, size and scale
+  StepGapMeter gap_{ctx_.device};  // the GPU's wait for the host between steps
 };
 
 }  // namespace

@@ -501,6 +501,8 @@ const AttnShape kAttnShapes[] = {
     {2, 50, 4, 16, "B2 T50 NH4 HS16"},
 };
 
+// deterministic = false: cuDNN's backward with dQ atomics, so the
+// short-sequence kernel (which would run instead where it fits) is off.
 void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool deterministic = true) {
   const int64_t C = s.NH * s.HS;
   // The path that runs (fp32 asked of cuDNN, or heads that are not whole
@@ -510,6 +512,8 @@ void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool d
                           (path != impl ? std::string("->") + K::attention_impl_name(path) : std::string()) +
                           (deterministic ? "" : " dQ-atomic");
   gpu().set_sdpa_deterministic(deterministic);
+  const bool short_on = gpu().handles()->attention_backward_short;
+  if (!deterministic) gpu().set_attention_backward_short(false);
   DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C}),
       dqkv(dt, {s.B, s.T, 3 * C});
   qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
@@ -535,6 +539,7 @@ void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool d
   compare(label("attention_bwd dqkv", dt, tag), dqkv.download(), dqkv_ref, tol);
   BOOST_CHECK_MESSAGE(dqkv.slack_intact(), tag << ": attention_backward wrote past the end of dqkv");
   gpu().set_sdpa_deterministic(true);
+  gpu().set_attention_backward_short(short_on);
 }
 
 BOOST_AUTO_TEST_CASE(attention_cublas_path) {
@@ -1064,15 +1069,19 @@ BOOST_AUTO_TEST_CASE(casts_round_like_the_host_and_fills) {
 // mode makes any synchronising or allocating call fail) and its replay must
 // give what the eager run gave.
 // ---------------------------------------------------------------------------
-void capture_block_step(K::AttentionImpl impl, bool deterministic = true) {
+// short_kernel: the cuDNN path's backward by the short-sequence kernel (the
+// default; ViT-B/16's T = 197 and head size 64 fit) or by cuDNN's.
+void capture_block_step(K::AttentionImpl impl, bool deterministic = true, bool short_kernel = true) {
   gpu().set_sdpa_deterministic(deterministic);
+  gpu().set_attention_backward_short(short_kernel);
   // Synchronising after every op (VIT_DEBUG_SYNC) is illegal inside a capture.
   const bool debug_sync = cuda_debug_sync();
   set_cuda_debug_sync(false);
   const int64_t B = 2, T = 197, C = 768, NH = 12, M = B * T;
   {
     const DType dt = DType::BF16;
-    const std::string tag = std::string(K::attention_impl_name(impl)) + (deterministic ? "" : " dQ-atomic");
+    const std::string tag = std::string(K::attention_impl_name(impl)) + (deterministic ? "" : " dQ-atomic") +
+                            (impl == K::AttentionImpl::CuDNN && short_kernel ? " short-sequence backward" : "");
     DevTensor x(dt, {M, C}), lnw(dt, {C}), lnb(dt, {C}), ln(dt, {M, C}), mean(DType::F32, {M}),
         rstd(DType::F32, {M}), wqkv(dt, {3 * C, C}), bqkv(dt, {3 * C}), qkv(dt, {B, T, 3 * C}),
         att(dt, {B, T, C}), datt(dt, {B, T, C}), dqkv(dt, {B, T, 3 * C}), dln(dt, {M, C}),
@@ -1135,6 +1144,7 @@ void capture_block_step(K::AttentionImpl impl, bool deterministic = true) {
     cudaGraphDestroy(graph);
   }
   gpu().set_sdpa_deterministic(true);
+  gpu().set_attention_backward_short(true);
   set_cuda_debug_sync(debug_sync);
 }
 
@@ -1143,8 +1153,11 @@ BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cublas) { capture_blo
 BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_padded_heads) {
   capture_block_step(K::AttentionImpl::CublasPadded);
 }
+BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cudnn_backward) {
+  capture_block_step(K::AttentionImpl::CuDNN, /*deterministic=*/true, /*short_kernel=*/false);
+}
 BOOST_AUTO_TEST_CASE(block_step_captures_into_a_cuda_graph_cudnn_atomic) {
-  capture_block_step(K::AttentionImpl::CuDNN, /*deterministic=*/false);
+  capture_block_step(K::AttentionImpl::CuDNN, /*deterministic=*/false, /*short_kernel=*/false);
 }
 #endif
 

@@ -17,7 +17,7 @@
 #          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
 #          micro-batches (default P), ZeRO-1 over the data-parallel group; any entry may end in
 #          +recompute_gelu, +recompute (train.recompute_gelu / train.recompute on), +attention_atomics
-#          (model.attention_deterministic off), +cudnn_attention_backward (model.attention_backward
+#          (cuDNN's attention backward, model.attention_deterministic off), +cudnn_attention_backward (model.attention_backward
 #          cudnn), +no_cuda_graph (plugin.cuda_graph off) or
 #          +no_gemm_autotune (plugin.gemm_autotune off), each a column of its own)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
@@ -89,7 +89,7 @@ mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
 for entry in $plugins; do
   # +recompute_gelu / +recompute: activation recompute; +attention_atomics:
-  # model.attention_deterministic=false; +cudnn_attention_backward:
+  # cuDNN's backward with model.attention_deterministic=false; +cudnn_attention_backward:
   # model.attention_backward=cudnn; +no_cuda_graph: plugin.cuda_graph=false;
   # +no_gemm_autotune: plugin.gemm_autotune=false.
   # Each makes a column of its own.
@@ -98,7 +98,7 @@ for entry in $plugins; do
   while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute|attention_atomics|cudnn_attention_backward|no_cuda_graph|no_gemm_autotune)$ ]]; do
     entry=${BASH_REMATCH[1]}
     if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
-      recompute+=(--set model.attention_deterministic=false)
+      recompute+=(--set model.attention_deterministic=false --set model.attention_backward=cudnn)
     elif [ "${BASH_REMATCH[2]}" = cudnn_attention_backward ]; then
       recompute+=(--set model.attention_backward=cudnn)
     elif [ "${BASH_REMATCH[2]}" = no_cuda_graph ]; then

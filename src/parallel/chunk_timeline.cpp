@@ -4,16 +4,9 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "parallel/timing_event.h"
 
 namespace vit::parallel {
-
-// Implemented in chunk_timeline_cuda.cpp when built with CUDA.
-#ifdef VIT_WITH_CUDA
-void* timeline_event_create();
-void timeline_event_destroy(void* e);
-void timeline_event_record(void* e, void* stream);
-float timeline_event_ms(void* from, void* to);
-#endif
 
 ChunkTimeline::ChunkTimeline(Device device) : device_(device) {}
 

@@ -1,7 +1,8 @@
-// Timing events of ChunkTimeline (CUDA builds only).
+// Timing events of ChunkTimeline and StepGapMeter (timing_event.h; CUDA builds only).
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "parallel/timing_event.h"
 
 namespace vit::parallel {
 

@@ -4,16 +4,9 @@
 #include <utility>
 
 #include "core/error.h"
+#include "parallel/timing_event.h"
 
 namespace vit::parallel {
-
-// chunk_timeline_cuda.cpp (CUDA builds).
-#ifdef VIT_WITH_CUDA
-void* timeline_event_create();
-void timeline_event_destroy(void* e);
-void timeline_event_record(void* e, void* stream);
-float timeline_event_ms(void* from, void* to);
-#endif
 
 StepGapMeter::StepGapMeter(Device device) {
 #ifdef VIT_WITH_CUDA
@@ -35,23 +28,13 @@ StepGapMeter::~StepGapMeter() {
 #endif
 }
 
-void StepGapMeter::step_begin(void* stream) {
+void StepGapMeter::mark(void* event, bool& marked, void* stream) {
 #ifdef VIT_WITH_CUDA
   if (!gpu_) return;
-  timeline_event_record(begin_, stream);
-  began_ = true;
+  timeline_event_record(event, stream);
+  marked = true;
 #else
-  (void)stream;
-#endif
-}
-
-void StepGapMeter::step_end(void* stream) {
-#ifdef VIT_WITH_CUDA
-  if (!gpu_) return;
-  timeline_event_record(end_, stream);
-  ended_ = true;
-#else
-  (void)stream;
+  (void)event, (void)marked, (void)stream;
 #endif
 }
 

@@ -24,13 +24,14 @@ class StepGapMeter {
   StepGapMeter(const StepGapMeter&) = delete;
   StepGapMeter& operator=(const StepGapMeter&) = delete;
 
-  void step_begin(void* stream);  // before the step's first launch
-  void step_end(void* stream);    // after its last launch, before the synchronisation
+  void step_begin(void* stream) { mark(begin_, began_, stream); }  // before the step's first launch
+  void step_end(void* stream) { mark(end_, ended_, stream); }  // after its last launch, before the synchronisation
   void collect();                 // after the synchronisation: this step's gap
   // "GPU idle between steps: median 41 us, ..." or "" (CPU, or fewer than 2 steps).
   std::string summary() const;
 
  private:
+  void mark(void* event, bool& marked, void* stream);  // records `event` on the GPU
   bool gpu_ = false;
   void* begin_ = nullptr;     // cudaEvent_t of this step's begin
   void* end_ = nullptr;       // ... of this step's end

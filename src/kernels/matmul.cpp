@@ -54,7 +54,7 @@ void check_blas_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
 }  // namespace
 
 void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
-                    const Tensor& bias) {
+                    const Tensor& bias, const Tensor& residual) {
   const char* op = "matmul_forward";
   check_weight(op, weight);
   const int64_t N = weight.shape[0], K = weight.shape[1];
@@ -73,6 +73,13 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
     require_same_rows(op, "pre_gelu", pre_gelu, "inp", inp);
     VIT_CHECK(pre_gelu.data != out.data, op, ": pre_gelu and out must be different buffers");
   }
+  if (residual.defined()) {
+    require_f32(op, "residual", residual);
+    rows_of(op, "residual", residual, N, "N (weight's first dimension)");
+    require_same_rows(op, "residual", residual, "inp", inp);
+    VIT_CHECK(!pre_gelu.defined(), op, ": residual and pre_gelu (the GELU epilogue) do not go together");
+    VIT_CHECK(residual.data != out.data, op, ": residual and out must be different buffers");
+  }
   VIT_CHECK(out.data != inp.data, op, ": out must not alias inp");
   check_blas_sizes(op, M, N, K);
   if (M == 0) return;
@@ -90,6 +97,13 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
               static_cast<int>(K), 1.0f, inp.f32(), static_cast<int>(K), weight.f32(), static_cast<int>(K), beta,
               target, static_cast<int>(N));
   if (pre_gelu.defined()) cpu::gelu_forward(ctx, out, pre_gelu);
+  if (residual.defined()) {  // out = residual + out, one fp32 add as residual_add does
+    float* o = out.f32();
+    const float* r = residual.f32();
+    const int64_t n = M * N;
+#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) o[i] = r[i] + o[i];
+  }
 }
 
 void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,

@@ -26,12 +26,17 @@
 // Plans: descriptors, layouts and the algorithm are cached per (shape,
 // leading dims, types, epilogue, pointer alignment); a steady-state call only
 // sets the bias pointer and launches. Nothing here synchronises, except the
-// first call of a plan when tuning is on (GpuHandles::gemm_autotune):
+// first call of a plan when tuning is on (GpuHandles::gemm_autotune).
+//
+// Residual: the forward may add a residual input (matmul.h): it is C with
+// beta = 1 and D its own buffer, so the block's residual add costs the
+// epilogue one read instead of a pass of its own (read two, write one).
 //
 // Tuning among bit-identical algorithms. The heuristic's first answer is
 // not always the fastest (up to 8% slower for some batch-32 GEMMs, 2.4% of
 // the step's GEMM time; bench_gemm_algos). On a plan's first call, when it
-// overwrites its output (beta = 0: forward and input gradient) and no graph
+// overwrites its output (beta = 0: forward and input gradient; or beta = 1
+// with a separate C, the residual forward) and no graph
 // is being captured, each of the heuristic's candidates runs on the call's
 // own operands, in place, is timed, and its output is hashed (every bit,
 // order-free); only candidates whose hash equals the first answer's are
@@ -45,6 +50,7 @@
 // suites), and ranks that pick different candidates still agree. The weight
 // gradients (beta = 1, or the bias-gradient epilogue, whose sums the hash
 // does not see) keep the first answer.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,7 +69,8 @@ struct LtKey {
   int64_t m, n, k, lda, ldb, ldc;
   int32_t transa, transb, ab_type, cd_type, compute, epilogue;
   int32_t align_a, align_b, align_c, align_bias;
-  int32_t accumulate;  // beta != 0 (such plans are never tuned)
+  int32_t accumulate;  // beta != 0 (tuned only with a separate C: the output never feeds itself)
+  int32_t separate_c;  // C is its own input buffer, not D
   bool operator==(const LtKey& o) const { return std::memcmp(this, &o, sizeof(LtKey)) == 0; }
 };
 struct LtKeyHash {
@@ -119,7 +126,9 @@ int32_t pointer_alignment(const void* p) {
   return a;
 }
 
-// One column-major GEMM D = alpha op(A) op(B) + beta C (C = D in place).
+// One column-major GEMM D = alpha op(A) op(B) + beta C (C = D in place,
+// unless C is given: then an input of D's shape and type that D does not
+// overwrite).
 struct LtCall {
   int64_t m, n, k, lda, ldb, ldc;
   bool transa, transb;
@@ -130,6 +139,8 @@ struct LtCall {
   void* D;
   void* bias = nullptr;  // BIAS: input vector (m); BGRADB: output vector (n)
   float beta = 0.0f;
+  const void* C = nullptr;  // null: C = D
+  const void* c_in() const { return C ? C : D; }
 };
 
 // D (m, n; column-major, leading dimension ldc) += bias (m) on every column.
@@ -148,6 +159,12 @@ __global__ void add_bias_columns_kernel(T* __restrict__ D, const T* __restrict__
 // cublasGemmEx, which takes any shape, plus a bias kernel.
 void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t compute) {
   const float alpha = 1.0f;
+  if (c.C && c.C != c.D && c.beta != 0.0f) {  // cublasGemmEx has no separate C: D = C, then D += ...
+    VIT_CUDA_CHECK(cudaMemcpy2DAsync(c.D, static_cast<size_t>(c.ldc) * dtype_size(c.cd), c.C,
+                                     static_cast<size_t>(c.ldc) * dtype_size(c.cd),
+                                     static_cast<size_t>(c.m) * dtype_size(c.cd), static_cast<size_t>(c.n),
+                                     cudaMemcpyDeviceToDevice, h.stream));
+  }
   VIT_CUBLAS_CHECK(cublasGemmEx(h.blas, c.transa ? CUBLAS_OP_T : CUBLAS_OP_N, c.transb ? CUBLAS_OP_T : CUBLAS_OP_N,
                                 static_cast<int>(c.m), static_cast<int>(c.n), static_cast<int>(c.k), &alpha, c.A,
                                 cuda_type(c.ab), static_cast<int>(c.lda), c.B, cuda_type(c.ab),
@@ -219,8 +236,8 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
   const size_t out_bytes = static_cast<size_t>(c.ldc) * static_cast<size_t>(c.n) * dtype_size(c.cd);
   const float alpha = 1.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.D, p.c, c.D, p.c, &algo, ws.data(),
-                          ws.bytes(), stream);
+    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.c_in(), p.c, c.D, p.c, &algo,
+                          ws.data(), ws.bytes(), stream);
   };
   cudaEvent_t t0 = nullptr, t1 = nullptr;
   VIT_CUDA_CHECK(cudaEventCreate(&t0));
@@ -298,8 +315,10 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
   key.ab_type = static_cast<int32_t>(c.ab); key.cd_type = static_cast<int32_t>(c.cd);
   key.compute = compute; key.epilogue = c.epilogue;
   key.align_a = pointer_alignment(c.A); key.align_b = pointer_alignment(c.B);
-  key.align_c = pointer_alignment(c.D); key.align_bias = c.bias ? pointer_alignment(c.bias) : 0;
+  key.align_c = std::min(pointer_alignment(c.D), pointer_alignment(c.c_in()));
+  key.align_bias = c.bias ? pointer_alignment(c.bias) : 0;
   key.accumulate = c.beta != 0.0f;
+  key.separate_c = c.C && c.C != c.D;
 
   LtPlan* plan;
   {
@@ -345,7 +364,8 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       // to gain, and too few outputs for the hash; see single_pass).
       constexpr int kCandidates = 8;
       constexpr double kTuneFlops = 1e9;
-      const bool tunable = h.gemm_autotune && c.beta == 0.0f && c.epilogue != CUBLASLT_EPILOGUE_BGRADB &&
+      const bool tunable = h.gemm_autotune && (c.beta == 0.0f || key.separate_c) &&
+                           c.epilogue != CUBLASLT_EPILOGUE_BGRADB &&
                            2.0 * static_cast<double>(c.m) * static_cast<double>(c.n) * static_cast<double>(c.k) >=
                                kTuneFlops;
       const int want = tunable ? kCandidates : 1;
@@ -393,8 +413,9 @@ bool lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
     if (capturing == cudaStreamCaptureStatusNone) tune_plan(h, stream, c, *plan, h.gemm_workspace);
   }
   const float alpha = 1.0f;
-  VIT_CUBLAS_CHECK(cublasLtMatmul(h.lt, plan->desc, &alpha, c.A, plan->a, c.B, plan->b, &c.beta, c.D, plan->c, c.D,
-                                  plan->c, &plan->algo, h.gemm_workspace.data(), h.gemm_workspace.bytes(), stream));
+  VIT_CUBLAS_CHECK(cublasLtMatmul(h.lt, plan->desc, &alpha, c.A, plan->a, c.B, plan->b, &c.beta, c.c_in(), plan->c,
+                                  c.D, plan->c, &plan->algo, h.gemm_workspace.data(), h.gemm_workspace.bytes(),
+                                  stream));
   return true;
 }
 
@@ -491,7 +512,7 @@ void weight_grad(GpuHandles& h, cudaStream_t stream, const Tensor& dweight, cons
 namespace cuda {
 
 void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
-                    const Tensor& bias) {
+                    const Tensor& bias, const Tensor& residual) {
   const char* op = "matmul_forward";
   GpuHandles& h = gpu_of(ctx, op);
   cudaStream_t stream = stream_of(ctx);
@@ -518,6 +539,13 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
     check_numel(pre_gelu, M * N, op, "pre_gelu");
     target = pre_gelu;
   }
+  if (residual.defined()) {
+    check_gpu(residual, op, "residual");
+    check_dtype(residual, dt, op, "residual");
+    check_numel(residual, M * N, op, "residual");
+    VIT_CHECK(!pre_gelu.defined(), op, ": residual and pre_gelu (the GELU epilogue) do not go together");
+    VIT_CHECK(residual.data != out.data, op, ": residual and out must be different buffers");
+  }
   LtCall c;
   c.m = N; c.n = M; c.k = K;
   c.lda = K; c.ldb = K; c.ldc = N;
@@ -527,6 +555,10 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
   if (bias.defined()) {
     c.epilogue = CUBLASLT_EPILOGUE_BIAS;
     c.bias = bias.data;
+  }
+  if (residual.defined()) {
+    c.C = residual.data;
+    c.beta = 1.0f;
   }
   lt_matmul(h, stream, c);
   if (pre_gelu.defined()) cuda::gelu_forward(ctx, out, pre_gelu);

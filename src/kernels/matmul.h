@@ -1,9 +1,13 @@
 // Matrix products of the linear layers (nn.Linear: y = x W^T + b).
 //
-// Forward:  out (M, N) = inp (M, K) @ weight (N, K)^T + bias (N)
+// Forward:  out (M, N) = inp (M, K) @ weight (N, K)^T + bias (N) [+ residual (M, N)]
 //   With `pre_gelu` defined, the GELU epilogue is applied: pre_gelu (M, N)
 //   keeps x W^T + b for the backward pass and out = gelu(pre_gelu) (exact
 //   erf GELU, as Hugging Face's ViT).
+//   With `residual` defined (not with pre_gelu; a buffer other than out), it
+//   is added in the same pass: a transformer block's residual add. On the
+//   CPU the bits of the product plus a separate residual_add; on the GPU the
+//   sum is rounded once (the GEMM's epilogue reads residual as C, beta = 1).
 // Backward: dinp (M, K)    = dout (M, N) @ weight (N, K)      assigned (=)
 //           dweight (N, K) += dout^T @ inp                     accumulated (+=)
 //           dbias (N)      += column sums of dout              accumulated (+=)
@@ -27,13 +31,13 @@
 namespace vit::kernels {
 
 VIT_DECLARE_KERNEL(void, matmul_forward, const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp,
-                   const Tensor& weight, const Tensor& bias)
+                   const Tensor& weight, const Tensor& bias, const Tensor& residual = Tensor())
 VIT_DECLARE_KERNEL(void, matmul_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
                    const Tensor& dout, const Tensor& inp, const Tensor& weight, bool accumulate = true)
 
 inline void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tensor& inp, const Tensor& weight,
-                           const Tensor& bias) {
-  VIT_DISPATCH(ctx, matmul_forward, ctx, out, pre_gelu, inp, weight, bias);
+                           const Tensor& bias, const Tensor& residual = Tensor()) {
+  VIT_DISPATCH(ctx, matmul_forward, ctx, out, pre_gelu, inp, weight, bias, residual);
 }
 inline void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                             const Tensor& inp, const Tensor& weight, bool accumulate = true) {

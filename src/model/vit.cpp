@@ -95,7 +95,10 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   dqkv_ = alloc(B * T * 3 * Cl, dt);
   dhidden_ = alloc(B * T * Fl, dt);
   dhidden2_ = alloc(B * T * Fl, dt);
-  if (held > 0) branch_ = alloc(B * T * C, dt);
+  // The branch output before its residual add: only where the add cannot be
+  // the GEMM's (tensor-parallel partial sums, masked branches; see
+  // block_forward_compute).
+  if (held > 0 && (layout_.shard().tp_size > 1 || compute.reg.any_noise())) branch_ = alloc(B * T * C, dt);
   if (layout_.shard().head) {
     dcls_ = alloc(B * C, dt);
     dcls_ln_ = alloc(B * C, dt);
@@ -287,16 +290,31 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   Tensor ln2 = tensor_of(a.ln2, dt, {BT, C});
   Tensor fc1_pre = tensor_of(a.fc1_pre, dt, {BT, Fl});
   // Without a stored GELU output, fc2 reads it from the backward's dhidden_
-  // (free during forward); the branch output is consumed by the residual add
-  // right away, so every block shares one buffer for it.
+  // (free during forward).
   Tensor fc1 = tensor_of(compute_.recompute_gelu ? dhidden_ : a.fc1, dt, {BT, Fl});
-  Tensor branch = tensor_of(branch_, dt, {BT, C});
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
+  // The residual adds ride in the proj and fc2 GEMMs (matmul_forward's
+  // residual input) unless the branch output must be summed over the
+  // tensor-parallel group or masked first; then the branch lands in a buffer
+  // that every block shares (it is consumed right away) and is added apart.
+  const bool fused_residual = layout_.shard().tp_size == 1 && !branch_masked(l);
+  VIT_CHECK(fused_residual || branch_.bytes() > 0, "ViTModel: block ", l, " needs the branch buffer");
 
   k::layernorm_forward(ctx_, ln1, tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), x,
                        param(p.ln1_w), param(p.ln1_b), cfg_.layernorm_eps);
   k::matmul_forward(ctx_, qkv, Tensor(), ln1, param(p.qkv_w), param(p.qkv_b));  // column-parallel
   k::attention_forward(ctx_, att.reshape({B, T, Cl}), aux, qkv.reshape({B, T, 3 * Cl}), NHl, compute_.attention);
+  Tensor next = residual(l + 1, B, slot).reshape({BT, C});
+  if (fused_residual) {
+    // xmid = x + proj(att), then LN2(xmid); next = xmid + fc2(gelu(fc1(ln2))).
+    k::matmul_forward(ctx_, xmid, Tensor(), att, param(p.proj_w), param(p.proj_b), x);
+    k::layernorm_forward(ctx_, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), xmid,
+                         param(p.ln2_w), param(p.ln2_b), cfg_.layernorm_eps);
+    k::matmul_forward(ctx_, fc1, fc1_pre, ln2, param(p.fc1_w), param(p.fc1_b));  // GELU epilogue
+    k::matmul_forward(ctx_, next, Tensor(), fc1, param(p.fc2_w), param(p.fc2_b), xmid);
+    return;
+  }
+  Tensor branch = tensor_of(branch_, dt, {BT, C});
   k::matmul_forward(ctx_, branch, Tensor(), att, param(p.proj_w), row_bias ? param(p.proj_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region
   if (branch_masked(l)) apply_branch_masks(branch, branch, l, 0, B, slot);
@@ -307,7 +325,7 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   k::matmul_forward(ctx_, branch, Tensor(), fc1, param(p.fc2_w), row_bias ? param(p.fc2_b) : Tensor());
   reduce_over_tp(branch);  // reduce_from_tensor_parallel_region
   if (branch_masked(l)) apply_branch_masks(branch, branch, l, 1, B, slot);
-  k::residual_add(ctx_, residual(l + 1, B, slot).reshape({BT, C}), xmid, branch);
+  k::residual_add(ctx_, next, xmid, branch);
 }
 
 void ViTModel::head_forward(const Tensor& labels, int B, float grad_scale, bool want_grad, int slot) {

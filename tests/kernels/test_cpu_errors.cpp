@@ -69,6 +69,13 @@ BOOST_AUTO_TEST_CASE(matmul_refuses_mismatches) {
                         (Names{{"matmul_forward", "out"}}));
   BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, out_bad.t, inp, w, b), vit::Error,
                         (Names{{"matmul_forward", "pre_gelu"}}));
+  // The residual input: out's shape, not with the GELU epilogue, not out itself.
+  BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, Tensor(), inp, w, b, out_bad), vit::Error,
+                        (Names{{"matmul_forward", "residual"}}));
+  BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, pre.t, inp, w, b, out), vit::Error,
+                        (Names{{"matmul_forward", "residual", "pre_gelu"}}));
+  BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, Tensor(), inp, w, b, out), vit::Error,
+                        (Names{{"matmul_forward", "residual", "out"}}));
   BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, Tensor(), as_dtype(inp, DType::BF16), w, b), vit::Error,
                         (Names{{"matmul_forward", "inp", "bf16"}}));
   BOOST_CHECK_EXCEPTION(cpu::matmul_forward(c, out.t, Tensor(), inp, on_gpu(w), b), vit::Error,

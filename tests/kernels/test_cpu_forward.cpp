@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -54,6 +55,29 @@ BOOST_AUTO_TEST_CASE(matmul_forward_against_double_loops) {
       // GELU adds its own ~2e-7 * max(1, |x|) (gelu.cpp) on top.
       BOOST_TEST(std::abs(out_gelu[m * N + n] - gelu_ref(ref)) <= tol + 4e-7 * std::max(1.0, std::abs(ref)));
     }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(matmul_forward_with_residual_is_the_product_then_residual_add) {
+  // The block's residual add inside matmul_forward gives, on the CPU, the
+  // bits of the product followed by residual_add (what the model did before
+  // the GPU fused it into the GEMM), with and without a bias.
+  Rng rng(22);
+  const int64_t M = 29, K = 17, N = 21;
+  Arr inp = randn({M, K}, rng), w = randn({N, K}, rng), bias = randn({N}, rng), res = randn({M, N}, rng);
+  for (bool with_bias : {true, false}) {
+    const Tensor b = with_bias ? bias.t : Tensor();
+    Arr fused({M, N}, kNaN), product({M, N}, kNaN), apart({M, N}, kNaN);
+    cpu::matmul_forward(cpu_ctx(), fused.t, Tensor(), inp, w, b, res);
+    cpu::matmul_forward(cpu_ctx(), product.t, Tensor(), inp, w, b);
+    cpu::residual_add(cpu_ctx(), apart.t, res, product);
+    int differ = 0, moved = 0;
+    for (int64_t i = 0; i < M * N; ++i) {
+      differ += std::memcmp(&fused[i], &apart[i], sizeof(float)) != 0;
+      moved += fused[i] != product[i];
+    }
+    BOOST_TEST(differ == 0);
+    BOOST_TEST(moved > M * N / 2);  // the residual was added
   }
 }
 

@@ -199,12 +199,47 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   }
 }
 
+// matmul_forward with the block's residual added by the GEMM (C = residual,
+// beta = 1): against the CPU's product + residual_add, every dtype, with and
+// without bias, on the ViT shapes, a small one and the odd one (which may take
+// the cublasGemmEx fallback); the residual input stays as it was.
+BOOST_AUTO_TEST_CASE(matmul_forward_adds_the_residual) {
+  const GemmShape shapes[] = {kGemmShapes[0], kGemmShapes[2], kGemmShapes[4], kGemmShapes[5],
+                              {2 * 197, 768, 768, "proj 394x768x768"}};
+  for (DType dt : kDtypes) {
+    for (const auto& s : shapes) {
+      for (bool with_bias : {true, false}) {
+        const std::string tag = s.name + (with_bias ? " bias" : "") + " residual";
+        const float wscale = 1.0f / std::sqrt(static_cast<float>(s.K));
+        DevTensor inp(dt, {s.M, s.K}), w(dt, {s.N, s.K}), b(dt, {s.N}), res(dt, {s.M, s.N}), out(dt, {s.M, s.N});
+        inp.upload(random_values(inp.numel()));
+        w.upload(random_values(w.numel(), -wscale, wscale));
+        b.upload(random_values(b.numel()));
+        res.upload(random_values(res.numel(), -4.0f, 4.0f));
+        out.poison();
+        const auto res_before = res.raw();
+        K::matmul_forward(gpu().context(), out.t, Tensor(), inp.t, w.t, with_bias ? b.t : Tensor(), res.t);
+        std::vector<float> prod(out.numel()), ref(out.numel());
+        K::matmul_forward(cpu_ctx(), make_view(prod.data(), DType::F32, Device::CPU, {s.M, s.N}), Tensor(),
+                          inp.cpu(), w.cpu(), with_bias ? b.cpu() : Tensor());
+        K::residual_add(cpu_ctx(), make_view(ref.data(), DType::F32, Device::CPU, {s.M, s.N}), res.cpu(),
+                        make_view(prod.data(), DType::F32, Device::CPU, {s.M, s.N}));
+        sync();
+        compare(label("matmul_fwd + residual", dt, tag), out.download(), ref, tolerance(OpClass::Gemm, dt));
+        BOOST_CHECK_MESSAGE(res.raw() == res_before, tag << ": the residual input was written");
+        BOOST_CHECK_MESSAGE(out.slack_intact(), tag << ": matmul_forward wrote past the end of out");
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   // plugin.gemm_autotune: a runtime that tunes its cuBLASLt plans (the
   // fastest single-pass candidate with the first one's output bits) gives the bits of
   // one that takes the heuristic's first answer: the ViT-B/16 GEMMs at
-  // batch 32 (forward with bias, fc1 with GELU, input gradients) in bf16 and
-  // fp32, and the layers' weight gradients (never tuned). It must have tuned.
+  // batch 32 (forward with bias, fc1 with GELU, proj and fc2 with the residual
+  // added, input gradients) in bf16 and fp32, and the layers' weight
+  // gradients (never tuned). It must have tuned.
   struct Layer {
     int64_t N, K;
     bool gelu;
@@ -227,8 +262,9 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
       GpuRuntime* rts[2] = {&plain, &tuned};
       for (int r = 0; r < 2; ++r) {
         DevTensor out(dt, {M, l.N}), pre(dt, {M, l.N}), dinp(dt, {M, l.K}), dw(DType::F32, {l.N, l.K}),
-            db(DType::F32, {l.N});
+            db(DType::F32, {l.N}), out_res(dt, {M, l.N});
         out.poison();
+        out_res.poison();
         pre.poison();
         dinp.poison();
         dw.poison();
@@ -236,12 +272,14 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
         const Context ctx = rts[r]->context();
         K::matmul_forward(ctx, out.t, l.gelu ? pre.t : Tensor(), inp.t, w.t, b.t);
         K::matmul_backward(ctx, dinp.t, dw.t, db.t, dout.t, inp.t, w.t, false);
+        // The residual form (proj and fc2 in the model): C = dout, beta = 1.
+        if (!l.gelu) K::matmul_forward(ctx, out_res.t, Tensor(), inp.t, w.t, b.t, dout.t);
         rts[r]->synchronize();
-        got[r] = {out.raw(), pre.raw(), dinp.raw(), dw.raw(), db.raw()};
+        got[r] = {out.raw(), pre.raw(), dinp.raw(), dw.raw(), db.raw(), out_res.raw()};
       }
-      const char* what[] = {"out", "pre_gelu", "dinp", "dweight", "dbias"};
-      for (size_t i = 0; i < 5; ++i) {
-        if (i == 1 && !l.gelu) continue;
+      const char* what[] = {"out", "pre_gelu", "dinp", "dweight", "dbias", "out + residual"};
+      for (size_t i = 0; i < 6; ++i) {
+        if ((i == 1 && !l.gelu) || (i == 5 && l.gelu)) continue;
         BOOST_CHECK_MESSAGE(got[0][i] == got[1][i], tag << ": " << what[i] << " differs with tuning on");
       }
     }

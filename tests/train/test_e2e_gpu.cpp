@@ -229,9 +229,14 @@ BOOST_AUTO_TEST_CASE(low_level_zero_matches_torch_ddp_fp16_in_bf16) {
   // per shard and then over ranks. That changes the clip factor by ~1e-7,
   // which can flip the rounding of a few bf16 weights, and the runs drift
   // apart by bf16 roundings: losses and grad_norm within 1e-2 relative (the
-  // bf16 bound above), the exported fp32 master weights within 2e-3 absolute
-  // (two steps of lr 1e-3) and 1e-3 relative L2. A wrong scale or a bucket
-  // part in the wrong place moves them by far more.
+  // bf16 bound above), the exported fp32 master weights within 1e-3 relative
+  // L2 and 5e-3 absolute. AdamW moves a weight by up to ~lr (1e-3) per step
+  // whatever its gradient's size, so a weight whose small gradient changes
+  // sign between the runs differs by a few lr: on one H200 (2 ranks sharing
+  // it) seeds 1-3 gave a max |d| of 1.1e-3, 3.0e-4 and 7e-9, and the seed
+  // here 2.6e-5 before the residual adds moved into the GEMMs and 2.8e-3
+  // after (relative L2 4.9e-4). A wrong scale or a bucket part in the wrong
+  // place moves the relative L2, the losses and the norms by far more.
   const std::string common = "--set run.device=cuda --set eval.enabled=false --set train.steps=10 "
                              "--set plugin.precision=bf16 --set train.batch_size=8 --set train.grad_clip=0.5 ";
   auto run = [&](const std::string& name, const std::string& plugin) {
@@ -257,7 +262,7 @@ BOOST_AUTO_TEST_CASE(low_level_zero_matches_torch_ddp_fp16_in_bf16) {
     std::printf("low_level_zero stage %d vs torch_ddp_fp16 (bf16, 2 ranks, 10 steps): loss[9] %.6f vs %.6f, "
                 "grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
                 stage, l.back(), l0.back(), g.back(), g0.back(), max_d, rel_l2);
-    BOOST_TEST(max_d < 2e-3);
+    BOOST_TEST(max_d < 5e-3);
     BOOST_TEST(rel_l2 < 1e-3);
   }
 }

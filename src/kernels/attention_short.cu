@@ -58,10 +58,10 @@ __device__ __forceinline__ int stage_begin(int s, int nb) { return (s * nb + kSt
 __device__ __forceinline__ void cp_async_wait_stage(int stage) {
   static_assert(kStages == 4, "one wait_group immediate per stage");
   switch (stage) {
-    case 0: asm volatile("cp.async.wait_group 3;\n" ::); break;
-    case 1: asm volatile("cp.async.wait_group 2;\n" ::); break;
-    case 2: asm volatile("cp.async.wait_group 1;\n" ::); break;
-    default: asm volatile("cp.async.wait_group 0;\n" ::); break;
+    case 0: cp_async_wait<3>(); break;
+    case 1: cp_async_wait<2>(); break;
+    case 2: cp_async_wait<1>(); break;
+    default: cp_async_wait<0>(); break;
   }
 }
 
@@ -69,10 +69,6 @@ size_t smem_bytes(int Tp) {
   const size_t rows = static_cast<size_t>(Tp) * kLd * 2;           // one of Q, K, dO, V
   const size_t ds = static_cast<size_t>(Tp) * (Tp + 8) * 2;        // dS^T
   return 3 * rows + (ds > rows ? ds : rows) + 2 * static_cast<size_t>(Tp) * sizeof(float);
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
@@ -84,10 +80,6 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -222,7 +214,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
         cp_async16(sQ + r * kLd + piece * 8, gq + r * ld_qkv + piece * 8);
         cp_async16(sO + r * kLd + piece * 8, gdo + r * ld_o + piece * 8);
       }
-      asm volatile("cp.async.commit_group;\n" ::);
+      cp_async_commit();
     }
     const float* st = stats + static_cast<int64_t>(bh) * T;
     for (int r = tid; r < Tp; r += blockDim.x) {

@@ -124,6 +124,32 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T>& r) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Asynchronous 16-byte copies from global to shared memory. Each thread
+// waits only for its own copies: cp_async_wait<N>() returns once all but this
+// thread's N most recently committed groups have landed. Before sm_80 the
+// copy is a plain load and store and the waits have nothing to do.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
+#else
+  *reinterpret_cast<int4*>(smem) = *reinterpret_cast<const int4*>(gmem);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
 // Grid for a grid-stride loop over `n` items: enough blocks to fill the GPU
 // a few times over, never more than the work needs.
 inline int grid_for(int64_t n, int threads, int num_sms) {

@@ -221,17 +221,32 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 // kRegSums: the parameter-gradient sums in registers as well (kPacks <= 4
 // packs a lane; ViT-B/16 in 16 bits: 3). Lane `lane` always owns the same
 // channels, so it adds each row's dout * xhat and dout into its own registers
-// and nothing touches shared memory inside the row loop; a couple of blocks
-// of kRegWarps warps per SM, each warp walking many rows (a fixed
+// and nothing touches shared memory's sums inside the row loop; a couple of
+// blocks of kRegWarps warps per SM, each warp walking many rows (a fixed
 // assignment, so the sums' order and bits are the same on every run), park
 // their registers in shared memory at the end, and fewer blocks leave fewer
-// partial rows for layernorm_param_grad_kernel. Without kRegSums (5-6 packs:
-// ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into its
-// shared-memory slice row by row.
+// partial rows for layernorm_param_grad_kernel. With so few warps per SM a
+// row's loads would leave the SM waiting on memory, so each warp copies its
+// next row (x, dout, dinp) into a second shared-memory stage with cp.async
+// while it works on the current one; a lane copies and reads only its own
+// channels, so it waits only for its own copies. The stages and the parked
+// sums share the shared memory (a barrier between). Without kRegSums (5-6
+// packs: ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into
+// its shared-memory slice row by row and loads the row directly.
 constexpr int kRegWarps = 8;
 
+// Shared memory of layernorm_backward_cached_kernel: the warps' sum slices
+// (2 * Cpad floats each) and, with kRegSums, the warps' two row stages
+// (3 * Cpad elements each) over the same bytes.
+template <typename T>
+size_t cached_backward_smem(bool reg_sums, int warps, int Cpad) {
+  const size_t sums = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
+  const size_t stages = reg_sums ? sizeof(T) * warps * 2 * 3 * static_cast<size_t>(Cpad) : 0;
+  return sums > stages ? sums : stages;
+}
+
 template <typename T, int kPacks, int kW, bool kRegSums>
-__global__ void __launch_bounds__(kW * 32)
+__global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 2 blocks an SM: <= 128 registers
     layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
                                      const T* __restrict__ inp, const T* __restrict__ weight,
                                      const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M,
@@ -242,6 +257,8 @@ __global__ void __launch_bounds__(kW * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
+  // With kRegSums: this warp's stages [2][x, dout, dinp][Cpad].
+  T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * 2 * 3 * Cpad;
   float dw[kRegs], db[kRegs];
 #pragma unroll
   for (int i = 0; i < kRegs; ++i) dw[i] = db[i] = 0.0f;
@@ -249,19 +266,56 @@ __global__ void __launch_bounds__(kW * 32)
     for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
     __syncwarp();
   }
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kW;
+  // One commit group per row (empty past the last row, so the wait below
+  // always leaves exactly the next row's group in flight).
+  auto stage_row = [&](int64_t row, int st) {
+    if (row < M) {
+      T* dst = stages + st * 3 * Cpad;
+#pragma unroll
+      for (int k = 0; k < kPacks; ++k) {
+        const int c = (k * 32 + lane) * P;
+        if (c < C) {
+          cp_async16(dst + c, inp + row * C + c);
+          cp_async16(dst + Cpad + c, dout + row * C + c);
+          cp_async16(dst + 2 * Cpad + c, dinp + row * C + c);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  int st = 0;
+  if constexpr (kRegSums) stage_row(static_cast<int64_t>(blockIdx.x) * kW + warp, 0);
 
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M; row += static_cast<int64_t>(gridDim.x) * kW) {
-    const T* x = inp + row * C;
-    const T* g = dout + row * C;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M; row += step, st ^= 1) {
     T* dx = dinp + row * C;
     Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
+    if constexpr (kRegSums) {
+      // The previous row's reads of stage st ^ 1 are done (their values were
+      // used before this point), so the next row may land there.
+      stage_row(row + step, st ^ 1);
+      cp_async_wait<1>();
+      const T* src = stages + st * 3 * Cpad;
 #pragma unroll
-    for (int k = 0; k < kPacks; ++k) {
-      const int c = (k * 32 + lane) * P;
-      if (c < C) {
-        xv[k] = load_pack(x + c);
-        gv[k] = load_pack(g + c);
-        dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
+      for (int k = 0; k < kPacks; ++k) {
+        const int c = (k * 32 + lane) * P;
+        if (c < C) {
+          xv[k] = *reinterpret_cast<const Pack<T>*>(src + c);
+          gv[k] = *reinterpret_cast<const Pack<T>*>(src + Cpad + c);
+          dv[k] = *reinterpret_cast<const Pack<T>*>(src + 2 * Cpad + c);
+        }
+      }
+    } else {
+      const T* x = inp + row * C;
+      const T* g = dout + row * C;
+#pragma unroll
+      for (int k = 0; k < kPacks; ++k) {
+        const int c = (k * 32 + lane) * P;
+        if (c < C) {
+          xv[k] = load_pack(x + c);
+          gv[k] = load_pack(g + c);
+          dv[k] = *reinterpret_cast<const Pack<T>*>(dx + c);
+        }
       }
     }
     const float mu = mean[row], rs = rstd[row];
@@ -307,6 +361,8 @@ __global__ void __launch_bounds__(kW * 32)
     }
   }
   if constexpr (kRegSums) {  // park the registers in the warp's slice (acc_slot layout)
+    cp_async_wait<0>();      // (only empty groups are left)
+    __syncthreads();         // every warp is done with its stages, which the slices overlap
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
 #pragma unroll
@@ -470,7 +526,7 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     blocks = static_cast<int>(std::max<int64_t>(
         1, std::min<int64_t>((M + warps - 1) / warps, static_cast<int64_t>(h.num_sms) * per_sm)));
     partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
-    const size_t smem = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
+    const size_t smem = cached_backward_smem<T>(regs, warps, Cpad);
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     auto launch = [&](auto kern, int threads) {
       if (smem > 48 * 1024) {

@@ -405,6 +405,7 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
   for (DType dt : kDtypes) {
     check_layernorm(4 * 197, 768, 1e-12f, dt);  // ViT-B/16, HF eps
     check_layernorm(32 * 197, 768, 1e-12f, dt);  // batch 32: each warp of the register kernel takes several rows
+    check_layernorm(256 * 197, 768, 1e-12f, dt);  // batch 256: ~24 rows a warp through the two cp.async stages
     check_layernorm(33, 1280, 1e-6f, dt);  // 16-bit: rows in registers, sums in shared memory; fp32: shared memory
     check_layernorm(65, 512, 1e-6f, dt);  // fp32 too takes the register kernel
     check_layernorm(15, 24, 1e-5f, dt);

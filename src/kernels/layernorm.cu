@@ -227,23 +227,21 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 // their registers in shared memory at the end, and fewer blocks leave fewer
 // partial rows for layernorm_param_grad_kernel. With so few warps per SM a
 // row's loads would leave the SM waiting on memory, so each warp copies its
-// next kLnStages - 1 rows (x, dout, dinp) into shared-memory stages with
-// cp.async while it works on the current one; a lane copies and reads only
-// its own channels, so it waits only for its own copies. The stages and the parked
+// next row (x, dout, dinp) into a second shared-memory stage with cp.async
+// while it works on the current one; a lane copies and reads only its own
+// channels, so it waits only for its own copies. The stages and the parked
 // sums share the shared memory (a barrier between). Without kRegSums (5-6
 // packs: ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into
 // its shared-memory slice row by row and loads the row directly.
 constexpr int kRegWarps = 8;
-constexpr int kLnStages = 3;  // rows a warp has in shared memory (2 in flight while it works on one)
 
 // Shared memory of layernorm_backward_cached_kernel: the warps' sum slices
-// (2 * Cpad floats each) and, with kRegSums, the warps' kLnStages row stages
-// (3 * Cpad elements each) over the same bytes (ViT-B/16 in 16 bits: 108 KiB,
-// two blocks an SM on Hopper).
+// (2 * Cpad floats each) and, with kRegSums, the warps' two row stages
+// (3 * Cpad elements each) over the same bytes.
 template <typename T>
 size_t cached_backward_smem(bool reg_sums, int warps, int Cpad) {
   const size_t sums = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
-  const size_t stages = reg_sums ? sizeof(T) * warps * kLnStages * 3 * static_cast<size_t>(Cpad) : 0;
+  const size_t stages = reg_sums ? sizeof(T) * warps * 2 * 3 * static_cast<size_t>(Cpad) : 0;
   return sums > stages ? sums : stages;
 }
 
@@ -259,8 +257,8 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
-  // With kRegSums: this warp's stages [kLnStages][x, dout, dinp][Cpad].
-  T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * kLnStages * 3 * Cpad;
+  // With kRegSums: this warp's stages [2][x, dout, dinp][Cpad].
+  T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * 2 * 3 * Cpad;
   float dw[kRegs], db[kRegs];
 #pragma unroll
   for (int i = 0; i < kRegs; ++i) dw[i] = db[i] = 0.0f;
@@ -270,7 +268,7 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
   }
   const int64_t step = static_cast<int64_t>(gridDim.x) * kW;
   // One commit group per row (empty past the last row, so the wait below
-  // always leaves exactly the next kLnStages - 1 rows' groups in flight).
+  // always leaves exactly the next row's group in flight).
   auto stage_row = [&](int64_t row, int st) {
     if (row < M) {
       T* dst = stages + st * 3 * Cpad;
@@ -287,20 +285,16 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
     cp_async_commit();
   };
   int st = 0;
-  if constexpr (kRegSums) {
-#pragma unroll
-    for (int i = 0; i < kLnStages - 1; ++i) stage_row(static_cast<int64_t>(blockIdx.x) * kW + warp + i * step, i);
-  }
+  if constexpr (kRegSums) stage_row(static_cast<int64_t>(blockIdx.x) * kW + warp, 0);
 
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M;
-       row += step, st = st + 1 == kLnStages ? 0 : st + 1) {
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M; row += step, st ^= 1) {
     T* dx = dinp + row * C;
     Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
     if constexpr (kRegSums) {
-      // The previous row's reads of the stage before st are done (their
-      // values were used before this point), so a row may land there.
-      stage_row(row + (kLnStages - 1) * step, st == 0 ? kLnStages - 1 : st - 1);
-      cp_async_wait<kLnStages - 1>();
+      // The previous row's reads of stage st ^ 1 are done (their values were
+      // used before this point), so the next row may land there.
+      stage_row(row + step, st ^ 1);
+      cp_async_wait<1>();
       const T* src = stages + st * 3 * Cpad;
 #pragma unroll
       for (int k = 0; k < kPacks; ++k) {

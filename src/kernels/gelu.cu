@@ -1,12 +1,25 @@
 // Exact (erf) GELU on the GPU, forward and backward (see gelu.h).
 //
-// Memory-bound: one read and one write per element forward, two reads and a
-// write backward (two writes when it also recomputes the forward's output).
-// Each thread moves 16-byte packs when the tensors allow it (element count a
-// multiple of the pack, 16-byte aligned addresses), the arithmetic is in fp32
-// whatever the storage type.
-//   gelu(x)  = 0.5 x (1 + erf(x / sqrt 2))
-//   gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x * exp(-x^2 / 2) / sqrt(2 pi)
+// Memory-bound at best: one read and one write per element forward, two
+// reads and a write backward (two writes when it also recomputes the
+// forward's output). Each thread moves 16-byte packs when the tensors allow
+// it (element count a multiple of the pack, 16-byte aligned addresses), the
+// arithmetic is in fp32 whatever the storage type.
+//   gelu(x)  = x Phi(x),  Phi(x) = 0.5 (1 + erf(x / sqrt 2)) = 0.5 erfc(-x / sqrt 2)
+//   gelu'(x) = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi)
+// fp32 storage evaluates erff. For 16-bit storage erff's cost made the
+// kernels compute-bound (both of its branches run in a warp of mixed |x|:
+// 2.8 TB/s where a plain elementwise pass moves 4.0), so they evaluate
+// erfc(z), z = |x| / sqrt 2, as t exp(-z^2) Q(t) with t = 1 / (1 + 0.4 z)
+// and Q a degree-8 polynomial (least-squares fit of erfc(z) exp(z^2) / t,
+// relative weights, tools/fit_erfc.py): about 1e-7 relative in exact
+// arithmetic, a few 1e-6 in fp32 including the tail (x -> -inf), where
+// 1 + erf(x / sqrt 2) would cancel. The exponential is shared with gelu'.
+// That is far below a 16-bit rounding step (bf16 2^-8, fp16 2^-11): over a
+// sweep of inputs the result is the correctly rounded value but for a few
+// fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
+#include <type_traits>
+
 #include "kernels/cuda_common.cuh"
 #include "kernels/gelu.h"
 
@@ -15,11 +28,54 @@ namespace {
 
 using namespace cuda_detail;
 
-__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Phi(x) and exp(-x^2 / 2), for 16-bit storage (see the top of the file).
+struct NormalParts {
+  float cdf, e;
+};
+__device__ __forceinline__ NormalParts normal_parts_fast(float x) {
+  const float z = fabsf(x) * kInvSqrt2;
+  const float t = __fdividef(1.0f, fmaf(0.4f, z, 1.0f));
+  float q = 5.018728971e-02f;
+  q = fmaf(q, t, -1.826153398e-01f);
+  q = fmaf(q, t, 1.686438620e-01f);
+  q = fmaf(q, t, -5.255409982e-03f);
+  q = fmaf(q, t, 1.412773430e-01f);
+  q = fmaf(q, t, 1.685781777e-01f);
+  q = fmaf(q, t, 2.078385800e-01f);
+  q = fmaf(q, t, 2.256697714e-01f);
+  q = fmaf(q, t, 2.256758660e-01f);                            // Q(t)
+  const float e = ex2_approx(-(z * z) * 1.44269504088896341f);  // exp(-z^2) = exp(-x^2 / 2)
+  const float half_erfc = 0.5f * t * e * q;
+  return {x >= 0.0f ? 1.0f - half_erfc : half_erfc, e};
+}
+
+template <typename T>
+__device__ __forceinline__ float gelu_f(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
+  } else {
+    return x * normal_parts_fast(x).cdf;
+  }
+}
+template <typename T>
 __device__ __forceinline__ float gelu_grad_f(float x) {
-  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-  const float pdf = 0.39894228040143268f * __expf(-0.5f * x * x);
-  return cdf + x * pdf;
+  if constexpr (std::is_same_v<T, float>) {
+    const float cdf = 0.5f * (1.0f + erff(x * kInvSqrt2));
+    const float pdf = kInvSqrt2Pi * __expf(-0.5f * x * x);
+    return cdf + x * pdf;
+  } else {
+    const NormalParts n = normal_parts_fast(x);
+    return n.cdf + x * (kInvSqrt2Pi * n.e);
+  }
 }
 
 template <typename T, bool kVec>
@@ -32,11 +88,11 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
       Pack<T> x = load_pack(inp + i * P);
       Pack<T> y;
 #pragma unroll
-      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f(to_f(x.v[j])));
+      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j])));
       store_pack(out + i * P, y);
     }
   } else {
-    for (int64_t i = tid; i < n; i += stride) out[i] = from_f<T>(gelu_f(to_f(inp[i])));
+    for (int64_t i = tid; i < n; i += stride) out[i] = from_f<T>(gelu_f<T>(to_f(inp[i])));
   }
 }
 
@@ -54,19 +110,19 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __re
       Pack<T> g = load_pack(dout + i * P);
       Pack<T> y;
 #pragma unroll
-      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f(to_f(x.v[j])));
+      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f<T>(to_f(x.v[j])));
       store_pack(dinp + i * P, y);
       if constexpr (kOut) {
 #pragma unroll
-        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f(to_f(x.v[j])));
+        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j])));
         store_pack(out + i * P, y);
       }
     }
   } else {
     for (int64_t i = tid; i < n; i += stride) {
       const float x = to_f(inp[i]);
-      dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f(x));
-      if constexpr (kOut) out[i] = from_f<T>(gelu_f(x));
+      dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f<T>(x));
+      if constexpr (kOut) out[i] = from_f<T>(gelu_f<T>(x));
     }
   }
 }

@@ -20,9 +20,7 @@
 #include "kernels/gpu_context.h"
 #endif
 
-#ifndef VIT_GIT_REVISION
-#define VIT_GIT_REVISION "unknown"
-#endif
+#include "vit_git_revision.h"  // generated: VIT_GIT_REVISION
 
 namespace vit::train {
 
@@ -53,19 +51,9 @@ std::string read_first_match(const char* path, const std::string& key) {
   return "unknown";
 }
 
-std::string git_revision() {
-  // The revision of the source tree if it is at hand, else the one built from.
-  std::string cmd = std::string("git -C '") + VIT_SOURCE_DIR + "' rev-parse --short=12 HEAD 2>/dev/null";
-  if (FILE* p = ::popen(cmd.c_str(), "r")) {
-    char buf[64] = {0};
-    const bool got = std::fgets(buf, sizeof buf, p) != nullptr;
-    ::pclose(p);
-    std::string rev(buf);
-    while (!rev.empty() && (rev.back() == '\n' || rev.back() == '\r')) rev.pop_back();
-    if (got && !rev.empty()) return rev;
-  }
-  return VIT_GIT_REVISION;
-}
+// The revision the binary was built from (refreshed at every build; see
+// src/train/git_revision.cmake), not the source tree's current one.
+std::string git_revision() { return VIT_GIT_REVISION; }
 
 }  // namespace
 

@@ -281,7 +281,7 @@ BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_fp16_in_bf16) {
   // resident); the gradients are summed per chunk by a reduce-scatter and the
   // norm per part then over ranks, as in low_level_zero stage 2, so the
   // reasoning and the bounds of the test above apply unchanged: losses and
-  // grad_norm within 1e-2 relative, exported fp32 master weights within 2e-3
+  // grad_norm within 1e-2 relative, exported fp32 master weights within 5e-3
   // absolute and 1e-3 relative L2. The CPU AdamW computes the same fp32
   // formula as the GPU kernel (FMA contraction may differ: ~1e-7 of a weight
   // per step). A chunk gathered before its update landed, a part uploaded to
@@ -318,15 +318,16 @@ BOOST_AUTO_TEST_CASE(gemini_matches_torch_ddp_fp16_in_bf16) {
                   "vs %.6f, grad_norm[9] %.6f vs %.6f, weights max |d| %.3e rel L2 %.3e\n",
                   offload, recipe.empty() ? "" : " with the recipe", l.front(), l0.front(), l.back(), l0.back(),
                   g.back(), g0.back(), max_d, rel_l2);
-      // Offload 1 updates on the CPU: the same fp32 formula, but another
-      // contraction of its multiply-adds, so a few master weights differ in the
-      // last bit and round to another bf16 copy; the runs then drift apart as
-      // two bf16 runs do. AdamW moves a weight by up to ~lr per step whatever
-      // its gradient's size, so a weight whose small gradient changes sign
-      // between the runs can differ by a few lr: measured on 2 H200s 2.9e-3
-      // with offload 1 (3.7e-9 with offload 0), bound 5e-3; the relative L2
-      // (5.4e-4 measured) keeps the 1e-3 bound.
-      BOOST_TEST(max_d < (std::string(offload) == "1" ? 5e-3 : 2e-3), "offload " << offload << tag);
+      // Both offloads drift apart from torch_ddp_fp16 by bf16 roundings (the
+      // norm summed per part, as above; offload 1 also updates on the CPU,
+      // the same fp32 formula with another contraction of its multiply-adds).
+      // AdamW moves a weight by up to ~lr per step whatever its gradient's
+      // size, so a weight whose small gradient changes sign between the runs
+      // can differ by a few lr: measured on one H200 2.9e-3 with offload 1,
+      // and with offload 0 3.7e-9 until the 16-bit GELU's rounding changed
+      // (d5dcf27), then 2.6e-3 (relative L2 3.4e-4). Bound 5e-3, as in the
+      // low_level_zero case; the relative L2 keeps the 1e-3 bound.
+      BOOST_TEST(max_d < 5e-3, "offload " << offload << tag);
       BOOST_TEST(rel_l2 < 1e-3, "offload " << offload << tag);
     }
   }

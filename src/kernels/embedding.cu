@@ -1,12 +1,17 @@
 // Patch embedding and the token sequence around it, on the GPU (see
 // embedding.h).
 //
-// patchify: one thread per output value (coalesced writes in P order); the
-// uint8 reads are strided but the images are 4x smaller than the output.
+// patchify: one block per (image, patch); thread q takes the patch's pixels
+// (ky, kx) = (q / ps, q % ps) and writes their 3 channels to c * ps^2 + q
+// (coalesced for each c), with the index arithmetic once per pixel in 32
+// bits. The earlier one-thread-per-value kernel spent its time in 64-bit
+// divisions (0.37 ms at batch 256, 0.3 TB/s).
 // embed_tokens_backward: one thread per (t, c) sums dx over the batch in a
 // fixed order (deterministic, no atomics), adds it to dpos (and dcls for
 // t = 0), and copies the patch tokens' gradient to dpatch_emb on the way.
 // images, being uint8, carry no meaningful Tensor dtype; it is not checked.
+#include <algorithm>
+
 #include "kernels/cuda_common.cuh"
 #include "kernels/embedding.h"
 
@@ -16,22 +21,21 @@ namespace {
 using namespace cuda_detail;
 
 template <typename T>
-__global__ void patchify_kernel(T* __restrict__ patches, const uint8_t* __restrict__ images, int64_t B, int H,
-                                int W, int ps) {
-  const int gw = W / ps;
-  const int NP = (H / ps) * gw;
-  const int P = 3 * ps * ps;
-  const int64_t total = B * NP * P;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    const int p = static_cast<int>(idx % P);
-    const int64_t bi = idx / P;
-    const int i = static_cast<int>(bi % NP);
-    const int64_t b = bi / NP;
-    const int c = p / (ps * ps), ky = (p / ps) % ps, kx = p % ps;
-    const int y = (i / gw) * ps + ky, x = (i % gw) * ps + kx;
-    const float v = static_cast<float>(images[((b * H + y) * W + x) * 3 + c]);
-    patches[idx] = from_f<T>((v * (1.0f / 255.0f) - 0.5f) * 2.0f);
+__global__ void patchify_kernel(T* __restrict__ patches, const uint8_t* __restrict__ images, int H, int W, int ps) {
+  const int gw = W / ps, NP = (H / ps) * gw, pp = ps * ps;
+  const int64_t bi = blockIdx.x;  // b * NP + i
+  const int i = static_cast<int>(bi % NP);
+  const int64_t b = bi / NP;
+  const int y0 = (i / gw) * ps, x0 = (i % gw) * ps;
+  T* out = patches + bi * 3 * pp;
+  for (int q = threadIdx.x; q < pp; q += blockDim.x) {
+    const int ky = q / ps, kx = q - ky * ps;
+    const uint8_t* px = images + ((b * H + y0 + ky) * W + x0 + kx) * 3;
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      const float v = static_cast<float>(px[c]);
+      out[c * pp + q] = from_f<T>((v * (1.0f / 255.0f) - 0.5f) * 2.0f);
+    }
   }
 }
 
@@ -98,7 +102,7 @@ namespace cuda {
 
 void patchify(const Context& ctx, Tensor patches, const Tensor& images, int patch_size) {
   const char* op = "patchify";
-  GpuHandles& h = gpu_of(ctx, op);
+  gpu_of(ctx, op);  // checks that ctx has a GPU
   check_gpu(patches, op, "patches");
   check_gpu(images, op, "images");
   VIT_CHECK(images.ndim == 4 && images.dim(3) == 3, op, ": images must be (B, H, W, 3), got ", images.shape_str());
@@ -109,10 +113,12 @@ void patchify(const Context& ctx, Tensor patches, const Tensor& images, int patc
   const int64_t NP = static_cast<int64_t>(H / ps) * (W / ps), P = 3LL * ps * ps;
   check_numel(patches, B * NP * P, op, "patches");
   if (B == 0) return;
+  VIT_CHECK(B * NP <= 0x7fffffff, op, ": ", B * NP, " patches are more than one launch's blocks");
+  const int threads = static_cast<int>(std::min<int64_t>(256, (ps * ps + 31) / 32 * 32));
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(patches.dtype, T,
-                   patchify_kernel<T><<<grid_for(B * NP * P, 256, h.num_sms), 256, 0, s>>>(
-                       patches.as<T>(), images.as<uint8_t>(), B, H, W, ps));
+                   patchify_kernel<T><<<static_cast<unsigned>(B * NP), threads, 0, s>>>(patches.as<T>(),
+                                                                                        images.as<uint8_t>(), H, W, ps));
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -728,7 +728,8 @@ BOOST_AUTO_TEST_CASE(patchify_matches_cpu) {
     int64_t B, H, W;
     int ps;
   };
-  for (const Img im : {Img{2, 224, 224, 16}, Img{3, 32, 48, 16}, Img{2, 12, 8, 4}}) {
+  // ps 32: a patch has more pixels (1024) than the kernel's block has threads.
+  for (const Img im : {Img{2, 224, 224, 16}, Img{3, 32, 48, 16}, Img{2, 12, 8, 4}, Img{2, 64, 96, 32}}) {
     const std::string tag = std::to_string(im.B) + "x" + std::to_string(im.H) + "x" + std::to_string(im.W) +
                             " ps" + std::to_string(im.ps);
     const int64_t n_img = im.B * im.H * im.W * 3;

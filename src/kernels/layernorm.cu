@@ -19,6 +19,8 @@
 // block folds its warps in a fixed order into one partial row in the scratch
 // arena, and a second kernel adds the partials in block order into
 // dweight/dbias.
+#include <type_traits>
+
 #include "kernels/cuda_common.cuh"
 #include "kernels/layernorm.h"
 
@@ -230,22 +232,25 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 // next row (x, dout, dinp) into a second shared-memory stage with cp.async
 // while it works on the current one; a lane copies and reads only its own
 // channels, so it waits only for its own copies. The stages and the parked
-// sums share the shared memory (a barrier between). Without kRegSums (5-6
+// sums share the shared memory (a barrier between). The stages are kStage:
+// 16-bit rows only (72 KiB a block for ViT-B/16; fp32 rows would need up to
+// 192 KiB) and where the GPU lets a block have them; otherwise each warp
+// loads its row directly. Without kRegSums (5-6
 // packs: ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into
 // its shared-memory slice row by row and loads the row directly.
 constexpr int kRegWarps = 8;
 
 // Shared memory of layernorm_backward_cached_kernel: the warps' sum slices
-// (2 * Cpad floats each) and, with kRegSums, the warps' two row stages
+// (2 * Cpad floats each) and, with kStage, the warps' two row stages
 // (3 * Cpad elements each) over the same bytes.
 template <typename T>
-size_t cached_backward_smem(bool reg_sums, int warps, int Cpad) {
+size_t cached_backward_smem(bool stage, int warps, int Cpad) {
   const size_t sums = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
-  const size_t stages = reg_sums ? sizeof(T) * warps * 2 * 3 * static_cast<size_t>(Cpad) : 0;
+  const size_t stages = stage ? sizeof(T) * warps * 2 * 3 * static_cast<size_t>(Cpad) : 0;
   return sums > stages ? sums : stages;
 }
 
-template <typename T, int kPacks, int kW, bool kRegSums>
+template <typename T, int kPacks, int kW, bool kRegSums, bool kStage>
 __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 2 blocks an SM: <= 128 registers
     layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
                                      const T* __restrict__ inp, const T* __restrict__ weight,
@@ -253,11 +258,12 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
                                      int C, int Cpad) {
   constexpr int P = Pack<T>::N;
   constexpr int kRegs = kRegSums ? kPacks * P : 1;
+  static_assert(kRegSums || !kStage, "the stages overlap the sum slices, which only kRegSums leaves free");
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
-  // With kRegSums: this warp's stages [2][x, dout, dinp][Cpad].
+  // With kStage: this warp's stages [2][x, dout, dinp][Cpad].
   T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * 2 * 3 * Cpad;
   float dw[kRegs], db[kRegs];
 #pragma unroll
@@ -285,12 +291,12 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
     cp_async_commit();
   };
   int st = 0;
-  if constexpr (kRegSums) stage_row(static_cast<int64_t>(blockIdx.x) * kW + warp, 0);
+  if constexpr (kStage) stage_row(static_cast<int64_t>(blockIdx.x) * kW + warp, 0);
 
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kW + warp; row < M; row += step, st ^= 1) {
     T* dx = dinp + row * C;
     Pack<T> xv[kPacks], gv[kPacks], dv[kPacks];
-    if constexpr (kRegSums) {
+    if constexpr (kStage) {
       // The previous row's reads of stage st ^ 1 are done (their values were
       // used before this point), so the next row may land there.
       stage_row(row + step, st ^ 1);
@@ -361,8 +367,10 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
     }
   }
   if constexpr (kRegSums) {  // park the registers in the warp's slice (acc_slot layout)
-    cp_async_wait<0>();      // (only empty groups are left)
-    __syncthreads();         // every warp is done with its stages, which the slices overlap
+    if constexpr (kStage) {
+      cp_async_wait<0>();  // (only empty groups are left)
+      __syncthreads();     // every warp is done with its stages, which the slices overlap
+    }
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
 #pragma unroll
@@ -526,7 +534,10 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     blocks = static_cast<int>(std::max<int64_t>(
         1, std::min<int64_t>((M + warps - 1) / warps, static_cast<int64_t>(h.num_sms) * per_sm)));
     partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
-    const size_t smem = cached_backward_smem<T>(regs, warps, Cpad);
+    // The row stages: 16-bit rows, where the GPU lets a block have them.
+    const bool stage = regs && sizeof(T) == 2 &&
+                       cached_backward_smem<T>(true, kRegWarps, Cpad) <= static_cast<size_t>(h.smem_optin);
+    const size_t smem = cached_backward_smem<T>(stage, warps, Cpad);
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     auto launch = [&](auto kern, int threads) {
       if (smem > 48 * 1024) {
@@ -535,16 +546,23 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
       kern<<<blocks, threads, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
                                          mean.f32(), rstd.f32(), M, C, Cpad);
     };
+    auto launch_regs = [&](auto packs_c) {
+      constexpr int kP = decltype(packs_c)::value;
+      if constexpr (sizeof(T) == 2) {
+        if (stage) return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true>, kRegWarps * 32);
+      }
+      launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, false>, kRegWarps * 32);
+    };
     if (regs && packs == 1) {
-      launch(layernorm_backward_cached_kernel<T, 1, kRegWarps, true>, kRegWarps * 32);
+      launch_regs(std::integral_constant<int, 1>{});
     } else if (regs && packs == 2) {
-      launch(layernorm_backward_cached_kernel<T, 2, kRegWarps, true>, kRegWarps * 32);
+      launch_regs(std::integral_constant<int, 2>{});
     } else if (regs && packs == 3) {
-      launch(layernorm_backward_cached_kernel<T, 3, kRegWarps, true>, kRegWarps * 32);
+      launch_regs(std::integral_constant<int, 3>{});
     } else if (regs && packs == 4) {
-      launch(layernorm_backward_cached_kernel<T, 4, kRegWarps, true>, kRegWarps * 32);
+      launch_regs(std::integral_constant<int, 4>{});
     } else if (packs >= 5 && packs <= 6) {
-      launch(layernorm_backward_cached_kernel<T, 6, kWarps, false>, kWarps * 32);
+      launch(layernorm_backward_cached_kernel<T, 6, kWarps, false, false>, kWarps * 32);
     } else if (vec) {
       launch(layernorm_backward_kernel<T, true>, kWarps * 32);
     } else {

@@ -232,8 +232,8 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 // next row (x, dout, dinp) into a second shared-memory stage with cp.async
 // while it works on the current one; a lane copies and reads only its own
 // channels, so it waits only for its own copies. The stages and the parked
-// sums share the shared memory (a barrier between). The stages are kStage:
-// 16-bit rows only (72 KiB a block for ViT-B/16; fp32 rows would need up to
+// sums share the shared memory (a barrier between). The stages (kStage) are
+// for 16-bit rows only (72 KiB a block for ViT-B/16; fp32 rows would need up to
 // 192 KiB) and where the GPU lets a block have them; otherwise each warp
 // loads its row directly. Without kRegSums (5-6
 // packs: ViT-B/16 in fp32, or 16-bit rows of 1025-1536) each warp adds into

@@ -104,21 +104,31 @@ BOOST_AUTO_TEST_CASE(every_index_once_per_epoch_across_ranks) {
 BOOST_AUTO_TEST_CASE(ranks_load_their_slices_of_one_file) {
   const int rank = vit_mpi_rank(), size = vit_mpi_size();
   // Rank 0 makes the file; everyone opens it read-only at the same time.
+  // A failure there (e.g. no Beans images beside the checkout) is broadcast
+  // as length -1, so every rank fails at once instead of waiting in the
+  // broadcast until ctest's timeout.
   std::unique_ptr<TempDir> tmp;
   std::string path;
+  bool made = true;
   if (rank == 0) {
-    tmp = std::make_unique<TempDir>("sampler_mpi");
-    copy_mini_beans(tmp->path() / "in", {{"train", 7}});
-    vit::data_prep::PrepOptions o;
-    o.inputs = {tmp->str("in")};
-    o.output = tmp->str("train.h5");
-    o.image_size = 24;
-    o.splits = {"train"};
-    vit::data_prep::prepare_dataset(o);
-    path = o.output;
+    try {
+      tmp = std::make_unique<TempDir>("sampler_mpi");
+      copy_mini_beans(tmp->path() / "in", {{"train", 7}});
+      vit::data_prep::PrepOptions o;
+      o.inputs = {tmp->str("in")};
+      o.output = tmp->str("train.h5");
+      o.image_size = 24;
+      o.splits = {"train"};
+      vit::data_prep::prepare_dataset(o);
+      path = o.output;
+    } catch (const std::exception& e) {
+      made = false;
+      BOOST_ERROR("rank 0 could not make the test file: " << e.what());
+    }
   }
-  int len = static_cast<int>(path.size());
+  int len = made ? static_cast<int>(path.size()) : -1;
   MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  BOOST_TEST_REQUIRE(len >= 0, "rank 0 could not make the test file");
   path.resize(len);
   MPI_Bcast(path.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
 

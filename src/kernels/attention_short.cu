@@ -406,14 +406,12 @@ void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
   const size_t smem = smem_bytes(Tp);
   const dim3 grid(static_cast<unsigned>(B * NH)), block(static_cast<unsigned>(32 * Tp / 16));
   if (dt == DType::BF16) {
-    VIT_CUDA_CHECK(cudaFuncSetAttribute(short_attention_backward_kernel<bf16>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allow_dynamic_smem(short_attention_backward_kernel<bf16>, smem);
     short_attention_backward_kernel<bf16><<<grid, block, smem, h.stream>>>(
         static_cast<bf16*>(dqkv), static_cast<const bf16*>(qkv), static_cast<const bf16*>(out),
         static_cast<const bf16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);
   } else {
-    VIT_CUDA_CHECK(cudaFuncSetAttribute(short_attention_backward_kernel<fp16>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allow_dynamic_smem(short_attention_backward_kernel<fp16>, smem);
     short_attention_backward_kernel<fp16><<<grid, block, smem, h.stream>>>(
         static_cast<fp16*>(dqkv), static_cast<const fp16*>(qkv), static_cast<const fp16*>(out),
         static_cast<const fp16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);

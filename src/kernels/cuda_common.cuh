@@ -18,6 +18,9 @@
 #include <cudnn.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "core/context.h"
 #include "core/cuda_check.h"
@@ -148,6 +151,28 @@ __device__ __forceinline__ void cp_async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
+}
+
+// Opts a kernel in to `bytes` of dynamic shared memory on the current device
+// (a launch above 48 KiB needs it). The attribute belongs to the function on
+// each device and stays set, so it is set once per (kernel, device) and
+// raised only when a launch needs more, not with a driver call at every
+// launch on a step's path.
+inline void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  int device = 0;
+  VIT_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> granted;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = granted[{kernel, device}];
+  if (bytes <= have) return;
+  VIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  have = bytes;
+}
+template <typename... Args>
+void allow_dynamic_smem(void (*kernel)(Args...), size_t bytes) {
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
 }
 
 // Grid for a grid-stride loop over `n` items: enough blocks to fill the GPU

@@ -540,9 +540,7 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     const size_t smem = cached_backward_smem<T>(stage, warps, Cpad);
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     auto launch = [&](auto kern, int threads) {
-      if (smem > 48 * 1024) {
-        VIT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      }
+      allow_dynamic_smem(kern, smem);
       kern<<<blocks, threads, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
                                          mean.f32(), rstd.f32(), M, C, Cpad);
     };

@@ -10,6 +10,7 @@
 // device and the shape are checked.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -93,6 +94,25 @@ inline void require_same_rows(const char* op, const char* arg, const Tensor& t, 
   if (!same) {
     VIT_THROW(op, ": ", arg, " has shape ", t.shape_str(), " but ", ref_arg, " has ", ref.shape_str(),
               ": their leading dimensions must agree");
+  }
+}
+
+// db (N) (+)= the column sums of g (M, N) (= when !accumulate): a bias
+// gradient. Blocks of columns, each one thread's, walk the rows in order with
+// double accumulators: the same bits whatever the thread count.
+inline void add_column_sums(float* db, const float* g, int64_t M, int64_t N, bool accumulate) {
+  constexpr int64_t kCols = 64;
+  const int64_t blocks = (N + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (M * N > kParallelMin)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t n0 = blk * kCols;
+    const int64_t w = std::min(kCols, N - n0);
+    double acc[kCols] = {};
+    for (int64_t r = 0; r < M; ++r) {
+      const float* row = g + r * N + n0;
+      for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < w; ++j) db[n0 + j] = (accumulate ? db[n0 + j] : 0.0f) + static_cast<float>(acc[j]);
   }
 }
 

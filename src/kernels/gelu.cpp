@@ -148,8 +148,9 @@ void gelu_forward(const Context&, Tensor out, const Tensor& inp) {
 namespace {
 
 // dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp), in
-// chunks over the threads.
-void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
+// chunks over the threads; then dbias (+)= dinp's column sums (gelu.h).
+void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
+                          const Tensor& dbias, bool accumulate) {
   check_pair(op, "dinp", dinp, "inp", inp);
   check_pair(op, "dout", dout, "inp", inp);
   if (out.defined()) {
@@ -158,6 +159,14 @@ void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor&
               ": dinp must not alias out, dout or inp");
   }
   const int64_t n = inp.numel();
+  int64_t C = 0;
+  if (dbias.defined()) {
+    detail::require_cpu(op, "dbias", dbias);
+    detail::require_f32(op, "dbias", dbias);
+    C = dbias.numel();
+    VIT_CHECK(C > 0 && n % C == 0, op, ": dbias has ", C, " elements, which do not divide dinp's ", n,
+              " into rows");
+  }
   const float* x = inp.f32();
   const float* g = dout.f32();
   float* dx = dinp.f32();
@@ -172,17 +181,20 @@ void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor&
       gelu_backward_range(x + lo, g + lo, dx + lo, len);
     }
   }
+  if (C > 0) detail::add_column_sums(dbias.f32(), dx, n / C, C, accumulate);
 }
 
 }  // namespace
 
-void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor& dout) {
-  gelu_backward_chunks("gelu_backward", dinp, Tensor(), inp, dout);
+void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor& dout, Tensor dbias,
+                   bool accumulate) {
+  gelu_backward_chunks("gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate);
 }
 
-void gelu_backward_recompute(const Context&, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
+void gelu_backward_recompute(const Context&, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
+                             Tensor dbias, bool accumulate) {
   VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
-  gelu_backward_chunks("gelu_backward_recompute", dinp, out, inp, dout);
+  gelu_backward_chunks("gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

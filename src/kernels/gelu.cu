@@ -20,6 +20,7 @@
 // fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
 #include <type_traits>
 
+#include "kernels/column_sum.cuh"
 #include "kernels/cuda_common.cuh"
 #include "kernels/gelu.h"
 
@@ -127,6 +128,34 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __re
   }
 }
 
+// The backward as a column-sum op (column_sum.cuh): one pack of dinp (and,
+// kOut, of out) per call, whose stored dinp values the pass sums per column
+// into the bias gradient.
+template <typename T, bool kOut>
+struct GeluBackwardOp {
+  T* dinp;
+  T* out;  // may alias dout (see gelu_backward_kernel)
+  const T* inp;
+  const T* dout;
+  struct Loaded {
+    Pack<T> x, g;
+  };
+  __device__ __forceinline__ Loaded load(int64_t i) const { return {load_pack(inp + i), load_pack(dout + i)}; }
+  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t i) const {
+    Pack<T> y;
+#pragma unroll
+    for (int j = 0; j < Pack<T>::N; ++j) y.v[j] = from_f<T>(to_f(v.g.v[j]) * gelu_grad_f<T>(to_f(v.x.v[j])));
+    store_pack(dinp + i, y);
+    if constexpr (kOut) {
+      Pack<T> o;
+#pragma unroll
+      for (int j = 0; j < Pack<T>::N; ++j) o.v[j] = from_f<T>(gelu_f<T>(to_f(v.x.v[j])));
+      store_pack(out + i, o);
+    }
+    return y;
+  }
+};
+
 }  // namespace
 
 namespace cuda {
@@ -153,9 +182,10 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
 
 namespace {
 
-// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp).
+// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp); with
+// dbias defined, dbias (+)= dinp's column sums (gelu.h).
 void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tensor out, const Tensor& inp,
-                          const Tensor& dout) {
+                          const Tensor& dout, const Tensor& dbias, bool accumulate) {
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
   check_gpu(inp, op, "inp");
@@ -173,12 +203,34 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
     VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
               ": dinp must not alias out, dout or inp");
   }
+  int64_t C = 0;
+  if (dbias.defined()) {
+    check_gpu(dbias, op, "dbias");
+    check_dtype(dbias, DType::F32, op, "dbias");
+    C = dbias.numel();
+    VIT_CHECK(C > 0 && n % C == 0, op, ": dbias has ", C, " elements, which do not divide dinp's ", n,
+              " into rows");
+  }
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
     const bool vec = n % P == 0 && aligned16(dinp.data) && aligned16(inp.data) && aligned16(dout.data) &&
                      (!with_out || aligned16(out.data));
     T* o = with_out ? out.as<T>() : nullptr;
+    if (C > 0 && vec && C % P == 0) {  // the backward and the bias gradient in one pass
+      const ColumnSumShape cs = column_sum_shape(n / C, C, P, h.num_sms);
+      auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * cs.splits * C, s));
+      if (with_out) {
+        column_sum_rows_kernel<T><<<cs.grid, cs.block, 0, s>>>(
+            partial, n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()});
+      } else {
+        column_sum_rows_kernel<T><<<cs.grid, cs.block, 0, s>>>(
+            partial, n / C, C, GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()});
+      }
+      VIT_CUDA_CHECK_LAUNCH();
+      column_sum_fold(s, dbias.f32(), partial, cs.splits, C, accumulate);
+      return;
+    }
     const unsigned grid = vec ? grid_for(n / P, 256, h.num_sms) : grid_for(n, 256, h.num_sms);
     if (vec && with_out) {
       gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
@@ -191,17 +243,20 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
+  if (C > 0) column_sum(h, s, dbias.f32(), dinp.data, dinp.dtype, n / C, C, accumulate);  // unpacked shapes
 }
 
 }  // namespace
 
-void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout) {
-  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout);
+void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout, Tensor dbias,
+                   bool accumulate) {
+  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate);
 }
 
-void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout) {
+void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
+                             Tensor dbias, bool accumulate) {
   VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
-  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout);
+  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate);
 }
 
 }  // namespace cuda

@@ -8,6 +8,12 @@
 //   bit for bit the forward's value, from one read of inp and dout. out may
 //   be dout itself (each element of dout is read before its out is written);
 //   dinp must be neither.
+// Both backwards optionally make the bias gradient of the linear layer whose
+//   output went into the GELU (fc1): with dbias defined (fp32, C elements,
+//   C dividing the element count), dbias (C) (+)= the column sums of dinp
+//   viewed as (N / C, C) rows, as stored (rounded to the storage type: the
+//   values the weight-gradient GEMM reads); = when !accumulate. The GPU sums
+//   while dinp is written, instead of a pass over dinp of its own.
 #pragma once
 
 #include "core/tensor.h"
@@ -16,19 +22,21 @@
 namespace vit::kernels {
 
 VIT_DECLARE_KERNEL(void, gelu_forward, const Context& ctx, Tensor out, const Tensor& inp)
-VIT_DECLARE_KERNEL(void, gelu_backward, const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout)
+VIT_DECLARE_KERNEL(void, gelu_backward, const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout,
+                   Tensor dbias = Tensor(), bool accumulate = true)
 VIT_DECLARE_KERNEL(void, gelu_backward_recompute, const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
-                   const Tensor& dout)
+                   const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true)
 
 inline void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   VIT_DISPATCH(ctx, gelu_forward, ctx, out, inp);
 }
-inline void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout) {
-  VIT_DISPATCH(ctx, gelu_backward, ctx, dinp, inp, dout);
+inline void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout,
+                          Tensor dbias = Tensor(), bool accumulate = true) {
+  VIT_DISPATCH(ctx, gelu_backward, ctx, dinp, inp, dout, dbias, accumulate);
 }
 inline void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
-                                    const Tensor& dout) {
-  VIT_DISPATCH(ctx, gelu_backward_recompute, ctx, dinp, out, inp, dout);
+                                    const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true) {
+  VIT_DISPATCH(ctx, gelu_backward_recompute, ctx, dinp, out, inp, dout, dbias, accumulate);
 }
 
 }  // namespace vit::kernels

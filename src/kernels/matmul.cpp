@@ -11,9 +11,8 @@
 // - sgemm is only ever called from outside OpenMP regions: Debian's OpenBLAS
 //   is the pthreads build, whose own threads inside an OpenMP team would
 //   oversubscribe the cores. set_cpu_threads() sizes both pools.
-// - dbias sums columns by blocks of columns: each block belongs to one thread
-//   and walks the rows in order, with double accumulators, so the result is
-//   the same bit for bit whatever the thread count.
+// - dbias sums columns by blocks of columns (detail::add_column_sums): the
+//   same bit for bit whatever the thread count.
 // Inputs may have any leading shape, e.g. (B, T, C): rows M = B*T.
 #include "kernels/matmul.h"
 
@@ -152,23 +151,7 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
               accumulate ? 1.0f : 0.0f, dweight.f32(), k);
 
   // dbias (N) += column sums of dout (M, N)
-  if (dbias.defined()) {
-    constexpr int64_t kCols = 64;
-    const int64_t blocks = (N + kCols - 1) / kCols;
-    const float* g = dout.f32();
-    float* db = dbias.f32();
-#pragma omp parallel for schedule(static) if (M * N > detail::kParallelMin)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t n0 = blk * kCols;
-      const int64_t w = std::min(kCols, N - n0);
-      double acc[kCols] = {};
-      for (int64_t r = 0; r < M; ++r) {
-        const float* row = g + r * N + n0;
-        for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
-      }
-      for (int64_t j = 0; j < w; ++j) db[n0 + j] = (accumulate ? db[n0 + j] : 0.0f) + static_cast<float>(acc[j]);
-    }
-  }
+  if (dbias.defined()) detail::add_column_sums(dbias.f32(), dout.f32(), M, N, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

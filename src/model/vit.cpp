@@ -425,20 +425,22 @@ void ViTModel::block_backward(int l, int B, int slot) {
   if (masked) apply_branch_masks(dmasked, dres, l, 1, B, slot);
   const Tensor dfc2 = masked ? dmasked : dres;
   const bool acc = !assign_grads_;  // parameter gradients: += or, for a step's first micro-batch, =
+  // fc1's bias gradient (the column sums of dh_pre) comes from the GELU
+  // backward, which sums dh_pre as it writes it.
   if (!compute_.recompute_gelu) {
     k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w),
                        acc);
-    k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
+    k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
   } else {
     // The GELU output was not kept: fc2's input gradient first, then one
     // pass makes GELU's input gradient and, over dh, the GELU output again
     // (the forward's bits), then fc2's weight gradient from it. The same
     // GEMMs on the same inputs as above: the gradients are the same bits.
     k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
-    k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh);
+    k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
     k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w), acc);
   }
-  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), grad(p.fc1_b), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w),
+  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), Tensor(), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w),
                      acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),

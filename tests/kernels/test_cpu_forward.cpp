@@ -135,6 +135,34 @@ BOOST_AUTO_TEST_CASE(gelu_backward_recompute_is_forward_and_backward_bitwise) {
   BOOST_TEST(differ == 0);
 }
 
+// The GELU backward's bias gradient (fc1's, gelu.h): dbias (+)= the column
+// sums of dinp, which stays the plain backward's bits; assigned (=) when not
+// accumulating, also with recompute; a count that rows of dbias' length do
+// not divide is refused.
+BOOST_AUTO_TEST_CASE(gelu_backward_sums_the_bias_gradient) {
+  Rng rng(41);
+  const int64_t rows = 3 * 197, C = 72, n = rows * C;
+  Arr x = randn({n}, rng, 3.0), g = randn({n}, rng);
+  Arr dx({n}, kNaN), dx2({n}, kNaN), dx3({n}, kNaN), y3({n}, kNaN);
+  Arr db = randn({C}, rng), db0({C}), db3({C}, kNaN);
+  for (int64_t c = 0; c < C; ++c) db0[c] = db[c];
+  cpu::gelu_backward(cpu_ctx(), dx.t, x, g);
+  cpu::gelu_backward(cpu_ctx(), dx2.t, x, g, db.t, true);
+  cpu::gelu_backward_recompute(cpu_ctx(), dx3.t, y3.t, x, g, db3.t, false);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n; ++i) differ += dx2[i] != dx[i] || dx3[i] != dx[i];
+  BOOST_TEST(differ == 0);
+  double worst = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int64_t r = 0; r < rows; ++r) s += dx[r * C + c];
+    worst = std::max({worst, std::abs(db[c] - (db0[c] + s)), std::abs(db3[c] - s)});
+  }
+  BOOST_TEST(worst <= 1e-4);  // fp32 results of sums of ~|25|: a few ulp
+  Arr bad({7});
+  BOOST_CHECK_THROW(cpu::gelu_backward(cpu_ctx(), dx.t, x, g, bad.t, true), vit::Error);
+}
+
 // An input-gradient-only call and a weight-gradient-only call add up to the
 // one call, bit for bit (the model splits fc2's backward that way).
 BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {

@@ -174,7 +174,14 @@ int main(int argc, char** argv) {
       if (l.gelu) bench.time("  of which gelu fwd", 2.0 * M * l.N * e, false, [&] { K::gelu_forward(ctx, y.t, pre.t); });
       bench.time("matmul bwd " + n + " (dinp+dW+db)", 2 * fl, true,
                  [&] { K::matmul_backward(ctx, dx.t, dw.t, db.t, dy.t, x.t, w.t); });
-      if (l.gelu) bench.time("gelu bwd", 3.0 * M * l.N * e, false, [&] { K::gelu_backward(ctx, dpre.t, pre.t, dy.t); });
+      bench.time("matmul bwd " + n + " (dinp+dW)", 2 * fl, true,
+                 [&] { K::matmul_backward(ctx, dx.t, dw.t, Tensor(), dy.t, x.t, w.t); });
+      if (l.gelu) {
+        bench.time("gelu bwd", 3.0 * M * l.N * e, false, [&] { K::gelu_backward(ctx, dpre.t, pre.t, dy.t); });
+        // As the model runs fc1's backward: its bias gradient summed by the GELU backward.
+        bench.time("gelu bwd +db of fc1", 3.0 * M * l.N * e, false,
+                   [&] { K::gelu_backward(ctx, dpre.t, pre.t, dy.t, db.t); });
+      }
     }
     {
       Dev x(dt, {B * NP, P}), w(dt, {C, P}, 0.03f), b(dt, {C}), y(dt, {B * NP, C}), dy(dt, {B * NP, C}),
@@ -254,8 +261,8 @@ int main(int argc, char** argv) {
                                bench.ms("attention fwd " + ps) + bench.ms("matmul fwd proj") +
                                2 * bench.ms("residual add") + bench.ms("matmul fwd fc1 +gelu(exact)") +
                                bench.ms("matmul fwd fc2");
-      const double bwd_layer = bench.ms("matmul bwd fc2 (dinp+dW+db)") + bench.ms("gelu bwd") +
-                               bench.ms("matmul bwd fc1 (dinp+dW+db)") + 2 * bench.ms("layernorm bwd (dinp+=)") +
+      const double bwd_layer = bench.ms("matmul bwd fc2 (dinp+dW+db)") + bench.ms("gelu bwd +db of fc1") +
+                               bench.ms("matmul bwd fc1 (dinp+dW)") + 2 * bench.ms("layernorm bwd (dinp+=)") +
                                bench.ms("matmul bwd proj (dinp+dW+db)") + bench.ms("attention bwd " + ps) +
                                bench.ms("matmul bwd qkv (dinp+dW+db)");
       const double once = bench.ms("matmul fwd patch-embed") + bench.ms("matmul bwd patch-embed (dW+db)") +

@@ -90,6 +90,7 @@ const GemmShape kGemmShapes[] = {
     {4 * 197, 3, 768, "head 788x3x768"},
     {15, 72, 24, "small 15x72x24"},
     {7, 13, 5, "odd 7x13x5"},
+    {32 * 197, 1000, 64, "tall 6304x1000x64"},  // bias gradient: many row splits, a partial block of columns
 };
 
 void check_matmul(const GemmShape& s, DType dt, bool with_bias, bool with_gelu, bool tf32) {
@@ -501,6 +502,40 @@ BOOST_AUTO_TEST_CASE(gelu_forward_backward) {
       BOOST_CHECK_MESSAGE(over.download() == out_got && dinp3.download() == dinp_got,
                           label("gelu_bwd_recompute in place", dt, tag)
                               << ": not the bits of gelu_forward / gelu_backward");
+
+      // With fc1's bias gradient: rows of 3072 (the fused pass; the odd count
+      // as rows of 13, the unpacked fallback). dinp keeps the plain backward's
+      // bits; dbias += the column sums of dinp as stored (summed here in
+      // double from the GPU's own dinp: only the order differs), and against
+      // the CPU kernel's (its dinp unrounded); = with recompute and !accumulate.
+      const int64_t C = n % 3072 == 0 ? 3072 : 13, rows = n / C;
+      DevTensor dinp4(dt, {n}), dinp5(dt, {n}), over5(dt, {n}), db(DType::F32, {C}), db5(DType::F32, {C});
+      dinp4.poison();
+      dinp5.poison();
+      db5.poison();
+      db.upload(random_values(C));
+      over5.upload(dout.host);
+      K::gelu_backward(gpu().context(), dinp4.t, inp.t, dout.t, db.t, true);
+      K::gelu_backward_recompute(gpu().context(), dinp5.t, over5.t, inp.t, over5.t, db5.t, false);
+      std::vector<float> db_cpu = db.host, dinp_cpu(n);
+      K::gelu_backward(cpu_ctx(), make_view(dinp_cpu.data(), DType::F32, Device::CPU, {n}), inp.cpu(), dout.cpu(),
+                       make_view(db_cpu.data(), DType::F32, Device::CPU, {C}), true);
+      sync();
+      BOOST_CHECK_MESSAGE(dinp4.download() == dinp_got && dinp5.download() == dinp_got && over5.download() == out_got,
+                          label("gelu_bwd +dbias", dt, tag) << ": dinp (or out) not the bits of the plain backward");
+      std::vector<float> sums_ref(C), acc_ref(C);
+      for (int64_t c = 0; c < C; ++c) {
+        double t = 0.0;
+        for (int64_t r = 0; r < rows; ++r) t += dinp_got[r * C + c];
+        sums_ref[c] = static_cast<float>(t);
+        acc_ref[c] = static_cast<float>(db.host[c] + t);
+      }
+      const std::string rtag = tag + " rows of " + std::to_string(C);
+      compare(label("gelu_bwd dbias+= (own dinp)", dt, rtag), db.download(), acc_ref,
+              tolerance(OpClass::MasterGrad, dt));
+      compare(label("gelu_bwd dbias= recompute (own dinp)", dt, rtag), db5.download(), sums_ref,
+              tolerance(OpClass::MasterGrad, dt));
+      compare(label("gelu_bwd dbias+= (cpu)", dt, rtag), db.download(), db_cpu, tolerance(OpClass::Elementwise, dt));
     }
   }
 }

@@ -30,22 +30,32 @@ __global__ void column_sum_scalar_kernel(float* __restrict__ partial, const T* _
   }
 }
 
-// Block (32, 8): 32 adjacent columns (coalesced rows of the partials), 8 rows
-// of threads split the splits, then one thread folds them in a fixed order.
+// Block (32, 32): 32 adjacent columns (coalesced rows of the partials), 32
+// rows of threads split the splits (each issuing its few loads before adding),
+// then one thread folds the 32 in a fixed order.
+constexpr int kFoldRows = 32;
 __global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __restrict__ partial, int splits,
                                        int64_t N, bool accumulate) {
-  __shared__ float acc[8][33];
+  __shared__ float acc[kFoldRows][33];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   float s = 0.0f;
   if (c < N) {
-    for (int i = threadIdx.y; i < splits; i += 8) s += partial[static_cast<int64_t>(i) * N + c];
+    constexpr int kMost = (kColSumMaxSplits + kFoldRows - 1) / kFoldRows;
+    float v[kMost];
+#pragma unroll
+    for (int k = 0; k < kMost; ++k) {
+      const int i = threadIdx.y + k * kFoldRows;
+      v[k] = i < splits ? partial[static_cast<int64_t>(i) * N + c] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kMost; ++k) s += v[k];
   }
   acc[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y != 0 || c >= N) return;
   float t = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) t += acc[i][threadIdx.x];
+  for (int i = 0; i < kFoldRows; ++i) t += acc[i][threadIdx.x];
   dst[c] = (accumulate ? dst[c] : 0.0f) + t;
 }
 
@@ -54,11 +64,10 @@ __global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __r
 ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms) {
   ColumnSumShape s;
   const int64_t col_blocks = (N / P + 31) / 32;
-  // About 8 blocks of 8 warps an SM in all (what the registers of the fused
-  // ops allow, and enough loads in flight for HBM), with at least one turn of
-  // the unrolled row loop per warp in every split.
+  // About 8 blocks of 8 warps an SM in all, at most kColSumMaxSplits partial
+  // rows to fold, and at least 4 rows a warp in every split.
   const int64_t target = static_cast<int64_t>(num_sms > 0 ? num_sms : 132) * 8;
-  const int64_t most = std::max<int64_t>(1, M / (kColSumWarps * kColSumUnroll));
+  const int64_t most = std::clamp<int64_t>(M / (kColSumWarps * 4), 1, kColSumMaxSplits);
   s.splits = static_cast<int>(std::clamp<int64_t>((target + col_blocks - 1) / col_blocks, 1, most));
   s.grid = dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(s.splits));
   s.block = dim3(32, kColSumWarps);
@@ -66,7 +75,9 @@ ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms) {
 }
 
 void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
-  column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, 8), 0, stream>>>(dst, partial, splits, N,
+  VIT_CHECK(splits >= 1 && splits <= kColSumMaxSplits, "column_sum_fold: ", splits, " splits, at most ",
+            kColSumMaxSplits);
+  column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, kFoldRows), 0, stream>>>(dst, partial, splits, N,
                                                                                           accumulate);
   VIT_CUDA_CHECK_LAUNCH();
 }
@@ -88,7 +99,7 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
       VIT_CUDA_CHECK_LAUNCH();
       column_sum_fold(stream, dst, partial, s.splits, N, accumulate);
     } else {
-      const int splits = static_cast<int>(std::clamp<int64_t>(M / 64, 1, 64));
+      const int splits = static_cast<int>(std::clamp<int64_t>(M / 64, 1, kColSumMaxSplits));
       auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * splits * N, stream));
       dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>(splits));
       column_sum_scalar_kernel<T><<<grid, dim3(32, kColSumWarps), 0, stream>>>(partial, xt, M, N);

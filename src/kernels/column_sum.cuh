@@ -14,45 +14,29 @@
 // Pass 1 (column_sum_rows_kernel): blocks of (32, kColSumWarps) threads; lane
 // x owns the 16-byte pack column blockIdx.x * 32 + x, and the rows are cut
 // into gridDim.y contiguous splits, warp y of a block taking rows r0 + y,
-// r0 + y + kColSumWarps, ... of its split, kColSumUnroll rows' loads in
-// flight at once. Each thread sums in row order, the block folds its warps in
+// r0 + y + kColSumWarps, ... of its split, Op::kDepth rows' loads in flight. Each thread sums in row order, the block folds its warps in
 // warp order into one partial row of its split. Pass 2 (column_sum_fold)
 // adds the splits' partial rows in split order into the destination. No
 // atomics: the order of every sum is fixed by the launch shape, which depends
 // only on (M, N) and the GPU's SM count.
 //
-// The per-element work is an `Op`: op.load(i) issues the loads of the pack at
+// The per-element work is an `Op` (with kDepth, the rows of loads a warp keeps
+// in flight, and kMinBlocks, the blocks an SM must fit: a register cap):
+// op.load(i) issues the loads of the pack at
 // element offset i (returns an Op::Loaded), op.apply(loaded, i) finishes it,
 // stores what the op writes, and returns the pack whose values (as stored)
 // are summed. ColumnSumRead is the plain column sum.
 #pragma once
 
+#include "kernels/column_sum.h"
 #include "kernels/cuda_common.cuh"
 
 namespace vit::kernels::cuda_detail {
 
-constexpr int kColSumWarps = 8;
-constexpr int kColSumUnroll = 4;
-
-struct ColumnSumShape {
-  dim3 grid, block;
-  int splits = 1;
-};
-
-// The launch shape for (M rows, N columns) in packs of P elements (N % P == 0).
-ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms);
-
-// dst[n] (+)= sum over s < splits of partial[s * N + n], s in order; = instead
-// of += when !accumulate (0 + sum: the bits of adding to a zeroed gradient).
-void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate);
-
-// dst (N) (+)= the column sums of x (M, N) in the storage type T (any N and
-// alignment; packed when they allow it). Scratch from h.scratch_small.
-void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, DType dtype, int64_t M, int64_t N,
-                bool accumulate);
-
 template <typename T>
 struct ColumnSumRead {
+  static constexpr int kDepth = 4;  // rows of loads in flight a warp: nothing else to overlap them with
+  static constexpr int kMinBlocks = 4;  // blocks an SM (__launch_bounds__): at most 64 registers
   const T* __restrict__ x;
   using Loaded = Pack<T>;
   __device__ __forceinline__ Loaded load(int64_t i) const { return load_pack(x + i); }
@@ -60,11 +44,14 @@ struct ColumnSumRead {
 };
 
 // partial (gridDim.y, N): row s is the column sums of op's packs over split s.
+// Each warp keeps Op::kDepth rows' loads in flight: the loads of row
+// r + kDepth * kColSumWarps go out as row r is finished, so an op with
+// arithmetic (GELU) overlaps it with the loads of the rows after.
 template <typename T, typename Op>
-__global__ void __launch_bounds__(32 * kColSumWarps)
+__global__ void __launch_bounds__(32 * kColSumWarps, Op::kMinBlocks)
     column_sum_rows_kernel(float* __restrict__ partial, int64_t M, int64_t N, Op op) {
   constexpr int P = Pack<T>::N;
-  constexpr int W = kColSumWarps, U = kColSumUnroll;
+  constexpr int W = kColSumWarps, D = Op::kDepth;
   __shared__ float fold[W][P][32];
   const int lane = threadIdx.x, warp = threadIdx.y;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * 32 + lane) * P;
@@ -75,18 +62,20 @@ __global__ void __launch_bounds__(32 * kColSumWarps)
 #pragma unroll
   for (int j = 0; j < P; ++j) acc[j] = 0.0f;
   if (col < N) {
-    for (int64_t r = r0 + warp; r < r1; r += W * U) {
-      typename Op::Loaded v[U];
+    typename Op::Loaded buf[D];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t row = r + static_cast<int64_t>(u) * W;
-        if (row < r1) v[u] = op.load(row * N + col);
-      }
+    for (int d = 0; d < D; ++d) {
+      const int64_t row = r0 + warp + static_cast<int64_t>(d) * W;
+      if (row < r1) buf[d] = op.load(row * N + col);
+    }
+    for (int64_t base = r0 + warp; base < r1; base += static_cast<int64_t>(D) * W) {
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t row = r + static_cast<int64_t>(u) * W;
+      for (int d = 0; d < D; ++d) {
+        const int64_t row = base + static_cast<int64_t>(d) * W;
         if (row < r1) {
-          const Pack<T> y = op.apply(v[u], row * N + col);
+          const Pack<T> y = op.apply(buf[d], row * N + col);
+          const int64_t next = row + static_cast<int64_t>(D) * W;
+          if (next < r1) buf[d] = op.load(next * N + col);
 #pragma unroll
           for (int j = 0; j < P; ++j) acc[j] += to_f(y.v[j]);
         }

@@ -30,6 +30,7 @@
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/cast.h"
+#include "kernels/column_sum.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/gelu.h"
 #include "kernels/gpu_context.h"
@@ -182,6 +183,14 @@ int main(int argc, char** argv) {
         bench.time("gelu bwd +db of fc1", 3.0 * M * l.N * e, false,
                    [&] { K::gelu_backward(ctx, dpre.t, pre.t, dy.t, db.t); });
       }
+    }
+    // Bias gradients alone: the column sums of an (M, N) output gradient.
+    for (int64_t n : {C, 3 * C, F}) {
+      Dev g(dt, {M, n}), db(DType::F32, {n});
+      bench.time("column sum (bias grad) " + std::to_string(M) + "x" + std::to_string(n), 1.0 * M * n * e, false, [&] {
+        kernels::cuda_detail::column_sum(*ctx.gpu, static_cast<cudaStream_t>(ctx.stream), db.t.f32(), g.t.data, dt,
+                                         M, n, true);
+      });
     }
     {
       Dev x(dt, {B * NP, P}), w(dt, {C, P}, 0.03f), b(dt, {C}), y(dt, {B * NP, C}), dy(dt, {B * NP, C}),

@@ -29,6 +29,7 @@ namespace vit::kernels::cpu {
 
 using detail::require_f32;
 using detail::require_shape;
+using detail::add_column_sums;
 
 namespace {
 
@@ -185,7 +186,7 @@ void attention_forward(const Context&, Tensor out, Tensor aux, const Tensor& qkv
 }
 
 void attention_backward(const Context&, Tensor dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& aux, int NH, AttentionImpl) {
+                        const Tensor& aux, int NH, AttentionImpl, Tensor dbias, bool accumulate) {
   const char* op = "attention_backward";
   const Dims d = check_qkv(op, qkv, NH);
   require_f32(op, "dqkv", dqkv);
@@ -198,6 +199,10 @@ void attention_backward(const Context&, Tensor dqkv, const Tensor& dout, const T
   require_shape(op, "out", out, {d.B, d.T, d.C}, "(B, T, C)");
   check_aux(op, aux, d);
   VIT_CHECK(dqkv.data != qkv.data && dqkv.data != dout.data, op, ": dqkv must not alias qkv or dout");
+  if (dbias.defined()) {
+    require_f32(op, "dbias", dbias);
+    require_shape(op, "dbias", dbias, {3 * d.C}, "(3C)");
+  }
 
   const int64_t B = d.B, T = d.T, C = d.C, HS = d.HS, C3 = 3 * d.C;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
@@ -222,6 +227,7 @@ void attention_backward(const Context&, Tensor dqkv, const Tensor& dout, const T
       }
     }
   }
+  if (dbias.defined()) add_column_sums(dbias.f32(), dx, B * T, C3, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

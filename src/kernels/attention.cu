@@ -63,6 +63,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attention_short.h"
+#include "kernels/column_sum.h"
 #include "kernels/cuda_common.cuh"
 
 namespace vit {
@@ -828,8 +829,13 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   copy_heads(h, dt, out.data, s.HS, out_p, p.HS, s.B * s.T * s.NH, s.HS);
 }
 
-void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& aux, int NH, AttentionImpl impl) {
+namespace {
+
+// The backward on one of the paths. Returns true when the bias gradient
+// (bias_partial non-null) was summed by the kernel: bias_partial then holds
+// one partial row of 3C per sample for column_sum_fold.
+bool attention_backward_paths(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv,
+                              const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl, float* bias_partial) {
   const char* op = "attention_backward";
   GpuHandles& h = gpu_of(ctx, op);
   VIT_CHECK(stream_of(ctx) == h.stream, op, ": the Context's stream must be its GpuHandles' stream");
@@ -857,8 +863,8 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
     check_numel(out, s.B * s.T * s.C, op, "out");
     if (h.attention_backward_short && short_attention_backward_fits(h, dt, s.T, s.HS)) {
       short_attention_backward(h, dt, s.B, s.T, s.NH, s.HS, dq, q, out.data, dout.data,
-                               static_cast<const float*>(aux.data), scale);
-      return;
+                               static_cast<const float*>(aux.data), scale, bias_partial);
+      return bias_partial != nullptr;
     }
     const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 1, h.sdpa_deterministic ? 1 : 0, 0};
     const SdpaPlan& plan = sdpa_plan(h, key);
@@ -871,12 +877,12 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
       ptrs.push_back(&one_value);
     }
     sdpa_execute(h, plan, std::move(uids), std::move(ptrs));
-    return;
+    return false;
   }
   if (path == AttentionImpl::Cublas) {
     cublas_backward(h, s, dt, dq, static_cast<const char*>(dout.data), q, static_cast<const char*>(aux.data), scale,
                     op);
-    return;
+    return false;
   }
   // Padded heads: qkv_p (B, T, 3 Cp) | dqkv_p (B, T, 3 Cp) | dout_p (B, T, Cp).
   const Shape p = padded_shape(s, dt);
@@ -890,6 +896,29 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   copy_heads(h, dt, dout_p, p.HS, dout.data, s.HS, s.B * s.T * s.NH, s.HS);
   cublas_backward(h, p, dt, dqkv_p, dout_p, qkv_p, static_cast<const char*>(aux.data), scale, op);
   copy_heads(h, dt, dq, s.HS, dqkv_p, p.HS, s.B * s.T * 3 * s.NH, s.HS);
+  return false;
+}
+
+}  // namespace
+
+void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& aux, int NH, AttentionImpl impl, Tensor dbias, bool accumulate) {
+  const char* op = "attention_backward";
+  if (!dbias.defined()) {
+    attention_backward_paths(ctx, dqkv, dout, qkv, out, aux, NH, impl, nullptr);
+    return;
+  }
+  GpuHandles& h = gpu_of(ctx, op);
+  const Shape s = check_shapes(qkv, NH, op);
+  check_gpu(dbias, op, "dbias");
+  check_dtype(dbias, DType::F32, op, "dbias");
+  check_numel(dbias, 3 * s.C, op, "dbias");
+  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * s.B * 3 * s.C, h.stream));
+  if (attention_backward_paths(ctx, dqkv, dout, qkv, out, aux, NH, impl, partial)) {
+    column_sum_fold(h.stream, dbias.f32(), partial, static_cast<int>(s.B), 3 * s.C, accumulate);
+  } else {
+    column_sum(h, h.stream, dbias.f32(), dqkv.data, dqkv.dtype, s.B * s.T, 3 * s.C, accumulate);
+  }
 }
 
 }  // namespace cuda

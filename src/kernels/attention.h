@@ -10,6 +10,11 @@
 //             CPU and the cuBLAS path: probabilities (B, NH, T, T)
 //             cuDNN fused path: softmax statistics (B, NH, T) fp32
 // Backward: dqkv (B, T, 3C) assigned (=) from dout (B, T, C), qkv, out, aux.
+//           Optionally the QKV projection's bias gradient: with dbias
+//           defined (fp32, 3C), dbias (+)= the column sums of dqkv over the
+//           B*T rows, as stored (the values the weight-gradient GEMM reads);
+//           = when !accumulate. The GPU's short-sequence kernel sums them
+//           while it writes dqkv; the other paths sum dqkv after.
 //
 // `impl` picks the GPU path (cuDNN's fused SDPA through the graph API, or
 // batched cuBLAS GEMMs plus a softmax kernel, on the heads in place or on a
@@ -58,15 +63,17 @@ size_t attention_aux_bytes(Device device, AttentionImpl impl, DType compute, int
 VIT_DECLARE_KERNEL(void, attention_forward, const Context& ctx, Tensor out, Tensor aux, const Tensor& qkv, int NH,
                    AttentionImpl impl)
 VIT_DECLARE_KERNEL(void, attention_backward, const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv,
-                   const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl)
+                   const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl, Tensor dbias = Tensor(),
+                   bool accumulate = true)
 
 inline void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor& qkv, int NH,
                               AttentionImpl impl) {
   VIT_DISPATCH(ctx, attention_forward, ctx, out, aux, qkv, NH, impl);
 }
 inline void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv,
-                               const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl) {
-  VIT_DISPATCH(ctx, attention_backward, ctx, dqkv, dout, qkv, out, aux, NH, impl);
+                               const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl,
+                               Tensor dbias = Tensor(), bool accumulate = true) {
+  VIT_DISPATCH(ctx, attention_backward, ctx, dqkv, dout, qkv, out, aux, NH, impl, dbias, accumulate);
 }
 
 }  // namespace vit::kernels

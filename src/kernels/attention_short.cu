@@ -31,7 +31,13 @@
 // Shared memory: Q, K, dO with rows of 64 + 8 elements (the 16-byte pad puts
 // the 8 rows of each ldmatrix on distinct banks), then V, whose space dS^T
 // (rows of Tp + 8) reuses once every warp holds its K and V fragments, then
-// lse and Drow (fp32). 180 KB at 197 tokens: one block per SM.
+// lse and Drow (fp32), then the warps' column sums of dQ, dK, dV for the QKV
+// bias gradient (fp32, 192 a warp). 190 KB at 197 tokens: one block per SM.
+//
+// Bias gradient (bias_partial non-null): each warp sums the columns of the
+// 16 rows of dK, dV (phase 1) and dQ (phase 2) it stores, as stored; the block
+// adds its warps in order and writes the head's 192 columns of its sample's
+// row of bias_partial (B, 3C), which column_sum_fold adds over the samples.
 #include <cmath>
 
 #include "kernels/attention_short.h"
@@ -65,10 +71,13 @@ __device__ __forceinline__ void cp_async_wait_stage(int stage) {
   }
 }
 
+constexpr int kBiasCols = 3 * kHS;  // a head's columns of dQ, dK, dV: its share of the QKV bias gradient
+
 size_t smem_bytes(int Tp) {
   const size_t rows = static_cast<size_t>(Tp) * kLd * 2;           // one of Q, K, dO, V
   const size_t ds = static_cast<size_t>(Tp) * (Tp + 8) * 2;        // dS^T
-  return 3 * rows + (ds > rows ? ds : rows) + 2 * static_cast<size_t>(Tp) * sizeof(float);
+  const size_t sums = static_cast<size_t>(Tp / 16) * kBiasCols * sizeof(float);  // per warp
+  return 3 * rows + (ds > rows ? ds : rows) + 2 * static_cast<size_t>(Tp) * sizeof(float) + sums;
 }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
@@ -149,11 +158,44 @@ __device__ __forceinline__ void store_rows(E* dst, int64_t ld, int r0, int T, co
   }
 }
 
+// The column sums of the 16 rows store_rows writes (their stored values, rows
+// at or past T left out) into red[0 .. 63]: over the lane's two rows, then
+// over the 8 row groups by a butterfly (every lane ends with the same sums);
+// lanes 0..3 write columns 8 nt + 2 lane and the one after.
+template <typename E>
+__device__ __forceinline__ void column_sums_rows(float* red, int r0, int T, const float acc[8][4], int lane) {
+  const int g = lane >> 2, c = 2 * (lane & 3);
+  const bool lo = r0 + g < T, hi = r0 + g + 8 < T;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    float s0 = 0.0f, s1 = 0.0f;
+    if (lo) {
+      const float2 v = unpack2<E>(pack2<E>(acc[nt][0], acc[nt][1]));
+      s0 += v.x;
+      s1 += v.y;
+    }
+    if (hi) {
+      const float2 v = unpack2<E>(pack2<E>(acc[nt][2], acc[nt][3]));
+      s0 += v.x;
+      s1 += v.y;
+    }
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    }
+    if (g == 0) {
+      red[8 * nt + c] = s0;
+      red[8 * nt + c + 1] = s1;
+    }
+  }
+}
+
 template <typename E>
 __global__ void __launch_bounds__(kMaxThreads, 1)
     short_attention_backward_kernel(E* __restrict__ dqkv, const E* __restrict__ qkv, const E* __restrict__ out,
                                     const E* __restrict__ dout, const float* __restrict__ stats, int T, int NH,
-                                    float scale) {
+                                    float scale, float* __restrict__ bias_partial) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   extern __shared__ __align__(16) unsigned char smem[];
   const int nb = blockDim.x >> 5;  // row blocks of 16 (and warps)
@@ -167,6 +209,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const size_t rest = static_cast<size_t>(Tp) * (ldS > kLd ? ldS : kLd);
   float* s_lse = reinterpret_cast<float*>(sV + rest);  // log2-scaled, +inf past T
   float* s_drow = s_lse + Tp;
+  float* s_sums = s_drow + Tp;  // [warp][kBiasCols]: the warps' column sums of dQ | dK | dV (bias_partial only)
 
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int C = NH * kHS;
@@ -350,6 +393,10 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   }
   store_rows<E>(gdq + C, ld_qkv, k0, T, dk, lane);
   store_rows<E>(gdq + 2 * C, ld_qkv, k0, T, dv, lane);
+  if (bias_partial) {
+    column_sums_rows<E>(s_sums + warp * kBiasCols + kHS, k0, T, dk, lane);
+    column_sums_rows<E>(s_sums + warp * kBiasCols + 2 * kHS, k0, T, dv, lane);
+  }
   __syncthreads();  // dS^T complete
 
   // ---- Phase 2: dQ for queries q0 .. q0 + 15 of this warp.
@@ -373,6 +420,17 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     }
   }
   store_rows<E>(gdq, ld_qkv, q0, T, dq, lane);
+  if (bias_partial) {
+    // This sample's row of the bias-gradient partials, the head's columns:
+    // the warps' sums added in warp order.
+    column_sums_rows<E>(s_sums + warp * kBiasCols, q0, T, dq, lane);
+    __syncthreads();
+    for (int j = tid; j < kBiasCols; j += blockDim.x) {
+      float t = 0.0f;
+      for (int w = 0; w < nb; ++w) t += s_sums[w * kBiasCols + j];
+      bias_partial[static_cast<int64_t>(b) * 3 * C + (j / kHS) * C + h * kHS + j % kHS] = t;
+    }
+  }
 #endif
 }
 
@@ -396,7 +454,8 @@ bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int
 }
 
 void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* dqkv,
-                              const void* qkv, const void* out, const void* dout, const float* stats, float scale) {
+                              const void* qkv, const void* out, const void* dout, const float* stats, float scale,
+                              float* bias_partial) {
   std::string why;
   VIT_CHECK(short_attention_backward_fits(h, dt, T, HS, &why), "short_attention_backward: ", why);
   for (const void* p : {static_cast<const void*>(dqkv), qkv, out, dout, static_cast<const void*>(stats)})
@@ -409,12 +468,12 @@ void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
     allow_dynamic_smem(short_attention_backward_kernel<bf16>, smem);
     short_attention_backward_kernel<bf16><<<grid, block, smem, h.stream>>>(
         static_cast<bf16*>(dqkv), static_cast<const bf16*>(qkv), static_cast<const bf16*>(out),
-        static_cast<const bf16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);
+        static_cast<const bf16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial);
   } else {
     allow_dynamic_smem(short_attention_backward_kernel<fp16>, smem);
     short_attention_backward_kernel<fp16><<<grid, block, smem, h.stream>>>(
         static_cast<fp16*>(dqkv), static_cast<const fp16*>(qkv), static_cast<const fp16*>(out),
-        static_cast<const fp16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale);
+        static_cast<const fp16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial);
   }
   VIT_CUDA_CHECK_LAUNCH();
 }

@@ -1,5 +1,8 @@
 // Column sums (see column_sum.cuh).
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "kernels/column_sum.cuh"
 
@@ -31,7 +34,7 @@ __global__ void column_sum_scalar_kernel(float* __restrict__ partial, const T* _
 }
 
 // Block (32, 32): 32 adjacent columns (coalesced rows of the partials), 32
-// rows of threads split the splits (each issuing its few loads before adding),
+// rows of threads split the splits (each issuing 4 loads before adding them),
 // then one thread folds the 32 in a fixed order.
 constexpr int kFoldRows = 32;
 __global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __restrict__ partial, int splits,
@@ -40,15 +43,16 @@ __global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __r
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   float s = 0.0f;
   if (c < N) {
-    constexpr int kMost = (kColSumMaxSplits + kFoldRows - 1) / kFoldRows;
-    float v[kMost];
+    for (int i0 = threadIdx.y; i0 < splits; i0 += 4 * kFoldRows) {
+      float v[4];
 #pragma unroll
-    for (int k = 0; k < kMost; ++k) {
-      const int i = threadIdx.y + k * kFoldRows;
-      v[k] = i < splits ? partial[static_cast<int64_t>(i) * N + c] : 0.0f;
+      for (int k = 0; k < 4; ++k) {
+        const int i = i0 + k * kFoldRows;
+        v[k] = i < splits ? partial[static_cast<int64_t>(i) * N + c] : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) s += v[k];
     }
-#pragma unroll
-    for (int k = 0; k < kMost; ++k) s += v[k];
   }
   acc[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
@@ -61,22 +65,35 @@ __global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __r
 
 }  // namespace
 
-ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms) {
+int resident_blocks(const void* kernel) {
+  int device = 0;
+  VIT_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> known;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find({kernel, device});
+  if (it != known.end()) return it->second;
+  int n = 0;
+  VIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 32 * kColSumWarps, 0));
+  n = std::max(n, 1);
+  known[{kernel, device}] = n;
+  return n;
+}
+
+ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, int blocks_per_sm) {
   ColumnSumShape s;
   const int64_t col_blocks = (N / P + 31) / 32;
-  // About 8 blocks of 8 warps an SM in all, at most kColSumMaxSplits partial
-  // rows to fold, and at least 4 rows a warp in every split.
-  const int64_t target = static_cast<int64_t>(num_sms > 0 ? num_sms : 132) * 8;
-  const int64_t most = std::clamp<int64_t>(M / (kColSumWarps * 4), 1, kColSumMaxSplits);
-  s.splits = static_cast<int>(std::clamp<int64_t>((target + col_blocks - 1) / col_blocks, 1, most));
+  // One wave, and at least 4 rows a warp in every split.
+  const int64_t wave = static_cast<int64_t>(num_sms > 0 ? num_sms : 132) * std::max(blocks_per_sm, 1);
+  const int64_t most = std::max<int64_t>(1, M / (kColSumWarps * 4));
+  s.splits = static_cast<int>(std::clamp<int64_t>(wave / col_blocks, 1, most));
   s.grid = dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(s.splits));
   s.block = dim3(32, kColSumWarps);
   return s;
 }
 
 void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
-  VIT_CHECK(splits >= 1 && splits <= kColSumMaxSplits, "column_sum_fold: ", splits, " splits, at most ",
-            kColSumMaxSplits);
+  VIT_CHECK(splits >= 1, "column_sum_fold: ", splits, " splits");
   column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, kFoldRows), 0, stream>>>(dst, partial, splits, N,
                                                                                           accumulate);
   VIT_CUDA_CHECK_LAUNCH();
@@ -93,13 +110,9 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
     constexpr int P = Pack<T>::N;
     const T* xt = static_cast<const T*>(x);
     if (N % P == 0 && aligned16(x)) {
-      const ColumnSumShape s = column_sum_shape(M, N, P, h.num_sms);
-      auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * s.splits * N, stream));
-      column_sum_rows_kernel<T><<<s.grid, s.block, 0, stream>>>(partial, M, N, ColumnSumRead<T>{xt});
-      VIT_CUDA_CHECK_LAUNCH();
-      column_sum_fold(stream, dst, partial, s.splits, N, accumulate);
+      column_sum_launch<T>(h, stream, dst, M, N, ColumnSumRead<T>{xt}, accumulate);
     } else {
-      const int splits = static_cast<int>(std::clamp<int64_t>(M / 64, 1, kColSumMaxSplits));
+      const int splits = static_cast<int>(std::clamp<int64_t>(M / 64, 1, 128));
       auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * splits * N, stream));
       dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>(splits));
       column_sum_scalar_kernel<T><<<grid, dim3(32, kColSumWarps), 0, stream>>>(partial, xt, M, N);

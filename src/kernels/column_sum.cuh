@@ -45,7 +45,7 @@ struct ColumnSumRead {
 
 // partial (gridDim.y, N): row s is the column sums of op's packs over split s.
 // Each warp keeps Op::kDepth rows' loads in flight: the loads of row
-// r + kDepth * kColSumWarps go out as row r is finished, so an op with
+// r + kDepth * kColSumWarps go out before row r's arithmetic, so an op with
 // arithmetic (GELU) overlaps it with the loads of the rows after.
 template <typename T, typename Op>
 __global__ void __launch_bounds__(32 * kColSumWarps, Op::kMinBlocks)
@@ -73,9 +73,11 @@ __global__ void __launch_bounds__(32 * kColSumWarps, Op::kMinBlocks)
       for (int d = 0; d < D; ++d) {
         const int64_t row = base + static_cast<int64_t>(d) * W;
         if (row < r1) {
-          const Pack<T> y = op.apply(buf[d], row * N + col);
+          // The next loads go out before this row's arithmetic.
+          const typename Op::Loaded cur = buf[d];
           const int64_t next = row + static_cast<int64_t>(D) * W;
           if (next < r1) buf[d] = op.load(next * N + col);
+          const Pack<T> y = op.apply(cur, row * N + col);
 #pragma unroll
           for (int j = 0; j < P; ++j) acc[j] += to_f(y.v[j]);
         }
@@ -96,6 +98,20 @@ __global__ void __launch_bounds__(32 * kColSumWarps, Op::kMinBlocks)
       partial[static_cast<int64_t>(blockIdx.y) * N + c] = s;
     }
   }
+}
+
+// The whole pass for an op: rows kernel (one wave of blocks, see
+// column_sum_shape), then the fold into dst (+= or, !accumulate, =).
+template <typename T, typename Op>
+void column_sum_launch(GpuHandles& h, cudaStream_t stream, float* dst, int64_t M, int64_t N, const Op& op,
+                       bool accumulate) {
+  auto* kern = column_sum_rows_kernel<T, Op>;
+  const ColumnSumShape cs =
+      column_sum_shape(M, N, Pack<T>::N, h.num_sms, resident_blocks(reinterpret_cast<const void*>(kern)));
+  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * cs.splits * N, stream));
+  kern<<<cs.grid, cs.block, 0, stream>>>(partial, M, N, op);
+  VIT_CUDA_CHECK_LAUNCH();
+  column_sum_fold(stream, dst, partial, cs.splits, N, accumulate);
 }
 
 }  // namespace vit::kernels::cuda_detail

@@ -13,15 +13,21 @@
 namespace vit::kernels::cuda_detail {
 
 constexpr int kColSumWarps = 8;
-constexpr int kColSumMaxSplits = 128;  // partial rows to fold, at most
 
 struct ColumnSumShape {
   dim3 grid, block;
   int splits = 1;
 };
 
-// The launch shape for (M rows, N columns) in packs of P elements (N % P == 0).
-ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms);
+// Blocks of 32 x kColSumWarps threads of `kernel` that fit on one SM of the
+// current device at once (asked once per kernel and device).
+int resident_blocks(const void* kernel);
+
+// The launch shape for (M rows, N columns) in packs of P elements (N % P ==
+// 0): one wave of blocks (blocks_per_sm on each SM, as the kernel's registers
+// allow) whose rows are split evenly; a second, nearly empty wave would take
+// as long as the first.
+ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, int blocks_per_sm);
 
 // dst[n] (+)= sum over s < splits of partial[s * N + n], s in order; = instead
 // of += when !accumulate (0 + sum: the bits of adding to a zeroed gradient).

@@ -222,17 +222,13 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
                      (!with_out || aligned16(out.data));
     T* o = with_out ? out.as<T>() : nullptr;
     if (C > 0 && vec && C % P == 0) {  // the backward and the bias gradient in one pass
-      const ColumnSumShape cs = column_sum_shape(n / C, C, P, h.num_sms);
-      auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * cs.splits * C, s));
       if (with_out) {
-        column_sum_rows_kernel<T><<<cs.grid, cs.block, 0, s>>>(
-            partial, n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()});
+        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
+                             GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
       } else {
-        column_sum_rows_kernel<T><<<cs.grid, cs.block, 0, s>>>(
-            partial, n / C, C, GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()});
+        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
+                             GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
       }
-      VIT_CUDA_CHECK_LAUNCH();
-      column_sum_fold(s, dbias.f32(), partial, cs.splits, C, accumulate);
       return;
     }
     const unsigned grid = vec ? grid_for(n / P, 256, h.num_sms) : grid_for(n, 256, h.num_sms);

@@ -449,11 +449,12 @@ void ViTModel::block_backward(int l, int B, int slot) {
   if (masked) apply_branch_masks(dmasked, dres, l, 0, B, slot);
   k::matmul_backward(ctx_, datt, grad(p.proj_w), grad(p.proj_b), masked ? dmasked : dres,
                      tensor_of(a.att, dt, {BT, Cl}), param(p.proj_w), acc);
+  // The QKV bias gradient (the column sums of dqkv) comes from the attention
+  // backward, whose short-sequence kernel sums dqkv as it writes it.
   k::attention_backward(ctx_, dqkv.reshape({B, T, 3 * Cl}), datt.reshape({B, T, Cl}),
                         tensor_of(a.qkv, dt, {B, T, 3 * Cl}), tensor_of(a.att, dt, {B, T, Cl}), aux, NHl,
-                        compute_.attention);
-  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), grad(p.qkv_b), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w),
-                     acc);
+                        compute_.attention, grad(p.qkv_b), acc);
+  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), Tensor(), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w), acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
                         param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc);

@@ -254,6 +254,36 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_against_double_loops) {
   }
 }
 
+// The attention backward's QKV bias gradient (attention.h): dqkv keeps the
+// plain call's bits; dbias += its column sums over (B, T), or = when not
+// accumulating; a dbias of the wrong length is refused.
+BOOST_AUTO_TEST_CASE(attention_backward_sums_the_qkv_bias_gradient) {
+  Rng rng(29);
+  const int64_t B = 2, T = 7, C = 12;
+  const int NH = 3;
+  Arr qkv = randn({B, T, 3 * C}, rng, 1.5), out({B, T, C}, kNaN), aux({B, NH, T, T}, kNaN), g = randn({B, T, C}, rng);
+  cpu::attention_forward(cpu_ctx(), out.t, aux.t, qkv, NH, vit::kernels::AttentionImpl::Cublas);
+  Arr dx({B, T, 3 * C}, kNaN), dx2({B, T, 3 * C}, kNaN), dx3({B, T, 3 * C}, kNaN);
+  Arr db = randn({3 * C}, rng), db0({3 * C}), db3({3 * C}, kNaN);
+  for (int64_t c = 0; c < 3 * C; ++c) db0[c] = db[c];
+  const auto impl = vit::kernels::AttentionImpl::Cublas;
+  cpu::attention_backward(cpu_ctx(), dx.t, g, qkv, out, aux, NH, impl);
+  cpu::attention_backward(cpu_ctx(), dx2.t, g, qkv, out, aux, NH, impl, db.t, true);
+  cpu::attention_backward(cpu_ctx(), dx3.t, g, qkv, out, aux, NH, impl, db3.t, false);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < B * T * 3 * C; ++i) differ += dx2[i] != dx[i] || dx3[i] != dx[i];
+  BOOST_TEST(differ == 0);
+  double worst = 0.0;
+  for (int64_t c = 0; c < 3 * C; ++c) {
+    double sum = 0.0;
+    for (int64_t r = 0; r < B * T; ++r) sum += dx[r * 3 * C + c];
+    worst = std::max({worst, std::abs(db[c] - (db0[c] + sum)), std::abs(db3[c] - sum)});
+  }
+  BOOST_TEST(worst <= 1e-5);
+  Arr bad({C});
+  BOOST_CHECK_THROW(cpu::attention_backward(cpu_ctx(), dx.t, g, qkv, out, aux, NH, impl, bad.t, true), vit::Error);
+}
+
 // HS = 4 takes the generic head-size path, HS = 64 the compile-time one.
 BOOST_DATA_TEST_CASE(attention_forward_against_double_loops, boost::unit_test::data::make({12, 128}), C) {
   Rng rng(23);

@@ -653,6 +653,49 @@ void check_attention(const AttnShape& s, DType dt, K::AttentionImpl impl, bool d
   compare(label("attention_fwd out", dt, tag), out.download(), out_ref, tol);
   compare(label("attention_bwd dqkv", dt, tag), dqkv.download(), dqkv_ref, tol);
   BOOST_CHECK_MESSAGE(dqkv.slack_intact(), tag << ": attention_backward wrote past the end of dqkv");
+
+  // With the QKV bias gradient (the short kernel sums it as it writes dqkv,
+  // the other paths after): dqkv keeps its bits (deterministic paths); dbias
+  // += (and, in a second call, =) the column sums of that call's dqkv as
+  // stored, summed here in double (only the order differs); the CPU likewise
+  // from its own dqkv.
+  const int64_t rows = s.B * s.T;
+  DevTensor dqkv2(dt, {s.B, s.T, 3 * C}), dqkv3(dt, {s.B, s.T, 3 * C}), db(DType::F32, {3 * C}),
+      db2(DType::F32, {3 * C});
+  dqkv2.poison();
+  dqkv3.poison();
+  db2.poison();
+  db.upload(random_values(3 * C));
+  K::attention_backward(gpu().context(), dqkv2.t, dout.t, qkv.t, out.t, aux.t, static_cast<int>(s.NH), impl, db.t,
+                        true);
+  K::attention_backward(gpu().context(), dqkv3.t, dout.t, qkv.t, out.t, aux.t, static_cast<int>(s.NH), impl, db2.t,
+                        false);
+  std::vector<float> db_cpu = db.host;
+  K::attention_backward(cpu_ctx(), make_view(dqkv_ref.data(), DType::F32, Device::CPU, {s.B, s.T, 3 * C}),
+                        dout.cpu(), qkv.cpu(), out_c, aux_c, static_cast<int>(s.NH), impl,
+                        make_view(db_cpu.data(), DType::F32, Device::CPU, {3 * C}), true);
+  sync();
+  const std::vector<float> d2 = dqkv2.download(), d3 = dqkv3.download();
+  if (deterministic) {
+    BOOST_CHECK_MESSAGE(d2 == dqkv.download() && d3 == d2, tag << ": attention_backward with dbias changed dqkv");
+  }
+  std::vector<float> acc_ref(3 * C), sums(3 * C), cpu_ref(3 * C);
+  for (int64_t c = 0; c < 3 * C; ++c) {
+    double t2 = 0.0, t3 = 0.0, u = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      t2 += d2[r * 3 * C + c];
+      t3 += d3[r * 3 * C + c];
+      u += dqkv_ref[r * 3 * C + c];
+    }
+    acc_ref[c] = static_cast<float>(db.host[c] + t2);
+    sums[c] = static_cast<float>(t3);
+    cpu_ref[c] = static_cast<float>(db.host[c] + u);
+  }
+  compare(label("attention_bwd dbias+= (own dqkv)", dt, tag), db.download(), acc_ref,
+          tolerance(OpClass::MasterGrad, dt));
+  compare(label("attention_bwd dbias= (own dqkv)", dt, tag), db2.download(), sums, tolerance(OpClass::MasterGrad, dt));
+  compare(label("attention_bwd dbias+= cpu (own dqkv)", DType::F32, tag), db_cpu, cpu_ref,
+          tolerance(OpClass::MasterGrad, DType::F32));
   gpu().set_sdpa_deterministic(true);
   gpu().set_attention_backward_short(short_on);
 }

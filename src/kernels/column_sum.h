@@ -12,22 +12,21 @@
 
 namespace vit::kernels::cuda_detail {
 
-constexpr int kColSumWarps = 8;
+constexpr int kColSumThreads = 512;  // threads a block of the rows kernel, at most
 
 struct ColumnSumShape {
-  dim3 grid, block;
-  int splits = 1;
+  dim3 grid, block;  // grid (row groups, column chunks), block (pack columns, row lanes)
+  int groups = 1;    // row groups: partial rows to fold
+  size_t smem = 0;   // dynamic shared memory of the rows kernel
 };
 
-// Blocks of 32 x kColSumWarps threads of `kernel` that fit on one SM of the
-// current device at once (asked once per kernel and device).
-int resident_blocks(const void* kernel);
-
-// The launch shape for (M rows, N columns) in packs of P elements (N % P ==
-// 0): one wave of blocks (blocks_per_sm on each SM, as the kernel's registers
-// allow) whose rows are split evenly; a second, nearly empty wave would take
-// as long as the first.
-ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, int blocks_per_sm);
+// The launch shape of `kernel` (a column_sum_rows_kernel) for (M rows, N
+// columns) in packs of P elements (N % P == 0): blocks of up to 512 pack
+// columns and enough row lanes for ~512 threads; as many row groups as one
+// wave of blocks holds (the kernel's occupancy, asked once per kernel and
+// device), but at most M / 32, so that the partial rows stay a small
+// fraction of the bytes read.
+ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const void* kernel);
 
 // dst[n] (+)= sum over s < splits of partial[s * N + n], s in order; = instead
 // of += when !accumulate (0 + sum: the bits of adding to a zeroed gradient).

@@ -133,10 +133,11 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __re
 // into the bias gradient.
 template <typename T, bool kOut>
 struct GeluBackwardOp {
-  static constexpr int kDepth = 2;  // rows of loads in flight a warp, over the arithmetic of the row before
-  // 4 blocks an SM (64 registers); 3 with the recompute's second output,
-  // which spills at 64 in bf16.
-  static constexpr int kMinBlocks = kOut ? 3 : 4;
+  // One row in flight a thread, as the elementwise kernel, and as many
+  // threads an SM as that kernel has (3 blocks of 512: 42 registers); 2 with
+  // the recompute's second output.
+  static constexpr int kDepth = 1;
+  static constexpr int kMinBlocks = kOut ? 1 : 2;
   T* dinp;
   T* out;  // may alias dout (see gelu_backward_kernel)
   const T* inp;

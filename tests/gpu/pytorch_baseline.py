@@ -99,11 +99,15 @@ def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak):
                             "steps": steps, "images_per_s": ips, "it_per_s": steps / wall,
                             "step_time_median": pct(0.5), "step_time_min": pct(0.0), "step_time_max": pct(1.0),
                             "step_time_p10": pct(0.1), "step_time_p90": pct(0.9), "peak_mem": peak}) + "\n")
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
-    except OSError:
-        rev = "unknown"
+    # The revision of the checkout, or VIT_GIT_REVISION where the checkout's
+    # .git is not its own (a copy of a working tree on a GPU machine).
+    rev = os.environ.get("VIT_GIT_REVISION", "")
+    if not rev:
+        try:
+            rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+        except OSError:
+            rev = "unknown"
     manifest = {
         "format": 1, "run": name, "mode": "benchmark", "status": "completed",
         "spec": {"baseline": f"timm vit_base_patch16_224, bf16 autocast, fused AdamW, {mode}",

@@ -106,8 +106,8 @@ ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const 
 
 void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
   VIT_CHECK(splits >= 1, "column_sum_fold: ", splits, " splits");
-  column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, kFoldRows), 0, stream>>>(dst, partial, splits, N,
-                                                                                          accumulate);
+  column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, kFoldRows), 0, stream>>>(
+      dst, partial, splits, N, accumulate);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

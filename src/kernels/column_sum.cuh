@@ -15,11 +15,12 @@
 // column blockIdx.x * blockDim.x + x and the rows blockIdx.y * R + y +
 // k * gridDim.y * R (R = blockDim.y): neighbouring blocks take the column
 // chunks of the same R rows and the next R rows, so at any moment the blocks
-// stream neighbouring rows, as an elementwise pass does (contiguous splits of
-// rows, each block on a 512-byte piece of its rows, left DRAM at 2.4-3.2 TB/s). Each thread sums
-// its rows in order with Op::kDepth rows' loads in flight, the block folds
-// its R row lanes in order into one partial row. Pass 2 (column_sum_fold)
-// adds the partial rows in order into the destination. No atomics: the order
+// stream neighbouring rows, as an elementwise pass does (contiguous splits
+// of rows, each block on a 512-byte piece of its rows, left DRAM at 2.4-3.2
+// TB/s). Each thread sums its rows in order with Op::kDepth rows' loads in
+// flight, the block folds its R row lanes in order into one partial row.
+// Pass 2 (column_sum_fold) adds the partial rows in order into the
+// destination. No atomics: the order
 // of every sum is fixed by the launch shape, which depends only on (M, N),
 // the kernel and the GPU.
 //
@@ -47,8 +48,8 @@ struct ColumnSumRead {
 };
 
 // partial (gridDim.y, N): row g is the column sums of op's packs over the
-// rows of row group g (grid (column chunks, row groups)). Dynamic shared memory: the fold of the R row lanes,
-// R * blockDim.x * P floats when R > 1.
+// rows of row group g (grid (column chunks, row groups)). Dynamic shared
+// memory: the fold of the R row lanes, R * blockDim.x * P floats when R > 1.
 template <typename T, typename Op>
 __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
     column_sum_rows_kernel(float* __restrict__ partial, int64_t M, int64_t N, Op op) {
@@ -101,7 +102,9 @@ __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
   if (y == 0 && col < N) {
     float* dst = partial + static_cast<int64_t>(blockIdx.y) * N + col;
 #pragma unroll
-    for (int j = 0; j < P; j += 4) *reinterpret_cast<float4*>(dst + j) = make_float4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]);
+    for (int j = 0; j < P; j += 4) {
+      *reinterpret_cast<float4*>(dst + j) = make_float4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]);
+    }
   }
 }
 

@@ -15,17 +15,17 @@ namespace vit::kernels::cuda_detail {
 constexpr int kColSumThreads = 512;  // threads a block of the rows kernel, at most
 
 struct ColumnSumShape {
-  dim3 grid, block;  // grid (row groups, column chunks), block (pack columns, row lanes)
+  dim3 grid, block;  // grid (column chunks, row groups), block (pack columns, row lanes)
   int groups = 1;    // row groups: partial rows to fold
   size_t smem = 0;   // dynamic shared memory of the rows kernel
 };
 
 // The launch shape of `kernel` (a column_sum_rows_kernel) for (M rows, N
-// columns) in packs of P elements (N % P == 0): blocks of up to 512 pack
-// columns and enough row lanes for ~512 threads; as many row groups as one
-// wave of blocks holds (the kernel's occupancy, asked once per kernel and
-// device), but at most M / 32, so that the partial rows stay a small
-// fraction of the bytes read.
+// columns) in packs of P elements (N % P == 0): column chunks of about 128
+// packs (the row cut in equal chunks) and enough row lanes for ~512 threads;
+// as many row groups as one wave of blocks holds (the kernel's occupancy,
+// asked once per kernel, device and block shape), but at most M / 32, so
+// that the partial rows stay a small fraction of the bytes read.
 ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const void* kernel);
 
 // dst[n] (+)= sum over s < splits of partial[s * N + n], s in order; = instead

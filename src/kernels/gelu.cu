@@ -133,9 +133,9 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __re
 // into the bias gradient.
 template <typename T, bool kOut>
 struct GeluBackwardOp {
-  // One row in flight a thread, as the elementwise kernel, and as many
-  // threads an SM as that kernel has (3 blocks of 512: 42 registers); 2 with
-  // the recompute's second output.
+  // One row ahead a thread (its loads go out before this row's arithmetic),
+  // 2 blocks of 512 an SM (64 registers; the accumulators do not fit the
+  // elementwise kernel's 32); 1 with the recompute's second output (78).
   static constexpr int kDepth = 1;
   static constexpr int kMinBlocks = kOut ? 1 : 2;
   T* dinp;

@@ -212,6 +212,10 @@ int main(int argc, char** argv) {
                    [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
         bench.time("attention bwd " + n, 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
+        // As the model runs it: with the QKV projection's bias gradient.
+        Dev dbq(DType::F32, {3 * C});
+        bench.time("attention bwd " + n + " +db of qkv", 2 * attn_fl, true,
+                   [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl, dbq.t); });
         if (impl == K::AttentionImpl::CuDNN) {
           // The line above ran the short-sequence kernel where it fits.
           rt.set_attention_backward_short(false);

@@ -1,10 +1,16 @@
 // Per-op GPU timings at ViT-B/16 shapes, so that the lead sees where a
 // training step's time goes (not a ctest test; run by hand on the GPU):
 //
-//   bench_kernels [--batch 64] [--dtype bf16] [--reps 20]
+//   bench_kernels [--batch 64] [--dtype bf16] [--reps 20] [--eager 1]
 //
+// Graphs matter for the short kernels: launched one by one from the host, a
+// 3 us kernel is timed at the host's launch rate instead (about 10 us for a
+// column sum's two launches at batch 32). --eager 1 times launches from the
+// host as before; an op whose calls cannot be captured is timed that way
+// and marked "(eager)".
 // Each op runs a few times to warm up (plans, arenas, module loading), then
-// `reps` back-to-back launches are timed with CUDA events, five times; the
+// `reps` back-to-back calls, captured as one CUDA graph as the training step
+// runs them, are timed with CUDA events around a replay, five times; the
 // median of the five, divided by reps, is printed with the achieved rate
 // (TFLOP/s for matrix work, GB/s for memory-bound kernels, counting each
 // input read once and each output written once). Inputs are random, never
@@ -26,6 +32,7 @@
 #include "core/cuda_check.h"
 #include "core/device.h"
 #include "core/dtype.h"
+#include "core/graph.h"
 #include "core/tensor.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -88,7 +95,7 @@ struct Result {
 
 class Bench {
  public:
-  Bench(GpuRuntime& rt, int reps) : rt_(rt), reps_(reps) {
+  Bench(GpuRuntime& rt, int reps, bool eager) : rt_(rt), reps_(reps), eager_(eager) {
     VIT_CUDA_CHECK(cudaEventCreate(&a_));
     VIT_CUDA_CHECK(cudaEventCreate(&b_));
   }
@@ -97,13 +104,26 @@ class Bench {
     cudaEventDestroy(b_);
   }
   double time(const std::string& name, double work, bool flops, const std::function<void()>& fn) {
-    for (int i = 0; i < 3; ++i) fn();
-    rt_.synchronize();
     auto stream = static_cast<cudaStream_t>(rt_.context().stream);
+    // reps calls as one graph (GraphCache: the first run eager, which also
+    // warms up plans and arenas, the second captures, the rest replay).
+    GraphCache graph(1);
+    const auto all = [&] {
+      for (int r = 0; r < reps_; ++r) fn();
+    };
+    const auto run = [&] {
+      if (eager_) {
+        all();
+      } else {
+        graph.run({1}, stream, all, [] {});
+      }
+    };
+    for (int i = 0; i < 3; ++i) run();
+    rt_.synchronize();
     std::vector<float> trials;
     for (int t = 0; t < 5; ++t) {
       VIT_CUDA_CHECK(cudaEventRecord(a_, stream));
-      for (int r = 0; r < reps_; ++r) fn();
+      run();
       VIT_CUDA_CHECK(cudaEventRecord(b_, stream));
       VIT_CUDA_CHECK(cudaEventSynchronize(b_));
       float ms = 0;
@@ -115,8 +135,11 @@ class Bench {
     results_.push_back({name, ms, work, flops});
     by_name_[name] = ms;
     const double rate = work / (ms * 1e-3);
-    std::printf("%-44s %9.3f ms  %8.1f %s   (spread %.3f-%.3f)\n", name.c_str(), ms,
-                flops ? rate / 1e12 : rate / 1e9, flops ? "TFLOP/s" : "GB/s   ", trials.front(), trials.back());
+    const bool eager = eager_ || graph.off() || graph.replays() == 0;
+    std::printf("%-44s %9.3f ms  %8.1f %s   (spread %.3f-%.3f)%s\n", name.c_str(), ms,
+                flops ? rate / 1e12 : rate / 1e9, flops ? "TFLOP/s" : "GB/s   ", trials.front(), trials.back(),
+                eager && !eager_ ? " (eager)" : "");
+    if (eager && !eager_ && graph.off()) std::printf("  (not captured: %s)\n", graph.note().c_str());
     std::fflush(stdout);
     return ms;
   }
@@ -128,6 +151,7 @@ class Bench {
  private:
   GpuRuntime& rt_;
   int reps_;
+  bool eager_;  // --eager 1: launched from the host one by one
   cudaEvent_t a_, b_;
   std::vector<Result> results_;
   std::map<std::string, double> by_name_;
@@ -139,11 +163,13 @@ int main(int argc, char** argv) {
   int64_t B = 64;
   DType dt = DType::BF16;
   int reps = 20;
+  bool eager = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--dtype") dt = parse_dtype(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (k == "--eager") eager = std::atoi(argv[i + 1]) != 0;
   }
   try {
     GpuRuntime rt(0, /*tf32=*/true);
@@ -152,10 +178,11 @@ int main(int argc, char** argv) {
     VIT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     const int64_t T = 197, C = 768, NH = 12, HS = 64, F = 3072, M = B * T, NP = 196, P = 768, L = 12;
     const double e = static_cast<double>(dtype_size(dt));
-    std::printf("bench_kernels: %s, ViT-B/16, batch %lld, %s%s, %d reps x 5 trials (median)\n", prop.name,
-                static_cast<long long>(B), dtype_name(dt), dt == DType::F32 ? " (GEMMs in TF32)" : "", reps);
+    std::printf("bench_kernels: %s, ViT-B/16, batch %lld, %s%s, %d reps x 5 trials (median), %s\n", prop.name,
+                static_cast<long long>(B), dtype_name(dt), dt == DType::F32 ? " (GEMMs in TF32)" : "", reps,
+                eager ? "launched one by one from the host" : "replayed as a CUDA graph");
 
-    Bench bench(rt, reps);
+    Bench bench(rt, reps, eager);
     // Linear layers: name, N (out), K (in).
     struct Lin {
       const char* name;
@@ -283,8 +310,8 @@ int main(int argc, char** argv) {
                           bench.ms("adamw (86M params, + lowp copy)") + bench.ms("sum_squares (86M fp32 grads)");
       const double step = L * (fwd_layer + bwd_layer) + once;
       std::printf("step estimate, %s attention: per block fwd %.3f ms + bwd %.3f ms; x12 + rest %.3f ms = %.2f ms"
-                  " -> %.0f images/s (kernel time only, no launch gaps)\n",
-                  path, fwd_layer, bwd_layer, once, step, B / (step * 1e-3));
+                  " -> %.0f images/s (each op timed apart, %s, and summed)\n",
+                  path, fwd_layer, bwd_layer, once, step, B / (step * 1e-3), eager ? "host launches" : "as graphs");
     }
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "bench_kernels: %s\n", ex.what());

@@ -98,10 +98,10 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
 }
 
 // kOut: also write out = gelu(inp) (backward with recompute). out may alias
-// dout (read first, element by element), so neither is __restrict__.
+// dout and dinp may alias inp (each read first, element by element), so
+// none of them is __restrict__.
 template <typename T, bool kVec, bool kOut>
-__global__ void gelu_backward_kernel(T* __restrict__ dinp, T* out, const T* __restrict__ inp, const T* dout,
-                                     int64_t n) {
+__global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dout, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec) {
@@ -138,8 +138,8 @@ struct GeluBackwardOp {
   // elementwise kernel's 32); 1 with the recompute's second output (78).
   static constexpr int kDepth = 1;
   static constexpr int kMinBlocks = kOut ? 1 : 2;
-  T* dinp;
-  T* out;  // may alias dout (see gelu_backward_kernel)
+  T* dinp;  // may alias inp (see gelu_backward_kernel)
+  T* out;   // may alias dout
   const T* inp;
   const T* dout;
   struct Loaded {
@@ -205,8 +205,8 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
     check_gpu(out, op, "out");
     check_dtype(out, inp.dtype, op, "out");
     check_numel(out, n, op, "out");
-    VIT_CHECK(dinp.data != out.data && dinp.data != dout.data && dinp.data != inp.data, op,
-              ": dinp must not alias out, dout or inp");
+    VIT_CHECK(dinp.data != out.data && dinp.data != dout.data, op,
+              ": dinp must not alias out or dout (it may be inp)");
   }
   int64_t C = 0;
   if (dbias.defined()) {

@@ -8,6 +8,9 @@
 //   bit for bit the forward's value, from one read of inp and dout. out may
 //   be dout itself (each element of dout is read before its out is written);
 //   dinp must be neither.
+// In both, dinp may be inp itself: each element of inp is read before its
+//   dinp is written (the model writes GELU's input gradient over the fc1
+//   output it was computed from, which nothing needs after).
 // Both backwards optionally make the bias gradient of the linear layer whose
 //   output went into the GELU (fc1): with dbias defined (fp32, C elements,
 //   C dividing the element count), dbias (C) (+)= the column sums of dinp

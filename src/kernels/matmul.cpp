@@ -140,18 +140,19 @@ void matmul_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, 
   }
   const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
 
+  // The weight gradient first: dinp may be inp itself (matmul.h).
+  if (wgrad) {
+    // dweight (N, K) += dout^T (N, M) @ inp (M, K)   (= when !accumulate)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, dout.f32(), n, inp.f32(), k,
+                accumulate ? 1.0f : 0.0f, dweight.f32(), k);
+    // dbias (N) += column sums of dout (M, N)
+    if (dbias.defined()) detail::add_column_sums(dbias.f32(), dout.f32(), M, N, accumulate);
+  }
   // dinp (M, K) = dout (M, N) @ weight (N, K)
   if (dinp.defined()) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.0f, dout.f32(), n, weight.f32(), k, 0.0f,
                 dinp.f32(), k);
   }
-  if (!wgrad) return;
-  // dweight (N, K) += dout^T (N, M) @ inp (M, K)   (= when !accumulate)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.0f, dout.f32(), n, inp.f32(), k,
-              accumulate ? 1.0f : 0.0f, dweight.f32(), k);
-
-  // dbias (N) += column sums of dout (M, N)
-  if (dbias.defined()) detail::add_column_sums(dbias.f32(), dout.f32(), M, N, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

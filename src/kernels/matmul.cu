@@ -523,8 +523,9 @@ void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbi
   }
   // The weight gradient first, the input gradient last: the next op of the
   // backward reads dinp, and it is then still in L2 (+0.8% images/s at batch
-  // 32 on an H200, the same bits). Running the two GEMMs at once on two
-  // streams was slower: Hopper's GEMM kernels each hold whole SMs.
+  // 32 on an H200, the same bits); and dinp may be inp itself (matmul.h).
+  // Running the two GEMMs at once on two streams was slower: Hopper's GEMM
+  // kernels each hold whole SMs.
   if (wgrad) weight_grad(h, stream, dweight, dbias, dout, inp, M, N, K, accumulate);
   if (dinp.defined()) {
     LtCall c;

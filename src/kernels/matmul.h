@@ -19,6 +19,9 @@
 //   an undefined dweight (then dbias undefined too) makes an input-gradient-
 //   only call, which does not read inp (it may be undefined), so a layer's
 //   two gradient GEMMs can run apart (the model's GELU recompute does).
+//   dinp may be inp itself (both are M x K): the weight gradient reads inp
+//   before dinp is written over it, so the model writes fc2's input gradient
+//   over the GELU output that only fc2's weight gradient still needed.
 //
 // Dtypes: inp, weight, out, pre_gelu, dinp, dout share the compute dtype;
 // dweight and dbias are always fp32 (master gradients); bias is the compute

@@ -93,8 +93,11 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   dres_ = alloc(B * T * C, dt);
   dtmp_ = alloc(B * T * C, dt);
   dqkv_ = alloc(B * T * 3 * Cl, dt);
-  dhidden_ = alloc(B * T * Fl, dt);
-  dhidden2_ = alloc(B * T * Fl, dt);
+  // The MLP's gradients need no (B, T, F) buffers of their own: fc2's input
+  // gradient is written over the GELU output and GELU's over fc1's output
+  // (block_backward). Only recompute_gelu, which keeps no GELU output, has
+  // one: the forward's GELU output and then fc2's input gradient.
+  if (compute.recompute_gelu) dhidden_ = alloc(B * T * Fl, dt);
   // The branch output before its residual add: only where the add cannot be
   // the GEMM's (tensor-parallel partial sums, masked branches; see
   // block_forward_compute).
@@ -410,8 +413,13 @@ void ViTModel::block_backward(int l, int B, int slot) {
   const int NHl = cfg_.heads / layout_.shard().tp_size;
   Tensor dres = residual_grad(B).reshape({BT, C});  // holds d(block output); becomes d(block input)
   Tensor dtmp = tensor_of(dtmp_, dt, {BT, C});
-  Tensor dh = tensor_of(dhidden_, dt, {BT, Fl});
-  Tensor dh_pre = tensor_of(dhidden2_, dt, {BT, Fl});
+  // fc2's input gradient over the GELU output, which only fc2's weight
+  // gradient still reads, and that first (matmul.h); with recompute_gelu in
+  // dhidden_, where the GELU output is then made again. GELU's input gradient
+  // over fc1's output (gelu.h). This block's activations are spent after its
+  // backward (the next forward of this slot writes them again).
+  Tensor dh = tensor_of(compute_.recompute_gelu ? dhidden_ : a.fc1, dt, {BT, Fl});
+  Tensor dh_pre = tensor_of(a.fc1_pre, dt, {BT, Fl});
   Tensor dqkv = tensor_of(dqkv_, dt, {BT, 3 * Cl});
   Tensor datt = tensor_of(dtmp_, dt, {BT, Cl});  // attention output gradient (dtmp is free at that point)
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});

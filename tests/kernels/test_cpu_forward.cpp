@@ -183,6 +183,43 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
   BOOST_TEST(differ == 0);
 }
 
+// In place, as the model's MLP backward runs them (matmul.h, gelu.h): fc2's
+// input gradient written over its input (the GELU output), GELU's input
+// gradient over the GELU's input, with and without the recompute and the bias
+// sums: the bits of separate buffers. dinp over out or dout is refused.
+BOOST_AUTO_TEST_CASE(mlp_backward_in_place_is_the_same_bits) {
+  Rng rng(53);
+  const int64_t M = 3 * 197, K = 96, N = 40;
+  Arr inp = randn({M, K}, rng), w = randn({N, K}, rng), dout = randn({M, N}, rng);
+  Arr dinp({M, K}, kNaN), dw = randn({N, K}, rng), db = randn({N}, rng);
+  Arr same({M, K}), dw2({N, K}), db2({N});
+  for (int64_t i = 0; i < M * K; ++i) same[i] = inp[i];
+  for (int64_t i = 0; i < N * K; ++i) dw2[i] = dw[i];
+  for (int64_t i = 0; i < N; ++i) db2[i] = db[i];
+  cpu::matmul_backward(cpu_ctx(), dinp.t, dw.t, db.t, dout, inp, w);
+  cpu::matmul_backward(cpu_ctx(), same.t, dw2.t, db2.t, dout, same, w);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < M * K; ++i) differ += same[i] != dinp[i];
+  for (int64_t i = 0; i < N * K; ++i) differ += dw2[i] != dw[i];
+  for (int64_t i = 0; i < N; ++i) differ += db2[i] != db[i];
+  BOOST_TEST(differ == 0);
+
+  const int64_t n = M * K;
+  Arr x = randn({n}, rng, 3.0), g = randn({n}, rng);
+  Arr dx({n}, kNaN), y({n}, kNaN), dxr({n}, kNaN), dbx({K}, kNaN), dbr({K}, kNaN);
+  cpu::gelu_backward(cpu_ctx(), dx.t, x, g, dbx.t, false);
+  cpu::gelu_backward_recompute(cpu_ctx(), dxr.t, y.t, x, g, dbr.t, false);
+  Arr x1({n}), x2({n}), g2({n}), db1({K}, kNaN), db2r({K}, kNaN);
+  for (int64_t i = 0; i < n; ++i) x1[i] = x2[i] = x[i], g2[i] = g[i];
+  cpu::gelu_backward(cpu_ctx(), x1.t, x1, g, db1.t, false);                // dinp over inp
+  cpu::gelu_backward_recompute(cpu_ctx(), x2.t, g2.t, x2, g2, db2r.t, false);  // and out over dout
+  differ = 0;
+  for (int64_t i = 0; i < n; ++i) differ += x1[i] != dx[i] || x2[i] != dxr[i] || g2[i] != y[i];
+  for (int64_t c = 0; c < K; ++c) differ += db1[c] != dbx[c] || db2r[c] != dbr[c];
+  BOOST_TEST(differ == 0);
+  BOOST_CHECK_THROW(cpu::gelu_backward_recompute(cpu_ctx(), g2.t, y.t, x, g2), vit::Error);  // dinp over dout
+}
+
 // accumulate = false (a step's first backward, set_assign_grads) writes the
 // parameter gradients over whatever the buffers held: the values of adding
 // to zeroed ones. matmul, LayerNorm and the token embeddings.

@@ -198,6 +198,17 @@ BOOST_AUTO_TEST_CASE(matmul_backward_in_two_calls_is_the_same_bits) {
     BOOST_CHECK_MESSAGE(dinp2.download() == dinp.download() && dw2.download() == dw.download() &&
                             db2.download() == db.download(),
                         label("matmul_bwd in two calls", dt, s.name) << ": not the bits of the one call");
+    // dinp written over inp (matmul.h; the model's fc2 backward over the GELU
+    // output): the weight gradient reads inp first, so the same bits.
+    DevTensor same(dt, {s.M, s.K}), dw3(DType::F32, {s.N, s.K}), db3(DType::F32, {s.N});
+    same.upload(inp.host);
+    dw3.upload(dw.host);
+    db3.upload(db.host);
+    K::matmul_backward(gpu().context(), same.t, dw3.t, db3.t, dout.t, same.t, w.t);
+    sync();
+    BOOST_CHECK_MESSAGE(same.download() == dinp.download() && dw3.download() == dw.download() &&
+                            db3.download() == db.download(),
+                        label("matmul_bwd dinp over inp", dt, s.name) << ": not the bits of separate buffers");
   }
 }
 
@@ -536,6 +547,28 @@ BOOST_AUTO_TEST_CASE(gelu_forward_backward) {
       compare(label("gelu_bwd dbias= recompute (own dinp)", dt, rtag), db5.download(), sums_ref,
               tolerance(OpClass::MasterGrad, dt));
       compare(label("gelu_bwd dbias+= (cpu)", dt, rtag), db.download(), db_cpu, tolerance(OpClass::Elementwise, dt));
+
+      // In place, as the model's MLP backward calls them (gelu.h): dinp over
+      // inp, plain and with the recompute (out over dout), with the bias
+      // sums: the bits of separate buffers.
+      DevTensor dinp6(dt, {n}), x6(dt, {n}), x7(dt, {n}), over7(dt, {n});
+      DevTensor db6(DType::F32, {C}), db6b(DType::F32, {C}), db7(DType::F32, {C});
+      dinp6.poison();
+      db6.poison();
+      db6b.poison();
+      db7.poison();
+      x6.upload(inp.host);
+      x7.upload(inp.host);
+      over7.upload(dout.host);
+      K::gelu_backward(gpu().context(), dinp6.t, inp.t, dout.t, db6.t, false);
+      K::gelu_backward(gpu().context(), x6.t, x6.t, dout.t, db6b.t, false);
+      K::gelu_backward_recompute(gpu().context(), x7.t, over7.t, x7.t, over7.t, db7.t, false);
+      sync();
+      BOOST_CHECK_MESSAGE(x6.download() == dinp6.download() && db6b.download() == db6.download(),
+                          label("gelu_bwd in place", dt, rtag) << ": not the bits of separate buffers");
+      BOOST_CHECK_MESSAGE(x7.download() == dinp5.download() && over7.download() == over5.download() &&
+                              db7.download() == db5.download(),
+                          label("gelu_bwd_recompute in place", dt, rtag) << ": not the bits of separate buffers");
     }
   }
 }

@@ -109,12 +109,16 @@ __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
 }
 
 // The whole pass for an op: rows kernel (see column_sum_shape), then the fold
-// into dst (+= or, !accumulate, =).
-template <typename T, typename Op>
+// into dst (+= or, !accumulate, =). ShapeOp (default: Op) names the kernel
+// whose occupancy sets the row groups, and so the order of the sums: two ops
+// that must give the same bits (the GELU backward with and without its
+// recompute) launch with one shape, the other kernel then in more waves.
+template <typename T, typename Op, typename ShapeOp = Op>
 void column_sum_launch(GpuHandles& h, cudaStream_t stream, float* dst, int64_t M, int64_t N, const Op& op,
                        bool accumulate) {
   auto* kern = column_sum_rows_kernel<T, Op>;
-  const ColumnSumShape cs = column_sum_shape(M, N, Pack<T>::N, h.num_sms, reinterpret_cast<const void*>(kern));
+  const ColumnSumShape cs = column_sum_shape(M, N, Pack<T>::N, h.num_sms,
+                                             reinterpret_cast<const void*>(column_sum_rows_kernel<T, ShapeOp>));
   auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * cs.groups * N, stream));
   kern<<<cs.grid, cs.block, cs.smem, stream>>>(partial, M, N, op);
   VIT_CUDA_CHECK_LAUNCH();

@@ -223,9 +223,14 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
                      (!with_out || aligned16(out.data));
     T* o = with_out ? out.as<T>() : nullptr;
     if (C > 0 && vec && C % P == 0) {  // the backward and the bias gradient in one pass
+      // With the recompute in the plain backward's launch shape: the same
+      // bias-gradient bits (train.recompute_gelu gives the stored run's
+      // gradients), the 78-register kernel in two waves where the plain one
+      // fits two blocks an SM.
       if (with_out) {
-        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
-                             GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
+        column_sum_launch<T, GeluBackwardOp<T, true>, GeluBackwardOp<T, false>>(
+            h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
+            accumulate);
       } else {
         column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
                              GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);

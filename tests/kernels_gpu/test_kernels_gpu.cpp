@@ -569,6 +569,11 @@ BOOST_AUTO_TEST_CASE(gelu_forward_backward) {
       BOOST_CHECK_MESSAGE(x7.download() == dinp5.download() && over7.download() == over5.download() &&
                               db7.download() == db5.download(),
                           label("gelu_bwd_recompute in place", dt, rtag) << ": not the bits of separate buffers");
+      // With and without the recompute, the same bias-gradient bits (the sums'
+      // order is the launch shape's: train.recompute_gelu gives the stored
+      // run's gradients).
+      BOOST_CHECK_MESSAGE(db5.download() == db6.download(),
+                          label("gelu_bwd dbias= recompute vs plain", dt, rtag) << ": other bits");
     }
   }
 }

@@ -622,6 +622,11 @@ void check_cross_fields(const ExperimentSpec& s, int world_size, Problems& probl
   only_with("plugin.offload_optim_frac", s.plugin.offload_optim_frac > 0, "gemini", "0");
   only_with("plugin.offload_param_frac", s.plugin.offload_param_frac > 0, "gemini", "0");
   only_with("plugin.cpu_update", s.plugin.cpu_update != "auto", "gemini", "auto");
+  if (plugin == "gemini" && s.plugin.reduce_dtype != "fp32") {
+    add("plugin.reduce_dtype", str_cat(s.plugin.reduce_dtype, " with plugin.name gemini, whose chunks are reduced "
+                                       "in fp32 (allowed: fp32 with gemini; bf16 with torch_ddp, torch_ddp_fp16, "
+                                       "low_level_zero or hybrid_parallel)"));
+  }
   if (plugin == "gemini" && s.plugin.offload_param_frac > s.plugin.offload_optim_frac) {
     add("plugin.offload_param_frac",
         str_cat(format_number(s.plugin.offload_param_frac), " is above plugin.offload_optim_frac ",

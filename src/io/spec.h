@@ -98,6 +98,7 @@ struct PluginSpec {
   double max_scale = 0;
   int bucket_mb = 0;
   bool overlap_comm = false;
+  std::string reduce_dtype;  // fp32 | bf16: the data-parallel gradient collectives
   bool cuda_graph = false;
   bool gemm_autotune = false;
   int stage = 0;

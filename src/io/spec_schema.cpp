@@ -173,6 +173,11 @@ std::vector<FieldInfo> build_schema() {
           "Gradient bucket size in MiB for the data-parallel all-reduce / reduce-scatter."),
       Bool(VIT_AT(plugin, overlap_comm), "true",
            "Start each bucket's collective during backward, as soon as its gradients are ready."),
+      Choice(VIT_AT(plugin, reduce_dtype), "fp32", {"fp32", "bf16"},
+             "Data type of the gradient all-reduce / reduce-scatter over the data-parallel ranks (torch_ddp, "
+             "torch_ddp_fp16, low_level_zero, hybrid_parallel's data-parallel group). bf16: half the bytes; each "
+             "rank's fp32 gradient is rounded to bf16, summed, and the sum rounded to bf16 again before the fp32 "
+             "optimizer step (PyTorch DDP's bf16 compression hook does the same). gemini: fp32 only."),
       Bool(VIT_AT(plugin, cuda_graph), "true",
            "Replay each training micro-batch's forward and backward as a CUDA graph (captured on its second step "
            "with the same batch buffers): fewer launch gaps. torch_ddp / torch_ddp_fp16 on one GPU without drop "

@@ -41,7 +41,7 @@ class DataParallelPlugin final : public Plugin, private model::ParamSource {
         buckets_(model_.layout(), opts.bucket_bytes, dp_.size(), dp_.rank()),
         grads_(buckets_, dp_, env.ctx,
                sharded_ && opts.zero.stage == 2 ? GradReduction::ReduceScatter : GradReduction::AllReduce,
-               opts.overlap_comm),
+               opts.overlap_comm, 3, opts.reduce_dtype),
         stager_(cfg, env.ctx, max_micro_batch),
         finisher_(env.ctx, opts.optimizer(), sharded_ ? &dp_ : nullptr) {
     VIT_CHECK(env.mesh->tp_size() == 1 && env.mesh->pp_size() == 1, opts.name,

@@ -18,22 +18,27 @@ namespace k = vit::kernels;
 // reduction so the next user waits for it.
 struct GradBuckets::Slot {
   Buffer buf;
+  Buffer wire;  // reduce_dtype BF16 with > 1 rank: the slot's bf16 copy
   Event free;
   bool used = false;
 };
 
 GradBuckets::GradBuckets(const BucketLayout& buckets, comm::Communicator& dp, const Context& ctx, GradReduction how,
-                         bool overlap, int pool_slots)
+                         bool overlap, int pool_slots, DType reduce_dtype)
     : layout_(buckets),
       dp_(dp),
       ctx_(ctx),
       comm_ctx_(ctx),
       how_(how),
       overlap_(overlap),
+      wire_(reduce_dtype),
       comm_stream_(ctx.device),
       ready_(ctx.device),
       done_(ctx.device) {
   comm_ctx_.stream = comm_stream_.handle();
+  VIT_CHECK(wire_ == DType::F32 || wire_ == DType::BF16, "gradient reduction in ", dtype_name(wire_),
+            " (allowed: fp32, bf16)");
+  const bool copies = wire_ == DType::BF16 && dp.size() > 1;
   const model::ParamLayout& L = buckets.layout();
   const auto& params = L.params();
   padded_offset_.resize(params.size());
@@ -57,6 +62,7 @@ GradBuckets::GradBuckets(const BucketLayout& buckets, comm::Communicator& dp, co
     // once, so a step that assigns instead of zeroing (begin_step(false))
     // sums and reduces zeros there.
     grads_.zero();
+    if (copies) wire_grads_ = Buffer(static_cast<size_t>(buckets.padded_total()) * 2, ctx.device);
   } else {
     grads_ = Buffer(static_cast<size_t>(buckets.shard_total()) * 4, ctx.device);
     int64_t largest = 0;
@@ -65,6 +71,7 @@ GradBuckets::GradBuckets(const BucketLayout& buckets, comm::Communicator& dp, co
     for (int i = 0; i < count; ++i) {
       auto s = std::make_unique<Slot>();
       s->buf = Buffer(static_cast<size_t>(largest) * 4, ctx.device);
+      if (copies) s->wire = Buffer(static_cast<size_t>(largest) * 2, ctx.device);
       s->free = Event(ctx.device);
       slots_.push_back(std::move(s));
     }
@@ -152,8 +159,19 @@ void GradBuckets::launch(int b) {
     ready_.record(ctx_.stream);
     comm_stream_.wait(ready_);
     const k::ProfileScope timed(ctx_.device, comm_stream_.handle(), "all_reduce (gradients)");
-    dp_.all_reduce(grads_.as<float>() + bk.padded_begin, static_cast<size_t>(bk.padded_size), DType::F32,
-                   comm::ReduceOp::Sum, ctx_.device, comm_stream_.handle());
+    float* g = grads_.as<float>() + bk.padded_begin;
+    if (wire_ == DType::BF16) {
+      const Tensor fp32(g, DType::F32, ctx_.device, {bk.padded_size});
+      const Tensor copy(static_cast<uint16_t*>(wire_grads_.data()) + bk.padded_begin, DType::BF16, ctx_.device,
+                        {bk.padded_size});
+      k::cast(comm_ctx_, copy, fp32);
+      dp_.all_reduce(copy.data, static_cast<size_t>(bk.padded_size), DType::BF16, comm::ReduceOp::Sum, ctx_.device,
+                     comm_stream_.handle());
+      k::cast(comm_ctx_, fp32, copy);
+    } else {
+      dp_.all_reduce(g, static_cast<size_t>(bk.padded_size), DType::F32, comm::ReduceOp::Sum, ctx_.device,
+                     comm_stream_.handle());
+    }
     return;
   }
   const int s = slot_of_bucket_[static_cast<size_t>(b)];
@@ -165,7 +183,19 @@ void GradBuckets::launch(int b) {
   ready_.record(ctx_.stream);
   comm_stream_.wait(ready_);
   const k::ProfileScope timed(ctx_.device, comm_stream_.handle(), "reduce_scatter (gradients)");
-  if (dp > 1) {
+  if (dp > 1 && wire_ == DType::BF16) {
+    // The slot's bf16 copy is reduce-scattered; this rank's part of the sum
+    // comes back into its fp32 part of the slot (free once the copy is made).
+    const int64_t n = bk.padded_size;
+    uint16_t* wire = static_cast<uint16_t*>(slot.wire.data());
+    const Tensor copy(wire, DType::BF16, ctx_.device, {n});
+    k::cast(comm_ctx_, copy, Tensor(base, DType::F32, ctx_.device, {n}));
+    uint16_t* wire_mine = wire + static_cast<int64_t>(layout_.dp_rank()) * part;
+    dp_.reduce_scatter(wire, wire_mine, static_cast<size_t>(part), DType::BF16, comm::ReduceOp::Sum, ctx_.device,
+                       comm_stream_.handle());
+    k::cast(comm_ctx_, Tensor(mine, DType::F32, ctx_.device, {part}),
+            Tensor(wire_mine, DType::BF16, ctx_.device, {part}));
+  } else if (dp > 1) {
     dp_.reduce_scatter(base, mine, static_cast<size_t>(part), DType::F32, comm::ReduceOp::Sum, ctx_.device,
                        comm_stream_.handle());
   }

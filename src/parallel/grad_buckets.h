@@ -18,7 +18,14 @@
 //                  free again. Every micro-batch reduces (the slots cannot
 //                  hold a step's sum), so accumulation stays exact.
 // The loss gradient is already divided by the global batch: the collectives
-// sum. A rank with no images in a micro-batch still joins every collective
+// sum. reduce_dtype BF16 (plugin.reduce_dtype) sends half the bytes: on the
+// communication stream each bucket (or slot) is cast to a bf16 copy, the
+// collective sums the copies, and the sum is cast back into the fp32
+// gradient (ReduceScatter: this rank's part, then added into its shard), so
+// every rank's gradient is rounded to bf16 and so is the sum (how the sum of
+// the copies is formed is the communicator's: NCCL in bf16, MPI in fp32).
+// The copies cost 2 bytes a gradient element (AllReduce) or a bf16 twin per
+// slot (ReduceScatter). With one rank nothing is reduced or rounded. A rank with no images in a micro-batch still joins every collective
 // (skip_micro), in the same order as the others.
 //
 // ParamGather (ZeRO): after the update each rank's part of every bucket of
@@ -51,7 +58,7 @@ enum class GradReduction { AllReduce, ReduceScatter };
 class GradBuckets {
  public:
   GradBuckets(const BucketLayout& buckets, comm::Communicator& dp, const Context& ctx, GradReduction how,
-              bool overlap, int pool_slots = 3);
+              bool overlap, int pool_slots = 3, DType reduce_dtype = DType::F32);
   ~GradBuckets();
 
   GradReduction reduction() const { return how_; }
@@ -86,6 +93,8 @@ class GradBuckets {
   Context ctx_, comm_ctx_;
   GradReduction how_;
   bool overlap_;
+  DType wire_;                          // the collectives' dtype: F32, or BF16 through the copies below
+  Buffer wire_grads_;                   // AllReduce with BF16 and > 1 rank: bf16 twin of grads_
   bool last_micro_ = true;
   std::vector<int64_t> padded_offset_;  // by parameter index
   std::vector<int> bucket_of_param_;

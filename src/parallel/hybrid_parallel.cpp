@@ -95,7 +95,7 @@ class HybridParallelPlugin final : public HybridParallel, private model::ParamSo
         tp_group_(tp_, env.ctx),
         full_layout_(cfg),
         buckets_(model_.layout(), opts.bucket_bytes, dp_.size(), dp_.rank()),
-        grads_(buckets_, dp_, env.ctx, GradReduction::AllReduce, opts.overlap_comm),
+        grads_(buckets_, dp_, env.ctx, GradReduction::AllReduce, opts.overlap_comm, 3, opts.reduce_dtype),
         stager_(cfg, env.ctx, max_micro_batch / micro_),
         finisher_(env.ctx, opts.optimizer(), &world_),
         image_bytes_(static_cast<size_t>(cfg.image_size) * cfg.image_size * cfg.channels) {

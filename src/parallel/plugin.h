@@ -64,6 +64,7 @@ struct PluginOptions {
   DType precision = DType::F32;      // compute dtype; master weights and optimizer states stay fp32
   size_t bucket_bytes = 25u << 20;   // gradient bucket size (data parallel)
   bool overlap_comm = true;          // reduce buckets while backward goes on; gather parameters during forward
+  DType reduce_dtype = DType::F32;   // the gradient collectives' data type: F32 or BF16 (grad_buckets.h)
   bool cuda_graph = true;            // replay forward + backward as CUDA graphs where it applies (data_parallel.cpp)
   // AdamW
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;

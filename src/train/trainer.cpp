@@ -143,6 +143,7 @@ parallel::PluginOptions plugin_options(const ExperimentSpec& spec) {
   o.precision = parse_dtype(spec.plugin.precision);
   o.bucket_bytes = static_cast<size_t>(spec.plugin.bucket_mb) << 20;
   o.overlap_comm = spec.plugin.overlap_comm;
+  o.reduce_dtype = parse_dtype(spec.plugin.reduce_dtype);
   o.cuda_graph = spec.plugin.cuda_graph;
   o.beta1 = static_cast<float>(spec.train.beta1);
   o.beta2 = static_cast<float>(spec.train.beta2);

@@ -95,9 +95,10 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   // mix_switch_prob; model: drop_path, hidden_dropout, pretrained_dropout;
   // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
   // keep_best), plus plugin.cpu_update (issue 12), train.recompute_gelu,
-  // model.attention_deterministic, model.attention_backward, plugin.cuda_graph and plugin.gemm_autotune (issue 14).
+  // model.attention_deterministic, model.attention_backward, plugin.cuda_graph, plugin.gemm_autotune and
+  // plugin.reduce_dtype (issue 14).
   // A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 107u);
+  BOOST_TEST(schema.size() == 108u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -353,6 +354,10 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_name_the_field_and_its_line) {
   BOOST_TEST(text_error("plugin:\n  cpu_update: overlap\n") ==
              "x.yaml:2: plugin.cpu_update: overlap needs plugin.name gemini, not torch_ddp (allowed: auto with "
              "torch_ddp)");
+  BOOST_TEST(text_error("plugin:\n  name: gemini\n  reduce_dtype: bf16\n") ==
+             "x.yaml:3: plugin.reduce_dtype: bf16 with plugin.name gemini, whose chunks are reduced in fp32 "
+             "(allowed: fp32 with gemini; bf16 with torch_ddp, torch_ddp_fp16, low_level_zero or hybrid_parallel)");
+  BOOST_TEST(text_error("plugin:\n  reduce_dtype: fp16\n").find("plugin.reduce_dtype") != std::string::npos);
   BOOST_TEST(text_error("plugin:\n  name: gemini\n  offload_optim_frac: 0.5\n  offload_param_frac: 1\n") ==
              "x.yaml:4: plugin.offload_param_frac: 1.0 is above plugin.offload_optim_frac 0.5 (allowed: at most "
              "plugin.offload_optim_frac; offloaded parameters are updated on the host)");

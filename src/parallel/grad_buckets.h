@@ -25,7 +25,8 @@
 // every rank's gradient is rounded to bf16 and so is the sum (how the sum of
 // the copies is formed is the communicator's: NCCL in bf16, MPI in fp32).
 // The copies cost 2 bytes a gradient element (AllReduce) or a bf16 twin per
-// slot (ReduceScatter). With one rank nothing is reduced or rounded. A rank with no images in a micro-batch still joins every collective
+// slot (ReduceScatter). With one rank nothing is reduced or rounded.
+// A rank with no images in a micro-batch still joins every collective
 // (skip_micro), in the same order as the others.
 //
 // ParamGather (ZeRO): after the update each rank's part of every bucket of

@@ -517,7 +517,8 @@ BOOST_AUTO_TEST_CASE(bf16_reduction_rounds_each_contribution_and_the_sum) {
         worst = std::max(worst, d / std::max(std::abs(sum[i]), 1e-30));
         off += d > std::ldexp(std::abs(sum[i]), -8) * (1 + 1e-5) + 1e-12;
         if (size == 2) {
-          const float a = bf16_to_float(float_to_bf16(all[i])), b = bf16_to_float(float_to_bf16(all[mine.size() + i]));
+          const float a = bf16_to_float(float_to_bf16(all[i]));
+          const float b = bf16_to_float(float_to_bf16(all[mine.size() + i]));
           not_exact += got[i] != bf16_to_float(float_to_bf16(a + b));
         }
       }

@@ -913,9 +913,9 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
   check_gpu(dbias, op, "dbias");
   check_dtype(dbias, DType::F32, op, "dbias");
   check_numel(dbias, 3 * s.C, op, "dbias");
-  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * s.B * 3 * s.C, h.stream));
+  float* partial = fold_partials(h, h.stream, static_cast<size_t>(s.B) * 3 * s.C);
   if (attention_backward_paths(ctx, dqkv, dout, qkv, out, aux, NH, impl, partial)) {
-    column_sum_fold(h.stream, dbias.f32(), partial, static_cast<int>(s.B), 3 * s.C, accumulate);
+    fold_into(h, h.stream, dbias.f32(), nullptr, 3 * s.C, partial, static_cast<int>(s.B), 3 * s.C, 32, accumulate);
   } else {
     column_sum(h, h.stream, dbias.f32(), dqkv.data, dqkv.dtype, s.B * s.T, 3 * s.C, accumulate);
   }

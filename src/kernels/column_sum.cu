@@ -36,35 +36,68 @@ __global__ void column_sum_scalar_kernel(float* __restrict__ partial, const T* _
   }
 }
 
-// Block (32, 32): 32 adjacent columns (coalesced rows of the partials), 32
-// rows of threads split the splits (each issuing 4 loads before adding them),
-// then one thread folds the 32 in a fixed order.
-constexpr int kFoldRows = 32;
-__global__ void column_sum_fold_kernel(float* __restrict__ dst, const float* __restrict__ partial, int splits,
-                                       int64_t N, bool accumulate) {
-  __shared__ float acc[kFoldRows][33];
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  float s = 0.0f;
-  if (c < N) {
-    for (int i0 = threadIdx.y; i0 < splits; i0 += 4 * kFoldRows) {
-      float v[4];
+// The fold of 32 adjacent columns (col0 ..) of f, by a block whose first R
+// rows of 32 threads take part (coalesced rows of the partials): thread row
+// y adds splits y, y + R, y + 2R, .. in order (4 loads in flight), then row
+// 0 adds the R row sums in order. R = 32: column_sum_fold's order; R = 8:
+// the LayerNorm parameter gradients'. Every thread of the block calls it.
+template <int R>
+__device__ __forceinline__ void fold_columns(const PendingFold& f, int64_t col0, float (*acc)[33]) {
+  const int x = threadIdx.x, y = threadIdx.y;
+  const int64_t c = col0 + x;
+  if (y < R) {
+    float s = 0.0f;
+    if (c < f.N) {
+      for (int i0 = y; i0 < f.splits; i0 += 4 * R) {
+        float v[4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int i = i0 + k * kFoldRows;
-        v[k] = i < splits ? partial[static_cast<int64_t>(i) * N + c] : 0.0f;
+        for (int k = 0; k < 4; ++k) {
+          const int i = i0 + k * R;
+          v[k] = i < f.splits ? f.partial[static_cast<int64_t>(i) * f.N + c] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) s += v[k];
       }
-#pragma unroll
-      for (int k = 0; k < 4; ++k) s += v[k];
     }
+    acc[y][x] = s;
   }
-  acc[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
-  if (threadIdx.y != 0 || c >= N) return;
+  if (y != 0 || c >= f.N) return;
   float t = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kFoldRows; ++i) t += acc[i][threadIdx.x];
-  dst[c] = (accumulate ? dst[c] : 0.0f) + t;
+  for (int i = 0; i < R; ++i) t += acc[i][x];
+  float* dst = c < f.n1 ? f.dst + c : f.dst2 + (c - f.n1);
+  *dst = (f.accumulate ? *dst : 0.0f) + t;  // 0 + t: the bits of adding to a zeroed gradient
 }
+
+template <int R>
+__global__ void fold_kernel(const PendingFold f) {
+  __shared__ float acc[R][33];
+  fold_columns<R>(f, static_cast<int64_t>(blockIdx.x) * 32, acc);
+}
+
+// Folds recorded while deferred, launched together: block b works on the
+// record whose blocks start at or before it.
+constexpr int kMaxBatch = 16;
+struct FoldBatch {
+  int count = 0;
+  int first_block[kMaxBatch + 1] = {};
+  PendingFold rec[kMaxBatch];
+};
+__global__ void fold_batch_kernel(const __grid_constant__ FoldBatch batch) {
+  __shared__ float acc[32][33];
+  int r = 0;
+  while (r + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[r + 1]) ++r;
+  const PendingFold& f = batch.rec[r];
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x - batch.first_block[r]) * 32;
+  if (f.rows == 8) {
+    fold_columns<8>(f, col0, acc);
+  } else {
+    fold_columns<32>(f, col0, acc);
+  }
+}
+
+int fold_blocks(int64_t N) { return static_cast<int>((N + 31) / 32); }
 
 }  // namespace
 
@@ -106,8 +139,92 @@ ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const 
 
 void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
   VIT_CHECK(splits >= 1, "column_sum_fold: ", splits, " splits");
-  column_sum_fold_kernel<<<static_cast<unsigned>((N + 31) / 32), dim3(32, kFoldRows), 0, stream>>>(
-      dst, partial, splits, N, accumulate);
+  PendingFold f;
+  f.dst = dst;
+  f.n1 = N;
+  f.partial = partial;
+  f.N = N;
+  f.splits = splits;
+  f.accumulate = accumulate;
+  fold_kernel<32><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, stream>>>(f);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+bool deferring(const GpuHandles& h, cudaStream_t stream) { return h.defer_folds && stream == h.stream; }
+}  // namespace
+
+float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats) {
+  if (!deferring(h, stream)) return static_cast<float*>(h.scratch_small.get(sizeof(float) * floats, stream));
+  const size_t bytes = (sizeof(float) * floats + 255) & ~size_t(255);
+  if (h.fold_used + bytes > h.fold_arena.capacity()) {
+    // Growing frees the old block: the folds that read it go first. The
+    // arena then holds what this many pending folds need (the next block's
+    // backward asks the same), and stops growing after the first step.
+    const size_t want = h.fold_used + bytes;
+    fold_flush(h);
+    h.fold_arena.get(want, stream);
+  }
+  auto* p = reinterpret_cast<float*>(static_cast<char*>(h.fold_arena.get(0, stream)) + h.fold_used);
+  h.fold_used += bytes;
+  return p;
+}
+
+void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int64_t n1, const float* partial,
+               int splits, int64_t N, int rows, bool accumulate) {
+  VIT_CHECK(splits >= 1, "fold: ", splits, " splits");
+  VIT_CHECK(rows == 8 || rows == 32, "fold: ", rows, " rows of threads (8 or 32)");
+  VIT_CHECK(n1 >= N || dst2 != nullptr, "fold: columns past ", n1, " need a second destination");
+  PendingFold f;
+  f.dst = dst;
+  f.dst2 = dst2;
+  f.n1 = n1;
+  f.partial = partial;
+  f.N = N;
+  f.splits = splits;
+  f.rows = rows;
+  f.accumulate = accumulate;
+  if (!deferring(h, stream)) {
+    if (rows == 8) {
+      fold_kernel<8><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 8), 0, stream>>>(f);
+    } else {
+      fold_kernel<32><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, stream>>>(f);
+    }
+    VIT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  // Two pending folds into one gradient would race in one launch (their
+  // order matters when accumulating): the earlier goes first.
+  for (const PendingFold& p : h.folds) {
+    for (const float* d : {dst, dst2}) {
+      if (d && (d == p.dst || d == p.dst2)) {
+        fold_flush(h);
+        break;
+      }
+    }
+    if (h.folds.empty()) break;
+  }
+  if (static_cast<int>(h.folds.size()) == kMaxBatch) fold_flush(h);
+  h.folds.push_back(f);
+}
+
+void fold_flush(GpuHandles& h) {
+  if (h.folds.empty()) {
+    h.fold_used = 0;
+    return;
+  }
+  FoldBatch batch;
+  batch.count = static_cast<int>(h.folds.size());
+  int blocks = 0;
+  for (int r = 0; r < batch.count; ++r) {
+    batch.first_block[r] = blocks;
+    batch.rec[r] = h.folds[static_cast<size_t>(r)];
+    blocks += fold_blocks(batch.rec[r].N);
+  }
+  batch.first_block[batch.count] = blocks;
+  h.folds.clear();
+  h.fold_used = 0;
+  fold_batch_kernel<<<static_cast<unsigned>(blocks), dim3(32, 32), 0, h.stream>>>(batch);
   VIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -125,11 +242,11 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
       column_sum_launch<T>(h, stream, dst, M, N, ColumnSumRead<T>{xt}, accumulate);
     } else {
       const int splits = static_cast<int>(std::clamp<int64_t>(M / 64, 1, 128));
-      auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * splits * N, stream));
+      float* partial = fold_partials(h, stream, static_cast<size_t>(splits) * N);
       dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>(splits));
       column_sum_scalar_kernel<T><<<grid, dim3(32, kScalarWarps), 0, stream>>>(partial, xt, M, N);
       VIT_CUDA_CHECK_LAUNCH();
-      column_sum_fold(stream, dst, partial, splits, N, accumulate);
+      fold_into(h, stream, dst, nullptr, N, partial, splits, N, 32, accumulate);
     }
   });
 }

@@ -119,10 +119,10 @@ void column_sum_launch(GpuHandles& h, cudaStream_t stream, float* dst, int64_t M
   auto* kern = column_sum_rows_kernel<T, Op>;
   const ColumnSumShape cs = column_sum_shape(M, N, Pack<T>::N, h.num_sms,
                                              reinterpret_cast<const void*>(column_sum_rows_kernel<T, ShapeOp>));
-  auto* partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * cs.groups * N, stream));
+  float* partial = fold_partials(h, stream, static_cast<size_t>(cs.groups) * N);
   kern<<<cs.grid, cs.block, cs.smem, stream>>>(partial, M, N, op);
   VIT_CUDA_CHECK_LAUNCH();
-  column_sum_fold(stream, dst, partial, cs.groups, N, accumulate);
+  fold_into(h, stream, dst, nullptr, N, partial, cs.groups, N, 32, accumulate);
 }
 
 }  // namespace vit::kernels::cuda_detail

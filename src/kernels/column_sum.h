@@ -37,4 +37,26 @@ void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int 
 void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, DType dtype, int64_t M, int64_t N,
                 bool accumulate);
 
+// ---- Folds, now or deferred.
+// An op that sums columns in two passes (partial rows, then their fold)
+// takes its partial rows from fold_partials and ends with fold_into(). Normally
+// that is scratch_small and a fold kernel launched at once. While folds are
+// deferred (FoldScope, gpu_context.h; on h.stream only), the partial rows go to a
+// region of h.fold_arena of their own and the fold is recorded; fold_flush
+// launches all recorded folds as one kernel, each with the order of sums of
+// its own kernel (the same bits). A model defers the folds of a block's
+// backward and flushes before its gradients are handed on: one launch a
+// block instead of one per bias or LayerNorm (about 75 a ViT-B/16 step).
+//
+// Partial rows for `floats` floats: valid until the fold that consumes them.
+float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats);
+// dst[c] (+)= the fold of column c of partial (splits x N) for c < n1, and
+// dst2[c - n1] for the columns past n1 (n1 = N and dst2 = nullptr: one
+// destination); rows: 32 (column_sum_fold's order) or 8 (the LayerNorm
+// parameter gradients' order).
+void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int64_t n1, const float* partial,
+               int splits, int64_t N, int rows, bool accumulate);
+// Launches the recorded folds (one kernel; nothing when none).
+void fold_flush(GpuHandles& h);
+
 }  // namespace vit::kernels::cuda_detail

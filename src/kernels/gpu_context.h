@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/context.h"
 #include "core/device.h"
@@ -72,6 +73,24 @@ class GpuRuntime {
   std::unique_ptr<GpuHandles> handles_;
 };
 
+// The folds of partial column sums (column_sum.h) that the GPU ops on ctx's
+// stream make, deferred while the scope lives and launched together by
+// flush(): one launch for a model segment's biases and LayerNorms instead of
+// one each. Scopes nest (the outermost owns the deferral). The destructor
+// launches what is still pending (when no exception is in flight). Nothing
+// to do on the CPU.
+class FoldScope {
+ public:
+  explicit FoldScope(const Context& ctx);
+  ~FoldScope() noexcept(false);
+  FoldScope(const FoldScope&) = delete;
+  FoldScope& operator=(const FoldScope&) = delete;
+  void flush();
+
+ private:
+  GpuHandles* h_ = nullptr;  // null on the CPU, and in nested scopes
+};
+
 #ifdef VIT_WITH_CUDA
 
 // Device memory that grows to the largest size asked for and is then reused.
@@ -84,6 +103,21 @@ class DeviceArena {
 
  private:
   Buffer buf_;
+};
+
+// A fold of partial column sums waiting to be launched (column_sum.h,
+// deferred folds): dst[c] (+)= sum over s < splits of partial[s * N + c],
+// columns at or past n1 into dst2[c - n1]; `rows` rows of threads split the
+// splits (8 or 32: the order of the sums of the op that made the partials).
+struct PendingFold {
+  float* dst = nullptr;
+  float* dst2 = nullptr;
+  int64_t n1 = 0;
+  const float* partial = nullptr;
+  int64_t N = 0;
+  int splits = 0;
+  int rows = 32;
+  bool accumulate = false;
 };
 
 struct MatmulPlanCache;   // matmul.cu: cuBLASLt descriptors and algorithms per shape
@@ -115,6 +149,13 @@ struct GpuHandles {
   DeviceArena scratch;             // per-op temporaries (see each .cu file)
   DeviceArena scratch_small;       // small temporaries needed while `scratch` is in use
   DeviceArena attention_pad;       // zero-padded copies of the heads (attention.cu, odd head sizes)
+  // Deferred folds (column_sum.h, FoldDeferral): while defer_folds is on,
+  // the ops on `stream` put their partial column sums in fold_arena and
+  // record their folds in `folds`; fold_flush launches them as one kernel.
+  bool defer_folds = false;
+  std::vector<PendingFold> folds;
+  DeviceArena fold_arena;
+  size_t fold_used = 0;  // bytes of fold_arena taken by the pending folds
 
   MatmulPlanCache* matmul_plans = nullptr;
   SdpaPlanCache* sdpa_plans = nullptr;
@@ -147,6 +188,9 @@ inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline void GpuRuntime::set_attention_backward_short(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
+inline FoldScope::FoldScope(const Context&) {}
+inline FoldScope::~FoldScope() noexcept(false) {}
+inline void FoldScope::flush() {}
 inline size_t GpuRuntime::workspace_bytes() const { return 0; }
 
 #endif

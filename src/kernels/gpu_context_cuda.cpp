@@ -6,8 +6,11 @@
 // queued kernel still reads a workspace being freed.
 #include "kernels/gpu_context.h"
 
+#include <exception>
+
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/column_sum.h"
 
 #define VIT_LIB_CHECK(call, ok, what)                                            \
   do {                                                                           \
@@ -86,6 +89,30 @@ void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic 
 void GpuRuntime::set_attention_backward_short(bool on) { handles_->attention_backward_short = on; }
 
 void GpuRuntime::set_gemm_autotune(bool on) { handles_->gemm_autotune = on; }
+
+FoldScope::FoldScope(const Context& ctx) {
+  if (!ctx.gpu || ctx.gpu->defer_folds) return;  // the CPU, or an outer scope defers already
+  h_ = ctx.gpu;
+  kernels::cuda_detail::fold_flush(*h_);  // nothing should be pending; a fresh region of the arena
+  h_->defer_folds = true;
+}
+
+FoldScope::~FoldScope() noexcept(false) {
+  if (!h_) return;
+  h_->defer_folds = false;
+  if (std::uncaught_exceptions() > 0) {
+    // The step is failing and its gradients are not used: drop the records
+    // (throwing here would end the program).
+    h_->folds.clear();
+    h_->fold_used = 0;
+    return;
+  }
+  kernels::cuda_detail::fold_flush(*h_);
+}
+
+void FoldScope::flush() {
+  if (h_) kernels::cuda_detail::fold_flush(*h_);
+}
 
 size_t GpuRuntime::workspace_bytes() const {
   const GpuHandles& h = *handles_;

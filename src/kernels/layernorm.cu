@@ -16,11 +16,13 @@
 // on) nothing uses float atomics: each warp sums its rows into its own
 // registers (layernorm_backward_cached_kernel with kRegSums, when a lane's share of the row
 // is at most 4 packs: ViT-B/16 in 16 bits) or its own slice of shared memory (wider rows), each
-// block folds its warps in a fixed order into one partial row in the scratch
-// arena, and a second kernel adds the partials in block order into
+// block folds its warps in a fixed order into one partial row, and a fold
+// (column_sum.h: a kernel of its own, or one launch with the block's other
+// folds when they are deferred) adds the partials in block order into
 // dweight/dbias.
 #include <type_traits>
 
+#include "kernels/column_sum.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/layernorm.h"
 
@@ -227,7 +229,7 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
 // blocks of kRegWarps warps per SM, each warp walking many rows (a fixed
 // assignment, so the sums' order and bits are the same on every run), park
 // their registers in shared memory at the end, and fewer blocks leave fewer
-// partial rows for layernorm_param_grad_kernel. With so few warps per SM a
+// partial rows to fold. With so few warps per SM a
 // row's loads would leave the SM waiting on memory, so each warp copies its
 // next row (x, dout, dinp) into a second shared-memory stage with cp.async
 // while it works on the current one; a lane copies and reads only its own
@@ -386,29 +388,6 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
   write_block_partial<kW>(smem, partial, C, Cpad, P);
 }
 
-// dweight[c] += sum_b partial[b, 0, c];  dbias[c] += sum_b partial[b, 1, c]
-// (= instead of += when !accumulate)
-// Block (32, 8): 32 adjacent channels (coalesced rows of the partials), 8
-// rows of threads split the blocks, then fold in a fixed order.
-__global__ void layernorm_param_grad_kernel(float* __restrict__ dweight, float* __restrict__ dbias,
-                                            const float* __restrict__ partial, int blocks, int C,
-                                            bool accumulate) {
-  __shared__ float acc[8][33];
-  const int c = blockIdx.x * 32 + threadIdx.x;
-  float s = 0.0f;
-  if (c < 2 * C) {
-    for (int b = threadIdx.y; b < blocks; b += 8) s += partial[static_cast<int64_t>(b) * 2 * C + c];
-  }
-  acc[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y != 0 || c >= 2 * C) return;
-  float t = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) t += acc[i][threadIdx.x];
-  float* dst = c < C ? dweight + c : dbias + (c - C);
-  *dst = (accumulate ? *dst : 0.0f) + t;  // 0 + t: the bits of adding to a zeroed gradient
-}
-
 }  // namespace
 
 namespace cuda {
@@ -533,7 +512,7 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     const int per_sm = regs ? 2 : 8;
     blocks = static_cast<int>(std::max<int64_t>(
         1, std::min<int64_t>((M + warps - 1) / warps, static_cast<int64_t>(h.num_sms) * per_sm)));
-    partial = static_cast<float*>(h.scratch_small.get(sizeof(float) * 2 * C * blocks, s));
+    partial = fold_partials(h, s, static_cast<size_t>(2) * C * blocks);
     // The row stages: 16-bit rows, where the GPU lets a block have them.
     const bool stage = regs && sizeof(T) == 2 &&
                        cached_backward_smem<T>(true, kRegWarps, Cpad) <= static_cast<size_t>(h.smem_optin);
@@ -568,9 +547,9 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
-  layernorm_param_grad_kernel<<<(2 * C + 31) / 32, dim3(32, 8), 0, s>>>(dweight.f32(), dbias.f32(), partial, blocks,
-                                                                       C, accumulate);
-  VIT_CUDA_CHECK_LAUNCH();
+  // dweight[c] (+)= sum_b partial[b][c], dbias[c] (+)= sum_b partial[b][C + c]:
+  // 8 rows of threads split the blocks, then add in a fixed order.
+  fold_into(h, s, dweight.f32(), dbias.f32(), C, partial, blocks, 2 * C, 8, accumulate);
 }
 
 }  // namespace cuda

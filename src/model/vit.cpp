@@ -7,6 +7,7 @@
 #include "kernels/dropout.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
+#include "kernels/gpu_context.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 #include "kernels/residual.h"
@@ -387,6 +388,7 @@ void ViTModel::forward(const Tensor& images, const Tensor& labels, int B, int sl
 void ViTModel::head_backward(int B, int slot) {
   const Segment seg{Segment::Head, -1};
   source_->before_backward(seg);
+  FoldScope folds(ctx_);  // the segment's bias and LayerNorm folds: one launch, before its gradients go on
   Activations& a = *acts_.at(static_cast<size_t>(slot));
   const DType dt = compute_.dtype, f32 = DType::F32;
   const int64_t C = cfg_.hidden, K = cfg_.num_classes;
@@ -399,12 +401,14 @@ void ViTModel::head_backward(int B, int slot) {
   k::layernorm_backward(ctx_, dcls, grad(layout_.norm_w), grad(layout_.norm_b), dcls_ln, tensor_of(a.cls, dt, {B, C}),
                         param(layout_.norm_w), tensor_of(a.cls_mean, f32, {B}), tensor_of(a.cls_rstd, f32, {B}), acc);
   k::select_cls_backward(ctx_, residual_grad(B), dcls);
+  folds.flush();
   source_->after_backward(seg);
 }
 
 void ViTModel::block_backward(int l, int B, int slot) {
   const Segment seg{Segment::Block, l};
   source_->before_backward(seg);
+  FoldScope folds(ctx_);  // the segment's bias and LayerNorm folds: one launch, before its gradients go on
   if (compute_.recompute) block_forward_compute(l, B, slot);  // rebuild this block's activations from its input
   const BlockParams& p = layout_.blocks[static_cast<size_t>(l)];
   BlockActs& a = acts_for(l, slot);
@@ -466,12 +470,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
                         param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc);
+  folds.flush();
   source_->after_backward(seg);
 }
 
 void ViTModel::embed_backward(int B, int slot) {
   const Segment seg{Segment::Embed, -1};
   source_->before_backward(seg);
+  FoldScope folds(ctx_);  // the segment's bias and LayerNorm folds: one launch, before its gradients go on
   Activations& a = *acts_.at(static_cast<size_t>(slot));
   const DType dt = compute_.dtype;
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
@@ -486,6 +492,7 @@ void ViTModel::embed_backward(int B, int slot) {
                            residual_grad(B), acc);
   k::matmul_backward(ctx_, Tensor(), grad(layout_.patch_w), grad(layout_.patch_b), dpe,
                      tensor_of(a.patches, dt, {B * NP, cfg_.patch_dim()}), param(layout_.patch_w), acc);
+  folds.flush();
   source_->after_backward(seg);
 }
 

@@ -23,11 +23,13 @@
 
 #include "core/cuda_check.h"
 #include "kernels/attention_short.h"
+#include "kernels/column_sum.h"
 #endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <numeric>
 
 #include "kernels/adamw.h"
@@ -412,6 +414,106 @@ void check_layernorm(int64_t M, int64_t C, float eps, DType dt) {
   sync();
   BOOST_CHECK_MESSAGE(dinp.download() == dinp1 && dw.download() == dw1 && db.download() == db1,
                       label("layernorm_bwd rerun", dt, tag) << ": a second call gave different bits");
+}
+
+// Folds deferred by a FoldScope (gpu_context.h, column_sum.h): the bias and
+// LayerNorm gradients of a block's backward (LayerNorm, matmul with bias,
+// GELU with the fc1 bias, the short attention backward with the QKV bias, an
+// odd column count on the scalar column sum) give the bits of folds launched
+// one by one, accumulated and assigned; none lands before flush(); two folds
+// into one gradient, more folds than one launch takes and an arena that
+// grows inside the scope all keep the bits.
+BOOST_AUTO_TEST_CASE(deferred_folds_give_the_immediate_bits) {
+  const DType dt = DType::BF16;
+  const int64_t B = 2, T = 197, NH = 12, HS = 64, C = NH * HS, M = B * T, F = 3072, Codd = 20;
+  DevTensor x(dt, {M, C}), lw(dt, {C}), lb(dt, {C}), y(dt, {M, C}), mean(DType::F32, {M}), rstd(DType::F32, {M}),
+      dy(dt, {M, C}), dx(dt, {M, C}), w(dt, {C, C}), h(dt, {M, F}), dh(dt, {M, F}), dh2(dt, {M, F}),
+      xo(dt, {M, Codd}), qkv(dt, {B, T, 3 * C}), att(dt, {B, T, C}), datt(dt, {B, T, C}), dqkv(dt, {B, T, 3 * C}),
+      aux(DType::F32, {B * NH * T});
+  for (DevTensor* d : {&x, &lw, &lb, &dy, &w, &h, &dh, &xo, &datt}) d->upload(random_values(d->numel()));
+  qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
+  K::layernorm_forward(gpu().context(), y.t, mean.t, rstd.t, x.t, lw.t, lb.t, 1e-6f);
+  K::attention_forward(gpu().context(), att.t, aux.t, qkv.t, static_cast<int>(NH), K::AttentionImpl::CuDNN);
+  // The gradients, each run from the same start: [0] folds launched one by
+  // one, [1] deferred.
+  struct Grads {
+    DevTensor ln_w, ln_b, ln2_w, mm_w, mm_b, gelu_b, qkv_b, odd_b;
+  };
+  auto make = [&] {
+    return Grads{DevTensor(DType::F32, {C}),     DevTensor(DType::F32, {C}), DevTensor(DType::F32, {C}),
+                 DevTensor(DType::F32, {C, C}),  DevTensor(DType::F32, {C}), DevTensor(DType::F32, {F}),
+                 DevTensor(DType::F32, {3 * C}), DevTensor(DType::F32, {Codd})};
+  };
+  Grads g[2] = {make(), make()};
+  const std::vector<float> start_c = random_values(C), start_cc = random_values(C * C), start_f = random_values(F),
+                           start_3c = random_values(3 * C), start_odd = random_values(Codd);
+  auto run = [&](Grads& gr, bool accumulate, bool deferred) {
+    for (DevTensor* d : {&gr.ln_w, &gr.ln_b, &gr.ln2_w, &gr.mm_b}) d->upload(start_c);
+    gr.mm_w.upload(start_cc);
+    gr.gelu_b.upload(start_f);
+    gr.qkv_b.upload(start_3c);
+    gr.odd_b.upload(start_odd);
+    sync();
+    std::unique_ptr<FoldScope> scope;
+    if (deferred) scope = std::make_unique<FoldScope>(gpu().context());
+    const Context ctx = gpu().context();
+    K::layernorm_backward(ctx, dx.t, gr.ln_w.t, gr.ln_b.t, dy.t, x.t, lw.t, mean.t, rstd.t, accumulate);
+    K::matmul_backward(ctx, Tensor(), gr.mm_w.t, gr.mm_b.t, dy.t, x.t, w.t, accumulate);
+    K::gelu_backward(ctx, dh2.t, h.t, dh.t, gr.gelu_b.t, accumulate);
+    K::attention_backward(ctx, dqkv.t, datt.t, qkv.t, att.t, aux.t, static_cast<int>(NH), K::AttentionImpl::CuDNN,
+                          gr.qkv_b.t, accumulate);
+    K::cuda_detail::column_sum(*gpu().handles(), gpu().handles()->stream, gr.odd_b.t.f32(), xo.t.data, dt, M, Codd,
+                               accumulate);
+    // The same LayerNorm gradient a second time (after the first's fold),
+    // and a second LayerNorm into the first's bias slot's neighbour.
+    K::layernorm_backward(ctx, dx.t, gr.ln_w.t, gr.ln_b.t, dy.t, x.t, lw.t, mean.t, rstd.t, true);
+    K::layernorm_backward(ctx, dx.t, gr.ln2_w.t, gr.mm_b.t, dy.t, x.t, lw.t, mean.t, rstd.t, true);
+    // More folds than one launch takes.
+    for (int i = 0; i < 20; ++i) {
+      K::cuda_detail::column_sum(*gpu().handles(), gpu().handles()->stream, gr.odd_b.t.f32(), xo.t.data, dt, M, Codd,
+                                 true);
+    }
+    if (deferred) {
+      sync();
+      BOOST_CHECK_MESSAGE(gpu().handles()->defer_folds && !gpu().handles()->folds.empty(),
+                          "FoldScope: the folds were not deferred");
+      scope->flush();
+      BOOST_CHECK(gpu().handles()->folds.empty());
+      scope.reset();
+      BOOST_CHECK(!gpu().handles()->defer_folds);
+    }
+    sync();
+  };
+  for (const bool accumulate : {true, false}) {
+    // A small arena first, so that it grows while folds are pending.
+    gpu().handles()->fold_arena = DeviceArena();
+    run(g[0], accumulate, false);
+    run(g[1], accumulate, true);
+    const char* names[] = {"LayerNorm weight", "LayerNorm bias", "second LayerNorm weight", "matmul weight",
+                           "matmul bias + second LayerNorm bias", "GELU (fc1) bias", "QKV bias",
+                           "odd column sums"};
+    DevTensor* a[] = {&g[0].ln_w, &g[0].ln_b, &g[0].ln2_w, &g[0].mm_w, &g[0].mm_b, &g[0].gelu_b, &g[0].qkv_b,
+                      &g[0].odd_b};
+    DevTensor* d[] = {&g[1].ln_w, &g[1].ln_b, &g[1].ln2_w, &g[1].mm_w, &g[1].mm_b, &g[1].gelu_b, &g[1].qkv_b,
+                      &g[1].odd_b};
+    for (int i = 0; i < 8; ++i) {
+      BOOST_CHECK_MESSAGE(a[i]->raw() == d[i]->raw(), names[i] << (accumulate ? " (+=)" : " (=)")
+                                                             << ": deferred folds changed the bits");
+    }
+  }
+  // Nothing lands before flush(): a deferred fold leaves its gradient as it
+  // was until then.
+  {
+    DevTensor gb(DType::F32, {F});
+    gb.upload(start_f);
+    FoldScope scope(gpu().context());
+    K::gelu_backward(gpu().context(), dh2.t, h.t, dh.t, gb.t, true);
+    sync();
+    BOOST_CHECK_MESSAGE(gb.download() == gb.host, "a deferred fold landed before flush()");
+    scope.flush();
+    sync();
+    BOOST_CHECK_MESSAGE(gb.download() != gb.host, "flush() did not launch the fold");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {

@@ -99,6 +99,11 @@ __global__ void fold_batch_kernel(const __grid_constant__ FoldBatch batch) {
 
 int fold_blocks(int64_t N) { return static_cast<int>((N + 31) / 32); }
 
+PendingFold make_fold(float* dst, float* dst2, int64_t n1, const float* partial, int splits, int64_t N, int rows,
+                      bool accumulate) {
+  return PendingFold{dst, dst2, n1, partial, N, splits, rows, accumulate};
+}
+
 }  // namespace
 
 ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const void* kernel) {
@@ -139,13 +144,7 @@ ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const 
 
 void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
   VIT_CHECK(splits >= 1, "column_sum_fold: ", splits, " splits");
-  PendingFold f;
-  f.dst = dst;
-  f.n1 = N;
-  f.partial = partial;
-  f.N = N;
-  f.splits = splits;
-  f.accumulate = accumulate;
+  const PendingFold f = make_fold(dst, nullptr, N, partial, splits, N, 32, accumulate);
   fold_kernel<32><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, stream>>>(f);
   VIT_CUDA_CHECK_LAUNCH();
 }
@@ -172,18 +171,10 @@ float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats) {
 
 void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int64_t n1, const float* partial,
                int splits, int64_t N, int rows, bool accumulate) {
-  VIT_CHECK(splits >= 1, "fold: ", splits, " splits");
-  VIT_CHECK(rows == 8 || rows == 32, "fold: ", rows, " rows of threads (8 or 32)");
-  VIT_CHECK(n1 >= N || dst2 != nullptr, "fold: columns past ", n1, " need a second destination");
-  PendingFold f;
-  f.dst = dst;
-  f.dst2 = dst2;
-  f.n1 = n1;
-  f.partial = partial;
-  f.N = N;
-  f.splits = splits;
-  f.rows = rows;
-  f.accumulate = accumulate;
+  VIT_CHECK(splits >= 1, "fold_into: ", splits, " splits");
+  VIT_CHECK(rows == 8 || rows == 32, "fold_into: ", rows, " rows of threads (8 or 32)");
+  VIT_CHECK(n1 >= N || dst2 != nullptr, "fold_into: columns past ", n1, " need a second destination");
+  const PendingFold f = make_fold(dst, dst2, n1, partial, splits, N, rows, accumulate);
   if (!deferring(h, stream)) {
     if (rows == 8) {
       fold_kernel<8><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 8), 0, stream>>>(f);
@@ -195,16 +186,10 @@ void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int6
   }
   // Two pending folds into one gradient would race in one launch (their
   // order matters when accumulating): the earlier goes first.
-  for (const PendingFold& p : h.folds) {
-    for (const float* d : {dst, dst2}) {
-      if (d && (d == p.dst || d == p.dst2)) {
-        fold_flush(h);
-        break;
-      }
-    }
-    if (h.folds.empty()) break;
-  }
-  if (static_cast<int>(h.folds.size()) == kMaxBatch) fold_flush(h);
+  const bool same_dst = std::any_of(h.folds.begin(), h.folds.end(), [&](const PendingFold& p) {
+    return dst == p.dst || dst == p.dst2 || (dst2 && (dst2 == p.dst || dst2 == p.dst2));
+  });
+  if (same_dst || static_cast<int>(h.folds.size()) == kMaxBatch) fold_flush(h);
   h.folds.push_back(f);
 }
 

@@ -39,14 +39,15 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
 
 // ---- Folds, now or deferred.
 // An op that sums columns in two passes (partial rows, then their fold)
-// takes its partial rows from fold_partials and ends with fold_into(). Normally
-// that is scratch_small and a fold kernel launched at once. While folds are
-// deferred (FoldScope, gpu_context.h; on h.stream only), the partial rows go to a
-// region of h.fold_arena of their own and the fold is recorded; fold_flush
-// launches all recorded folds as one kernel, each with the order of sums of
-// its own kernel (the same bits). A model defers the folds of a block's
-// backward and flushes before its gradients are handed on: one launch a
-// block instead of one per bias or LayerNorm (about 75 a ViT-B/16 step).
+// takes its partial rows from fold_partials and ends with fold_into().
+// Normally that is scratch_small and a fold kernel launched at once. While
+// folds are deferred (FoldScope, gpu_context.h; on h.stream only), the
+// partial rows go to a region of h.fold_arena of their own and the fold is
+// recorded; fold_flush launches all recorded folds as one kernel, each with
+// the order of sums of its own kernel (the same bits). A model defers the
+// folds of a block's backward and flushes before its gradients are handed
+// on: one launch a block instead of one per bias or LayerNorm (about 75 a
+// ViT-B/16 step).
 //
 // Partial rows for `floats` floats: valid until the fold that consumes them.
 float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats);

@@ -149,7 +149,7 @@ struct GpuHandles {
   DeviceArena scratch;             // per-op temporaries (see each .cu file)
   DeviceArena scratch_small;       // small temporaries needed while `scratch` is in use
   DeviceArena attention_pad;       // zero-padded copies of the heads (attention.cu, odd head sizes)
-  // Deferred folds (column_sum.h, FoldDeferral): while defer_folds is on,
+  // Deferred folds (column_sum.h, FoldScope): while defer_folds is on,
   // the ops on `stream` put their partial column sums in fold_arena and
   // record their folds in `folds`; fold_flush launches them as one kernel.
   bool defer_folds = false;

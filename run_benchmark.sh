@@ -16,7 +16,8 @@
 #          gemini:F offloads the optimizer states of a fraction F of the chunks to the CPU;
 #          hybrid_parallel:tpTppP[mbM][zero1] the layout: T x P ranks per replica, M pipeline
 #          micro-batches (default P), ZeRO-1 over the data-parallel group; any entry may end in
-#          +recompute_gelu, +recompute (train.recompute_gelu / train.recompute on), +attention_atomics
+#          +recompute_gelu, +recompute_norm, +recompute (train.recompute_gelu / recompute_norm /
+#          recompute on), +attention_atomics
 #          (cuDNN's attention backward, model.attention_deterministic off), +cudnn_attention_backward (model.attention_backward
 #          cudnn), +no_cuda_graph (plugin.cuda_graph off) or
 #          +no_gemm_autotune (plugin.gemm_autotune off), each a column of its own)
@@ -88,14 +89,14 @@ out=results/$name
 mkdir -p "$out"
 echo "run_benchmark.sh: $config on $np rank(s), $device; plugins: $plugins; batch sizes: $batch_sizes -> $out"
 for entry in $plugins; do
-  # +recompute_gelu / +recompute: activation recompute; +attention_atomics:
+  # +recompute_gelu / +recompute_norm / +recompute: activation recompute; +attention_atomics:
   # cuDNN's backward with model.attention_deterministic=false; +cudnn_attention_backward:
   # model.attention_backward=cudnn; +no_cuda_graph: plugin.cuda_graph=false;
   # +no_gemm_autotune: plugin.gemm_autotune=false.
   # Each makes a column of its own.
   recompute=()
   rtag=""
-  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute|attention_atomics|cudnn_attention_backward|no_cuda_graph|no_gemm_autotune)$ ]]; do
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute_norm|recompute|attention_atomics|cudnn_attention_backward|no_cuda_graph|no_gemm_autotune)$ ]]; do
     entry=${BASH_REMATCH[1]}
     if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
       recompute+=(--set model.attention_deterministic=false --set model.attention_backward=cudnn)

@@ -128,6 +128,7 @@ struct TrainSpec {
   double grad_clip = 0;
   bool recompute = false;
   bool recompute_gelu = false;
+  bool recompute_norm = false;
   int max_nonfinite_steps = 0;
   double label_smoothing = 0;
   double ema_decay = 0;

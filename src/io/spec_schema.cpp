@@ -236,6 +236,10 @@ std::vector<FieldInfo> build_schema() {
            "Keep only the MLP's values before GELU and make the GELU output again during backward, in the "
            "GELU backward pass: a quarter less activation memory per block for ~2% more time; the same "
            "gradients, bit for bit."),
+      Bool(VIT_AT(train, recompute_norm), "false",
+           "Keep no LayerNorm outputs of the blocks: make LN1's and LN2's outputs again during backward from "
+           "their kept inputs and statistics (two LayerNorm passes more per block), 2 x (batch, tokens, "
+           "hidden) less activation memory per block; the same gradients, bit for bit."),
       Int(VIT_AT(train, max_nonfinite_steps), "5", at_least(1),
           "Consecutive steps with a NaN/Inf loss or gradient norm (skipped, like an fp16 overflow) after which "
           "the run stops as failed; with fp16 only those at plugin.min_scale count."),

@@ -73,6 +73,11 @@ struct ComputeConfig {
   // Keep only fc1's output before GELU and make the GELU output again during
   // backward, in the GELU backward pass (less memory: (B, T, mlp) per block).
   bool recompute_gelu = false;
+  // Keep no LayerNorm outputs of the blocks (LN1's and LN2's): the forward
+  // writes them to one shared buffer and the backward makes them again,
+  // from the kept inputs and statistics, right before the weight gradients
+  // that read them (less memory: 2 x (B, T, hidden) per block).
+  bool recompute_norm = false;
   Regularization reg;
 };
 

@@ -19,7 +19,7 @@ namespace k = vit::kernels;
 // Activations one block keeps for its backward pass. Widths are this rank's:
 // Cl = C / tp for attention, Fl = F / tp for the MLP.
 struct ViTModel::BlockActs {
-  Buffer ln1, ln1_mean, ln1_rstd;  // (B, T, C), (B*T), (B*T)
+  Buffer ln1, ln1_mean, ln1_rstd;  // (B, T, C), (B*T), (B*T); ln1, ln2: none with recompute_norm
   Buffer qkv;                      // (B, T, 3 Cl)
   Buffer att, att_aux;             // (B, T, Cl), attention_aux_bytes
   Buffer xmid;                     // (B, T, C): x + attention branch
@@ -99,6 +99,9 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   // (block_backward). Only recompute_gelu, which keeps no GELU output, has
   // one: the forward's GELU output and then fc2's input gradient.
   if (compute.recompute_gelu) dhidden_ = alloc(B * T * Fl, dt);
+  // recompute_norm: the blocks' LayerNorm outputs in one buffer, each used
+  // right after it is written (forward) or made again (backward).
+  if (compute.recompute_norm && held > 0) norm_ = alloc(B * T * C, dt);
   // The branch output before its residual add: only where the add cannot be
   // the GEMM's (tensor-parallel partial sums, masked branches; see
   // block_forward_compute).
@@ -122,7 +125,7 @@ std::unique_ptr<ViTModel::BlockActs> ViTModel::make_block_acts(int64_t B, size_t
   const int64_t T = cfg_.tokens(), C = cfg_.hidden, Cl = local_hidden(), Fl = local_mlp();
   const DType dt = compute_.dtype, f32 = DType::F32;
   auto a = std::make_unique<BlockActs>();
-  a->ln1 = alloc(B * T * C, dt);
+  if (!compute_.recompute_norm) a->ln1 = alloc(B * T * C, dt);
   a->ln1_mean = alloc(B * T, f32);
   a->ln1_rstd = alloc(B * T, f32);
   a->qkv = alloc(B * T * 3 * Cl, dt);
@@ -130,7 +133,7 @@ std::unique_ptr<ViTModel::BlockActs> ViTModel::make_block_acts(int64_t B, size_t
   a->att_aux = Buffer(aux_bytes, ctx_.device);
   activation_bytes_ += aux_bytes;
   a->xmid = alloc(B * T * C, dt);
-  a->ln2 = alloc(B * T * C, dt);
+  if (!compute_.recompute_norm) a->ln2 = alloc(B * T * C, dt);
   a->ln2_mean = alloc(B * T, f32);
   a->ln2_rstd = alloc(B * T, f32);
   a->fc1_pre = alloc(B * T * Fl, dt);
@@ -287,11 +290,11 @@ void ViTModel::block_forward_compute(int l, int B, int slot) {
   // Row-parallel biases count once: tensor-parallel rank 0 adds them before the reduction.
   const bool row_bias = layout_.shard().tp_rank == 0;
   Tensor x = residual(l, B, slot).reshape({BT, C});
-  Tensor ln1 = tensor_of(a.ln1, dt, {BT, C});
+  Tensor ln1 = tensor_of(compute_.recompute_norm ? norm_ : a.ln1, dt, {BT, C});
   Tensor qkv = tensor_of(a.qkv, dt, {BT, 3 * Cl});
   Tensor att = tensor_of(a.att, dt, {BT, Cl});
   Tensor xmid = tensor_of(a.xmid, dt, {BT, C});
-  Tensor ln2 = tensor_of(a.ln2, dt, {BT, C});
+  Tensor ln2 = tensor_of(compute_.recompute_norm ? norm_ : a.ln2, dt, {BT, C});
   Tensor fc1_pre = tensor_of(a.fc1_pre, dt, {BT, Fl});
   // Without a stored GELU output, fc2 reads it from the backward's dhidden_
   // (free during forward).
@@ -452,8 +455,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
     k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
     k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w), acc);
   }
-  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), Tensor(), dh_pre, tensor_of(a.ln2, dt, {BT, C}), param(p.fc1_w),
-                     acc);
+  // With recompute_norm, LN2's output made again for fc1's weight gradient
+  // (the forward's kernel on the kept xmid: the same bits and statistics).
+  Tensor ln2 = tensor_of(compute_.recompute_norm ? norm_ : a.ln2, dt, {BT, C});
+  if (compute_.recompute_norm) {
+    k::layernorm_forward(ctx_, ln2, tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}),
+                         tensor_of(a.xmid, dt, {BT, C}), param(p.ln2_w), param(p.ln2_b), cfg_.layernorm_eps);
+  }
+  k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), Tensor(), dh_pre, ln2, param(p.fc1_w), acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),
                         param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), acc);
@@ -466,7 +475,13 @@ void ViTModel::block_backward(int l, int B, int slot) {
   k::attention_backward(ctx_, dqkv.reshape({B, T, 3 * Cl}), datt.reshape({B, T, Cl}),
                         tensor_of(a.qkv, dt, {B, T, 3 * Cl}), tensor_of(a.att, dt, {B, T, Cl}), aux, NHl,
                         compute_.attention, grad(p.qkv_b), acc);
-  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), Tensor(), dqkv, tensor_of(a.ln1, dt, {BT, C}), param(p.qkv_w), acc);
+  // LN1's output likewise, from the block input, for the QKV weight gradient.
+  Tensor ln1 = tensor_of(compute_.recompute_norm ? norm_ : a.ln1, dt, {BT, C});
+  if (compute_.recompute_norm) {
+    k::layernorm_forward(ctx_, ln1, tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}),
+                         residual(l, B, slot).reshape({BT, C}), param(p.ln1_w), param(p.ln1_b), cfg_.layernorm_eps);
+  }
+  k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), Tensor(), dqkv, ln1, param(p.qkv_w), acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
                         param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc);

@@ -87,6 +87,7 @@ model::ComputeConfig compute_config(const ExperimentSpec& spec) {
   c.attention = spec.model.attention == "cublas" ? kernels::AttentionImpl::Cublas : kernels::AttentionImpl::CuDNN;
   c.recompute = spec.train.recompute;
   c.recompute_gelu = spec.train.recompute_gelu;
+  c.recompute_norm = spec.train.recompute_norm;
   c.reg.drop_path = static_cast<float>(spec.model.drop_path);
   c.reg.hidden_dropout = static_cast<float>(spec.model.hidden_dropout);
   if (spec.model.pretrained_dropout) {
@@ -942,11 +943,12 @@ int benchmark(RunEnvironment& env) {
 
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
-  // +recompute_gelu, +attention_atomics, +cudnn_attention_backward, +no_cuda_graph and
-  // +no_gemm_autotune entries).
+  // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward,
+  // +no_cuda_graph and +no_gemm_autotune entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
+                                 std::pair<bool, const char*>{spec.train.recompute_norm, "recompute norm"},
                                  std::pair<bool, const char*>{!spec.model.attention_deterministic,
                                                               "attention dQ atomics"},
                                  std::pair<bool, const char*>{spec.model.attention_backward == "cudnn",

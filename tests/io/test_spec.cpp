@@ -95,10 +95,10 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   // mix_switch_prob; model: drop_path, hidden_dropout, pretrained_dropout;
   // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
   // keep_best), plus plugin.cpu_update (issue 12), train.recompute_gelu,
-  // model.attention_deterministic, model.attention_backward, plugin.cuda_graph, plugin.gemm_autotune and
-  // plugin.reduce_dtype (issue 14).
+  // model.attention_deterministic, model.attention_backward, plugin.cuda_graph, plugin.gemm_autotune,
+  // plugin.reduce_dtype and train.recompute_norm (issue 14).
   // A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 108u);
+  BOOST_TEST(schema.size() == 109u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -200,7 +200,7 @@ BOOST_AUTO_TEST_CASE(wrong_type_names_what_was_found) {
   BOOST_TEST(text_error("train: 5\n") ==
              "x.yaml:1: train: expected a mapping of train fields, got '5' (allowed: epochs, steps, batch_size, "
              "grad_accum, lr, lr_scale_with_world, weight_decay, beta1, beta2, eps, warmup_ratio, schedule, "
-             "grad_clip, recompute, recompute_gelu, max_nonfinite_steps, label_smoothing, ema_decay, layer_decay, "
+             "grad_clip, recompute, recompute_gelu, recompute_norm, max_nonfinite_steps, label_smoothing, ema_decay, layer_decay, "
              "no_decay_bias_norm)");
   BOOST_TEST(text_error("- run\n- train\n") ==
              "x.yaml:1: expected a mapping of sections, got a sequence (allowed: run, data, model, plugin, train, "
@@ -441,7 +441,7 @@ BOOST_AUTO_TEST_CASE(resolved_yaml_round_trips_every_field) {
   ExperimentSpec s = load_spec(kData + "tp2.yaml",
                                {"run.name=rt.run-1", "run.output_dir=out dir/#x: \"q\" \\", "run.seed=0",
                                 "data.crop_ratio_max=1.25", "model.layernorm_eps=1e-6", "train.lr=2.5e-05",
-                                "plugin.max_scale=1e9", "plugin.precision=bf16", "train.recompute=yes", "train.recompute_gelu=true", "model.attention_deterministic=false",
+                                "plugin.max_scale=1e9", "plugin.precision=bf16", "train.recompute=yes", "train.recompute_gelu=true", "train.recompute_norm=true", "model.attention_deterministic=false",
                                 "model.attention_backward=cudnn",
                                 "plugin.cuda_graph=false",
                                 "checkpoint.dir=ckpt", "checkpoint.resume=true"});

@@ -107,11 +107,13 @@ BOOST_AUTO_TEST_CASE(whole_model_gradient_matches_finite_differences) {
 }
 
 // Recompute in backward (whole blocks, train.recompute; the GELU outputs,
-// train.recompute_gelu; both) gives the stored run's losses and gradients bit
-// for bit: the same arithmetic in the same order. Whole blocks keep less;
-// the GELU recompute keeps exactly one (B, T, mlp_dim) buffer per block less
-// and has one shared buffer for the GELU output made again (the stored run's
-// MLP backward writes its gradients over its activations, so it has none).
+// train.recompute_gelu; the LayerNorm outputs, train.recompute_norm; and
+// together) gives the stored run's losses and gradients bit for bit: the same
+// arithmetic in the same order. Whole blocks keep less; the GELU recompute
+// keeps exactly one (B, T, mlp_dim) buffer per block less and has one shared
+// buffer for the GELU output made again (the stored run's MLP backward writes
+// its gradients over its activations, so it has none); the LayerNorm
+// recompute two (B, T, hidden) buffers per block less and one shared.
 BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
   Fixture f;
   model::ViTModel stored(f.cfg, model::ComputeConfig{}, Context{}, f.B);
@@ -119,15 +121,23 @@ BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
   const std::vector<float> g1 = f.grads;
   const std::vector<float> loss1(stored.losses(f.B).as<float>(), stored.losses(f.B).as<float>() + f.B);
   const size_t gelu_bytes = static_cast<size_t>(f.B) * f.cfg.tokens() * f.cfg.mlp_dim * sizeof(float);
-  for (const auto& [block, gelu] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}}) {
-    BOOST_TEST_CONTEXT("recompute " << block << ", recompute_gelu " << gelu) {
+  const size_t norm_bytes = static_cast<size_t>(f.B) * f.cfg.tokens() * f.cfg.hidden * sizeof(float);
+  struct Mode {
+    bool block, gelu, norm;
+  };
+  for (const Mode& m : {Mode{true, false, false}, Mode{false, true, false}, Mode{true, true, false},
+                        Mode{false, false, true}, Mode{false, true, true}, Mode{true, true, true}}) {
+    BOOST_TEST_CONTEXT("recompute " << m.block << ", recompute_gelu " << m.gelu << ", recompute_norm " << m.norm) {
       model::ComputeConfig rc;
-      rc.recompute = block;
-      rc.recompute_gelu = gelu;
+      rc.recompute = m.block;
+      rc.recompute_gelu = m.gelu;
+      rc.recompute_norm = m.norm;
       model::ViTModel recomputed(f.cfg, rc, Context{}, f.B);
       BOOST_TEST(recomputed.activation_bytes() < stored.activation_bytes());
-      if (!block) {
-        BOOST_TEST(stored.activation_bytes() - recomputed.activation_bytes() == (f.cfg.depth - 1) * gelu_bytes);
+      if (!m.block) {
+        const size_t saved = (m.gelu ? (f.cfg.depth - 1) * gelu_bytes : 0) +
+                             (m.norm ? (2 * f.cfg.depth - 1) * norm_bytes : 0);
+        BOOST_TEST(stored.activation_bytes() - recomputed.activation_bytes() == saved);
       }
       f.gradient(recomputed);
       BOOST_TEST(f.grads == g1);

@@ -123,9 +123,10 @@ Outputs run_cpu(const ModelCase& mc, const Inputs& in, DType weights_dtype) {
   return out;
 }
 
-// What backward recomputes: nothing, whole blocks (train.recompute), or the
-// GELU outputs (train.recompute_gelu).
-enum class Recompute { None, Block, Gelu };
+// What backward recomputes: nothing, whole blocks (train.recompute), the
+// GELU outputs (train.recompute_gelu), or the GELU and LayerNorm outputs
+// (train.recompute_gelu and train.recompute_norm).
+enum class Recompute { None, Block, Gelu, GeluNorm };
 
 Outputs run_gpu(const ModelCase& mc, const Inputs& in, DType dt, K::AttentionImpl attention, Recompute recompute,
                 std::string* path_note) {
@@ -134,7 +135,8 @@ Outputs run_gpu(const ModelCase& mc, const Inputs& in, DType dt, K::AttentionImp
   compute.dtype = dt;
   compute.attention = attention;
   compute.recompute = recompute == Recompute::Block;
-  compute.recompute_gelu = recompute == Recompute::Gelu;
+  compute.recompute_gelu = recompute == Recompute::Gelu || recompute == Recompute::GeluNorm;
+  compute.recompute_norm = recompute == Recompute::GeluNorm;
   model::ViTModel m(mc.cfg, compute, ctx, mc.B);
   *path_note = K::attention_impl_name(m.compute().attention);
   const int64_t N = m.layout().total();
@@ -223,17 +225,19 @@ void check_case(const ModelCase& mc) {
       if (std::find(done.begin(), done.end(), resolved) != done.end()) continue;
       done.push_back(resolved);
       Outputs stored;
-      for (Recompute recompute : {Recompute::None, Recompute::Block, Recompute::Gelu}) {
+      for (Recompute recompute : {Recompute::None, Recompute::Block, Recompute::Gelu, Recompute::GeluNorm}) {
         std::string path;
         const Outputs got = run_gpu(mc, in, dt, attention, recompute, &path);
         const std::string what = mc.name + " " + dtype_name(dt) + " " + path +
-                                 (recompute == Recompute::Block  ? " recompute"
-                                  : recompute == Recompute::Gelu ? " recompute_gelu"
-                                                                 : "");
+                                 (recompute == Recompute::Block      ? " recompute"
+                                  : recompute == Recompute::Gelu     ? " recompute_gelu"
+                                  : recompute == Recompute::GeluNorm ? " recompute_gelu+norm"
+                                                                     : "");
         CaseRow row{what, 0, 0, 0, 0, 0, 0, "", true};
         if (recompute == Recompute::None) stored = got;
-        if (recompute == Recompute::Gelu) {
-          // The same GEMMs and the forward's GELU bits: the stored run's results exactly.
+        if (recompute == Recompute::Gelu || recompute == Recompute::GeluNorm) {
+          // The same GEMMs on the forward's GELU and LayerNorm bits: the
+          // stored run's results exactly.
           const bool same = got.grads == stored.grads && got.logits == stored.logits && got.losses == stored.losses;
           BOOST_CHECK_MESSAGE(same, what << ": differs in bits from the run that stores the GELU output");
           row.pass &= same;

@@ -833,7 +833,7 @@ namespace {
 
 // The backward on one of the paths. Returns true when the bias gradient
 // (bias_partial non-null) was summed by the kernel: bias_partial then holds
-// one partial row of 3C per sample for column_sum_fold.
+// one partial row of 3C per sample for fold_into.
 bool attention_backward_paths(const Context& ctx, Tensor dqkv, const Tensor& dout, const Tensor& qkv,
                               const Tensor& out, const Tensor& aux, int NH, AttentionImpl impl, float* bias_partial) {
   const char* op = "attention_backward";

@@ -38,7 +38,7 @@
 // Bias gradient (bias_partial non-null): each warp sums the columns of the
 // 16 rows of dK, dV (phase 1) and dQ (phase 2) it stores, as stored; the block
 // adds its warps in order and writes the head's 192 columns of its sample's
-// row of bias_partial (B, 3C), which column_sum_fold adds over the samples.
+// row of bias_partial (B, 3C), which fold_into adds over the samples.
 #include <cmath>
 
 #include "kernels/attention_short.h"

@@ -29,7 +29,7 @@ bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int
 // as cuDNN's SDPA forward writes it. Every pointer 16-byte aligned.
 // Throws when the shape does not fit (short_attention_backward_fits).
 // bias_partial (optional, fp32 (B, 3C)): row b gets the column sums of
-// sample b's rows of dqkv as stored; summed over the rows (column_sum_fold)
+// sample b's rows of dqkv as stored; summed over the rows (fold_into)
 // they are the QKV projection's bias gradient.
 void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* dqkv,
                               const void* qkv, const void* out, const void* dout, const float* stats, float scale,

@@ -39,7 +39,7 @@ __global__ void column_sum_scalar_kernel(float* __restrict__ partial, const T* _
 // The fold of 32 adjacent columns (col0 ..) of f, by a block whose first R
 // rows of 32 threads take part (coalesced rows of the partials): thread row
 // y adds splits y, y + R, y + 2R, .. in order (4 loads in flight), then row
-// 0 adds the R row sums in order. R = 32: column_sum_fold's order; R = 8:
+// 0 adds the R row sums in order. R = 32: the column sums' order; R = 8:
 // the LayerNorm parameter gradients'. Every thread of the block calls it.
 template <int R>
 __device__ __forceinline__ void fold_columns(const PendingFold& f, int64_t col0, float (*acc)[33]) {
@@ -140,13 +140,6 @@ ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const 
   s.groups = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(wave, M / 32), 1, 65535));  // grid.y
   s.grid = dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(s.groups));
   return s;
-}
-
-void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate) {
-  VIT_CHECK(splits >= 1, "column_sum_fold: ", splits, " splits");
-  const PendingFold f = make_fold(dst, nullptr, N, partial, splits, N, 32, accumulate);
-  fold_kernel<32><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, stream>>>(f);
-  VIT_CUDA_CHECK_LAUNCH();
 }
 
 namespace {

@@ -19,7 +19,7 @@
 // of rows, each block on a 512-byte piece of its rows, left DRAM at 2.4-3.2
 // TB/s). Each thread sums its rows in order with Op::kDepth rows' loads in
 // flight, the block folds its R row lanes in order into one partial row.
-// Pass 2 (column_sum_fold) adds the partial rows in order into the
+// Pass 2 (fold_into) adds the partial rows in order into the
 // destination. No atomics: the order
 // of every sum is fixed by the launch shape, which depends only on (M, N),
 // the kernel and the GPU.

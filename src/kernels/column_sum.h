@@ -28,12 +28,8 @@ struct ColumnSumShape {
 // that the partial rows stay a small fraction of the bytes read.
 ColumnSumShape column_sum_shape(int64_t M, int64_t N, int P, int num_sms, const void* kernel);
 
-// dst[n] (+)= sum over s < splits of partial[s * N + n], s in order; = instead
-// of += when !accumulate (0 + sum: the bits of adding to a zeroed gradient).
-void column_sum_fold(cudaStream_t stream, float* dst, const float* partial, int splits, int64_t N, bool accumulate);
-
 // dst (N) (+)= the column sums of x (M, N) in the storage type T (any N and
-// alignment; packed when they allow it). Scratch from h.scratch_small.
+// alignment; packed when they allow it). Partial rows from fold_partials.
 void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, DType dtype, int64_t M, int64_t N,
                 bool accumulate);
 
@@ -53,8 +49,9 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
 float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats);
 // dst[c] (+)= the fold of column c of partial (splits x N) for c < n1, and
 // dst2[c - n1] for the columns past n1 (n1 = N and dst2 = nullptr: one
-// destination); rows: 32 (column_sum_fold's order) or 8 (the LayerNorm
-// parameter gradients' order).
+// destination), the splits added in order; = instead of += when !accumulate
+// (0 + sum: the bits of adding to a zeroed gradient); rows: 32 (the column
+// sums' order) or 8 (the LayerNorm parameter gradients' order).
 void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int64_t n1, const float* partial,
                int splits, int64_t N, int rows, bool accumulate);
 // Launches the recorded folds (one kernel; nothing when none).

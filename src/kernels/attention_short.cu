@@ -436,9 +436,202 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
 #endif
 }
 
+// ---- Forward (short_attention_forward).
+//
+// Block = up to kFwdMaxWarps query tiles of 16 rows of one (b, h); a head of
+// nb tiles takes ceil(nb / kFwdMaxWarps) blocks of equal size (2 of 7 warps
+// at 197 tokens), adjacent in the grid so the second reads K and V from L2.
+// Each block copies the head's K and V (and its own Q rows) into shared
+// memory by cp.async in kFwdGroups groups of kFwdChunk key tiles; warp w
+// walks the keys chunk by chunk with the online softmax (running row max in
+// log2 units, rescaled sum and output): S = Q K^T (mma, Q fragments held in
+// registers), P = exp2(S scale log2e - m), O += P V with P rounded to the
+// input type as the A operand straight from the accumulator registers.
+// Keys past T are masked; every sum runs in a fixed order (reruns give the
+// same bits). The block's 2 x Tp + 16 warps rows: 76 KB at 197 tokens, two
+// blocks an SM, so one block's loads overlap the other's products.
+constexpr int kFwdMaxWarps = 8;
+constexpr int kFwdChunk = 4;   // key tiles (of 16 keys) per online-softmax step
+constexpr int kFwdGroups = 4;  // cp.async groups: chunks; kMaxT = 224 keys = 14 tiles fit in 4
+
+struct FwdGrid {
+  int warps;   // query tiles (and warps) a block
+  int splits;  // blocks a head
+};
+FwdGrid fwd_grid(int nb) {
+  const int splits = (nb + kFwdMaxWarps - 1) / kFwdMaxWarps;
+  return {(nb + splits - 1) / splits, splits};
+}
+size_t fwd_smem_bytes(int Tp, int warps) { return (static_cast<size_t>(warps) * 16 + 2 * static_cast<size_t>(Tp)) * kLd * 2; }
+
+template <typename E>
+__global__ void __launch_bounds__(32 * kFwdMaxWarps, 2)
+    short_attention_forward_kernel(E* __restrict__ out, float* __restrict__ stats, const E* __restrict__ qkv, int T,
+                                   int NH, int splits, float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kFwdGroups == kStages, "cp_async_wait_stage waits on kStages groups");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int warps = blockDim.x >> 5;
+  const int nb = (T + 15) / 16, Tp = nb * 16;
+  E* sK = reinterpret_cast<E*>(smem);
+  E* sV = sK + Tp * kLd;
+  E* sQ = sV + Tp * kLd;  // this block's warps * 16 query rows
+
+  const int bh = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int b = bh / NH, h = bh % NH;
+  const int C = NH * kHS;
+  const int64_t ld_qkv = 3 * static_cast<int64_t>(C);
+  const E* gq = qkv + static_cast<int64_t>(b) * T * ld_qkv + h * kHS;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int qr0 = split * warps * 16;                 // first query row of the block
+  const int nq = min(warps * 16, Tp - qr0);           // query rows of the block (whole tiles)
+
+  // Group 0: the block's Q rows and chunk 0's K and V rows; group c: chunk
+  // c's. Rows past T are zero (V's must be: their P is 0, and 0 * garbage
+  // could be NaN).
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  for (int i = tid; i < nq * 8; i += blockDim.x) {
+    const int r = i >> 3, piece = i & 7;
+    if (qr0 + r < T)
+      cp_async16(sQ + r * kLd + piece * 8, gq + (qr0 + r) * ld_qkv + piece * 8);
+    else
+      *reinterpret_cast<uint4*>(sQ + r * kLd + piece * 8) = zero;
+  }
+  for (int grp = 0; grp < kFwdGroups; ++grp) {
+    const int r0 = min(grp * kFwdChunk * 16, Tp), r1 = min((grp + 1) * kFwdChunk * 16, Tp);
+    for (int i = r0 * 8 + tid; i < r1 * 8; i += blockDim.x) {
+      const int r = i >> 3, piece = i & 7;
+      if (r < T) {
+        cp_async16(sK + r * kLd + piece * 8, gq + r * ld_qkv + C + piece * 8);
+        cp_async16(sV + r * kLd + piece * 8, gq + r * ld_qkv + 2 * C + piece * 8);
+      } else {
+        *reinterpret_cast<uint4*>(sK + r * kLd + piece * 8) = zero;
+        *reinterpret_cast<uint4*>(sV + r * kLd + piece * 8) = zero;
+      }
+    }
+    cp_async_commit();
+  }
+
+  const bool active = warp * 16 < nq;
+  const int g = lane >> 2, c2 = 2 * (lane & 3), m = lane >> 3;
+  const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
+  uint32_t qf[4][4];  // A fragments of the warp's 16 x 64 Q tile
+  float o[8][4];
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};  // rows g, g + 8
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) o[nt][r] = 0.0f;
+
+  for (int grp = 0; grp < kFwdGroups && grp * kFwdChunk < nb; ++grp) {
+    cp_async_wait_stage(grp);
+    __syncthreads();  // the chunk's K and V rows (and Q) from every thread
+    if (!active) continue;
+    if (grp == 0) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ldsm_x4(qf[s], sQ + (warp * 16 + (lane & 15)) * kLd + 16 * s + (lane >> 4) * 8);
+    }
+    const int kt0 = grp * kFwdChunk;
+    float sc[2 * kFwdChunk][4];  // scores, 8 keys a tile of the accumulator
+#pragma unroll
+    for (int n = 0; n < 2 * kFwdChunk; ++n)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) sc[n][r] = 0.0f;
+#pragma unroll
+    for (int kt = 0; kt < kFwdChunk; ++kt) {
+      if (kt0 + kt >= nb) break;
+      const int brow = ((kt0 + kt) * 16 + 8 * (m >> 1) + (lane & 7)) * kLd + 8 * (m & 1);
+      uint32_t kb[4][4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ldsm_x4(kb[s], sK + brow + 16 * s);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        mma<E>(sc[2 * kt], qf[s], kb[s][0], kb[s][1]);
+        mma<E>(sc[2 * kt + 1], qf[s], kb[s][2], kb[s][3]);
+      }
+    }
+    // Scaled to log2 units, keys past T masked; the chunk's row maxima
+    // over the quad's lanes.
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int n = 0; n < 2 * kFwdChunk; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int key = kt0 * 16 + 8 * n + c2 + (r & 1);
+        const float v = key < T ? sc[n][r] * sl2 : -INFINITY;
+        sc[n][r] = v;
+        mx[r >> 1] = fmaxf(mx[r >> 1], v);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      // Chunk 0 holds key 0, so mx is finite from there on; exp2(-inf) = 0.
+      const float corr = fast_exp2(mrow[i] - mx[i]);
+      mrow[i] = mx[i];
+      lrow[i] *= corr;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        o[nt][2 * i] *= corr;
+        o[nt][2 * i + 1] *= corr;
+      }
+    }
+#pragma unroll
+    for (int kt = 0; kt < kFwdChunk; ++kt) {
+      if (kt0 + kt >= nb) break;
+      float p[2][4];
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          p[t][r] = fast_exp2(sc[2 * kt + t][r] - mrow[r >> 1]);
+          lrow[r >> 1] += p[t][r];
+        }
+      uint32_t pa[4];
+      pa[0] = pack2<E>(p[0][0], p[0][1]);
+      pa[1] = pack2<E>(p[0][2], p[0][3]);
+      pa[2] = pack2<E>(p[1][0], p[1][1]);
+      pa[3] = pack2<E>(p[1][2], p[1][3]);
+      const int trow = ((kt0 + kt) * 16 + 8 * (m & 1) + (lane & 7)) * kLd + 8 * (m >> 1);
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t vb[4];
+        ldsm_x4_t(vb, sV + trow + 16 * np);
+        mma<E>(o[2 * np], pa, vb[0], vb[1]);
+        mma<E>(o[2 * np + 1], pa, vb[2], vb[3]);
+      }
+    }
+  }
+  if (!active) return;
+  const float ln2 = 0.6931471805599453f;
+  float inv[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
+    lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
+    inv[i] = 1.0f / lrow[i];
+  }
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) o[nt][r] *= inv[r >> 1];
+  const int q0 = qr0 + warp * 16;
+  store_rows<E>(out + static_cast<int64_t>(b) * T * C + h * kHS, C, q0, T, o, lane);
+  if ((lane & 3) == 0) {
+    float* st = stats + static_cast<int64_t>(bh) * T;
+    if (q0 + g < T) st[q0 + g] = (mrow[0] + log2f(lrow[0])) * ln2;
+    if (q0 + g + 8 < T) st[q0 + g + 8] = (mrow[1] + log2f(lrow[1])) * ln2;
+  }
+#endif
+}
+
 }  // namespace
 
-bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+namespace {
+
+// The conditions both kernels share, then their shared memory.
+bool short_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, bool forward, std::string* why) {
   auto no = [&](std::string s) {
     if (why) *why = std::move(s);
     return false;
@@ -447,12 +640,49 @@ bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int
   if (HS != kHS) return no(str_cat("the short-sequence kernel needs head size ", kHS, ", not ", HS));
   if (T < 1 || T > kMaxT) return no(str_cat("the short-sequence kernel runs up to ", kMaxT, " tokens, not ", T));
   if (h.cc_major < 8) return no("the short-sequence kernel needs compute capability 8.0 or newer");
-  const size_t need = smem_bytes(padded_len(T));
+  const int Tp = padded_len(T);
+  const size_t need = forward ? fwd_smem_bytes(Tp, fwd_grid(Tp / 16).warps) : smem_bytes(Tp);
   if (need > static_cast<size_t>(h.smem_optin))
     return no(str_cat("the short-sequence kernel needs ", need, " bytes of shared memory a block, the GPU has ",
                       h.smem_optin));
   if (why) why->clear();
   return true;
+}
+
+}  // namespace
+
+bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+  return short_fits(h, dt, T, HS, /*forward=*/false, why);
+}
+
+bool short_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+  return short_fits(h, dt, T, HS, /*forward=*/true, why);
+}
+
+void short_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* out,
+                             float* stats, const void* qkv, float scale) {
+  std::string why;
+  VIT_CHECK(short_attention_forward_fits(h, dt, T, HS, &why), "short_attention_forward: ", why);
+  for (const void* p : {static_cast<const void*>(out), qkv, static_cast<const void*>(stats)})
+    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "short_attention_forward: pointers must be 16-byte aligned");
+  const int Tp = padded_len(T);
+  const FwdGrid fg = fwd_grid(Tp / 16);
+  VIT_CHECK(B * NH * fg.splits <= 0x7fffffff, "short_attention_forward: B * NH = ", B * NH,
+            " is too large for one grid");
+  const size_t smem = fwd_smem_bytes(Tp, fg.warps);
+  const dim3 grid(static_cast<unsigned>(B * NH * fg.splits)), block(static_cast<unsigned>(32 * fg.warps));
+  if (dt == DType::BF16) {
+    allow_dynamic_smem(short_attention_forward_kernel<bf16>, smem);
+    short_attention_forward_kernel<bf16><<<grid, block, smem, h.stream>>>(
+        static_cast<bf16*>(out), stats, static_cast<const bf16*>(qkv), static_cast<int>(T), static_cast<int>(NH),
+        fg.splits, scale);
+  } else {
+    allow_dynamic_smem(short_attention_forward_kernel<fp16>, smem);
+    short_attention_forward_kernel<fp16><<<grid, block, smem, h.stream>>>(
+        static_cast<fp16*>(out), stats, static_cast<const fp16*>(qkv), static_cast<int>(T), static_cast<int>(NH),
+        fg.splits, scale);
+  }
+  VIT_CUDA_CHECK_LAUNCH();
 }
 
 void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* dqkv,

@@ -80,7 +80,6 @@ struct ModelSpec {
   std::string attention;  // cudnn | cublas
   bool attention_deterministic = true;
   std::string attention_backward;  // auto | cudnn
-  std::string attention_forward;   // auto | cudnn
   double drop_path = 0;
   double hidden_dropout = 0;
   bool pretrained_dropout = false;

@@ -143,10 +143,6 @@ std::vector<FieldInfo> build_schema() {
       Choice(VIT_AT(model, attention_backward), "auto", {"auto", "cudnn"},
              "Backward of the cudnn attention: auto runs vit_hpc's short-sequence kernel (bf16/fp16, head size "
              "64, up to 224 tokens; deterministic) where it fits and cuDNN's elsewhere; cudnn: always cuDNN's."),
-      Choice(VIT_AT(model, attention_forward), "auto", {"auto", "cudnn"},
-             "Forward of the cudnn attention: auto runs vit_hpc's short-sequence kernel (bf16/fp16, head size 64, "
-             "up to 224 tokens; key tiles of 16, so 197 tokens run as 208) where it fits and cuDNN's SDPA "
-             "elsewhere; cudnn: always cuDNN's."),
       Float(VIT_AT(model, drop_path), "0.0", closed_open(0, 1),
             "Stochastic depth of the last block; block l drops its branches per sample with rate "
             "drop_path * l / (depth - 1). Training only."),

@@ -3,10 +3,7 @@
 // 1. cuDNN fused SDPA (AttentionImpl::CuDNN, bf16 and fp16), through the
 //    backend graph API (cudnn_graph.h; no cudnn_frontend). Flash-attention
 //    kernels that never write the (T, T) scores to memory.
-//    Forward: by default the project's short-sequence kernel where it fits
-//    (attention_short.h: the same shapes as its backward; key tiles of 16,
-//    so 197 tokens run as 208 where cuDNN's tiles run 256), otherwise cuDNN
-//    9.13+'s single SDPA operation
+//    Forward: cuDNN 9.13+'s single SDPA operation
 //    (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR) with softmax statistics.
 //    Backward: by default the project's short-sequence kernel where it fits
 //    (attention_short.h: bf16/fp16, head size 64, up to 224 tokens; 20-23%
@@ -808,10 +805,6 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   char* q = static_cast<char*>(qkv.data);
 
   if (path == AttentionImpl::CuDNN) {
-    if (h.attention_forward_short && short_attention_forward_fits(h, dt, s.T, s.HS)) {
-      short_attention_forward(h, dt, s.B, s.T, s.NH, s.HS, out.data, static_cast<float*>(aux.data), q, scale);
-      return;
-    }
     const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 0, 1, 0};
     const SdpaPlan& plan = sdpa_plan(h, key);
     float scale_value = scale;

@@ -1,8 +1,5 @@
-// Attention for short sequences: the project's own kernels beside cuDNN's
-// (attention_short.cu). Backward: one thread block per (sample, head).
-// Forward: blocks of up to 8 query tiles of 16 rows, the head's K and V in
-// shared memory, online softmax over chunks of 64 keys; it writes the
-// statistics the backward (either) reads.
+// Attention backward for short sequences, one thread block per (sample,
+// head): the project's own kernel beside cuDNN's (attention_short.cu).
 //
 // At ViT lengths (197 tokens) a whole head fits in shared memory: Q, K, V,
 // dO (T x 64 each) and the T x T gradient of the scores. The block computes
@@ -37,14 +34,5 @@ bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int
 void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* dqkv,
                               const void* qkv, const void* out, const void* dout, const float* stats, float scale,
                               float* bias_partial = nullptr);
-
-// The forward: out (B, T, C) and stats (B, NH, T) fp32 (the natural
-// log-sum-exp of each scaled score row, as cuDNN's SDPA forward writes it)
-// from qkv (B, T, 3C). The same shapes as the backward (head size 64, up to
-// 224 tokens, bf16/fp16); every pointer 16-byte aligned. Throws when the
-// shape does not fit (short_attention_forward_fits).
-bool short_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why = nullptr);
-void short_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, int64_t HS, void* out,
-                             float* stats, const void* qkv, float scale);
 
 }  // namespace vit::kernels

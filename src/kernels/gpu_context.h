@@ -59,11 +59,8 @@ class GpuRuntime {
   void set_sdpa_deterministic(bool on);
   // Attention backward of the cuDNN path: the project's short-sequence
   // kernel (attention_short.h) where the shape fits (default), else, or when
-  // off, cuDNN's.
+  // off, cuDNN's. The forward is cuDNN's either way.
   void set_attention_backward_short(bool on);
-  // Attention forward of the cuDNN path likewise: the short-sequence
-  // forward (attention_short.h) where it fits (default), else cuDNN's SDPA.
-  void set_attention_forward_short(bool on);
   // cuBLASLt: on the first call of a plan of at least 1 GFLOP that
   // overwrites its output, keep the fastest of the heuristic's single-pass
   // candidates that give the first candidate's bits (matmul.cu). Off: the
@@ -138,7 +135,6 @@ struct GpuHandles {
   bool tf32 = false;
   bool sdpa_deterministic = true;
   bool attention_backward_short = true;  // see GpuRuntime::set_attention_backward_short
-  bool attention_forward_short = true;   // see GpuRuntime::set_attention_forward_short
   bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
   // What tuning did (matmul.cu): plans tuned among more than one candidate,
   // those that kept another candidate than the heuristic's first, and
@@ -191,7 +187,6 @@ inline int GpuRuntime::device_index() const { return -1; }
 inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline void GpuRuntime::set_attention_backward_short(bool) {}
-inline void GpuRuntime::set_attention_forward_short(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline FoldScope::FoldScope(const Context&) {}
 inline FoldScope::~FoldScope() noexcept(false) {}

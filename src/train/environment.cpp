@@ -75,7 +75,6 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     auto rt = std::make_shared<GpuRuntime>(world_.gpu_index, spec.plugin.tf32);
     rt->set_sdpa_deterministic(spec.model.attention_deterministic);
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
-    rt->set_attention_forward_short(spec.model.attention_forward != "cudnn");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     ctx_ = rt->context();
     gpu_ = rt;

@@ -943,7 +943,7 @@ int benchmark(RunEnvironment& env) {
 
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
-  // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward, +cudnn_attention_forward,
+  // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward,
   // +no_cuda_graph and +no_gemm_autotune entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
@@ -953,8 +953,6 @@ int benchmark(RunEnvironment& env) {
                                                               "attention dQ atomics"},
                                  std::pair<bool, const char*>{spec.model.attention_backward == "cudnn",
                                                               "cuDNN attention backward"},
-                                 std::pair<bool, const char*>{spec.model.attention_forward == "cudnn",
-                                                              "cuDNN attention forward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
                                  std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);

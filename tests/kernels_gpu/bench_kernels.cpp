@@ -237,14 +237,6 @@ int main(int argc, char** argv) {
       try {
         bench.time("attention fwd " + n, attn_fl, true,
                    [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
-        if (impl == K::AttentionImpl::CuDNN) {
-          // The line above ran the short-sequence forward where it fits.
-          rt.set_attention_forward_short(false);
-          bench.time("attention fwd cudnn (cuDNN's SDPA)", attn_fl, true,
-                     [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
-          rt.set_attention_forward_short(true);
-          K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl);  // the backward lines read its stats
-        }
         bench.time("attention bwd " + n, 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
         // As the model runs it: with the QKV projection's bias gradient.

@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <numeric>
 
@@ -907,110 +906,6 @@ BOOST_AUTO_TEST_CASE(attention_short_backward) {
         BOOST_CHECK_MESSAGE(bits[2] == bits[0], tag << ": the cuDNN path did not run the short-sequence kernel");
       } else {
         BOOST_TEST_MESSAGE(tag << ": past the short kernel's limits, cuDNN's backward ran");
-      }
-    }
-  }
-}
-
-// The short-sequence attention forward (attention_short.h), which the cuDNN
-// path runs where it fits: out against the CPU through check_attention (with
-// either backward reading its statistics), and with cuDNN's forward beside
-// it; its statistics (the natural log-sum-exp of each scaled score row)
-// against a double-precision reference from the same rounded inputs and
-// against cuDNN's; reruns and a direct call give the same bits; every row of
-// out and stats written; lengths that are not multiples of 16, one and two
-// blocks a head (up to 128 tokens one, above that two), the longest it takes.
-BOOST_AUTO_TEST_CASE(attention_short_forward) {
-  const AttnShape shapes[] = {
-      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 17, 3, 64, "B2 T17 NH3 HS64"},
-      {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 128, 2, 64, "B2 T128 NH2 HS64"}, {2, 129, 2, 64, "B2 T129 NH2 HS64"},
-      {1, 224, 4, 64, "B1 T224 NH4 HS64"},   {1, 225, 2, 64, "B1 T225 NH2 HS64"},
-  };
-  const GpuHandles& h = *gpu().handles();
-  BOOST_TEST(!K::short_attention_forward_fits(h, DType::BF16, 225, 64));
-  BOOST_TEST(!K::short_attention_forward_fits(h, DType::BF16, 197, 32));
-  BOOST_TEST(!K::short_attention_forward_fits(h, DType::F32, 197, 64));
-  BOOST_TEST(K::short_attention_forward_fits(h, DType::F16, 224, 64));
-  for (DType dt : {DType::BF16, DType::F16}) {
-    for (const auto& s : shapes) {
-      const std::string tag = s.name + " " + dtype_name(dt);
-      check_attention(s, dt, K::AttentionImpl::CuDNN);  // both short kernels where they fit
-      gpu().set_attention_backward_short(false);
-      check_attention(s, dt, K::AttentionImpl::CuDNN);  // the short forward, cuDNN's backward
-      gpu().set_attention_backward_short(true);
-      gpu().set_attention_forward_short(false);
-      check_attention(s, dt, K::AttentionImpl::CuDNN);  // cuDNN's forward
-      gpu().set_attention_forward_short(true);
-
-      const int64_t C = s.NH * s.HS, rows = s.B * s.NH * s.T;
-      DevTensor qkv(dt, {s.B, s.T, 3 * C});
-      qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
-      const bool fits = K::short_attention_forward_fits(h, dt, s.T, s.HS);
-      std::vector<std::vector<uint8_t>> out_bits, stat_bits;
-      std::vector<float> stats_cudnn;
-      for (int run = 0; run < 4; ++run) {
-        DevTensor out(dt, {s.B, s.T, C}), aux(DType::F32, {rows});
-        out.poison();
-        aux.poison();
-        if (run < 2) {
-          K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
-        } else if (run == 2) {
-          if (!fits) continue;
-          K::short_attention_forward(*gpu().handles(), dt, s.B, s.T, s.NH, s.HS, out.t.data,
-                                     static_cast<float*>(aux.t.data), qkv.t.data,
-                                     1.0f / std::sqrt(static_cast<float>(s.HS)));
-        } else {
-          gpu().set_attention_forward_short(false);
-          K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
-          gpu().set_attention_forward_short(true);
-        }
-        sync();
-        if (run == 3) {
-          stats_cudnn = aux.download();
-          break;
-        }
-        BOOST_CHECK_MESSAGE(out.slack_intact() && aux.slack_intact(), tag << ": the forward wrote past its outputs");
-        out_bits.push_back(out.raw());
-        stat_bits.push_back(aux.raw());
-        if (run == 0) {
-          // The log-sum-exp of every row, in double from the rounded inputs.
-          const std::vector<float>& x = qkv.host;
-          const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
-          std::vector<float> ref(static_cast<size_t>(rows));
-          std::vector<double> sc(static_cast<size_t>(s.T));
-          for (int64_t b = 0; b < s.B; ++b)
-            for (int64_t hh = 0; hh < s.NH; ++hh)
-              for (int64_t i = 0; i < s.T; ++i) {
-                double mx = -INFINITY;
-                for (int64_t j = 0; j < s.T; ++j) {
-                  double d = 0.0;
-                  for (int64_t c = 0; c < s.HS; ++c)
-                    d += static_cast<double>(x[(b * s.T + i) * 3 * C + hh * s.HS + c]) *
-                         x[(b * s.T + j) * 3 * C + C + hh * s.HS + c];
-                  sc[j] = d * scale;
-                  mx = std::max(mx, sc[j]);
-                }
-                double sum = 0.0;
-                for (int64_t j = 0; j < s.T; ++j) sum += std::exp(sc[j] - mx);
-                ref[static_cast<size_t>((b * s.NH + hh) * s.T + i)] = static_cast<float>(mx + std::log(sum));
-              }
-          // fp32 scores and exp2 against double: a few 1e-6 of the value.
-          compare(label("attention_fwd stats (log-sum-exp)", dt, tag), aux.download(), ref, Bound{1e-5, 1e-5});
-        }
-      }
-      BOOST_CHECK_MESSAGE(out_bits[1] == out_bits[0] && stat_bits[1] == stat_bits[0],
-                          tag << ": two attention forward calls differ");
-      if (fits) {
-        BOOST_CHECK_MESSAGE(out_bits[2] == out_bits[0] && stat_bits[2] == stat_bits[0],
-                            tag << ": the cuDNN path did not run the short-sequence forward");
-        std::vector<float> ours(static_cast<size_t>(rows));
-        std::memcpy(ours.data(), stat_bits[0].data(), ours.size() * sizeof(float));
-        compare(label("attention_fwd stats against cuDNN's", dt, tag), ours, stats_cudnn, Bound{1e-5, 1e-5});
-      } else {
-        std::vector<float> ours(static_cast<size_t>(rows));
-        std::memcpy(ours.data(), stat_bits[0].data(), ours.size() * sizeof(float));
-        BOOST_CHECK_MESSAGE(ours == stats_cudnn, tag << ": past the short kernel's limits, cuDNN's forward did not run");
-        BOOST_TEST_MESSAGE(tag << ": past the short kernel's limits, cuDNN's forward ran");
       }
     }
   }

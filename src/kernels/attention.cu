@@ -857,11 +857,15 @@ bool attention_backward_paths(const Context& ctx, Tensor dqkv, const Tensor& dou
   char* q = static_cast<char*>(qkv.data);
   char* dq = static_cast<char*>(dqkv.data);
 
+  const bool short_kernel = path == AttentionImpl::CuDNN && h.attention_backward_short &&
+                            short_attention_backward_fits(h, dt, s.T, s.HS);
+  VIT_CHECK(dqkv.data != qkv.data || short_kernel, op, ": dqkv over qkv is allowed only where the short-sequence "
+            "kernel runs (attention_backward_in_place), not on the ", attention_impl_name(path), " path");
   if (path == AttentionImpl::CuDNN) {
     check_gpu(out, op, "out");
     check_dtype(out, dt, op, "out");
     check_numel(out, s.B * s.T * s.C, op, "out");
-    if (h.attention_backward_short && short_attention_backward_fits(h, dt, s.T, s.HS)) {
+    if (short_kernel) {
       short_attention_backward(h, dt, s.B, s.T, s.NH, s.HS, dq, q, out.data, dout.data,
                                static_cast<const float*>(aux.data), scale, bias_partial);
       return bias_partial != nullptr;
@@ -922,6 +926,14 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
 }
 
 }  // namespace cuda
+
+bool attention_backward_in_place(const Context& ctx, AttentionImpl impl, DType dt, int64_t T, int64_t C,
+                                 int64_t NH) {
+  if (!ctx.on_gpu() || NH < 1 || C % NH != 0) return false;
+  if (resolve_attention(Device::CUDA, impl, dt, C, NH) != AttentionImpl::CuDNN) return false;
+  const GpuHandles& h = gpu_of(ctx, "attention_backward_in_place");
+  return h.attention_backward_short && short_attention_backward_fits(h, dt, T, C / NH);
+}
 
 bool cudnn_attention_available(const Context& ctx, DType dt, int64_t B, int64_t T, int64_t C, int64_t NH,
                                std::string* why) {

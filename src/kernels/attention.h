@@ -57,6 +57,14 @@ AttentionImpl resolve_attention(Device device, AttentionImpl requested, DType dt
 bool cudnn_attention_available(const Context& ctx, DType dt, int64_t B, int64_t T, int64_t C, int64_t NH,
                                std::string* why = nullptr);
 
+// Whether attention_backward may write dqkv over qkv (dqkv.data ==
+// qkv.data) on ctx for this request and shape: where vit_hpc's
+// short-sequence kernel runs the backward (attention_short.h), whose blocks
+// read their head's Q, K and V before they write any of its gradients and
+// touch no other head's. False on the CPU, on the other paths and in a build
+// without CUDA; attention_backward refuses dqkv over qkv there.
+bool attention_backward_in_place(const Context& ctx, AttentionImpl impl, DType dt, int64_t T, int64_t C, int64_t NH);
+
 // Bytes of `aux` for this device, path (as resolved), compute dtype and shape.
 size_t attention_aux_bytes(Device device, AttentionImpl impl, DType compute, int64_t B, int64_t T, int64_t NH);
 

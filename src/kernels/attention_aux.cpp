@@ -56,6 +56,7 @@ bool cudnn_attention_available(const Context&, DType, int64_t, int64_t, int64_t,
   if (why) *why = "vit_hpc was built without CUDA";
   return false;
 }
+bool attention_backward_in_place(const Context&, AttentionImpl, DType, int64_t, int64_t, int64_t) { return false; }
 #endif
 
 }  // namespace vit::kernels

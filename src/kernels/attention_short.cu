@@ -35,6 +35,11 @@
 // lse and Drow (fp32), then the warps' column sums of dQ, dK, dV for the QKV
 // bias gradient (fp32, 192 a warp). 190 KB at 197 tokens: one block per SM.
 //
+// In place (dqkv == qkv, no __restrict__ on either): the block's copies of
+// Q, K and V from qkv are all waited for (every stage's wait and barrier,
+// inside phase 1's loop) before any warp stores dK or dV, and a block reads
+// and writes only its own head's columns of its own sample's rows.
+//
 // Bias gradient (bias_partial non-null): each warp sums the columns of the
 // 16 rows of dK, dV (phase 1) and dQ (phase 2) it stores, as stored; the block
 // adds its warps in order and writes the head's 192 columns of its sample's
@@ -194,7 +199,7 @@ __device__ __forceinline__ void column_sums_rows(float* red, int r0, int T, cons
 
 template <typename E>
 __global__ void __launch_bounds__(kMaxThreads, 1)
-    short_attention_backward_kernel(E* __restrict__ dqkv, const E* __restrict__ qkv, const E* __restrict__ out,
+    short_attention_backward_kernel(E* dqkv, const E* qkv, const E* __restrict__ out,
                                     const E* __restrict__ dout, const float* __restrict__ stats, int T, int NH,
                                     float scale, float* __restrict__ bias_partial) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -24,7 +24,8 @@ namespace vit::kernels {
 // `why` (optional) receives the reason when not.
 bool short_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why = nullptr);
 
-// dqkv (B, T, 3C) assigned from qkv (B, T, 3C), out and dout (B, T, C) and
+// dqkv (B, T, 3C) assigned from qkv (B, T, 3C) (dqkv may be qkv: in place),
+// out and dout (B, T, C) and
 // stats (B, NH, T) fp32: the natural log-sum-exp of each scaled score row,
 // as cuDNN's SDPA forward writes it. Every pointer 16-byte aligned.
 // Throws when the shape does not fit (short_attention_backward_fits).

@@ -93,7 +93,11 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   if (compute.recompute && held > 0) recompute_acts_ = make_block_acts(B, aux_bytes);
   dres_ = alloc(B * T * C, dt);
   dtmp_ = alloc(B * T * C, dt);
-  dqkv_ = alloc(B * T * 3 * Cl, dt);
+  // The QKV gradient over the QKV activations, which nothing reads after
+  // the attention backward, where its kernel allows (the short-sequence
+  // kernel: attention_backward_in_place); a buffer of its own otherwise.
+  dqkv_in_place_ = held > 0 && k::attention_backward_in_place(ctx, compute_.attention, dt, T, Cl, NHl);
+  if (held > 0 && !dqkv_in_place_) dqkv_ = alloc(B * T * 3 * Cl, dt);
   // The MLP's gradients need no (B, T, F) buffers of their own: fc2's input
   // gradient is written over the GELU output and GELU's over fc1's output
   // (block_backward). Only recompute_gelu, which keeps no GELU output, has
@@ -427,7 +431,7 @@ void ViTModel::block_backward(int l, int B, int slot) {
   // backward (the next forward of this slot writes them again).
   Tensor dh = tensor_of(compute_.recompute_gelu ? dhidden_ : a.fc1, dt, {BT, Fl});
   Tensor dh_pre = tensor_of(a.fc1_pre, dt, {BT, Fl});
-  Tensor dqkv = tensor_of(dqkv_, dt, {BT, 3 * Cl});
+  Tensor dqkv = tensor_of(dqkv_in_place_ ? a.qkv : dqkv_, dt, {BT, 3 * Cl});
   Tensor datt = tensor_of(dtmp_, dt, {BT, Cl});  // attention output gradient (dtmp is free at that point)
   Tensor aux(a.att_aux.data(), f32, ctx_.device, {static_cast<int64_t>(a.att_aux.bytes() / 4)});
 

@@ -182,6 +182,7 @@ class ViTModel {
   std::vector<std::unique_ptr<Activations>> acts_;
   std::unique_ptr<BlockActs> recompute_acts_;  // one set rebuilt per block in backward (recompute)
   Buffer dres_, dtmp_, dqkv_, dhidden_, dcls_, dcls_ln_;
+  bool dqkv_in_place_ = false;  // dqkv over the block's qkv (attention_backward_in_place); dqkv_ unused
   Buffer norm_;  // recompute_norm: the blocks' LayerNorm outputs, one at a time (vit.cpp)
   Buffer dmasked_;  // (B, T, C): a branch's output gradient through its masks (only with drop path / dropout)
   Buffer branch_;   // (B, T, C): forward scratch, a block's proj / fc2 output before its residual add (tensor

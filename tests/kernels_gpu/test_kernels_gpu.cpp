@@ -907,6 +907,33 @@ BOOST_AUTO_TEST_CASE(attention_short_backward) {
       } else {
         BOOST_TEST_MESSAGE(tag << ": past the short kernel's limits, cuDNN's backward ran");
       }
+      // In place (dqkv over qkv, as the model runs it where the short kernel
+      // runs): the same dqkv and QKV bias gradient bits as apart; refused
+      // where cuDNN's backward would run.
+      const bool in_place = K::attention_backward_in_place(gpu().context(), K::AttentionImpl::CuDNN, dt, s.T, C, s.NH);
+      BOOST_CHECK_MESSAGE(in_place == (bits.size() == 3), tag << ": attention_backward_in_place disagrees with the path");
+      DevTensor both(dt, {s.B, s.T, 3 * C}), apart(dt, {s.B, s.T, 3 * C}), db_both(DType::F32, {3 * C}),
+          db_apart(DType::F32, {3 * C});
+      both.upload(qkv.host);
+      apart.poison();
+      db_both.poison();
+      db_apart.poison();
+      if (in_place) {
+        K::attention_backward(gpu().context(), apart.t, dout.t, qkv.t, out.t, aux.t, static_cast<int>(s.NH),
+                              K::AttentionImpl::CuDNN, db_apart.t, false);
+        K::attention_backward(gpu().context(), both.t, dout.t, both.t, out.t, aux.t, static_cast<int>(s.NH),
+                              K::AttentionImpl::CuDNN, db_both.t, false);
+        sync();
+        BOOST_CHECK_MESSAGE(both.raw() == bits[0] && apart.raw() == bits[0],
+                            tag << ": dqkv written over qkv differs from dqkv apart");
+        BOOST_CHECK_MESSAGE(db_both.raw() == db_apart.raw(), tag << ": the QKV bias gradient differs in place");
+        gpu().set_attention_backward_short(false);
+        BOOST_TEST(!K::attention_backward_in_place(gpu().context(), K::AttentionImpl::CuDNN, dt, s.T, C, s.NH));
+      }
+      BOOST_CHECK_THROW(K::attention_backward(gpu().context(), both.t, dout.t, both.t, out.t, aux.t,
+                                              static_cast<int>(s.NH), K::AttentionImpl::CuDNN),
+                        Error);
+      gpu().set_attention_backward_short(true);
     }
   }
 }
@@ -1242,6 +1269,10 @@ BOOST_AUTO_TEST_CASE(adamw_several_steps) {
           for (size_t i = 0; i < p_ref.size(); ++i) lowp_ref[i] = round_to(lowp_t, p_ref[i]);
           compare(label("adamw param_lowp", lowp_t, st), lowp.download(), lowp_ref,
                   tolerance(OpClass::Elementwise, lowp_t));
+          // The copy is exactly the rounding of the updated parameters.
+          std::vector<float> rounded = p.download();
+          for (float& x : rounded) x = round_to(lowp_t, x);
+          compare(label("adamw param_lowp == rounded param", lowp_t, st), lowp.download(), rounded, Bound{0.0, 0.0});
         }
       }
       // Undefined grad_scale and skip mean 1 and never.

@@ -203,8 +203,6 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
                                     const E* __restrict__ dout, const float* __restrict__ stats, int T, int NH,
                                     float scale, float* __restrict__ bias_partial) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  pdl_wait();
-  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem[];
   const int nb = blockDim.x >> 5;  // row blocks of 16 (and warps)
   const int Tp = nb * 16;
@@ -475,12 +473,12 @@ void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
   const dim3 grid(static_cast<unsigned>(B * NH)), block(static_cast<unsigned>(32 * Tp / 16));
   if (dt == DType::BF16) {
     allow_dynamic_smem(short_attention_backward_kernel<bf16>, smem);
-    launch_kernel(h, h.stream, short_attention_backward_kernel<bf16>, grid, block, smem,
+    short_attention_backward_kernel<bf16><<<grid, block, smem, h.stream>>>(
         static_cast<bf16*>(dqkv), static_cast<const bf16*>(qkv), static_cast<const bf16*>(out),
         static_cast<const bf16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial);
   } else {
     allow_dynamic_smem(short_attention_backward_kernel<fp16>, smem);
-    launch_kernel(h, h.stream, short_attention_backward_kernel<fp16>, grid, block, smem,
+    short_attention_backward_kernel<fp16><<<grid, block, smem, h.stream>>>(
         static_cast<fp16*>(dqkv), static_cast<const fp16*>(qkv), static_cast<const fp16*>(out),
         static_cast<const fp16*>(dout), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial);
   }

@@ -72,8 +72,6 @@ __device__ __forceinline__ void fold_columns(const PendingFold& f, int64_t col0,
 
 template <int R>
 __global__ void fold_kernel(const PendingFold f) {
-  pdl_wait();
-  pdl_trigger();
   __shared__ float acc[R][33];
   fold_columns<R>(f, static_cast<int64_t>(blockIdx.x) * 32, acc);
 }
@@ -87,8 +85,6 @@ struct FoldBatch {
   PendingFold rec[kMaxBatch];
 };
 __global__ void fold_batch_kernel(const __grid_constant__ FoldBatch batch) {
-  pdl_wait();
-  pdl_trigger();
   __shared__ float acc[32][33];
   int r = 0;
   while (r + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.first_block[r + 1]) ++r;
@@ -174,9 +170,9 @@ void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int6
   const PendingFold f = make_fold(dst, dst2, n1, partial, splits, N, rows, accumulate);
   if (!deferring(h, stream)) {
     if (rows == 8) {
-      launch_kernel(h, stream, fold_kernel<8>, static_cast<unsigned>(fold_blocks(N)), dim3(32, 8), 0, f);
+      fold_kernel<8><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 8), 0, stream>>>(f);
     } else {
-      launch_kernel(h, stream, fold_kernel<32>, static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, f);
+      fold_kernel<32><<<static_cast<unsigned>(fold_blocks(N)), dim3(32, 32), 0, stream>>>(f);
     }
     VIT_CUDA_CHECK_LAUNCH();
     return;
@@ -206,7 +202,7 @@ void fold_flush(GpuHandles& h) {
   batch.first_block[batch.count] = blocks;
   h.folds.clear();
   h.fold_used = 0;
-  launch_kernel(h, h.stream, fold_batch_kernel, static_cast<unsigned>(blocks), dim3(32, 32), 0, batch);
+  fold_batch_kernel<<<static_cast<unsigned>(blocks), dim3(32, 32), 0, h.stream>>>(batch);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

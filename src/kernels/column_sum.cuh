@@ -53,8 +53,6 @@ struct ColumnSumRead {
 template <typename T, typename Op>
 __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
     column_sum_rows_kernel(float* __restrict__ partial, int64_t M, int64_t N, Op op) {
-  pdl_wait();
-  pdl_trigger();
   constexpr int P = Pack<T>::N;
   constexpr int D = Op::kDepth;
   extern __shared__ float fold[];
@@ -122,7 +120,7 @@ void column_sum_launch(GpuHandles& h, cudaStream_t stream, float* dst, int64_t M
   const ColumnSumShape cs = column_sum_shape(M, N, Pack<T>::N, h.num_sms,
                                              reinterpret_cast<const void*>(column_sum_rows_kernel<T, ShapeOp>));
   float* partial = fold_partials(h, stream, static_cast<size_t>(cs.groups) * N);
-  launch_kernel(h, stream, kern, cs.grid, cs.block, cs.smem, partial, M, N, op);
+  kern<<<cs.grid, cs.block, cs.smem, stream>>>(partial, M, N, op);
   VIT_CUDA_CHECK_LAUNCH();
   fold_into(h, stream, dst, nullptr, N, partial, cs.groups, N, 32, accumulate);
 }

@@ -153,39 +153,6 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// Programmatic dependent launch (Hopper and newer; GpuHandles::pdl): a
-// kernel launched by launch_kernel with it may be scheduled while the kernel
-// before it in the stream is still running. pdl_wait() blocks until that
-// kernel has finished and its writes are visible (a no-op for a plain launch
-// and before sm_90); pdl_trigger() lets the next such kernel be scheduled.
-// Every kernel launched through launch_kernel calls pdl_wait() before its
-// first global read or write, so it sees what a plain launch would.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-template <typename... KArgs, typename... Args>
-void launch_kernel(const GpuHandles& h, cudaStream_t stream, void (*kernel)(KArgs...), dim3 grid, dim3 block,
-                   size_t smem, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = h.pdl ? 1 : 0;
-  VIT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-}
-
 // Opts a kernel in to `bytes` of dynamic shared memory on the current device
 // (a launch above 48 KiB needs it). The attribute belongs to the function on
 // each device and stays set, so it is set once per (kernel, device) and

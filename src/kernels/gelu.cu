@@ -81,8 +81,6 @@ __device__ __forceinline__ float gelu_grad_f(float x) {
 
 template <typename T, bool kVec>
 __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ inp, int64_t n) {
-  pdl_wait();
-  pdl_trigger();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec) {
@@ -179,11 +177,9 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
     if (n % P == 0 && aligned16(out.data) && aligned16(inp.data)) {
-      launch_kernel(h, s, gelu_forward_kernel<T, true>, grid_for(n / P, 256, h.num_sms), 256, 0, out.as<T>(),
-                    inp.as<T>(), n);
+      gelu_forward_kernel<T, true><<<grid_for(n / P, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
     } else {
-      launch_kernel(h, s, gelu_forward_kernel<T, false>, grid_for(n, 256, h.num_sms), 256, 0, out.as<T>(),
-                    inp.as<T>(), n);
+      gelu_forward_kernel<T, false><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();

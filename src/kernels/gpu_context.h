@@ -135,7 +135,6 @@ struct GpuHandles {
   bool tf32 = false;
   bool sdpa_deterministic = true;
   bool attention_backward_short = true;  // see GpuRuntime::set_attention_backward_short
-  bool pdl = false;  // programmatic dependent launch of the kernels launched by launch_kernel (cuda_common.cuh)
   bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
   // What tuning did (matmul.cu): plans tuned among more than one candidate,
   // those that kept another candidate than the heuristic's first, and

@@ -4,9 +4,6 @@
 // Teardown order matters: plan caches hold cuDNN and cuBLASLt descriptors, so
 // they go before the handles, and the stream is synchronised first so that no
 // queued kernel still reads a workspace being freed.
-#include <cstdlib>
-#include <string>
-
 #include "kernels/gpu_context.h"
 
 #include <exception>
@@ -57,10 +54,6 @@ GpuRuntime::GpuRuntime(int device_index, bool tf32) : handles_(std::make_unique<
   VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.num_sms, cudaDevAttrMultiProcessorCount, device_index));
   VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.cc_major, cudaDevAttrComputeCapabilityMajor, device_index));
   VIT_CUDA_CHECK(cudaDeviceGetAttribute(&h.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index));
-  {  // EXPERIMENT (session 13): VIT_PDL=1 turns programmatic dependent launch on
-    const char* e = std::getenv("VIT_PDL");
-    h.pdl = h.cc_major >= 9 && e != nullptr && std::string(e) == "1";
-  }
   VIT_CUDA_CHECK(cudaStreamCreateWithFlags(&h.stream, cudaStreamNonBlocking));
   VIT_LIB_CHECK(cublasLtCreate(&h.lt), CUBLAS_STATUS_SUCCESS, "cuBLASLt handle");
   VIT_LIB_CHECK(cublasCreate(&h.blas), CUBLAS_STATUS_SUCCESS, "cuBLAS handle");

@@ -73,8 +73,6 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict_
                                          const T* __restrict__ inp, const T* __restrict__ inp2,
                                          const T* __restrict__ weight, const T* __restrict__ bias, int64_t M,
                                          int C, float eps) {
-  pdl_wait();
-  pdl_trigger();
   constexpr int P = RowWalk<T, kVec>::P;
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
@@ -157,8 +155,6 @@ __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restric
                                           const T* __restrict__ dout, const T* __restrict__ inp,
                                           const T* __restrict__ weight, const float* __restrict__ mean,
                                           const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
-  pdl_wait();
-  pdl_trigger();
   constexpr int P = RowWalk<T, kVec>::P;
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -262,8 +258,6 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
                                      const T* __restrict__ inp, const T* __restrict__ weight,
                                      const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M,
                                      int C, int Cpad) {
-  pdl_wait();
-  pdl_trigger();
   constexpr int P = Pack<T>::N;
   constexpr int kRegs = kRegSums ? kPacks * P : 1;
   static_assert(kRegSums || !kStage, "the stages overlap the sum slices, which only kRegSums leaves free");
@@ -404,7 +398,7 @@ namespace {
 void launch_layernorm_forward(const Context& ctx, const char* op, Tensor sum, Tensor out, Tensor mean, Tensor rstd,
                               const Tensor& inp, const Tensor& inp2, const Tensor& weight, const Tensor& bias,
                               float eps) {
-  const GpuHandles& h = gpu_of(ctx, op);
+  gpu_of(ctx, op);
   for (auto* t : {&out, &mean, &rstd}) check_gpu(*t, op, "out/mean/rstd");
   check_gpu(inp, op, "inp");
   check_gpu(weight, op, "weight");
@@ -442,16 +436,16 @@ void launch_layernorm_forward(const Context& ctx, const char* op, Tensor sum, Te
     T* so = add ? sum.as<T>() : nullptr;
     const T* b2 = add ? inp2.as<T>() : nullptr;
     if (vec && add) {
-      launch_kernel(h, s, layernorm_forward_kernel<T, true, true>, grid, kWarps * 32, 0,
+      layernorm_forward_kernel<T, true, true><<<grid, kWarps * 32, 0, s>>>(
           out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     } else if (vec) {
-      launch_kernel(h, s, layernorm_forward_kernel<T, true, false>, grid, kWarps * 32, 0,
+      layernorm_forward_kernel<T, true, false><<<grid, kWarps * 32, 0, s>>>(
           out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     } else if (add) {
-      launch_kernel(h, s, layernorm_forward_kernel<T, false, true>, grid, kWarps * 32, 0,
+      layernorm_forward_kernel<T, false, true><<<grid, kWarps * 32, 0, s>>>(
           out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     } else {
-      launch_kernel(h, s, layernorm_forward_kernel<T, false, false>, grid, kWarps * 32, 0,
+      layernorm_forward_kernel<T, false, false><<<grid, kWarps * 32, 0, s>>>(
           out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     }
   });
@@ -526,8 +520,8 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     auto launch = [&](auto kern, int threads) {
       allow_dynamic_smem(kern, smem);
-      launch_kernel(h, s, kern, blocks, threads, smem, dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(),
-                    weight.as<T>(), mean.f32(), rstd.f32(), M, C, Cpad);
+      kern<<<blocks, threads, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
+                                         mean.f32(), rstd.f32(), M, C, Cpad);
     };
     auto launch_regs = [&](auto packs_c) {
       constexpr int kP = decltype(packs_c)::value;

@@ -22,21 +22,6 @@ struct AdamWArgs {
   float inv_bc1, inv_sqrt_bc2;                // 1 / (1 - beta1^t), 1 / sqrt(1 - beta2^t)
 };
 
-// Four updated parameters into the compute-dtype copy: one 8-byte store for
-// 16-bit copies (four 2-byte stores a thread left every warp's store
-// instructions a quarter full), one 16-byte store for fp32.
-template <typename L>
-__device__ __forceinline__ void store4(L* dst, float4 p) {
-  if constexpr (sizeof(L) == 2) {
-    const L e[4] = {from_f<L>(p.x), from_f<L>(p.y), from_f<L>(p.z), from_f<L>(p.w)};
-    const unsigned short* b = reinterpret_cast<const unsigned short*>(e);
-    *reinterpret_cast<uint2*>(dst) = make_uint2(b[0] | (static_cast<uint32_t>(b[1]) << 16),
-                                                b[2] | (static_cast<uint32_t>(b[3]) << 16));
-  } else {
-    *reinterpret_cast<float4*>(dst) = p;
-  }
-}
-
 template <typename L, bool kVec>
 __global__ void adamw_kernel(float* __restrict__ param, float* __restrict__ m, float* __restrict__ v,
                              const float* __restrict__ grad, L* __restrict__ lowp, const float* __restrict__ scale_ptr,
@@ -65,7 +50,12 @@ __global__ void adamw_kernel(float* __restrict__ param, float* __restrict__ m, f
       reinterpret_cast<float4*>(param)[i] = p;
       reinterpret_cast<float4*>(m)[i] = mm;
       reinterpret_cast<float4*>(v)[i] = vv;
-      if (lowp) store4(lowp + 4 * i, p);
+      if (lowp) {
+        lowp[4 * i + 0] = from_f<L>(p.x);
+        lowp[4 * i + 1] = from_f<L>(p.y);
+        lowp[4 * i + 2] = from_f<L>(p.z);
+        lowp[4 * i + 3] = from_f<L>(p.w);
+      }
     }
   } else {
     for (int64_t i = tid; i < n; i += stride) {
@@ -122,9 +112,7 @@ void adamw_update(const Context& ctx, Tensor param, Tensor m, Tensor v, const Te
       1.0 / std::sqrt(1.0 - std::pow(static_cast<double>(hp.beta2), static_cast<double>(hp.step))));
   cudaStream_t s = stream_of(ctx);
   const bool vec = n % 4 == 0 && aligned16(param.data) && aligned16(m.data) && aligned16(v.data) &&
-                   aligned16(grad.data) &&
-                   (!param_lowp.defined() ||
-                    reinterpret_cast<uintptr_t>(param_lowp.data) % (4 * dtype_size(param_lowp.dtype)) == 0);
+                   aligned16(grad.data);
   const DType lowp_type = param_lowp.defined() ? param_lowp.dtype : DType::F32;
   VIT_DTYPE_SWITCH(lowp_type, L, {
     L* lowp = param_lowp.defined() ? param_lowp.as<L>() : nullptr;

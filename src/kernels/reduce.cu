@@ -48,22 +48,8 @@ __global__ void sum_squares_partial_kernel(float* __restrict__ partial, float* _
     if constexpr (kFlag) bad |= !isfinite(f);
   };
   if constexpr (kVec) {
-    // Four packs' loads in flight a thread (one left the loop latency-bound
-    // at ~3.4 TB/s), visited in the order of the plain loop below: the same
-    // terms in the same order, so the same sum.
-    constexpr int P = Pack<T>::N, D = 4;
-    const int64_t packs = n / P;
-    int64_t i = tid;
-    for (; i + (D - 1) * stride < packs; i += D * stride) {
-      Pack<T> v[D];
-#pragma unroll
-      for (int d = 0; d < D; ++d) v[d] = load_pack(x + (i + d * stride) * P);
-#pragma unroll
-      for (int d = 0; d < D; ++d)
-#pragma unroll
-        for (int j = 0; j < P; ++j) visit(to_f(v[d].v[j]));
-    }
-    for (; i < packs; i += stride) {
+    constexpr int P = Pack<T>::N;
+    for (int64_t i = tid; i < n / P; i += stride) {
       Pack<T> v = load_pack(x + i * P);
 #pragma unroll
       for (int j = 0; j < P; ++j) visit(to_f(v.v[j]));

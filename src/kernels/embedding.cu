@@ -6,6 +6,7 @@
 // (coalesced for each c), with the index arithmetic once per pixel in 32
 // bits. The earlier one-thread-per-value kernel spent its time in 64-bit
 // divisions (0.37 ms at batch 256, 0.3 TB/s).
+// embed_tokens_forward and select_cls_backward: one block per token row.
 // embed_tokens_backward: one thread per (t, c) sums dx over the batch in a
 // fixed order (deterministic, no atomics), adds it to dpos (and dcls for
 // t = 0), and copies the patch tokens' gradient to dpatch_emb on the way.
@@ -39,18 +40,29 @@ __global__ void patchify_kernel(T* __restrict__ patches, const uint8_t* __restri
   }
 }
 
-template <typename T>
+// One block per token row (b, t) of x: the row's index arithmetic once (the
+// one-thread-per-value form did 64-bit divisions for every value and moved
+// 0.7 TB/s), its values in 16-byte packs (kVec) or one by one.
+template <typename T, bool kVec>
 __global__ void embed_forward_kernel(T* __restrict__ x, const T* __restrict__ patch_emb, const T* __restrict__ cls,
-                                     const T* __restrict__ pos, int64_t B, int T_, int C) {
-  const int64_t total = B * T_ * C;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    const int c = static_cast<int>(idx % C);
-    const int64_t bt = idx / C;
-    const int t = static_cast<int>(bt % T_);
-    const int64_t b = bt / T_;
-    const float base = t == 0 ? to_f(cls[c]) : to_f(patch_emb[(b * (T_ - 1) + (t - 1)) * C + c]);
-    x[idx] = from_f<T>(base + to_f(pos[static_cast<int64_t>(t) * C + c]));
+                                     const T* __restrict__ pos, int T_, int C) {
+  const int64_t row = blockIdx.x;  // b * T_ + t
+  const int t = static_cast<int>(row % T_);
+  const int64_t b = row / T_;
+  const T* src = t == 0 ? cls : patch_emb + (b * (T_ - 1) + (t - 1)) * C;
+  const T* p = pos + static_cast<int64_t>(t) * C;
+  T* dst = x + row * C;
+  if constexpr (kVec) {
+    constexpr int P = Pack<T>::N;
+    for (int i = threadIdx.x; i < C / P; i += blockDim.x) {
+      const Pack<T> a = load_pack(src + i * P), q = load_pack(p + i * P);
+      Pack<T> o;
+#pragma unroll
+      for (int j = 0; j < P; ++j) o.v[j] = from_f<T>(to_f(a.v[j]) + to_f(q.v[j]));
+      store_pack(dst + i * P, o);
+    }
+  } else {
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = from_f<T>(to_f(src[c]) + to_f(p[c]));
   }
 }
 
@@ -62,6 +74,7 @@ __global__ void embed_backward_kernel(T* __restrict__ dpatch_emb, float* __restr
   for (int64_t tc = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; tc < total; tc += stride) {
     const int t = static_cast<int>(tc / C), c = static_cast<int>(tc % C);
     float s = 0.0f;
+#pragma unroll 8
     for (int64_t b = 0; b < B; ++b) {
       const T g = dx[b * total + tc];
       s += to_f(g);
@@ -83,18 +96,27 @@ __global__ void select_cls_forward_kernel(T* __restrict__ out, const T* __restri
   }
 }
 
-template <typename T>
-__global__ void select_cls_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, int64_t B, int T_, int C) {
-  const int64_t total = B * T_ * C;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    const int c = static_cast<int>(idx % C);
-    const int64_t bt = idx / C;
-    const int t = static_cast<int>(bt % T_);
-    const int64_t b = bt / T_;
-    dx[idx] = t == 0 ? dout[b * C + c] : from_f<T>(0.0f);
+// One block per token row, as embed_forward_kernel: the CLS rows copy dout,
+// the others are zero.
+template <typename T, bool kVec>
+__global__ void select_cls_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, int T_, int C) {
+  const int64_t row = blockIdx.x;
+  const int t = static_cast<int>(row % T_);
+  const T* src = dout + (row / T_) * C;
+  T* dst = dx + row * C;
+  if constexpr (kVec) {
+    constexpr int P = Pack<T>::N;
+    Pack<T> zero;
+#pragma unroll
+    for (int j = 0; j < P; ++j) zero.v[j] = from_f<T>(0.0f);
+    for (int i = threadIdx.x; i < C / P; i += blockDim.x) store_pack(dst + i * P, t == 0 ? load_pack(src + i * P) : zero);
+  } else {
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = t == 0 ? src[c] : from_f<T>(0.0f);
   }
 }
+
+// Threads for a row kernel: the row's packs (or values) in whole warps, at most 256.
+int row_threads(int64_t items) { return static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(32, (items + 31) / 32 * 32))); }
 
 }  // namespace
 
@@ -125,7 +147,7 @@ void patchify(const Context& ctx, Tensor patches, const Tensor& images, int patc
 void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& patch_emb, const Tensor& cls,
                           const Tensor& pos) {
   const char* op = "embed_tokens_forward";
-  GpuHandles& h = gpu_of(ctx, op);
+  gpu_of(ctx, op);  // checks that ctx has a GPU
   check_gpu(x, op, "x");
   check_gpu(patch_emb, op, "patch_emb");
   check_gpu(cls, op, "cls");
@@ -137,10 +159,20 @@ void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& patch_emb,
   check_numel(patch_emb, B * (T_ - 1) * C, op, "patch_emb");
   check_numel(cls, C, op, "cls");
   check_numel(pos, static_cast<int64_t>(T_) * C, op, "pos");
+  if (B == 0) return;
+  VIT_CHECK(B * T_ <= 0x7fffffff, op, ": ", B * T_, " token rows are more than one launch's blocks");
   cudaStream_t s = stream_of(ctx);
-  VIT_DTYPE_SWITCH(x.dtype, T,
-                   embed_forward_kernel<T><<<grid_for(B * T_ * C, 256, h.num_sms), 256, 0, s>>>(
-                       x.as<T>(), patch_emb.as<T>(), cls.as<T>(), pos.as<T>(), B, T_, C));
+  const auto rows = static_cast<unsigned>(B * T_);
+  VIT_DTYPE_SWITCH(x.dtype, T, {
+    constexpr int P = Pack<T>::N;
+    if (C % P == 0 && aligned16(x.data) && aligned16(patch_emb.data) && aligned16(cls.data) && aligned16(pos.data)) {
+      embed_forward_kernel<T, true><<<rows, row_threads(C / P), 0, s>>>(x.as<T>(), patch_emb.as<T>(), cls.as<T>(),
+                                                                        pos.as<T>(), T_, C);
+    } else {
+      embed_forward_kernel<T, false><<<rows, row_threads(C), 0, s>>>(x.as<T>(), patch_emb.as<T>(), cls.as<T>(),
+                                                                     pos.as<T>(), T_, C);
+    }
+  });
   VIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -194,7 +226,7 @@ void select_cls_forward(const Context& ctx, Tensor out, const Tensor& x) {
 
 void select_cls_backward(const Context& ctx, Tensor dx, const Tensor& dout) {
   const char* op = "select_cls_backward";
-  GpuHandles& h = gpu_of(ctx, op);
+  gpu_of(ctx, op);  // checks that ctx has a GPU
   check_gpu(dx, op, "dx");
   check_gpu(dout, op, "dout");
   VIT_CHECK(dx.ndim == 3, op, ": dx must be (B, T, C), got ", dx.shape_str());
@@ -202,10 +234,18 @@ void select_cls_backward(const Context& ctx, Tensor dx, const Tensor& dout) {
   const int T_ = static_cast<int>(dx.dim(1)), C = static_cast<int>(dx.dim(2));
   check_dtype(dout, dx.dtype, op, "dout");
   check_numel(dout, B * C, op, "dout");
+  if (B == 0) return;
+  VIT_CHECK(B * T_ <= 0x7fffffff, op, ": ", B * T_, " token rows are more than one launch's blocks");
   cudaStream_t s = stream_of(ctx);
-  VIT_DTYPE_SWITCH(dx.dtype, T,
-                   select_cls_backward_kernel<T><<<grid_for(B * T_ * C, 256, h.num_sms), 256, 0, s>>>(
-                       dx.as<T>(), dout.as<T>(), B, T_, C));
+  const auto rows = static_cast<unsigned>(B * T_);
+  VIT_DTYPE_SWITCH(dx.dtype, T, {
+    constexpr int P = Pack<T>::N;
+    if (C % P == 0 && aligned16(dx.data) && aligned16(dout.data)) {
+      select_cls_backward_kernel<T, true><<<rows, row_threads(C / P), 0, s>>>(dx.as<T>(), dout.as<T>(), T_, C);
+    } else {
+      select_cls_backward_kernel<T, false><<<rows, row_threads(C), 0, s>>>(dx.as<T>(), dout.as<T>(), T_, C);
+    }
+  });
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -1002,7 +1002,9 @@ BOOST_AUTO_TEST_CASE(token_embedding_and_cls_select) {
   struct S {
     int64_t B, T, C;
   };
-  for (const S s : {S{2, 197, 768}, S{3, 5, 24}}) {
+  // C = 768 and 24 take the 16-byte packs in every dtype, 20 only in fp32,
+  // 6 in none (the one-value-at-a-time kernels).
+  for (const S s : {S{2, 197, 768}, S{3, 5, 24}, S{2, 9, 20}, S{1, 3, 6}}) {
     const std::string tag = "B" + std::to_string(s.B) + " T" + std::to_string(s.T) + " C" + std::to_string(s.C);
     for (DType dt : kDtypes) {
       DevTensor pe(dt, {s.B, s.T - 1, s.C}), cls(dt, {s.C}), pos(dt, {s.T, s.C}), x(dt, {s.B, s.T, s.C});
@@ -1017,6 +1019,10 @@ BOOST_AUTO_TEST_CASE(token_embedding_and_cls_select) {
       sync();
       const double tol = tolerance(OpClass::Elementwise, dt);
       compare(label("embed_tokens_fwd", dt, tag), x.download(), x_ref, tol);
+      // Exactly the fp32 sum rounded once to the dtype, element by element.
+      std::vector<float> x_rounded = x_ref;
+      for (float& v : x_rounded) v = round_to(dt, v);
+      compare(label("embed_tokens_fwd (exact)", dt, tag), x.download(), x_rounded, Bound{0.0, 0.0});
 
       DevTensor dx(dt, {s.B, s.T, s.C}), dpe(dt, {s.B, s.T - 1, s.C}), dcls(DType::F32, {s.C}),
           dpos(DType::F32, {s.T, s.C});

@@ -74,7 +74,6 @@ __global__ void embed_backward_kernel(T* __restrict__ dpatch_emb, float* __restr
   for (int64_t tc = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; tc < total; tc += stride) {
     const int t = static_cast<int>(tc / C), c = static_cast<int>(tc % C);
     float s = 0.0f;
-#pragma unroll 8
     for (int64_t b = 0; b < B; ++b) {
       const T g = dx[b * total + tc];
       s += to_f(g);

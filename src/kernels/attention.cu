@@ -831,6 +831,13 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
 
 namespace {
 
+// Whether the backward on `path` runs the short-sequence kernel: the one
+// test behind both the dispatch and attention_backward_in_place (dqkv over
+// qkv is safe exactly there).
+bool short_backward_runs(const GpuHandles& h, AttentionImpl path, DType dt, int64_t T, int64_t HS) {
+  return path == AttentionImpl::CuDNN && h.attention_backward_short && short_attention_backward_fits(h, dt, T, HS);
+}
+
 // The backward on one of the paths. Returns true when the bias gradient
 // (bias_partial non-null) was summed by the kernel: bias_partial then holds
 // one partial row of 3C per sample for fold_into.
@@ -857,8 +864,7 @@ bool attention_backward_paths(const Context& ctx, Tensor dqkv, const Tensor& dou
   char* q = static_cast<char*>(qkv.data);
   char* dq = static_cast<char*>(dqkv.data);
 
-  const bool short_kernel = path == AttentionImpl::CuDNN && h.attention_backward_short &&
-                            short_attention_backward_fits(h, dt, s.T, s.HS);
+  const bool short_kernel = short_backward_runs(h, path, dt, s.T, s.HS);
   VIT_CHECK(dqkv.data != qkv.data || short_kernel, op, ": dqkv over qkv is allowed only where the short-sequence "
             "kernel runs (attention_backward_in_place), not on the ", attention_impl_name(path), " path");
   if (path == AttentionImpl::CuDNN) {
@@ -930,9 +936,8 @@ void attention_backward(const Context& ctx, Tensor dqkv, const Tensor& dout, con
 bool attention_backward_in_place(const Context& ctx, AttentionImpl impl, DType dt, int64_t T, int64_t C,
                                  int64_t NH) {
   if (!ctx.on_gpu() || NH < 1 || C % NH != 0) return false;
-  if (resolve_attention(Device::CUDA, impl, dt, C, NH) != AttentionImpl::CuDNN) return false;
-  const GpuHandles& h = gpu_of(ctx, "attention_backward_in_place");
-  return h.attention_backward_short && short_attention_backward_fits(h, dt, T, C / NH);
+  return cuda::short_backward_runs(gpu_of(ctx, "attention_backward_in_place"),
+                                   resolve_attention(Device::CUDA, impl, dt, C, NH), dt, T, C / NH);
 }
 
 bool cudnn_attention_available(const Context& ctx, DType dt, int64_t B, int64_t T, int64_t C, int64_t NH,

@@ -615,6 +615,7 @@ cublasComputeType_t blas_compute(const GpuHandles& h, DType dt) {
 void batched_gemm(GpuHandles& h, bool ta, bool tb, int m, int n, int k, float alpha, void** A, DType at, int lda,
                   void** Bm, DType bt, int ldb, void** Cm, DType ct, int ldc, int batch, DType compute_dt) {
   const float beta = 0.0f;
+  blas_workspace(h, h.stream);
   VIT_CUBLAS_CHECK(cublasGemmBatchedEx(h.blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                                        k, &alpha, const_cast<const void**>(A), cuda_type(at), lda,
                                        const_cast<const void**>(Bm), cuda_type(bt), ldb, &beta, Cm, cuda_type(ct),

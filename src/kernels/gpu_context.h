@@ -141,10 +141,15 @@ struct GpuHandles {
   // candidates left out because their output had other bits.
   int64_t gemm_tuned = 0, gemm_tuned_other = 0, gemm_candidates_other_bits = 0;
 
-  // cuBLASLt and cuBLAS share one fixed workspace: both run on `stream`, one
-  // after the other. 32 MiB is what NVIDIA advises for Hopper.
+  // cuBLASLt and cuBLAS share one workspace: both run on `stream`, one after
+  // the other. cuBLASLt's heuristic may pick algorithms that need up to
+  // kGemmWorkspaceBytes (what NVIDIA advises for Hopper); the arena grows to
+  // the most that a chosen (or, while tuning, a timed) algorithm needs, often
+  // far less (matmul.cu). cuBLAS's own GEMMs take all kGemmWorkspaceBytes of
+  // it (blas_workspace).
   static constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
-  Buffer gemm_workspace;
+  DeviceArena gemm_workspace;
+  void* blas_workspace_set = nullptr;  // the pointer cuBLAS was last given (blas_workspace)
   DeviceArena cudnn_workspace;     // sized by the largest SDPA plan built
   DeviceArena scratch;             // per-op temporaries (see each .cu file)
   DeviceArena scratch_small;       // small temporaries needed while `scratch` is in use
@@ -168,6 +173,16 @@ struct GpuHandles {
 
 // "GEMM tuning: ..." for the logs; "" when nothing was tuned (matmul.cu).
 std::string gemm_tuning_note(const GpuHandles& h);
+
+// "GPU workspaces: GEMM ... MiB, ..." for the logs: what the workspaces and
+// arenas hold now (part of the peak memory beside the model's buffers).
+std::string workspace_note(const GpuHandles& h);
+
+// Makes sure cuBLAS (h.blas) has its kGemmWorkspaceBytes of gemm_workspace
+// as its user workspace (the arena may have moved since the last call); call
+// it before every h.blas launch. A user workspace keeps cuBLAS from
+// allocating inside a graph capture (matmul.cu).
+void blas_workspace(GpuHandles& h, cudaStream_t stream);
 
 // Defined in matmul.cu / attention.cu: free the plan caches.
 void destroy_matmul_plans(MatmulPlanCache* cache);

@@ -6,7 +6,9 @@
 // queued kernel still reads a workspace being freed.
 #include "kernels/gpu_context.h"
 
+#include <cstdio>
 #include <exception>
+#include <string>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -58,10 +60,9 @@ GpuRuntime::GpuRuntime(int device_index, bool tf32) : handles_(std::make_unique<
   VIT_LIB_CHECK(cublasLtCreate(&h.lt), CUBLAS_STATUS_SUCCESS, "cuBLASLt handle");
   VIT_LIB_CHECK(cublasCreate(&h.blas), CUBLAS_STATUS_SUCCESS, "cuBLAS handle");
   VIT_LIB_CHECK(cublasSetStream(h.blas, h.stream), CUBLAS_STATUS_SUCCESS, "cuBLAS stream");
-  h.gemm_workspace = Buffer(GpuHandles::kGemmWorkspaceBytes, Device::CUDA);
-  // A user workspace keeps cuBLAS from allocating inside a graph capture.
-  VIT_LIB_CHECK(cublasSetWorkspace(h.blas, h.gemm_workspace.data(), h.gemm_workspace.bytes()),
-                CUBLAS_STATUS_SUCCESS, "cuBLAS workspace");
+  // The GEMM workspace is allocated on first use, as large as the algorithms
+  // need (GpuHandles::gemm_workspace); cuBLAS gets its share before each of
+  // its launches (blas_workspace).
   VIT_LIB_CHECK(cudnnCreate(&h.cudnn), CUDNN_STATUS_SUCCESS,
                 "cuDNN handle: is libcudnn.so.9 on LD_LIBRARY_PATH and does it match the driver?");
   VIT_LIB_CHECK(cudnnSetStream(h.cudnn, h.stream), CUDNN_STATUS_SUCCESS, "cuDNN stream");
@@ -114,9 +115,21 @@ void FoldScope::flush() {
   if (h_) kernels::cuda_detail::fold_flush(*h_);
 }
 
+std::string workspace_note(const GpuHandles& h) {
+  auto mib = [](size_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(b) / 1048576.0);
+    return std::string(buf);
+  };
+  return "GPU workspaces: GEMM " + mib(h.gemm_workspace.capacity()) + " MiB, cuDNN " +
+         mib(h.cudnn_workspace.capacity()) + " MiB, scratch " +
+         mib(h.scratch.capacity() + h.scratch_small.capacity() + h.attention_pad.capacity()) + " MiB, folds " +
+         mib(h.fold_arena.capacity()) + " MiB";
+}
+
 size_t GpuRuntime::workspace_bytes() const {
   const GpuHandles& h = *handles_;
-  return h.gemm_workspace.bytes() + h.cudnn_workspace.capacity() + h.scratch.capacity() +
+  return h.gemm_workspace.capacity() + h.cudnn_workspace.capacity() + h.scratch.capacity() +
          h.scratch_small.capacity() + h.attention_pad.capacity();
 }
 

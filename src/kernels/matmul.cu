@@ -83,15 +83,25 @@ struct LtPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;  // bytes `algo` needs (the heuristic's answer), taken from h.gemm_workspace
   bool has_algo = false;
-  // The heuristic's other candidates, until the first call tunes (then cleared).
+  // The heuristic's other candidates and their workspaces, until the first
+  // call tunes (then cleared).
   std::vector<cublasLtMatmulAlgo_t> candidates;
+  std::vector<size_t> candidate_workspace;
   bool tuned = false;
 };
 struct MatmulPlanCache {
   std::mutex mu;
   std::unordered_map<LtKey, LtPlan, LtKeyHash> plans;
 };
+
+void blas_workspace(GpuHandles& h, cudaStream_t stream) {
+  void* ws = h.gemm_workspace.get(GpuHandles::kGemmWorkspaceBytes, stream);
+  if (ws == h.blas_workspace_set) return;
+  VIT_CUBLAS_CHECK(cublasSetWorkspace(h.blas, ws, GpuHandles::kGemmWorkspaceBytes));
+  h.blas_workspace_set = ws;
+}
 
 std::string gemm_tuning_note(const GpuHandles& h) {
   if (h.gemm_tuned == 0) return "";
@@ -157,6 +167,7 @@ __global__ void add_bias_columns_kernel(T* __restrict__ D, const T* __restrict__
 // cublasGemmEx, which takes any shape, plus a bias kernel.
 void gemm_ex_fallback(GpuHandles& h, const LtCall& c, cublasComputeType_t compute) {
   const float alpha = 1.0f;
+  blas_workspace(h, h.stream);
   if (c.C && c.C != c.D && c.beta != 0.0f) {  // cublasGemmEx has no separate C: D = C, then D += ...
     VIT_CUDA_CHECK(cudaMemcpy2DAsync(c.D, static_cast<size_t>(c.ldc) * dtype_size(c.cd), c.C,
                                      static_cast<size_t>(c.ldc) * dtype_size(c.cd),
@@ -229,32 +240,37 @@ uint64_t hash_output(GpuHandles& h, cudaStream_t stream, const void* D, size_t b
 // fastest candidate whose output has the first answer's bits. Leaves the
 // output written (by the last candidate run, all of them bit-identical to
 // the first or overwritten by the caller's launch right after).
-void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, const Buffer& ws) {
+void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
   constexpr int kWarm = 1, kTimed = 5;
   const size_t out_bytes = static_cast<size_t>(c.ldc) * static_cast<size_t>(c.n) * dtype_size(c.cd);
   const float alpha = 1.0f;
-  auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.c_in(), p.c, c.D, p.c, &algo,
-                          ws.data(), ws.bytes(), stream);
+  std::vector<cublasLtMatmulAlgo_t> all{p.algo};
+  all.insert(all.end(), p.candidates.begin(), p.candidates.end());
+  std::vector<size_t> all_ws{p.workspace};
+  all_ws.insert(all_ws.end(), p.candidate_workspace.begin(), p.candidate_workspace.end());
+  // Every candidate runs with the workspace it asked for (the arena grows to
+  // the largest, once, before the first launch).
+  void* ws = h.gemm_workspace.get(*std::max_element(all_ws.begin(), all_ws.end()), stream);
+  auto launch = [&](size_t i) {
+    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.c_in(), p.c, c.D, p.c, &all[i], ws,
+                          all_ws[i], stream);
   };
   cudaEvent_t t0 = nullptr, t1 = nullptr;
   VIT_CUDA_CHECK(cudaEventCreate(&t0));
   VIT_CUDA_CHECK(cudaEventCreate(&t1));
-  std::vector<cublasLtMatmulAlgo_t> all{p.algo};
-  all.insert(all.end(), p.candidates.begin(), p.candidates.end());
   uint64_t reference = 0;
   float best_ms = 0.0f, first_ms = 0.0f;
   int best = 0, identical = 0, other_bits = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     bool ok = true;
-    for (int r = 0; r < kWarm && ok; ++r) ok = launch(all[i]) == CUBLAS_STATUS_SUCCESS;
+    for (int r = 0; r < kWarm && ok; ++r) ok = launch(i) == CUBLAS_STATUS_SUCCESS;
     if (!ok) {  // a candidate the library then refuses is skipped, never used
       (void)cudaGetLastError();
       if (i == 0) break;  // no reference: keep the first answer, whose own launch reports the error
       continue;
     }
     VIT_CUDA_CHECK(cudaEventRecord(t0, stream));
-    for (int r = 0; r < kTimed; ++r) VIT_CUBLAS_CHECK(launch(all[i]));
+    for (int r = 0; r < kTimed; ++r) VIT_CUBLAS_CHECK(launch(i));
     VIT_CUDA_CHECK(cudaEventRecord(t1, stream));
     const uint64_t hash = hash_output(h, stream, c.D, out_bytes);  // synchronises
     float ms = 0.0f;
@@ -292,7 +308,9 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p, c
                  first_ms / kTimed, best, id_tile(all[static_cast<size_t>(best)]).c_str(), best_ms / kTimed);
   }
   p.algo = all[static_cast<size_t>(best)];
+  p.workspace = all_ws[static_cast<size_t>(best)];
   p.candidates.clear();
+  p.candidate_workspace.clear();
   p.tuned = true;
   ++h.gemm_tuned;
   if (best != 0) ++h.gemm_tuned_other;
@@ -342,7 +360,7 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
 
       cublasLtMatmulPreference_t pref;
       VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const uint64_t ws = h.gemm_workspace.bytes();
+      const uint64_t ws = GpuHandles::kGemmWorkspaceBytes;
       VIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                             sizeof(ws)));
       const uint32_t al[4] = {static_cast<uint32_t>(key.align_a), static_cast<uint32_t>(key.align_b),
@@ -371,11 +389,13 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       cublasLtMatmulPreferenceDestroy(pref);
       if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         p.algo = results[0].algo;
+        p.workspace = results[0].workspaceSize;
         p.has_algo = true;
         if (single_pass(results[0].algo)) {
           for (int i = 1; i < found; ++i) {
             if (results[i].state == CUBLAS_STATUS_SUCCESS && single_pass(results[i].algo)) {
               p.candidates.push_back(results[i].algo);
+              p.candidate_workspace.push_back(results[i].workspaceSize);
             }
           }
         }
@@ -385,9 +405,9 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
         VIT_CUBLAS_CHECK(st);
       }
       if (std::getenv("VIT_KERNELS_VERBOSE")) {
-        std::fprintf(stderr, "vit: cuBLASLt plan %lldx%lldx%lld %s->%s epilogue %d: %s\n", (long long)c.m,
-                     (long long)c.n, (long long)c.k, dtype_name(c.ab), dtype_name(c.cd), int(c.epilogue),
-                     p.has_algo ? "algorithm found" : "no algorithm (fallback)");
+        std::fprintf(stderr, "vit: cuBLASLt plan %lldx%lldx%lld %s->%s epilogue %d: %s, workspace %zu bytes\n",
+                     (long long)c.m, (long long)c.n, (long long)c.k, dtype_name(c.ab), dtype_name(c.cd),
+                     int(c.epilogue), p.has_algo ? "algorithm found" : "no algorithm (fallback)", p.workspace);
       }
       it = h.matmul_plans->plans.emplace(key, p).first;
     }
@@ -404,12 +424,16 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
   if (!plan->tuned) {
     cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
     VIT_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-    if (capturing == cudaStreamCaptureStatusNone) tune_plan(h, stream, c, *plan, h.gemm_workspace);
+    if (capturing == cudaStreamCaptureStatusNone) tune_plan(h, stream, c, *plan);
   }
   const float alpha = 1.0f;
+  // The algorithm gets the workspace it asked for and no more, so its launch
+  // is the same whatever the arena's size. The arena grows on a plan's first
+  // call, which is never in a graph capture (the step runs eagerly first);
+  // growing during one fails the capture with an error.
+  void* ws = plan->workspace > 0 ? h.gemm_workspace.get(plan->workspace, stream) : nullptr;
   VIT_CUBLAS_CHECK(cublasLtMatmul(h.lt, plan->desc, &alpha, c.A, plan->a, c.B, plan->b, &c.beta, c.c_in(), plan->c,
-                                  c.D, plan->c, &plan->algo, h.gemm_workspace.data(), h.gemm_workspace.bytes(),
-                                  stream));
+                                  c.D, plan->c, &plan->algo, ws, plan->workspace, stream));
 }
 
 // dweight (N, K) (+)= dout^T inp in fp32, and dbias (N) (+)= the column sums

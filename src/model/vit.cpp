@@ -31,7 +31,7 @@ struct ViTModel::BlockActs {
 struct ViTModel::Activations {
   std::vector<Buffer> residuals;                    // blocks held + 1, of (B, T, C)
   std::vector<std::unique_ptr<BlockActs>> blocks;   // one per block held (none with recompute)
-  Buffer patches, patch_emb;                        // (B, NP, P), (B, NP, C)
+  Buffer patches;                                   // (B, NP, P): the patch weight gradient's input
   Buffer cls, cls_ln, cls_mean, cls_rstd;           // (B, C), (B, C), (B), (B)
   Buffer logits, dlogits, losses, predicted;        // (B, K), (B, K), (B), (B) int32
   TrainExtras extras;                               // of the training micro-batch in this slot
@@ -76,7 +76,6 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
     }
     if (layout_.shard().embeddings) {
       a->patches = alloc(B * NP * P, dt);
-      a->patch_emb = alloc(B * NP * C, dt);
     }
     if (layout_.shard().head) {
       a->cls = alloc(B * C, dt);
@@ -92,6 +91,9 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   }
   if (compute.recompute && held > 0) recompute_acts_ = make_block_acts(B, aux_bytes);
   dres_ = alloc(B * T * C, dt);
+  // dtmp_ is scratch within one stage call (block_backward; embed_forward's
+  // patch projection and embed_backward's gradient of it, (B, NP, C) <= (B, T, C)):
+  // nothing in it outlives the call, so no embedding buffer of its own.
   dtmp_ = alloc(B * T * C, dt);
   // The QKV gradient over the QKV activations, which nothing reads after
   // the attention backward, where its kernel allows (the short-sequence
@@ -263,7 +265,7 @@ void ViTModel::embed_forward(const Tensor& images, int B, int slot) {
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
   Tensor imgs(images.data, images.dtype, images.device, {B, images.dim(1), images.dim(2), images.dim(3)});
   Tensor patches = tensor_of(a.patches, dt, {B * NP, cfg_.patch_dim()});
-  Tensor pe = tensor_of(a.patch_emb, dt, {B * NP, C});
+  Tensor pe = tensor_of(dtmp_, dt, {B * NP, C});  // the patch projection, read once just below
   k::patchify(ctx_, patches.reshape({B, NP, cfg_.patch_dim()}), imgs, cfg_.patch_size);
   k::matmul_forward(ctx_, pe, Tensor(), patches, param(layout_.patch_w), param(layout_.patch_b));
   k::embed_tokens_forward(ctx_, residual(0, B, slot), pe.reshape({B, NP, C}), param(layout_.cls_token),
@@ -500,7 +502,7 @@ void ViTModel::embed_backward(int B, int slot) {
   Activations& a = *acts_.at(static_cast<size_t>(slot));
   const DType dt = compute_.dtype;
   const int64_t NP = cfg_.num_patches(), C = cfg_.hidden;
-  Tensor dpe = tensor_of(a.patch_emb, dt, {B * NP, C});  // the forward value is no longer needed
+  Tensor dpe = tensor_of(dtmp_, dt, {B * NP, C});  // the patch projection's gradient (dtmp_ is free here)
   if (training_ && compute_.reg.hidden_dropout > 0.0f) {  // the embeddings' dropout, backward
     Tensor dx0 = residual_grad(B).reshape({B, cfg_.tokens() * C});
     k::dropout(ctx_, dx0, dx0, 1.0f - compute_.reg.hidden_dropout, site_key(cfg_.depth, 4, slot),

@@ -1065,6 +1065,7 @@ int benchmark(RunEnvironment& env) {
     if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
 #ifdef VIT_WITH_CUDA
     if (env.ctx().gpu && !gemm_tuning_note(*env.ctx().gpu).empty()) bar.line(gemm_tuning_note(*env.ctx().gpu));
+    if (env.ctx().gpu) bar.line(workspace_note(*env.ctx().gpu));
 #endif
     if (!ops.empty()) {
       bar.line(str_cat("profile (rank 0, mean of ", profiled, " steps after the measured ones; ",

@@ -8,6 +8,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/attention.h"
 #include "kernels/cpu_threads.h"
 #include "model/params.h"
 #include "model/vit.h"
@@ -145,6 +146,35 @@ BOOST_AUTO_TEST_CASE(recompute_gives_the_same_gradients) {
       BOOST_TEST(loss == loss1);
     }
   }
+}
+
+// The model's activation memory is exactly the buffers listed here, so a
+// buffer added or kept longer than needed shows. The patch projection and
+// its gradient have no buffer of their own (they live in the backward's
+// scratch, dtmp, within the embedding's forward and backward calls).
+BOOST_AUTO_TEST_CASE(activation_bytes_are_the_listed_buffers) {
+  Fixture f;
+  const model::ComputeConfig cc;
+  model::ViTModel m(f.cfg, cc, Context{}, f.B);
+  const size_t s = sizeof(float), B = static_cast<size_t>(f.B), T = static_cast<size_t>(f.cfg.tokens()),
+               C = static_cast<size_t>(f.cfg.hidden), F = static_cast<size_t>(f.cfg.mlp_dim),
+               L = static_cast<size_t>(f.cfg.depth), NP = static_cast<size_t>(f.cfg.num_patches()),
+               P = static_cast<size_t>(f.cfg.patch_dim()), K = static_cast<size_t>(f.cfg.num_classes);
+  const size_t aux =
+      (kernels::attention_aux_bytes(Device::CPU, cc.attention, DType::F32, f.B, f.cfg.tokens(), f.cfg.heads) + 3) /
+      4 * 4;
+  const size_t per_block = 7 * B * T * C * s      // ln1, qkv (3), att, xmid, ln2
+                           + 2 * B * T * F * s    // fc1 before and after GELU
+                           + 4 * B * T * 4 + aux;  // the LayerNorm statistics, the attention's aux
+  const size_t expected = (L + 1) * B * T * C * s     // the residual stream
+                          + L * per_block             //
+                          + B * NP * P * s            // the patches (the patch weight gradient's input)
+                          + 2 * B * C * s + 2 * B * 4 // the head's CLS rows, LayerNorm output, statistics
+                          + 2 * B * K * s + B * 4     // logits, their gradient, losses
+                          + 2 * B * T * C * s         // dres, dtmp
+                          + 3 * B * T * C * s         // dqkv (the CPU's attention backward is not in place)
+                          + 2 * B * C * s;            // dcls, dcls_ln
+  BOOST_TEST(m.activation_bytes() == expected);
 }
 
 // set_assign_grads: a backward over a gradient buffer full of garbage gives

@@ -110,7 +110,9 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
   os << "## Benchmark\n\n"
      << "Throughput counts each global batch once and leaves out the warm-up steps; memory is the largest peak "
         "over the ranks (GPU: vit_hpc's device allocations; CPU: peak resident memory). Where several runs share a "
-        "column, throughput, it/s and step time are their median and memory is their largest.\n\n";
+        "column, throughput, it/s and step time are their median and memory is their largest. Where a table has a "
+        "PyTorch eager column (tests/gpu/pytorch_baseline.py; its memory is torch.cuda.max_memory_allocated), two "
+        "more rows give each column's throughput and memory as a multiple of that column's.\n\n";
   Table runs({"run", "plugin", "precision", "batch size", "global batch", "steps (warm-up)", "ranks",
               "dp x tp x pp", "device", "hardware", "git"},
              false);
@@ -141,7 +143,26 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
       dp_tp_pp.push_back(str_cat(c.dp, " x ", c.tp, " x ", c.pp));
       count.push_back(str_cat(c.runs.size()));
     }
-    for (auto* row : {&throughput, &memory, &it_per_s, &step_time, &precision, &global_batch, &dp_tp_pp, &count}) {
+    table.add(std::move(throughput));
+    table.add(std::move(memory));
+    // Against the PyTorch eager baseline measured beside (one column: its
+    // repeats are combined like any other's).
+    const BenchmarkColumn* eager = nullptr;
+    for (const auto& c : t.columns) {
+      if (c.plugin == "pytorch_eager" && c.images_per_s > 0 && c.max_peak_mem > 0) eager = &c;
+    }
+    if (eager != nullptr) {
+      std::vector<std::string> speed_ratio{"throughput against PyTorch eager"},
+          memory_ratio{"memory against PyTorch eager"};
+      for (const auto& c : t.columns) {
+        speed_ratio.push_back(format_fixed(c.images_per_s / eager->images_per_s, 2) + "x");
+        memory_ratio.push_back(
+            format_fixed(static_cast<double>(c.max_peak_mem) / static_cast<double>(eager->max_peak_mem), 2) + "x");
+      }
+      table.add(std::move(speed_ratio));
+      table.add(std::move(memory_ratio));
+    }
+    for (auto* row : {&it_per_s, &step_time, &precision, &global_batch, &dp_tp_pp, &count}) {
       table.add(std::move(*row));
     }
     table.write(os);

@@ -38,7 +38,7 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 BOOST_AUTO_TEST_CASE(fixture_runs_render_exactly_the_expected_markdown) {
   const RunSet runs = load_runs({kResults});
-  BOOST_TEST(runs.completed.size() == 16u);
+  BOOST_TEST(runs.completed.size() == 18u);
   BOOST_TEST(runs.failed.size() == 1u);
   BOOST_TEST(render_markdown(runs) == read_file(kExpected / "results.md"));
   // One warning for the run in progress, one for the failed run; the plots/
@@ -63,15 +63,16 @@ BOOST_AUTO_TEST_CASE(output_does_not_depend_on_how_runs_are_named) {
 BOOST_AUTO_TEST_CASE(benchmark_columns_combine_repeats) {
   const RunSet runs = load_runs({kResults});
   const auto tables = benchmark_tables(runs);
-  BOOST_TEST_REQUIRE(tables.size() == 3u);
+  BOOST_TEST_REQUIRE(tables.size() == 4u);
   // Batch sizes ascending; at batch 8, the CPU 1x2 table before the CUDA 1x4 one.
   BOOST_TEST(tables[0].batch_size == 8);
   BOOST_TEST(tables[0].device == "cpu");
   BOOST_TEST(tables[0].plot_name == "throughput_bs8_cpu_1x2");
   BOOST_TEST(tables[1].device == "cuda");
   BOOST_TEST(tables[1].plot_name == "throughput_bs8_cuda_1x4");
-  BOOST_TEST(tables[2].batch_size == 32);
-  BOOST_TEST(tables[2].plot_name == "throughput_bs32");
+  BOOST_TEST(tables[2].batch_size == 16);
+  BOOST_TEST(tables[3].batch_size == 32);
+  BOOST_TEST(tables[3].plot_name == "throughput_bs32");
 
   const auto& cpu8 = tables[0].columns;
   BOOST_TEST_REQUIRE(cpu8.size() == 4u);
@@ -96,10 +97,23 @@ BOOST_AUTO_TEST_CASE(benchmark_columns_combine_repeats) {
   // first by name but gemini comes after torch_ddp_fp16), unknown plugins last;
   // the two torch_ddp_fp16 columns differ only in precision, bf16 before fp16.
   std::vector<std::string> labels;
-  for (const auto& c : tables[2].columns) labels.push_back(c.label);
+  for (const auto& c : tables[3].columns) labels.push_back(c.label);
   const std::vector<std::string> expected{"torch_ddp", "torch_ddp_fp16 (bf16)", "torch_ddp_fp16 (fp16)", "gemini",
                                           "my_plugin"};
   BOOST_TEST(labels == expected, boost::test_tools::per_element());
+}
+
+// A table with a PyTorch eager column (tests/gpu/pytorch_baseline.py's run
+// folder) gets each column's throughput and memory as a multiple of its:
+// vit_hpc 2500 images/s in 2.5 GiB against 1000 in 3.125 GiB.
+BOOST_AUTO_TEST_CASE(tables_with_pytorch_eager_give_ratios_against_it) {
+  const std::string md = render_markdown(load_runs({kResults}));
+  const std::string bs16 = md.substr(md.find("### Batch size 16 per data-parallel rank"));
+  BOOST_TEST(bs16.find("| throughput against PyTorch eager | 2.50x | 1.00x |") != std::string::npos);
+  BOOST_TEST(bs16.find("| memory against PyTorch eager | 0.80x | 1.00x |") != std::string::npos);
+  // Tables without such a column have no ratio rows.
+  const std::string bs32 = md.substr(md.find("### Batch size 32 per data-parallel rank"));
+  BOOST_TEST(bs32.substr(0, bs32.find("### Profile")).find("against PyTorch eager") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(training_run_reads_rank_zero_and_memory_of_all_ranks) {

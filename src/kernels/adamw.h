@@ -34,7 +34,9 @@ VIT_DECLARE_KERNEL(void, adamw_update, const Context& ctx, Tensor param, Tensor 
 
 inline void adamw_update(const Context& ctx, Tensor param, Tensor m, Tensor v, const Tensor& grad,
                          Tensor param_lowp, const AdamWHyper& hp, const Tensor& grad_scale, const Tensor& skip) {
-  VIT_DISPATCH(ctx, adamw_update, ctx, param, m, v, grad, param_lowp, hp, grad_scale, skip);
+  // param, m and v are read and written, grad read, param_lowp written.
+  VIT_DISPATCH_BYTES(ctx, 2.0 * tensor_bytes(param, m, v) + tensor_bytes(grad, param_lowp), adamw_update, ctx, param,
+                     m, v, grad, param_lowp, hp, grad_scale, skip);
 }
 
 }  // namespace vit::kernels

@@ -9,11 +9,18 @@
 
 #include "core/context.h"
 #include "core/error.h"
+#include "core/tensor.h"
 #include "kernels/profile.h"
 
 namespace vit::kernels {
 [[noreturn]] inline void no_cuda(const char* op) {
   VIT_THROW("kernel ", op, " was asked to run on the GPU, but vit_hpc was built without CUDA");
+}
+// Bytes of tensors (undefined ones count 0), for VIT_DISPATCH_BYTES.
+inline double tensor_bytes() { return 0.0; }
+template <typename... Rest>
+double tensor_bytes(const Tensor& t, const Rest&... rest) {
+  return (t.defined() ? static_cast<double>(t.bytes()) : 0.0) + tensor_bytes(rest...);
 }
 }  // namespace vit::kernels
 
@@ -28,6 +35,24 @@ namespace vit::kernels {
 #define VIT_DISPATCH(ctx, fn, ...)                                                            \
   do {                                                                                        \
     const ::vit::kernels::ProfileScope vit_profile_scope_((ctx), #fn);                        \
+    (ctx).on_gpu() ? ::vit::kernels::no_cuda(#fn) : ::vit::kernels::cpu::fn(__VA_ARGS__);     \
+  } while (0)
+#endif
+
+// The same for an op bound by memory: `bytes` is what a call reads and
+// writes (profile.h), evaluated only while the profiler records.
+#ifdef VIT_WITH_CUDA
+#define VIT_DISPATCH_BYTES(ctx, bytes, fn, ...)                                                 \
+  do {                                                                                        \
+    const ::vit::kernels::ProfileScope vit_profile_scope_(                                    \
+        (ctx), #fn, ::vit::kernels::OpProfiler::instance().enabled() ? static_cast<double>(bytes) : 0.0); \
+    (ctx).on_gpu() ? ::vit::kernels::cuda::fn(__VA_ARGS__) : ::vit::kernels::cpu::fn(__VA_ARGS__); \
+  } while (0)
+#else
+#define VIT_DISPATCH_BYTES(ctx, bytes, fn, ...)                                                 \
+  do {                                                                                        \
+    const ::vit::kernels::ProfileScope vit_profile_scope_(                                    \
+        (ctx), #fn, ::vit::kernels::OpProfiler::instance().enabled() ? static_cast<double>(bytes) : 0.0); \
     (ctx).on_gpu() ? ::vit::kernels::no_cuda(#fn) : ::vit::kernels::cpu::fn(__VA_ARGS__);     \
   } while (0)
 #endif

@@ -33,21 +33,23 @@ VIT_DECLARE_KERNEL(void, select_cls_forward, const Context& ctx, Tensor out, con
 VIT_DECLARE_KERNEL(void, select_cls_backward, const Context& ctx, Tensor dx, const Tensor& dout)
 
 inline void patchify(const Context& ctx, Tensor patches, const Tensor& images, int patch_size) {
-  VIT_DISPATCH(ctx, patchify, ctx, patches, images, patch_size);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(patches, images), patchify, ctx, patches, images, patch_size);
 }
 inline void embed_tokens_forward(const Context& ctx, Tensor x, const Tensor& patch_emb, const Tensor& cls,
                                  const Tensor& pos) {
-  VIT_DISPATCH(ctx, embed_tokens_forward, ctx, x, patch_emb, cls, pos);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(x, patch_emb, cls, pos), embed_tokens_forward, ctx, x, patch_emb, cls, pos);
 }
 inline void embed_tokens_backward(const Context& ctx, Tensor dpatch_emb, Tensor dcls, Tensor dpos,
                                   const Tensor& dx, bool accumulate = true) {
-  VIT_DISPATCH(ctx, embed_tokens_backward, ctx, dpatch_emb, dcls, dpos, dx, accumulate);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dpatch_emb, dcls, dpos, dx), embed_tokens_backward, ctx, dpatch_emb, dcls, dpos,
+                     dx, accumulate);
 }
 inline void select_cls_forward(const Context& ctx, Tensor out, const Tensor& x) {
-  VIT_DISPATCH(ctx, select_cls_forward, ctx, out, x);
+  // Reads the B class-token rows of x (as many values as out).
+  VIT_DISPATCH_BYTES(ctx, 2.0 * tensor_bytes(out), select_cls_forward, ctx, out, x);
 }
 inline void select_cls_backward(const Context& ctx, Tensor dx, const Tensor& dout) {
-  VIT_DISPATCH(ctx, select_cls_backward, ctx, dx, dout);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dx, dout), select_cls_backward, ctx, dx, dout);
 }
 
 }  // namespace vit::kernels

@@ -31,15 +31,16 @@ VIT_DECLARE_KERNEL(void, gelu_backward_recompute, const Context& ctx, Tensor din
                    const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true)
 
 inline void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
-  VIT_DISPATCH(ctx, gelu_forward, ctx, out, inp);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(out, inp), gelu_forward, ctx, out, inp);
 }
 inline void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout,
                           Tensor dbias = Tensor(), bool accumulate = true) {
-  VIT_DISPATCH(ctx, gelu_backward, ctx, dinp, inp, dout, dbias, accumulate);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, inp, dout), gelu_backward, ctx, dinp, inp, dout, dbias, accumulate);
 }
 inline void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
                                     const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true) {
-  VIT_DISPATCH(ctx, gelu_backward_recompute, ctx, dinp, out, inp, dout, dbias, accumulate);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, out, inp, dout), gelu_backward_recompute, ctx, dinp, out, inp, dout,
+                     dbias, accumulate);
 }
 
 }  // namespace vit::kernels

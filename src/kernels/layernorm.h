@@ -31,17 +31,21 @@ VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Te
 
 inline void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
                               const Tensor& weight, const Tensor& bias, float eps) {
-  VIT_DISPATCH(ctx, layernorm_forward, ctx, out, mean, rstd, inp, weight, bias, eps);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(out, mean, rstd, inp, weight, bias), layernorm_forward, ctx, out, mean, rstd,
+                     inp, weight, bias, eps);
 }
 inline void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor mean, Tensor rstd,
                                        const Tensor& a, const Tensor& b, const Tensor& weight, const Tensor& bias,
                                        float eps) {
-  VIT_DISPATCH(ctx, residual_layernorm_forward, ctx, sum, out, mean, rstd, a, b, weight, bias, eps);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(sum, out, mean, rstd, a, b, weight, bias), residual_layernorm_forward, ctx, sum,
+                     out, mean, rstd, a, b, weight, bias, eps);
 }
 inline void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                                const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
                                bool accumulate = true) {
-  VIT_DISPATCH(ctx, layernorm_backward, ctx, dinp, dweight, dbias, dout, inp, weight, mean, rstd, accumulate);
+  // dinp is read and written (+=); the parameter gradients (C values) are left out.
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, dinp, dout, inp, weight, mean, rstd), layernorm_backward, ctx, dinp,
+                     dweight, dbias, dout, inp, weight, mean, rstd, accumulate);
 }
 
 }  // namespace vit::kernels

@@ -20,6 +20,7 @@ struct OpProfiler::Record {
   const char* name = nullptr;
   Device device = Device::CPU;
   void* stream = nullptr;
+  double bytes = 0.0;
   void* start = nullptr;  // GPU events (created once, reused)
   void* stop = nullptr;
   std::chrono::steady_clock::time_point t0, t1;  // CPU
@@ -45,13 +46,14 @@ void OpProfiler::enable(bool on) {
   depth_ = 0;
 }
 
-int OpProfiler::begin(const char* name, Device device, void* stream) {
+int OpProfiler::begin(const char* name, Device device, void* stream, double bytes) {
   if (depth_++ > 0) return -1;  // inside another op: counted there
   if (used_ == records_.size()) records_.push_back(new Record());
   Record& r = *records_[used_];
   r.name = name;
   r.device = device;
   r.stream = stream;
+  r.bytes = bytes;
   if (device == Device::CUDA) {
 #ifdef VIT_WITH_CUDA
     if (!r.start) r.start = profile_event_create();
@@ -93,6 +95,7 @@ std::vector<OpTime> OpProfiler::collect() {
     OpTime& t = sums[r.name];
     t.name = r.name;
     t.ms += ms;
+    t.bytes += r.bytes;
     ++t.calls;
   }
   used_ = 0;

@@ -5,6 +5,10 @@
 // ...). While the profiler is enabled, a scope records a timing event on the
 // op's stream before and after the call (the GPU's own clock: no host
 // synchronisation inside the step) or, on the CPU, reads the wall clock.
+// Ops that are bound by memory say how many bytes a call reads and writes
+// (VIT_DISPATCH_BYTES, dispatch.h): each operand once, one read and written
+// twice; small per-block partial sums of fused reductions left out. That is
+// the traffic the op cannot avoid, so bytes / time is its achieved rate.
 // Scopes nested inside another op's scope are not recorded, so each op's time
 // counts once. Communication records its own scopes (on the communication
 // stream). collect() is called after the host has synchronised with every
@@ -24,6 +28,7 @@ struct OpTime {
   std::string name;
   double ms = 0.0;     // total over the recorded calls
   int64_t calls = 0;
+  double bytes = 0.0;  // total the calls said they move (0: the op does not say)
 };
 
 class OpProfiler {
@@ -32,7 +37,7 @@ class OpProfiler {
   void enable(bool on);
   bool enabled() const { return enabled_; }
   // Returns a token for end(), or -1 when nothing is recorded.
-  int begin(const char* name, Device device, void* stream);
+  int begin(const char* name, Device device, void* stream, double bytes = 0.0);
   void end(int token);
   // Sums per name, largest first; clears the records (events are reused).
   std::vector<OpTime> collect();
@@ -49,9 +54,10 @@ class OpProfiler {
 
 class ProfileScope {
  public:
-  ProfileScope(Device device, void* stream, const char* name)
-      : token_(OpProfiler::instance().enabled() ? OpProfiler::instance().begin(name, device, stream) : -2) {}
-  ProfileScope(const Context& ctx, const char* name) : ProfileScope(ctx.device, ctx.stream, name) {}
+  ProfileScope(Device device, void* stream, const char* name, double bytes = 0.0)
+      : token_(OpProfiler::instance().enabled() ? OpProfiler::instance().begin(name, device, stream, bytes) : -2) {}
+  ProfileScope(const Context& ctx, const char* name, double bytes = 0.0)
+      : ProfileScope(ctx.device, ctx.stream, name, bytes) {}
   ~ProfileScope() {
     if (token_ != -2) OpProfiler::instance().end(token_);
   }

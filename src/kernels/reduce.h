@@ -31,12 +31,14 @@ VIT_DECLARE_KERNEL(void, grad_scale_from_norm, const Context& ctx, Tensor scale,
                    const Tensor& sumsq, float max_norm, float inv_loss_scale)
 VIT_DECLARE_KERNEL(void, scale_inplace, const Context& ctx, Tensor x, float s)
 
-inline void sum_squares(const Context& ctx, Tensor out, const Tensor& x) { VIT_DISPATCH(ctx, sum_squares, ctx, out, x); }
+inline void sum_squares(const Context& ctx, Tensor out, const Tensor& x) {
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(x), sum_squares, ctx, out, x);
+}
 inline void nonfinite_flag(const Context& ctx, Tensor flag, const Tensor& x) {
-  VIT_DISPATCH(ctx, nonfinite_flag, ctx, flag, x);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(x), nonfinite_flag, ctx, flag, x);
 }
 inline void sum_squares_flag(const Context& ctx, Tensor sumsq, Tensor flag, const Tensor& x, Tensor partial) {
-  VIT_DISPATCH(ctx, sum_squares_flag, ctx, sumsq, flag, x, partial);
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(x), sum_squares_flag, ctx, sumsq, flag, x, partial);
 }
 inline void grad_scale_from_norm(const Context& ctx, Tensor scale, Tensor norm_out, const Tensor& sumsq,
                                  float max_norm, float inv_loss_scale) {

@@ -248,7 +248,9 @@ void write_epoch_table(std::ostringstream& os, const Run& r) {
 }
 
 // benchmark.profile of one run: each op's time per step on rank 0 (GPU
-// events), its share, and the arithmetic rate of the ops with a FLOP count.
+// events), its share, the arithmetic rate of the ops with a FLOP count, the
+// memory rate of those that count their bytes, and either against its
+// measured ceiling (GEMM, device copy) where the run measured one.
 void write_profile(std::ostringstream& os, const Run& r) {
   const BenchmarkRecord& b = *r.benchmark;
   os << "\n### Profile: " << r.name << "\n\n";
@@ -259,17 +261,28 @@ void write_profile(std::ostringstream& os, const Run& r) {
       os << ", " << format_fixed(100.0 * b.model_tflops_per_gpu / b.matrix_ceiling_tflops, 1)
          << "% of the measured GEMM ceiling (" << format_fixed(b.matrix_ceiling_tflops, 0) << " TFLOP/s)";
     }
-    os << ".\n\n";
+    os << ".";
+    if (b.memory_ceiling_tbps > 0) {
+      os << " Memory ceiling: " << format_fixed(b.memory_ceiling_tbps, 2) << " TB/s (a device-to-device copy).";
+    }
+    os << "\n\n";
   }
-  Table table({"op", "ms per step", "share", "calls per step", "TFLOP/s"}, true);
+  Table table({"op", "ms per step", "share", "calls per step", "TFLOP/s", "TB/s", "of the ceiling"}, true);
   double total = 0;
   for (const ProfileRecord& p : b.profile) {
     total += p.ms_per_step;
+    std::string of_ceiling = "-";
+    if (p.tflops > 0 && b.matrix_ceiling_tflops > 0) {
+      of_ceiling = format_fixed(100.0 * p.tflops / b.matrix_ceiling_tflops, 1) + "%";
+    } else if (p.tbps > 0 && b.memory_ceiling_tbps > 0) {
+      of_ceiling = format_fixed(100.0 * p.tbps / b.memory_ceiling_tbps, 1) + "%";
+    }
     table.add({p.op, format_fixed(p.ms_per_step, 3), format_fixed(100.0 * p.share, 1) + "%",
-               format_fixed(p.calls_per_step, 0), p.tflops > 0 ? format_fixed(p.tflops, 1) : "-"});
+               format_fixed(p.calls_per_step, 0), p.tflops > 0 ? format_fixed(p.tflops, 1) : "-",
+               p.tbps > 0 ? format_fixed(p.tbps, 2) : "-", of_ceiling});
   }
-  table.add({"sum of ops", format_fixed(total, 3), "100.0%", "", ""});
-  table.add({"step, median", format_fixed(b.step_time_median * 1e3, 3), "", "", ""});
+  table.add({"sum of ops", format_fixed(total, 3), "100.0%", "", "", "", ""});
+  table.add({"step, median", format_fixed(b.step_time_median * 1e3, 3), "", "", "", "", ""});
   table.write(os);
 }
 

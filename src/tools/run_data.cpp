@@ -330,6 +330,7 @@ RankFile read_rank_file(const fs::path& path) {
       p.calls_per_step = get_number(j, "calls_per_step", at, ctx);
       p.share = get_number(j, "share", at, ctx);
       if (j.contains("tflops")) p.tflops = get_number(j, "tflops", at, ctx);
+      if (j.contains("tbps")) p.tbps = get_number(j, "tbps", at, ctx);
       rf.profile.push_back(p);
     } else if (type == "benchmark") {
       const char* ctx = "a \"benchmark\" line";
@@ -348,6 +349,7 @@ RankFile read_rank_file(const fs::path& path) {
       b.max_peak_mem = get_int(j, "peak_mem", at, ctx);
       if (j.contains("model_tflops_per_gpu")) b.model_tflops_per_gpu = get_number(j, "model_tflops_per_gpu", at, ctx);
       if (j.contains("matrix_ceiling_tflops")) b.matrix_ceiling_tflops = get_number(j, "matrix_ceiling_tflops", at, ctx);
+      if (j.contains("memory_ceiling_tbps")) b.memory_ceiling_tbps = get_number(j, "memory_ceiling_tbps", at, ctx);
       rf.benchmark = b;
       rf.benchmark_line = line_no;
     }

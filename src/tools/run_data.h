@@ -65,6 +65,7 @@ struct ProfileRecord {
   std::string op;
   double ms_per_step = 0, calls_per_step = 0, share = 0;
   double tflops = 0;  // 0 where the op has no FLOP count (memory-bound ops)
+  double tbps = 0;    // memory-bound ops that count their bytes: TB/s; 0 otherwise
 };
 
 struct BenchmarkRecord {
@@ -76,6 +77,7 @@ struct BenchmarkRecord {
   int64_t max_peak_mem = 0;     // bytes, largest peak_mem over all ranks
   double model_tflops_per_gpu = 0;   // 0 when the run did not record it
   double matrix_ceiling_tflops = 0;  // measured with benchmark.profile, else 0
+  double memory_ceiling_tbps = 0;    // a device copy's rate, measured with benchmark.profile (GPU), else 0
   std::vector<ProfileRecord> profile;  // rank 0's, largest first
 };
 

@@ -910,6 +910,28 @@ double measure_matrix_ceiling(const Context& ctx, DType dt) {
   return 2.0 * n * n * n / (times[0].ms / times[0].calls * 1e-3) / 1e12;
 }
 
+// The rate of a device-to-device copy of 256 MiB (mean of 5 after a
+// warm-up, timed by the profiler's events; each byte read and written): the
+// ceiling the memory-bound ops' TB/s are compared with.
+double measure_memory_ceiling(const Context& ctx) {
+  const size_t bytes = size_t(256) << 20;
+  Buffer a(bytes, ctx.device), b(bytes, ctx.device);
+  a.zero();
+  copy_bytes_async(b.data(), a.data(), bytes, ctx.stream);
+  synchronize_stream(ctx.stream);
+  auto& prof = kernels::OpProfiler::instance();
+  prof.enable(true);
+  for (int i = 0; i < 5; ++i) {
+    const kernels::ProfileScope timed(ctx, "device_copy", 2.0 * static_cast<double>(bytes));
+    copy_bytes_async(b.data(), a.data(), bytes, ctx.stream);
+  }
+  synchronize_stream(ctx.stream);
+  prof.enable(false);
+  const auto times = prof.collect();
+  VIT_CHECK(times.size() == 1 && times[0].calls == 5 && times[0].ms > 0, "memory ceiling: the profiler recorded no copy");
+  return times[0].bytes / (times[0].ms * 1e-3) / 1e12;
+}
+
 }  // namespace
 
 int benchmark(RunEnvironment& env) {
@@ -1012,7 +1034,7 @@ int benchmark(RunEnvironment& env) {
   // matrix ceiling.
   const int world = env.world().size;
   const double model_tflops = cfg.train_flops_per_image() * ips / world / 1e12;
-  double ceiling = 0.0;
+  double ceiling = 0.0, memory_ceiling = 0.0;
   std::vector<kernels::OpTime> ops;
   const int profiled = spec.benchmark.profile ? std::min(spec.benchmark.steps, 5) : 0;
   if (profiled > 0) {
@@ -1022,7 +1044,10 @@ int benchmark(RunEnvironment& env) {
     synchronize_stream(env.ctx().stream);
     prof.enable(false);
     ops = prof.collect();
-    if (dev == Device::CUDA) ceiling = measure_matrix_ceiling(env.ctx(), parse_dtype(spec.plugin.precision));
+    if (dev == Device::CUDA) {
+      ceiling = measure_matrix_ceiling(env.ctx(), parse_dtype(spec.plugin.precision));
+      memory_ceiling = measure_memory_ceiling(env.ctx());
+    }
     double total = 0.0;
     for (const auto& o : ops) total += o.ms;
     for (const auto& o : ops) {
@@ -1034,6 +1059,8 @@ int benchmark(RunEnvironment& env) {
                              {"share", total > 0 ? o.ms / total : 0.0}};
       const double flops = op_flops_per_image(cfg, o.name) * per_rank * dp / world;
       if (flops > 0 && ms > 0) line["tflops"] = flops / (ms * 1e-3) / 1e12;
+      // Memory-bound ops: the bytes they said they move (profile.h) per second.
+      if (flops == 0 && o.bytes > 0 && ms > 0) line["tbps"] = o.bytes / profiled / (ms * 1e-3) / 1e12;
       env.record(line);
     }
   }
@@ -1051,6 +1078,7 @@ int benchmark(RunEnvironment& env) {
               {"step_time_p90", pct(0.9)},
               {"model_tflops_per_gpu", model_tflops},
               {"matrix_ceiling_tflops", ceiling},
+              {"memory_ceiling_tbps", memory_ceiling},
               {"profiled_steps", profiled},
               {"peak_mem", peak}});
   if (env.is_rank0()) {
@@ -1076,9 +1104,14 @@ int benchmark(RunEnvironment& env) {
       for (const auto& o : ops) {
         const double ms = o.ms / profiled;
         const double flops = op_flops_per_image(cfg, o.name) * per_rank * dp / world;
+        std::string rate;
+        if (flops > 0 && ms > 0) {
+          rate = str_cat("  ", fmt("%8.2f", flops / (ms * 1e-3) / 1e9), " GFLOP/s");
+        } else if (o.bytes > 0 && ms > 0) {
+          rate = str_cat("  ", fmt("%8.2f", o.bytes / profiled / (ms * 1e-3) / 1e9), " GB/s");
+        }
         bar.line(str_cat("  ", o.name, std::string(o.name.size() < 28 ? 28 - o.name.size() : 1, ' '),
-                         fmt("%8.3f", ms), " ms  ", fmt("%5.1f", 100.0 * o.ms / total), "%",
-                         flops > 0 ? str_cat("  ", fmt("%8.2f", flops / (ms * 1e-3) / 1e9), " GFLOP/s") : ""));
+                         fmt("%8.3f", ms), " ms  ", fmt("%5.1f", 100.0 * o.ms / total), "%", rate));
       }
     }
   }

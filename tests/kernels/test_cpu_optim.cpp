@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
@@ -16,6 +18,9 @@
 #include "kernels/adamw.h"
 #include "kernels/cast.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/profile.h"
 #include "kernels/reduce.h"
 
 using namespace vit_test;
@@ -383,6 +388,38 @@ BOOST_AUTO_TEST_CASE(fill_every_dtype) {
   // 1.6 * 2^-4 -> exponent 11, mantissa round(0.6 * 1024) = 614 -> 0x2e66.
   BOOST_TEST(b == std::vector<uint16_t>(9, 0x3dcd), boost::test_tools::per_element());
   BOOST_TEST(h == std::vector<uint16_t>(9, 0x2e66), boost::test_tools::per_element());
+}
+
+// benchmark.profile's memory rates: the memory-bound ops tell the profiler
+// the bytes a call reads and writes (each operand once, a read-and-written
+// one twice), on the CPU as on the GPU.
+BOOST_AUTO_TEST_CASE(profiled_ops_count_the_bytes_they_move) {
+  Rng rng(41);
+  const int64_t n = 1000;
+  Arr p = randn({n}, rng), m({n}), v({n}, 0.01f), g = randn({n}, rng), sumsq({1}), flag({1});
+  std::vector<uint16_t> low(n, 0);
+  const Tensor low_bf16(low.data(), DType::BF16, Device::CPU, {n});
+  Arr x = randn({10, 24}, rng), y({10, 24});
+  Arr dinp({6, 8}), dout = randn({6, 8}, rng), inp = randn({6, 8}, rng), w({8}, 1.0f), dw({8}), db({8}),
+      mean({6}), rstd({6}, 1.0f);
+  auto& prof = vit::kernels::OpProfiler::instance();
+  prof.enable(true);
+  vit::kernels::adamw_update(cpu_ctx(), p.t, m.t, v.t, g, low_bf16, vit::kernels::AdamWHyper{}, Tensor(), Tensor());
+  vit::kernels::gelu_forward(cpu_ctx(), y.t, x.t);
+  vit::kernels::gelu_forward(cpu_ctx(), y.t, x.t);
+  vit::kernels::layernorm_backward(cpu_ctx(), dinp.t, dw.t, db.t, dout.t, inp.t, w.t, mean.t, rstd.t);
+  vit::kernels::sum_squares_flag(cpu_ctx(), sumsq.t, flag.t, g, Tensor());
+  prof.enable(false);
+  std::map<std::string, vit::kernels::OpTime> got;
+  for (const auto& t : prof.collect()) got[t.name] = t;
+  BOOST_TEST_REQUIRE(got.size() == 4u);
+  // param, m, v read and written (3 x 2 x 4000), grad read (4000), the bf16 copy written (2000).
+  BOOST_TEST(got["adamw_update"].bytes == 30000.0);
+  BOOST_TEST(got["gelu_forward"].calls == 2);
+  BOOST_TEST(got["gelu_forward"].bytes == 2 * 2 * 960.0);  // two calls of 240 values in and out
+  // dinp += (read and written), dout, inp (192 bytes each), weight (32), mean and rstd (24 each).
+  BOOST_TEST(got["layernorm_backward"].bytes == 4 * 192.0 + 32 + 2 * 24);
+  BOOST_TEST(got["sum_squares_flag"].bytes == 4000.0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

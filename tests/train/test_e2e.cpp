@@ -255,8 +255,8 @@ BOOST_AUTO_TEST_CASE(benchmark_figures_agree_with_the_recorded_step_times) {
 
 BOOST_AUTO_TEST_CASE(benchmark_profile_accounts_for_every_op) {
   // benchmark.profile: each op's time in 2 more steps, shares summing to 1,
-  // the dense layers' rate computed from their FLOPs and time, the
-  // gradient reduction timed on its own. The model FLOP/s of the summary is
+  // the dense layers' rate computed from their FLOPs and time, GELU's from
+  // the bytes it moves, the gradient reduction timed on its own. The model FLOP/s of the summary is
   // the model's FLOPs per image times the throughput per rank.
   BOOST_TEST_REQUIRE(vit_hpc(2, "bench_profile",
                              "--set benchmark.enabled=true --set benchmark.warmup_steps=1 --set benchmark.steps=2 "
@@ -280,6 +280,15 @@ BOOST_AUTO_TEST_CASE(benchmark_profile_accounts_for_every_op) {
       const double T = 65, C = 128, F = 256, L = 4;
       const double flops = 4 * 2.0 * (L * T * (4 * C * C + 2 * C * F) + 64 * 192.0 * C + C * 3);
       BOOST_TEST(o["tflops"].get<double>() == flops / (matmul_ms * 1e-3) / 1e12, boost::test_tools::tolerance(1e-6));
+      BOOST_TEST(!o.contains("tbps"));  // a rate in FLOP/s, not bytes
+    }
+    if (o["op"] == "gelu_forward") {
+      // Memory-bound: the bytes of (B, T, F) in and out, fp32 on the CPU, once a block.
+      BOOST_TEST_REQUIRE(o.contains("tbps"));
+      BOOST_TEST(!o.contains("tflops"));
+      const double bytes = 4 * 2 * (4 * 65 * 256 * 4.0);
+      BOOST_TEST(o["tbps"].get<double>() == bytes / (o["ms_per_step"].get<double>() * 1e-3) / 1e12,
+                 boost::test_tools::tolerance(1e-6));
     }
   }
   BOOST_TEST(share == 1.0, boost::test_tools::tolerance(1e-9));

@@ -20,6 +20,7 @@
 // (column_sum.h: a kernel of its own, or one launch with the block's other
 // folds when they are deferred) adds the partials in block order into
 // dweight/dbias.
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/column_sum.h"
@@ -114,6 +115,80 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, float* __restrict_
       store_pack(y + c, r);
     } else {
       y[c] = from_f<T>((to_f(v.v[0]) - mean) * rstd * to_f(weight[c]) + to_f(bias[c]));
+    }
+  }
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// The same for rows whose lane share is at most kK packs (ViT-B/16: 3 in
+// 16 bits): the row is read once into registers and the three passes run on
+// them, so a warp waits for memory once instead of three times. The sums
+// run in the order above (the lane's packs ascending, then warp_sum), so the
+// outputs and statistics are the same bits.
+template <typename T, bool kAdd, int kK>
+__global__ void layernorm_forward_regs_kernel(T* __restrict__ out, float* __restrict__ mean_out,
+                                              float* __restrict__ rstd_out, T* __restrict__ sum_out,
+                                              const T* __restrict__ inp, const T* __restrict__ inp2,
+                                              const T* __restrict__ weight, const T* __restrict__ bias, int64_t M,
+                                              int C, float eps) {
+  constexpr int P = Pack<T>::N;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= M) return;
+  const T* x = inp + row * C;
+  const T* x2 = kAdd ? inp2 + row * C : nullptr;
+  Pack<T> v[kK];
+#pragma unroll
+  for (int k = 0; k < kK; ++k) {  // every load issued before any use
+    const int c = (k * 32 + lane) * P;
+    if (c < C) v[k] = load_pack(x + c);
+  }
+  if constexpr (kAdd) {
+#pragma unroll
+    for (int k = 0; k < kK; ++k) {
+      const int c = (k * 32 + lane) * P;
+      if (c < C) {
+        const Pack<T> u = load_pack(x2 + c);
+#pragma unroll
+        for (int j = 0; j < P; ++j) v[k].v[j] = from_f<T>(to_f(v[k].v[j]) + to_f(u.v[j]));
+        store_pack(sum_out + row * C + c, v[k]);
+      }
+    }
+  }
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kK; ++k) {
+    if ((k * 32 + lane) * P < C) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) s += to_f(v[k].v[j]);
+    }
+  }
+  const float mean = warp_sum(s) / C;
+  float q = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kK; ++k) {
+    if ((k * 32 + lane) * P < C) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const float d = to_f(v[k].v[j]) - mean;
+        q += d * d;
+      }
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(q) / C + eps);
+  T* y = out + row * C;
+#pragma unroll
+  for (int k = 0; k < kK; ++k) {
+    const int c = (k * 32 + lane) * P;
+    if (c < C) {
+      const Pack<T> w = load_pack(weight + c), b = load_pack(bias + c);
+      Pack<T> r;
+#pragma unroll
+      for (int j = 0; j < P; ++j) r.v[j] = from_f<T>((to_f(v[k].v[j]) - mean) * rstd * to_f(w.v[j]) + to_f(b.v[j]));
+      store_pack(y + c, r);
     }
   }
   if (lane == 0) {
@@ -435,7 +510,33 @@ void launch_layernorm_forward(const Context& ctx, const char* op, Tensor sum, Te
                      (!add || (aligned16(sum.data) && aligned16(inp2.data)));
     T* so = add ? sum.as<T>() : nullptr;
     const T* b2 = add ? inp2.as<T>() : nullptr;
-    if (vec && add) {
+    // Packs a lane holds of a row: up to 4 in registers (the row read once).
+    const int packs = (C + 32 * Pack<T>::N - 1) / (32 * Pack<T>::N);
+    auto regs = [&](auto add_c, auto k_c) {
+      layernorm_forward_regs_kernel<T, decltype(add_c)::value, decltype(k_c)::value><<<grid, kWarps * 32, 0, s>>>(
+          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
+    };
+    using K1 = std::integral_constant<int, 1>;
+    using K2 = std::integral_constant<int, 2>;
+    using K3 = std::integral_constant<int, 3>;
+    using K4 = std::integral_constant<int, 4>;
+    if (vec && packs <= 4 && std::getenv("VIT_LN_FWD_ROWS") == nullptr) {
+      if (add) {
+        switch (packs) {
+          case 1: regs(std::true_type{}, K1{}); break;
+          case 2: regs(std::true_type{}, K2{}); break;
+          case 3: regs(std::true_type{}, K3{}); break;
+          default: regs(std::true_type{}, K4{}); break;
+        }
+      } else {
+        switch (packs) {
+          case 1: regs(std::false_type{}, K1{}); break;
+          case 2: regs(std::false_type{}, K2{}); break;
+          case 3: regs(std::false_type{}, K3{}); break;
+          default: regs(std::false_type{}, K4{}); break;
+        }
+      }
+    } else if (vec && add) {
       layernorm_forward_kernel<T, true, true><<<grid, kWarps * 32, 0, s>>>(
           out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
     } else if (vec) {

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 
@@ -526,6 +527,44 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
     check_layernorm(15, 24, 1e-5f, dt);
     check_layernorm(7, 20, 1e-5f, dt);  // C not a multiple of the 16-byte pack: scalar path
     check_layernorm(9, 2048, 1e-5f, dt);  // too wide for the register-cached rows
+  }
+}
+
+// The forward with the row in registers (a lane's share of at most 4
+// packs) gives the bits of the kernel that reads the row three times
+// (VIT_LN_FWD_ROWS=1 forces that one): out, mean, rstd, and the residual
+// form's sum, for full and partial lane shares.
+BOOST_AUTO_TEST_CASE(layernorm_forward_rows_in_registers_give_the_same_bits) {
+  struct Shape { int64_t M, C; };
+  for (DType dt : kDtypes) {
+    for (const Shape sh : {Shape{32 * 197, 768}, Shape{65, 512}, Shape{33, 1024}, Shape{17, 200}, Shape{9, 64}}) {
+      const int64_t M = sh.M, C = sh.C;
+      const std::string tag = "M=" + std::to_string(M) + " C=" + std::to_string(C);
+      DevTensor a(dt, {M, C}), b(dt, {M, C}), w(dt, {C}), bias(dt, {C});
+      a.upload(random_values(a.numel(), -3.0f, 5.0f));
+      b.upload(random_values(b.numel()));
+      w.upload(random_values(C, 0.5f, 1.5f));
+      bias.upload(random_values(C));
+      std::vector<std::vector<float>> got[2];
+      for (int rows = 0; rows < 2; ++rows) {
+        if (rows) setenv("VIT_LN_FWD_ROWS", "1", 1);
+        DevTensor out(dt, {M, C}), mean(DType::F32, {M}), rstd(DType::F32, {M}), sum(dt, {M, C}), out2(dt, {M, C}),
+            mean2(DType::F32, {M}), rstd2(DType::F32, {M});
+        for (DevTensor* t : {&out, &mean, &rstd, &sum, &out2, &mean2, &rstd2}) t->poison();
+        K::layernorm_forward(gpu().context(), out.t, mean.t, rstd.t, a.t, w.t, bias.t, 1e-6f);
+        K::residual_layernorm_forward(gpu().context(), sum.t, out2.t, mean2.t, rstd2.t, a.t, b.t, w.t, bias.t, 1e-6f);
+        sync();
+        unsetenv("VIT_LN_FWD_ROWS");
+        got[rows] = {out.download(), mean.download(), rstd.download(), sum.download(), out2.download(),
+                     mean2.download(), rstd2.download()};
+        BOOST_CHECK_MESSAGE(out.slack_intact() && sum.slack_intact() && out2.slack_intact(),
+                            label("layernorm_fwd", dt, tag) << ": wrote past the end of an output");
+      }
+      for (size_t i = 0; i < got[0].size(); ++i) {
+        BOOST_CHECK_MESSAGE(got[0][i] == got[1][i], label("layernorm_fwd", dt, tag)
+                                                        << ": output " << i << " differs between the two kernels");
+      }
+    }
   }
 }
 

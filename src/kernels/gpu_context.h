@@ -66,8 +66,6 @@ class GpuRuntime {
   // candidates that give the first candidate's bits (matmul.cu). Off: the
   // heuristic's first answer, as before.
   void set_gemm_autotune(bool on);
-  // Bytes held by the workspaces and arenas (they grow on first use).
-  size_t workspace_bytes() const;
 
  private:
   std::unique_ptr<GpuHandles> handles_;
@@ -206,7 +204,6 @@ inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline FoldScope::FoldScope(const Context&) {}
 inline FoldScope::~FoldScope() noexcept(false) {}
 inline void FoldScope::flush() {}
-inline size_t GpuRuntime::workspace_bytes() const { return 0; }
 
 #endif
 

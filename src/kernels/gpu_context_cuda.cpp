@@ -127,10 +127,4 @@ std::string workspace_note(const GpuHandles& h) {
          mib(h.fold_arena.capacity()) + " MiB";
 }
 
-size_t GpuRuntime::workspace_bytes() const {
-  const GpuHandles& h = *handles_;
-  return h.gemm_workspace.capacity() + h.cudnn_workspace.capacity() + h.scratch.capacity() +
-         h.scratch_small.capacity() + h.attention_pad.capacity();
-}
-
 }  // namespace vit

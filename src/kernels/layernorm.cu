@@ -518,29 +518,23 @@ void launch_layernorm_forward(const Context& ctx, const char* op, Tensor sum, Te
     const T* b2 = add ? inp2.as<T>() : nullptr;
     // Packs a lane holds of a row: up to 4 in registers (the row read once).
     const int packs = (C + 32 * Pack<T>::N - 1) / (32 * Pack<T>::N);
-    auto regs = [&](auto add_c, auto k_c) {
-      layernorm_forward_regs_kernel<T, decltype(add_c)::value, decltype(k_c)::value><<<grid, kWarps * 32, 0, s>>>(
-          out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
+    auto regs = [&](auto add_c) {
+      auto launch = [&](auto k_c) {
+        layernorm_forward_regs_kernel<T, decltype(add_c)::value, decltype(k_c)::value><<<grid, kWarps * 32, 0, s>>>(
+            out.as<T>(), mean.f32(), rstd.f32(), so, inp.as<T>(), b2, weight.as<T>(), bias.as<T>(), M, C, eps);
+      };
+      switch (packs) {
+        case 1: launch(std::integral_constant<int, 1>{}); break;
+        case 2: launch(std::integral_constant<int, 2>{}); break;
+        case 3: launch(std::integral_constant<int, 3>{}); break;
+        default: launch(std::integral_constant<int, 4>{}); break;
+      }
     };
-    using K1 = std::integral_constant<int, 1>;
-    using K2 = std::integral_constant<int, 2>;
-    using K3 = std::integral_constant<int, 3>;
-    using K4 = std::integral_constant<int, 4>;
     if (vec && packs <= 4 && std::getenv("VIT_LN_FWD_ROWS") == nullptr) {
       if (add) {
-        switch (packs) {
-          case 1: regs(std::true_type{}, K1{}); break;
-          case 2: regs(std::true_type{}, K2{}); break;
-          case 3: regs(std::true_type{}, K3{}); break;
-          default: regs(std::true_type{}, K4{}); break;
-        }
+        regs(std::true_type{});
       } else {
-        switch (packs) {
-          case 1: regs(std::false_type{}, K1{}); break;
-          case 2: regs(std::false_type{}, K2{}); break;
-          case 3: regs(std::false_type{}, K3{}); break;
-          default: regs(std::false_type{}, K4{}); break;
-        }
+        regs(std::false_type{});
       }
     } else if (vec && add) {
       layernorm_forward_kernel<T, true, true><<<grid, kWarps * 32, 0, s>>>(

@@ -11,7 +11,16 @@
 // Not a ctest test; run by hand on
 // the GPU:
 //
-//   bench_gemm_algos [--batch 32] [--reps 20]
+//   bench_gemm_algos [--batch 32] [--reps 20] [--search 1]
+//
+// --search 1: beyond the heuristic's list, every configuration cuBLASLt
+// accepts for the forward, input-gradient and weight-gradient GEMMs (each
+// algorithm id of these types, each of its tiles and stage counts, cluster
+// shapes, CTA swizzling on and off, custom options; single pass, no split-K;
+// cublasLtMatmulAlgoCheck filters), screened with a short timing, the
+// fastest re-timed as above, and each compared bit for bit with the
+// heuristic's first answer (beta = 0, the same inputs): is a faster kernel
+// with the same bits to be had that the heuristic does not list?
 //
 // Timing: 2 warm-up calls, then `reps` back-to-back calls timed with CUDA
 // events, three times; the median trial / reps. Inputs are random bf16.
@@ -23,6 +32,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -81,15 +91,157 @@ struct Gemm {
   float beta;
 };
 
+
+struct SearchResult {
+  int checked = 0, ran = 0;
+  double same_ms = 1e30, any_ms = 1e30;
+  std::string same_cfg = "(none)", any_cfg = "(none)";
+};
+
+std::string search_config(const cublasLtMatmulAlgo_t& a) {
+  int id = 0, cluster = 0, custom = 0;
+  size_t w = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof(cluster), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom, sizeof(custom), &w);
+  return "(algo " + std::to_string(id) + " " + algo_config(a) + " cluster " + std::to_string(cluster) + " custom " +
+         std::to_string(custom) + ")";
+}
+
+// Every single-pass configuration cublasLtMatmulAlgoCheck accepts for the
+// call (beta = 0), screened by 1 + 5 calls, the 8 fastest re-timed by
+// `median` and compared bit for bit with `first`'s output.
+template <typename Median>
+SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMatmulDesc_t desc,
+                            cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                            const void* A, const void* B, void* D, size_t d_bytes, void* ws, size_t ws_bytes,
+                            const cublasLtMatmulAlgo_t& first, const Median& median) {
+  SearchResult r;
+  const float alpha = 1.0f, beta = 0.0f;
+  auto launch = [&](const cublasLtMatmulAlgo_t& a) {
+    return cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, lc, D, lc, &a, ws, ws_bytes, stream);
+  };
+  std::vector<unsigned char> ref(d_bytes), out(d_bytes);
+  check_lt(launch(first), "search: first");
+  check_cuda(cudaMemcpyAsync(ref.data(), D, d_bytes, cudaMemcpyDeviceToHost, stream), "copy");
+  check_cuda(cudaStreamSynchronize(stream), "sync");
+  cublasDataType_t types[4];
+  size_t w = 0;
+  int32_t a_type = 0, c_type = 0;
+  check_lt(cublasLtMatrixLayoutGetAttribute(la, CUBLASLT_MATRIX_LAYOUT_TYPE, &a_type, sizeof(a_type), &w), "type");
+  check_lt(cublasLtMatrixLayoutGetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_TYPE, &c_type, sizeof(c_type), &w), "type");
+  types[0] = types[1] = static_cast<cublasDataType_t>(a_type);
+  types[2] = types[3] = static_cast<cublasDataType_t>(c_type);
+  int ids[256];
+  int n_ids = 0;
+  check_lt(cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, types[0], types[1], types[2], types[3], 256,
+                                    ids, &n_ids),
+           "algo ids");
+  cudaEvent_t e0, e1;
+  check_cuda(cudaEventCreate(&e0), "event");
+  check_cuda(cudaEventCreate(&e1), "event");
+  std::vector<std::pair<float, cublasLtMatmulAlgo_t>> screened;
+  const int clusters[] = {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
+                          CUBLASLT_CLUSTER_SHAPE_1x2x1, CUBLASLT_CLUSTER_SHAPE_2x2x1, CUBLASLT_CLUSTER_SHAPE_4x1x1,
+                          CUBLASLT_CLUSTER_SHAPE_1x4x1};
+  for (int ii = 0; ii < n_ids; ++ii) {
+    cublasLtMatmulAlgo_t base;
+    if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, types[0], types[1], types[2], types[3], ids[ii],
+                               &base) != CUBLAS_STATUS_SUCCESS) {
+      continue;
+    }
+    auto cap_list = [&](cublasLtMatmulAlgoCapAttributes_t attr) {
+      size_t bytes = 0;
+      std::vector<uint32_t> v;
+      if (cublasLtMatmulAlgoCapGetAttribute(&base, attr, nullptr, 0, &bytes) != CUBLAS_STATUS_SUCCESS || bytes == 0) {
+        return std::vector<uint32_t>{0};
+      }
+      v.resize(bytes / sizeof(uint32_t));
+      if (cublasLtMatmulAlgoCapGetAttribute(&base, attr, v.data(), bytes, &bytes) != CUBLAS_STATUS_SUCCESS) return std::vector<uint32_t>{0};
+      return v;
+    };
+    const std::vector<uint32_t> tiles = cap_list(CUBLASLT_ALGO_CAP_TILE_IDS), stages = cap_list(CUBLASLT_ALGO_CAP_STAGES_IDS);
+    int32_t swz_ok = 0, custom_max = 0;
+    cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT, &swz_ok, sizeof(swz_ok), &w);
+    cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &custom_max, sizeof(custom_max), &w);
+    custom_max = std::min(custom_max, 3);
+    for (uint32_t tile : tiles) {
+      for (uint32_t st : stages) {
+        for (int cl : clusters) {
+          for (uint32_t swz = 0; swz <= (swz_ok ? 1u : 0u); ++swz) {
+            for (int32_t cu = 0; cu <= custom_max; ++cu) {
+              cublasLtMatmulAlgo_t a = base;
+              const int32_t one = 1;
+              const uint32_t cl32 = static_cast<uint32_t>(cl);
+              if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) ||
+                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &st, sizeof(st)) ||
+                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof(one)) ||
+                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof(swz)) ||
+                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &cu, sizeof(cu))) {
+                continue;
+              }
+              // Older algorithms take no cluster shape: leave it unset there.
+              if (cl != CUBLASLT_CLUSTER_SHAPE_AUTO &&
+                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl32, sizeof(cl32))) {
+                continue;
+              }
+              ++r.checked;
+              cublasLtMatmulHeuristicResult_t chk{};
+              if (cublasLtMatmulAlgoCheck(lt, desc, la, lb, lc, lc, &a, &chk) != CUBLAS_STATUS_SUCCESS) continue;
+              if (chk.workspaceSize > ws_bytes) continue;
+              if (launch(a) != CUBLAS_STATUS_SUCCESS) {
+                (void)cudaGetLastError();
+                continue;
+              }
+              check_cuda(cudaEventRecord(e0, stream), "event");
+              bool ok = true;
+              for (int rep = 0; rep < 5 && ok; ++rep) ok = launch(a) == CUBLAS_STATUS_SUCCESS;
+              check_cuda(cudaEventRecord(e1, stream), "event");
+              check_cuda(cudaEventSynchronize(e1), "sync");
+              if (!ok) continue;
+              float ms = 0;
+              check_cuda(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+              ++r.ran;
+              screened.emplace_back(ms / 5, a);
+            }
+          }
+        }
+      }
+    }
+  }
+  std::sort(screened.begin(), screened.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (size_t i = 0; i < screened.size() && i < 8; ++i) {
+    const cublasLtMatmulAlgo_t& a = screened[i].second;
+    check_lt(launch(a), "search: rerun");
+    check_cuda(cudaMemcpyAsync(out.data(), D, d_bytes, cudaMemcpyDeviceToHost, stream), "copy");
+    check_cuda(cudaStreamSynchronize(stream), "sync");
+    const bool same = std::memcmp(out.data(), ref.data(), d_bytes) == 0;
+    const double ms = median([&] { return launch(a); });
+    if (ms < r.any_ms) {
+      r.any_ms = ms;
+      r.any_cfg = search_config(a) + (same ? " same bits" : " other bits");
+    }
+    if (same && ms < r.same_ms) {
+      r.same_ms = ms;
+      r.same_cfg = search_config(a);
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t B = 32;
   int reps = 20;
+  bool search = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (k == "--search") search = std::atoi(argv[i + 1]) != 0;
   }
   try {
     cudaDeviceProp prop{};
@@ -132,6 +284,7 @@ int main(int argc, char** argv) {
     };
     const Lin lins[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc1", 3072, 768, 12}, {"fc2", 768, 3072, 12}};
     double total_first = 0, total_best = 0, total_split = 0, total_dw_only = 0;
+    double search_list = 0, search_same = 0, search_any = 0;  // --search: fwd + dinp + dW only, per step
     std::printf("%-14s %6s %6s %6s | %9s %9s %6s | %s -> %s\n", "gemm", "m", "n", "k", "first ms", "best ms", "gain",
                 "first", "best");
     for (const Lin& l : lins) {
@@ -251,6 +404,23 @@ int main(int argc, char** argv) {
             total_dw_only += best * l.count;
           }
         }
+        if (search && g.epilogue != CUBLASLT_EPILOGUE_BGRADB && first > 0 && best_i >= 0) {
+          const SearchResult sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
+                                                 res[0].algo, median_ms);
+          const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
+          std::printf("%-14s search: %d configurations checked, %d ran; fastest with the first's bits %.4f ms (%.0f "
+                      "TFLOP/s, %+.1f%% against the list's best) %s; fastest of any bits %.4f ms %s\n",
+                      g.name.c_str(), sr.checked, sr.ran, sr.same_ms, tflop / (sr.same_ms * 1e-3),
+                      100.0 * (sr.same_ms - best) / best, sr.same_cfg.c_str(), sr.any_ms, sr.any_cfg.c_str());
+          std::fflush(stdout);
+          const bool step_gemm = g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos ||
+                                 g.name.find("dW only") != std::string::npos;
+          if (step_gemm) {
+            search_list += best * l.count;
+            search_same += std::min(best, sr.same_ms) * l.count;
+            search_any += std::min(best, sr.any_ms) * l.count;
+          }
+        }
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(la);
         cublasLtMatrixLayoutDestroy(lb);
@@ -265,6 +435,12 @@ int main(int argc, char** argv) {
     std::printf("weight gradients without the bias-gradient epilogue (fastest of the list): %.3f ms per step, "
                 "before any column sums for the bias gradients\n",
                 total_dw_only);
+    if (search) {
+      std::printf("search, per step (fwd + dinp + dW without epilogue, 12 blocks): the list's fastest %.3f ms, with "
+                  "searched configurations of the same bits %.3f ms (%.1f%% less), of any bits %.3f ms (%.1f%% less)\n",
+                  search_list, search_same, 100.0 * (search_list - search_same) / search_list, search_any,
+                  100.0 * (search_list - search_any) / search_list);
+    }
     cublasLtDestroy(lt);
     return 0;
   } catch (const std::exception& e) {

@@ -115,7 +115,8 @@ template <typename Median>
 SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMatmulDesc_t desc,
                             cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
                             const void* A, const void* B, void* D, size_t d_bytes, void* ws, size_t ws_bytes,
-                            const cublasLtMatmulAlgo_t& first, const Median& median) {
+                            const cublasLtMatmulAlgo_t& first, const std::vector<cublasLtMatmulAlgo_t>& heuristic,
+                            const Median& median) {
   SearchResult r;
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& a) {
@@ -132,24 +133,33 @@ SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMa
   check_lt(cublasLtMatrixLayoutGetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_TYPE, &c_type, sizeof(c_type), &w), "type");
   types[0] = types[1] = static_cast<cublasDataType_t>(a_type);
   types[2] = types[3] = static_cast<cublasDataType_t>(c_type);
+  // The bases: the heuristic's own answers (they carry the algorithm id,
+  // inner shape and options the Hopper kernels need; initialising an id from
+  // cublasLtMatmulAlgoGetIds gave only configurations of an older algorithm
+  // on the H200), then every id the library lists for these types.
+  std::vector<cublasLtMatmulAlgo_t> bases(heuristic.begin(), heuristic.end());
   int ids[256];
   int n_ids = 0;
   check_lt(cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, types[0], types[1], types[2], types[3], 256,
                                     ids, &n_ids),
            "algo ids");
+  for (int ii = 0; ii < n_ids; ++ii) {
+    cublasLtMatmulAlgo_t a;
+    if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, types[0], types[1], types[2], types[3], ids[ii],
+                               &a) == CUBLAS_STATUS_SUCCESS) {
+      bases.push_back(a);
+    }
+  }
   cudaEvent_t e0, e1;
   check_cuda(cudaEventCreate(&e0), "event");
   check_cuda(cudaEventCreate(&e1), "event");
   std::vector<std::pair<float, cublasLtMatmulAlgo_t>> screened;
-  const int clusters[] = {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
+  const int clusters[] = {-1, CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
                           CUBLASLT_CLUSTER_SHAPE_1x2x1, CUBLASLT_CLUSTER_SHAPE_2x2x1, CUBLASLT_CLUSTER_SHAPE_4x1x1,
                           CUBLASLT_CLUSTER_SHAPE_1x4x1};
-  for (int ii = 0; ii < n_ids; ++ii) {
-    cublasLtMatmulAlgo_t base;
-    if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, types[0], types[1], types[2], types[3], ids[ii],
-                               &base) != CUBLAS_STATUS_SUCCESS) {
-      continue;
-    }
+  for (size_t bi = 0; bi < bases.size(); ++bi) {
+    const cublasLtMatmulAlgo_t base = bases[bi];
+    const bool from_heuristic = bi < heuristic.size();
     auto cap_list = [&](cublasLtMatmulAlgoCapAttributes_t attr) {
       size_t bytes = 0;
       std::vector<uint32_t> v;
@@ -160,30 +170,44 @@ SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMa
       if (cublasLtMatmulAlgoCapGetAttribute(&base, attr, v.data(), bytes, &bytes) != CUBLAS_STATUS_SUCCESS) return std::vector<uint32_t>{0};
       return v;
     };
-    const std::vector<uint32_t> tiles = cap_list(CUBLASLT_ALGO_CAP_TILE_IDS), stages = cap_list(CUBLASLT_ALGO_CAP_STAGES_IDS);
+    // kKeep: leave the base's own setting (the heuristic's answers keep
+    // their stages and custom option and add every tile, cluster shape and
+    // swizzle; ids from GetIds get every combination).
+    constexpr uint32_t kKeep = 0xffffffffu;
+    std::vector<uint32_t> tiles = cap_list(CUBLASLT_ALGO_CAP_TILE_IDS), stages = cap_list(CUBLASLT_ALGO_CAP_STAGES_IDS);
     int32_t swz_ok = 0, custom_max = 0;
     cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT, &swz_ok, sizeof(swz_ok), &w);
     cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &custom_max, sizeof(custom_max), &w);
-    custom_max = std::min(custom_max, 3);
+    std::vector<uint32_t> swzs{0}, customs;
+    if (swz_ok) swzs.push_back(1);
+    for (int32_t cu = 0; cu <= std::min(custom_max, 3); ++cu) customs.push_back(static_cast<uint32_t>(cu));
+    if (from_heuristic) {
+      tiles.insert(tiles.begin(), kKeep);
+      stages = {kKeep};
+      swzs.insert(swzs.begin(), kKeep);
+      customs = {kKeep};
+    }
     for (uint32_t tile : tiles) {
       for (uint32_t st : stages) {
         for (int cl : clusters) {
-          for (uint32_t swz = 0; swz <= (swz_ok ? 1u : 0u); ++swz) {
-            for (int32_t cu = 0; cu <= custom_max; ++cu) {
+          for (uint32_t swz : swzs) {
+            for (uint32_t cu : customs) {
               cublasLtMatmulAlgo_t a = base;
               const int32_t one = 1;
               const uint32_t cl32 = static_cast<uint32_t>(cl);
-              if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) ||
-                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &st, sizeof(st)) ||
+              auto set = [&](cublasLtMatmulAlgoConfigAttributes_t attr, const uint32_t& v) {
+                return v == kKeep || cublasLtMatmulAlgoConfigSetAttribute(&a, attr, &v, sizeof(v)) == CUBLAS_STATUS_SUCCESS;
+              };
+              if (!set(CUBLASLT_ALGO_CONFIG_TILE_ID, tile) || !set(CUBLASLT_ALGO_CONFIG_STAGES_ID, st) ||
                   cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof(one)) ||
-                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof(swz)) ||
-                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &cu, sizeof(cu))) {
+                  !set(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, swz) || !set(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, cu)) {
                 continue;
               }
-              // Older algorithms take no cluster shape: leave it unset there.
-              if (cl != CUBLASLT_CLUSTER_SHAPE_AUTO &&
-                  cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl32, sizeof(cl32))) {
-                continue;
+              // -1: the cluster shape left as the base has it.
+              if (cl >= 0 && !set(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, cl32)) continue;
+              if (from_heuristic) {  // single pass only: no reduction scheme either
+                const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+                if (!set(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, none)) continue;
               }
               ++r.checked;
               cublasLtMatmulHeuristicResult_t chk{};
@@ -405,8 +429,10 @@ int main(int argc, char** argv) {
           }
         }
         if (search && g.epilogue != CUBLASLT_EPILOGUE_BGRADB && first > 0 && best_i >= 0) {
+          std::vector<cublasLtMatmulAlgo_t> heuristic_algos;
+          for (int i = 0; i < found; ++i) heuristic_algos.push_back(res[i].algo);
           const SearchResult sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
-                                                 res[0].algo, median_ms);
+                                                 res[0].algo, heuristic_algos, median_ms);
           const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
           std::printf("%-14s search: %d configurations checked, %d ran; fastest with the first's bits %.4f ms (%.0f "
                       "TFLOP/s, %+.1f%% against the list's best) %s; fastest of any bits %.4f ms %s\n",

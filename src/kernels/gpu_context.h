@@ -138,6 +138,9 @@ struct GpuHandles {
   // those that kept another candidate than the heuristic's first, and
   // candidates left out because their output had other bits.
   int64_t gemm_tuned = 0, gemm_tuned_other = 0, gemm_candidates_other_bits = 0;
+  // Configurations of the heuristic's first algorithm (other tiles and custom
+  // options) screened beyond its list, and plans that kept one of them.
+  int64_t gemm_variants_screened = 0, gemm_tuned_variant = 0;
 
   // cuBLASLt and cuBLAS share one workspace: both run on `stream`, one after
   // the other. cuBLASLt's heuristic may pick algorithms that need up to

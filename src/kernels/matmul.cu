@@ -47,6 +47,16 @@
 // bits in every run measured (ViT-B/16 bf16 and fp32, and the GPU test
 // suites), and ranks that pick different candidates still agree. The weight
 // gradients (beta = 1 when they accumulate) keep the first answer.
+//
+// Beyond the heuristic's list (at most 8 answers for these shapes), the first
+// answer's algorithm in its other single-pass configurations (every tile it
+// offers, every custom option; its stages, cluster shape and swizzling kept;
+// cublasLtMatmulAlgoCheck filters, and none may need more workspace than the
+// list's answers) is screened with two timed calls each, and the 8 fastest
+// join the list for the timed, hashed comparison above. bench_gemm_algos
+// --search found such configurations 1.4% (batch 32) and 1.1% (batch 256) of
+// the step's GEMM time faster than the list's best, with the first's bits.
+// VIT_GEMM_TUNE_WIDE=0 in the environment keeps to the list (A/B runs).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -89,6 +99,9 @@ struct LtPlan {
   // call tunes (then cleared).
   std::vector<cublasLtMatmulAlgo_t> candidates;
   std::vector<size_t> candidate_workspace;
+  // Other configurations of the first answer's algorithm, screened first.
+  std::vector<cublasLtMatmulAlgo_t> variants;
+  std::vector<size_t> variant_workspace;
   bool tuned = false;
 };
 struct MatmulPlanCache {
@@ -106,8 +119,10 @@ void blas_workspace(GpuHandles& h, cudaStream_t stream) {
 std::string gemm_tuning_note(const GpuHandles& h) {
   if (h.gemm_tuned == 0) return "";
   return "GEMM tuning: " + std::to_string(h.gemm_tuned) + " cuBLASLt plans tuned, " +
-         std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first, " +
-         std::to_string(h.gemm_candidates_other_bits) + " candidates left out for other output bits";
+         std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first (" +
+         std::to_string(h.gemm_tuned_variant) + " a configuration beyond its list; " +
+         std::to_string(h.gemm_variants_screened) + " screened), " + std::to_string(h.gemm_candidates_other_bits) +
+         " candidates left out for other output bits";
 }
 
 void destroy_matmul_plans(MatmulPlanCache* cache) {
@@ -236,6 +251,60 @@ uint64_t hash_output(GpuHandles& h, cudaStream_t stream, const void* D, size_t b
   return host;
 }
 
+bool wide_tuning() {
+  const char* e = std::getenv("VIT_GEMM_TUNE_WIDE");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
+// The other single-pass configurations of the heuristic's first answer (see
+// the top of this file): each tile the algorithm offers with each custom
+// option, its stages, cluster shape and swizzling kept, that
+// cublasLtMatmulAlgoCheck accepts with at most ws_cap bytes of workspace and
+// that is not one of the heuristic's answers.
+void add_variants(GpuHandles& h, LtPlan& p, int found, const cublasLtMatmulHeuristicResult_t* results, size_t ws_cap) {
+  const cublasLtMatmulAlgo_t& base = results[0].algo;
+  size_t bytes = 0;
+  if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, nullptr, 0, &bytes) !=
+          CUBLAS_STATUS_SUCCESS ||
+      bytes == 0) {
+    return;
+  }
+  std::vector<uint32_t> tiles(bytes / sizeof(uint32_t));
+  if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, tiles.data(), bytes, &bytes) !=
+      CUBLAS_STATUS_SUCCESS) {
+    return;
+  }
+  int32_t custom_max = 0;
+  if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &custom_max, sizeof(custom_max),
+                                        &bytes) != CUBLAS_STATUS_SUCCESS) {
+    custom_max = 0;
+  }
+  custom_max = std::min(custom_max, 15);
+  for (uint32_t tile : tiles) {
+    for (int32_t custom = 0; custom <= custom_max; ++custom) {
+      cublasLtMatmulAlgo_t a = base;
+      const int32_t one = 1;
+      const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+      if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom, sizeof(custom)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof(one)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof(none))) {
+        continue;
+      }
+      bool listed = false;
+      for (int i = 0; i < found && !listed; ++i) listed = std::memcmp(&a, &results[i].algo, sizeof(a)) == 0;
+      if (listed || !single_pass(a)) continue;
+      cublasLtMatmulHeuristicResult_t chk{};
+      if (cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
+          chk.state != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws_cap) {
+        continue;
+      }
+      p.variants.push_back(a);
+      p.variant_workspace.push_back(chk.workspaceSize);
+    }
+  }
+}
+
 // The first call of a tunable plan (see the top of this file): keeps the
 // fastest candidate whose output has the first answer's bits. Leaves the
 // output written (by the last candidate run, all of them bit-identical to
@@ -248,16 +317,51 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
   all.insert(all.end(), p.candidates.begin(), p.candidates.end());
   std::vector<size_t> all_ws{p.workspace};
   all_ws.insert(all_ws.end(), p.candidate_workspace.begin(), p.candidate_workspace.end());
+  const size_t listed = all.size();
   // Every candidate runs with the workspace it asked for (the arena grows to
-  // the largest, once, before the first launch).
+  // the largest, once, before the first launch; variants ask for no more).
   void* ws = h.gemm_workspace.get(*std::max_element(all_ws.begin(), all_ws.end()), stream);
-  auto launch = [&](size_t i) {
-    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.c_in(), p.c, c.D, p.c, &all[i], ws,
-                          all_ws[i], stream);
+  auto run = [&](const cublasLtMatmulAlgo_t& a, size_t a_ws) {
+    return cublasLtMatmul(h.lt, p.desc, &alpha, c.A, p.a, c.B, p.b, &c.beta, c.c_in(), p.c, c.D, p.c, &a, ws, a_ws,
+                          stream);
   };
+  auto launch = [&](size_t i) { return run(all[i], all_ws[i]); };
   cudaEvent_t t0 = nullptr, t1 = nullptr;
   VIT_CUDA_CHECK(cudaEventCreate(&t0));
   VIT_CUDA_CHECK(cudaEventCreate(&t1));
+  if (!p.variants.empty()) {
+    // Screening: one warm-up and two timed calls of each variant, events
+    // recorded back to back and read after one synchronisation; the 8
+    // fastest that ran join the list.
+    constexpr int kScreened = 2;
+    constexpr size_t kKeep = 8;
+    const size_t nv = p.variants.size();
+    std::vector<cudaEvent_t> ev(2 * nv, nullptr);
+    std::vector<char> ran(nv, 0);
+    for (cudaEvent_t& e : ev) VIT_CUDA_CHECK(cudaEventCreate(&e));
+    for (size_t i = 0; i < nv; ++i) {
+      bool ok = run(p.variants[i], p.variant_workspace[i]) == CUBLAS_STATUS_SUCCESS;
+      VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i], stream));
+      for (int r = 0; r < kScreened && ok; ++r) ok = run(p.variants[i], p.variant_workspace[i]) == CUBLAS_STATUS_SUCCESS;
+      VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1], stream));
+      if (!ok) (void)cudaGetLastError();  // a variant the library refuses at launch is left out
+      ran[i] = ok ? 1 : 0;
+    }
+    VIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::vector<std::pair<float, size_t>> times;
+    for (size_t i = 0; i < nv; ++i) {
+      float ms = 0.0f;
+      VIT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
+      if (ran[i]) times.emplace_back(ms, i);
+    }
+    for (cudaEvent_t e : ev) cudaEventDestroy(e);
+    std::sort(times.begin(), times.end());
+    for (size_t j = 0; j < times.size() && j < kKeep; ++j) {
+      all.push_back(p.variants[times[j].second]);
+      all_ws.push_back(p.variant_workspace[times[j].second]);
+    }
+    h.gemm_variants_screened += static_cast<int64_t>(nv);
+  }
   uint64_t reference = 0;
   float best_ms = 0.0f, first_ms = 0.0f;
   int best = 0, identical = 0, other_bits = 0;
@@ -302,18 +406,21 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
       return std::to_string(id) + "/" + std::to_string(tile);
     };
     std::fprintf(stderr,
-                 "vit: cuBLASLt tuning %lldx%lldx%lld: %zu single-pass candidates, %d with the first's bits; first "
-                 "(algo/tile %s) %.4f ms, kept #%d (%s) %.4f ms\n",
-                 (long long)c.m, (long long)c.n, (long long)c.k, all.size(), identical, id_tile(all[0]).c_str(),
+                 "vit: cuBLASLt tuning %lldx%lldx%lld: %zu single-pass candidates (%zu listed), %d with the first's "
+                 "bits; first (algo/tile %s) %.4f ms, kept #%d (%s) %.4f ms\n",
+                 (long long)c.m, (long long)c.n, (long long)c.k, all.size(), listed, identical, id_tile(all[0]).c_str(),
                  first_ms / kTimed, best, id_tile(all[static_cast<size_t>(best)]).c_str(), best_ms / kTimed);
   }
   p.algo = all[static_cast<size_t>(best)];
   p.workspace = all_ws[static_cast<size_t>(best)];
   p.candidates.clear();
   p.candidate_workspace.clear();
+  p.variants.clear();
+  p.variant_workspace.clear();
   p.tuned = true;
   ++h.gemm_tuned;
   if (best != 0) ++h.gemm_tuned_other;
+  if (static_cast<size_t>(best) >= listed) ++h.gemm_tuned_variant;
   h.gemm_candidates_other_bits += other_bits;
 }
 
@@ -399,7 +506,12 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
             }
           }
         }
-        p.tuned = p.candidates.empty();
+        if (tunable && single_pass(results[0].algo) && wide_tuning()) {
+          size_t ws_cap = p.workspace;
+          for (size_t w : p.candidate_workspace) ws_cap = std::max(ws_cap, w);
+          add_variants(h, p, found, results, ws_cap);
+        }
+        p.tuned = p.candidates.empty() && p.variants.empty();
       } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED &&
                  st != CUBLAS_STATUS_INVALID_VALUE) {
         VIT_CUBLAS_CHECK(st);

@@ -255,7 +255,8 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   // one that takes the heuristic's first answer: the ViT-B/16 GEMMs at
   // batch 32 (forward with bias, fc1 with GELU, proj and fc2 with the residual
   // added, input gradients) in bf16 and fp32, and the layers' weight
-  // gradients (never tuned). It must have tuned.
+  // gradients (assigned: beta = 0). It must have tuned, and (unless
+  // VIT_GEMM_TUNE_WIDE=0) screened configurations beyond the heuristic's list.
   struct Layer {
     int64_t N, K;
     bool gelu;
@@ -304,6 +305,10 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   BOOST_TEST_MESSAGE(gemm_tuning_note(h));
   BOOST_CHECK_MESSAGE(h.gemm_tuned > 0, "the tuning runtime tuned no plan");
   BOOST_CHECK_MESSAGE(plain.handles()->gemm_tuned == 0, "the runtime with tuning off tuned a plan");
+  const char* wide = std::getenv("VIT_GEMM_TUNE_WIDE");
+  if (!(wide && std::string(wide) == "0")) {
+    BOOST_CHECK_MESSAGE(h.gemm_variants_screened > 0, "no configuration beyond the heuristic's list was screened");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {

@@ -101,6 +101,7 @@ struct PluginSpec {
   std::string reduce_dtype;  // fp32 | bf16: the data-parallel gradient collectives
   bool cuda_graph = false;
   bool gemm_autotune = false;
+  bool gemm_autotune_wide = false;
   int stage = 0;
   int zero_stage = 0;
   int tp_size = 0;

@@ -66,6 +66,11 @@ class GpuRuntime {
   // candidates that give the first candidate's bits (matmul.cu). Off: the
   // heuristic's first answer, as before.
   void set_gemm_autotune(bool on);
+  // With tuning on, also screen the first candidate's algorithm in its other
+  // single-pass configurations (tiles x custom options; matmul.cu). Off by
+  // default: +0.3-0.9% images/s for ViT-B/16 on an H200, at a cost of tens
+  // of seconds at start-up.
+  void set_gemm_autotune_wide(bool on);
 
  private:
   std::unique_ptr<GpuHandles> handles_;
@@ -134,6 +139,7 @@ struct GpuHandles {
   bool sdpa_deterministic = true;
   bool attention_backward_short = true;  // see GpuRuntime::set_attention_backward_short
   bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
+  bool gemm_autotune_wide = false;  // see GpuRuntime::set_gemm_autotune_wide
   // What tuning did (matmul.cu): plans tuned among more than one candidate,
   // those that kept another candidate than the heuristic's first, and
   // candidates left out because their output had other bits.
@@ -204,6 +210,7 @@ inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline void GpuRuntime::set_attention_backward_short(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
+inline void GpuRuntime::set_gemm_autotune_wide(bool) {}
 inline FoldScope::FoldScope(const Context&) {}
 inline FoldScope::~FoldScope() noexcept(false) {}
 inline void FoldScope::flush() {}

@@ -90,6 +90,7 @@ void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic 
 void GpuRuntime::set_attention_backward_short(bool on) { handles_->attention_backward_short = on; }
 
 void GpuRuntime::set_gemm_autotune(bool on) { handles_->gemm_autotune = on; }
+void GpuRuntime::set_gemm_autotune_wide(bool on) { handles_->gemm_autotune_wide = on; }
 
 FoldScope::FoldScope(const Context& ctx) {
   if (!ctx.gpu || ctx.gpu->defer_folds) return;  // the CPU, or an outer scope defers already

@@ -76,6 +76,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     rt->set_sdpa_deterministic(spec.model.attention_deterministic);
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
+    rt->set_gemm_autotune_wide(spec.plugin.gemm_autotune_wide);
     ctx_ = rt->context();
     gpu_ = rt;
   }

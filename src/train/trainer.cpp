@@ -966,7 +966,7 @@ int benchmark(RunEnvironment& env) {
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
   // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward,
-  // +no_cuda_graph and +no_gemm_autotune entries).
+  // +no_cuda_graph, +no_gemm_autotune and +gemm_autotune_wide entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
@@ -976,7 +976,9 @@ int benchmark(RunEnvironment& env) {
                                  std::pair<bool, const char*>{spec.model.attention_backward == "cudnn",
                                                               "cuDNN attention backward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
-                                 std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"}}) {
+                                 std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"},
+                                 std::pair<bool, const char*>{spec.plugin.gemm_autotune && spec.plugin.gemm_autotune_wide,
+                                                              "wide GEMM tuning"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
   }
   env.open_results("benchmark", plugin->name(), global_batch, variant);

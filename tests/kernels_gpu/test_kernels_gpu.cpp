@@ -255,8 +255,9 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   // one that takes the heuristic's first answer: the ViT-B/16 GEMMs at
   // batch 32 (forward with bias, fc1 with GELU, proj and fc2 with the residual
   // added, input gradients) in bf16 and fp32, and the layers' weight
-  // gradients (assigned: beta = 0). It must have tuned, and (unless
-  // VIT_GEMM_TUNE_WIDE=0) screened configurations beyond the heuristic's list.
+  // gradients (assigned: beta = 0), with plugin.gemm_autotune_wide's
+  // configurations beyond the heuristic's list. It must have tuned and
+  // screened some of those.
   struct Layer {
     int64_t N, K;
     bool gelu;
@@ -267,6 +268,7 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
                           {768, 3072, false, "fc2"}};
   GpuRuntime plain(0, false), tuned(0, false);
   tuned.set_gemm_autotune(true);
+  tuned.set_gemm_autotune_wide(true);
   for (DType dt : {DType::BF16, DType::F32}) {
     for (const Layer& l : layers) {
       const std::string tag = label("tuned GEMMs", dt, l.name);
@@ -305,10 +307,7 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   BOOST_TEST_MESSAGE(gemm_tuning_note(h));
   BOOST_CHECK_MESSAGE(h.gemm_tuned > 0, "the tuning runtime tuned no plan");
   BOOST_CHECK_MESSAGE(plain.handles()->gemm_tuned == 0, "the runtime with tuning off tuned a plan");
-  const char* wide = std::getenv("VIT_GEMM_TUNE_WIDE");
-  if (!(wide && std::string(wide) == "0")) {
-    BOOST_CHECK_MESSAGE(h.gemm_variants_screened > 0, "no configuration beyond the heuristic's list was screened");
-  }
+  BOOST_CHECK_MESSAGE(h.gemm_variants_screened > 0, "no configuration beyond the heuristic's list was screened");
 }
 
 BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {

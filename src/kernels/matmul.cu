@@ -120,11 +120,13 @@ void blas_workspace(GpuHandles& h, cudaStream_t stream) {
 
 std::string gemm_tuning_note(const GpuHandles& h) {
   if (h.gemm_tuned == 0) return "";
+  const std::string wide = h.gemm_variants_screened == 0
+                               ? std::string()
+                               : " (" + std::to_string(h.gemm_tuned_variant) + " a configuration beyond its list; " +
+                                     std::to_string(h.gemm_variants_screened) + " screened)";
   return "GEMM tuning: " + std::to_string(h.gemm_tuned) + " cuBLASLt plans tuned, " +
-         std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first (" +
-         std::to_string(h.gemm_tuned_variant) + " a configuration beyond its list; " +
-         std::to_string(h.gemm_variants_screened) + " screened), " + std::to_string(h.gemm_candidates_other_bits) +
-         " candidates left out for other output bits";
+         std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first" + wide + ", " +
+         std::to_string(h.gemm_candidates_other_bits) + " candidates left out for other output bits";
 }
 
 void destroy_matmul_plans(MatmulPlanCache* cache) {

@@ -15,7 +15,13 @@
 // data-parallel replica: global batch = batch_size).
 //
 // Tolerances (as tests/parallel/test_hybrid_parallel.cpp: only the order of
-// fp32 sums differs): losses, grad_norm and evaluation losses 1e-5 relative.
+// fp32 sums differs): the first step's loss and grad_norm, and the evaluation
+// losses, 1e-5 relative. From the second step on, the weights carry AdamW's
+// amplification of rounding differences (below), and loss and grad_norm get
+// 5e-5: on an AMD EPYC build box (Zen 4, where OpenBLAS runs its Haswell
+// kernels) tp2's second step differed from torch_ddp by 5.5e-6 (loss) and
+// 1.5e-5 (grad_norm), with the first step exact; on earlier build boxes all
+// stayed under 1e-5. A wrong gradient shows in the first step.
 // Exported weights: 1e-5 relative L2 (measured <= 2.0e-6), and fewer than
 // 1 in 10^4 weights off by more than 1e-5 (measured 3 of 563715), at most
 // 2.5e-4 (measured 5.4e-5): AdamW moves a weight whose gradient is near its
@@ -94,8 +100,9 @@ void expect_follows_ddp(const std::string& run) {
   BOOST_TEST_REQUIRE(l.size() == l0.size());
   for (size_t i = 0; i < l0.size(); ++i) {
     BOOST_TEST_CONTEXT(run << " step " << i + 1) {
-      BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(1e-5));
-      BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(1e-5));
+      const double tol = i == 0 ? 1e-5 : 5e-5;  // before / after the first update (see the top)
+      BOOST_TEST(l[i] == l0[i], boost::test_tools::tolerance(tol));
+      BOOST_TEST(g[i] == g0[i], boost::test_tools::tolerance(tol));
     }
   }
   // Evaluation: the mean over every image of the split, each counted once.

@@ -292,7 +292,7 @@ void add_variants(GpuHandles& h, LtPlan& p, int found, const cublasLtMatmulHeuri
       }
       bool listed = false;
       for (int i = 0; i < found && !listed; ++i) listed = std::memcmp(&a, &results[i].algo, sizeof(a)) == 0;
-      if (listed || !single_pass(a)) continue;
+      if (listed) continue;  // (split-K 1 and no reduction scheme were set above: single pass)
       cublasLtMatmulHeuristicResult_t chk{};
       if (cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
           chk.state != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws_cap) {

@@ -205,6 +205,8 @@ SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMa
               }
               // -1: the cluster shape left as the base has it.
               if (cl >= 0 && !set(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, cl32)) continue;
+              // An id from GetIds starts at AUTO: -1 (unset) would time it twice.
+              if (!from_heuristic && cl == CUBLASLT_CLUSTER_SHAPE_AUTO) continue;
               if (from_heuristic) {  // single pass only: no reduction scheme either
                 const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
                 if (!set(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, none)) continue;
@@ -434,10 +436,20 @@ int main(int argc, char** argv) {
           const SearchResult sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
                                                  res[0].algo, heuristic_algos, median_ms);
           const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
-          std::printf("%-14s search: %d configurations checked, %d ran; fastest with the first's bits %.4f ms (%.0f "
-                      "TFLOP/s, %+.1f%% against the list's best) %s; fastest of any bits %.4f ms %s\n",
-                      g.name.c_str(), sr.checked, sr.ran, sr.same_ms, tflop / (sr.same_ms * 1e-3),
-                      100.0 * (sr.same_ms - best) / best, sr.same_cfg.c_str(), sr.any_ms, sr.any_cfg.c_str());
+          // A side that found nothing (every screened configuration refused
+          // or, for "the first's bits", none had them) says so rather than
+          // print its sentinel.
+          auto side = [&](double ms, const std::string& cfg) {
+            if (ms >= 1e29) return std::string("none");
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "%.4f ms (%.0f TFLOP/s, %+.1f%% against the list's best) ", ms,
+                          tflop / (ms * 1e-3), 100.0 * (ms - best) / best);
+            return buf + cfg;
+          };
+          std::printf("%-14s search: %d configurations checked, %d ran; fastest with the first's bits %s; fastest of "
+                      "any bits %s\n",
+                      g.name.c_str(), sr.checked, sr.ran, side(sr.same_ms, sr.same_cfg).c_str(),
+                      side(sr.any_ms, sr.any_cfg).c_str());
           std::fflush(stdout);
           const bool step_gemm = g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos ||
                                  g.name.find("dW only") != std::string::npos;

@@ -102,6 +102,7 @@ struct PluginSpec {
   bool cuda_graph = false;
   bool gemm_autotune = false;
   bool gemm_autotune_wide = false;
+  std::string gemm_tuning_cache;  // file of cuBLASLt tuning results; "" = none
   int stage = 0;
   int zero_stage = 0;
   int tp_size = 0;

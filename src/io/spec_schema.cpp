@@ -191,6 +191,11 @@ std::vector<FieldInfo> build_schema() {
            "configurations (every tile and custom option) and time the 8 fastest with the others, under the same "
            "bits rule. ViT-B/16 bf16 on an H200: +0.3% / +0.9% images/s at batch 32 / 256, for 20-50 s more "
            "start-up."),
+      String(VIT_AT(plugin, gemm_tuning_cache), "",
+             "GPU, with gemm_autotune: a file of tuning results (cuBLASLt algorithm per GPU model, cuBLASLt version "
+             "and GEMM shape) read at start and written after the first step and at the end (merged, via a "
+             "temporary file and a rename), so later runs skip the timing; each cached choice is still checked "
+             "once against the heuristic's first answer's bits. Its folder must exist. Empty = none."),
       Int(VIT_AT(plugin, stage), "2", closed(1, 2),
           "low_level_zero: 1 = shard optimizer states, 2 = gradients too."),
       Int(VIT_AT(plugin, zero_stage), "0", closed(0, 1),

@@ -28,6 +28,7 @@
 #include "core/context.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "kernels/gemm_tuning_cache.h"
 
 #ifdef VIT_WITH_CUDA
 #include <cublasLt.h>
@@ -71,6 +72,16 @@ class GpuRuntime {
   // default: +0.3-0.9% images/s for ViT-B/16 on an H200, at a cost of tens
   // of seconds at start-up.
   void set_gemm_autotune_wide(bool on);
+  // A file of tuning results (gemm_tuning_cache.h; plugin.gemm_tuning_cache)
+  // read now: plans it holds for this GPU model and cuBLASLt version skip
+  // the timing (each cached choice is still checked once against the
+  // heuristic's first answer's bits). Throws UserError for a file that does
+  // not read. "" = none.
+  void set_gemm_tuning_cache(const std::string& path);
+  // Writes the plans tuned since the last save into that file (merged with
+  // it); returns how many; 0 without a cache. Throws UserError when the file
+  // cannot be written.
+  size_t save_gemm_tuning_cache();
 
  private:
   std::unique_ptr<GpuHandles> handles_;
@@ -147,6 +158,15 @@ struct GpuHandles {
   // Configurations of the heuristic's first algorithm (other tiles and custom
   // options) screened beyond its list, and plans that kept one of them.
   int64_t gemm_variants_screened = 0, gemm_tuned_variant = 0;
+  // Wall time spent choosing algorithms (heuristics, checks and the timed
+  // tuning runs): start-up cost, not step time.
+  double gemm_tuning_seconds = 0.0;
+  // The tuning cache (GpuRuntime::set_gemm_tuning_cache), what this GPU and
+  // library are called in it, plans taken from it (checked: the same bits)
+  // and cached choices left out (refused by cuBLASLt or other bits).
+  std::shared_ptr<GemmTuningCache> gemm_cache;
+  std::string gemm_cache_gpu, gemm_cache_library;
+  int64_t gemm_cache_hits = 0, gemm_cache_rejected = 0;
 
   // cuBLASLt and cuBLAS share one workspace: both run on `stream`, one after
   // the other. cuBLASLt's heuristic may pick algorithms that need up to
@@ -211,6 +231,8 @@ inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline void GpuRuntime::set_attention_backward_short(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline void GpuRuntime::set_gemm_autotune_wide(bool) {}
+inline void GpuRuntime::set_gemm_tuning_cache(const std::string&) {}
+inline size_t GpuRuntime::save_gemm_tuning_cache() { return 0; }
 inline FoldScope::FoldScope(const Context&) {}
 inline FoldScope::~FoldScope() noexcept(false) {}
 inline void FoldScope::flush() {}

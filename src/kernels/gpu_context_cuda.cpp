@@ -92,6 +92,28 @@ void GpuRuntime::set_attention_backward_short(bool on) { handles_->attention_bac
 void GpuRuntime::set_gemm_autotune(bool on) { handles_->gemm_autotune = on; }
 void GpuRuntime::set_gemm_autotune_wide(bool on) { handles_->gemm_autotune_wide = on; }
 
+void GpuRuntime::set_gemm_tuning_cache(const std::string& path) {
+  GpuHandles& h = *handles_;
+  if (path.empty()) {
+    h.gemm_cache.reset();
+    return;
+  }
+  h.gemm_cache = std::make_shared<GemmTuningCache>(path);
+  // What a cached algorithm is valid for: the GPU model (name, compute
+  // capability, SM count) and the cuBLASLt version.
+  cudaDeviceProp prop{};
+  VIT_CUDA_CHECK(cudaGetDeviceProperties(&prop, h.device));
+  std::string name = prop.name;
+  for (char& c : name) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) c = '_';
+  }
+  h.gemm_cache_gpu = str_cat(name.empty() ? std::string("gpu") : name, "/sm", prop.major, prop.minor, "/",
+                             prop.multiProcessorCount);
+  h.gemm_cache_library = str_cat("cublasLt-", cublasLtGetVersion());
+}
+
+size_t GpuRuntime::save_gemm_tuning_cache() { return handles_->gemm_cache ? handles_->gemm_cache->save() : 0; }
+
 FoldScope::FoldScope(const Context& ctx) {
   if (!ctx.gpu || ctx.gpu->defer_folds) return;  // the CPU, or an outer scope defers already
   h_ = ctx.gpu;

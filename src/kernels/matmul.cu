@@ -59,7 +59,18 @@
 // in the step +0.3% / +0.9% images/s at batch 32 / 256 (H200), for 20-50 s
 // more start-up (AlgoCheck and a few launches for each of ~500-900
 // configurations a plan). Off by default (plugin.gemm_autotune_wide).
+//
+// Tuning cache (plugin.gemm_tuning_cache, gemm_tuning_cache.h): a tuned
+// plan's choice is put in the cache under the GPU model, the cuBLASLt
+// version and the plan's key, and saved by the run. A later plan with the
+// same key (and, for a wide run, an entry found by a wide tuning) skips the
+// heuristic's list and the screening: the cached algorithm must pass
+// cublasLtMatmulAlgoCheck, and on the first call it runs once beside the
+// heuristic's first answer under the same hashed comparison; it is kept when
+// the bits agree (its speed was measured when it was cached), and otherwise
+// left out (counted; the plan keeps the first answer).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -105,7 +116,18 @@ struct LtPlan {
   std::vector<cublasLtMatmulAlgo_t> variants;
   std::vector<size_t> variant_workspace;
   bool tuned = false;
+  bool from_cache = false;  // candidates[0] is the tuning cache's choice (see the top of this file)
+  std::string cache_key;    // the plan's key in the tuning cache ("" without one, or untunable)
 };
+
+static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(GemmTuningEntry::algo), "cuBLASLt's algorithm is 8 words");
+
+// A plan's key in the tuning cache: every field of LtKey, in order.
+std::string cache_key(const LtKey& k) {
+  return str_cat(k.m, ",", k.n, ",", k.k, ",", k.lda, ",", k.ldb, ",", k.ldc, ",", k.transa, ",", k.transb, ",",
+                 k.ab_type, ",", k.cd_type, ",", k.compute, ",", k.epilogue, ",", k.align_a, ",", k.align_b, ",",
+                 k.align_c, ",", k.align_bias, ",", k.accumulate, ",", k.separate_c);
+}
 struct MatmulPlanCache {
   std::mutex mu;
   std::unordered_map<LtKey, LtPlan, LtKeyHash> plans;
@@ -119,14 +141,25 @@ void blas_workspace(GpuHandles& h, cudaStream_t stream) {
 }
 
 std::string gemm_tuning_note(const GpuHandles& h) {
-  if (h.gemm_tuned == 0) return "";
+  if (h.gemm_tuned == 0 && h.gemm_cache_hits == 0 && h.gemm_cache_rejected == 0) return "";
   const std::string wide = h.gemm_variants_screened == 0
                                ? std::string()
                                : " (" + std::to_string(h.gemm_tuned_variant) + " a configuration beyond its list; " +
                                      std::to_string(h.gemm_variants_screened) + " screened)";
-  return "GEMM tuning: " + std::to_string(h.gemm_tuned) + " cuBLASLt plans tuned, " +
-         std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first" + wide + ", " +
-         std::to_string(h.gemm_candidates_other_bits) + " candidates left out for other output bits";
+  std::string note = "GEMM tuning: " + std::to_string(h.gemm_tuned) + " cuBLASLt plans tuned, " +
+                     std::to_string(h.gemm_tuned_other) + " kept another algorithm than the heuristic's first" +
+                     wide + ", " + std::to_string(h.gemm_candidates_other_bits) +
+                     " candidates left out for other output bits";
+  if (h.gemm_cache) {
+    note += str_cat("; cache ", h.gemm_cache->path(), ": ", h.gemm_cache_hits, " plans from it");
+    if (h.gemm_cache_rejected > 0) {
+      note += str_cat(", ", h.gemm_cache_rejected,
+                      " cached choices left out (refused by cuBLASLt or other bits; delete the file to tune afresh)");
+    }
+  }
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.1f", h.gemm_tuning_seconds);
+  return note + "; " + secs + " s choosing algorithms";
 }
 
 void destroy_matmul_plans(MatmulPlanCache* cache) {
@@ -145,6 +178,10 @@ namespace kernels {
 namespace {
 
 using namespace cuda_detail;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 int32_t pointer_alignment(const void* p) {
   const auto u = reinterpret_cast<uintptr_t>(p);
@@ -389,6 +426,11 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
       continue;
     }
     ++identical;
+    if (p.from_cache) {  // the cached choice, with the first's bits: kept (timed when it was cached)
+      best = static_cast<int>(i);
+      best_ms = ms;
+      break;
+    }
     if (ms < best_ms) {
       best_ms = ms;
       best = static_cast<int>(i);
@@ -417,10 +459,28 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
   p.variants.clear();
   p.variant_workspace.clear();
   p.tuned = true;
+  if (p.from_cache) {  // the cached choice checked: kept, or left out for the first answer
+    if (best != 0) {
+      ++h.gemm_cache_hits;
+    } else {
+      ++h.gemm_cache_rejected;
+    }
+    return;
+  }
   ++h.gemm_tuned;
   if (best != 0) ++h.gemm_tuned_other;
   if (static_cast<size_t>(best) >= listed) ++h.gemm_tuned_variant;
   h.gemm_candidates_other_bits += other_bits;
+  if (h.gemm_cache && !p.cache_key.empty()) {
+    GemmTuningEntry e;
+    e.gpu = h.gemm_cache_gpu;
+    e.library = h.gemm_cache_library;
+    e.key = p.cache_key;
+    e.wide = h.gemm_autotune_wide;
+    std::memcpy(e.algo.data(), &p.algo, sizeof(p.algo));
+    e.workspace = p.workspace;
+    h.gemm_cache->put(e);
+  }
 }
 
 // Where cuBLASLt has no algorithm for the call, cublasGemmEx does it.
@@ -446,6 +506,7 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
     std::lock_guard<std::mutex> lock(h.matmul_plans->mu);
     auto it = h.matmul_plans->plans.find(key);
     if (it == h.matmul_plans->plans.end()) {
+      const auto t0 = std::chrono::steady_clock::now();
       LtPlan p;
       const cudaDataType_t ab = cuda_type(c.ab), cd = cuda_type(c.cd);
       VIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F));
@@ -493,7 +554,35 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       const cublasStatus_t st =
           cublasLtMatmulAlgoGetHeuristic(h.lt, p.desc, p.a, p.b, p.c, p.c, pref, want, results, &found);
       cublasLtMatmulPreferenceDestroy(pref);
-      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
+      // The tuning cache's choice for this plan, when it has one that suits
+      // this run (an entry of a wide tuning for a wide run).
+      const GemmTuningEntry* cached = nullptr;
+      if (st == CUBLAS_STATUS_SUCCESS && found > 0 && tunable && h.gemm_cache && single_pass(results[0].algo)) {
+        p.cache_key = cache_key(key);
+        cached = h.gemm_cache->find(h.gemm_cache_gpu, h.gemm_cache_library, p.cache_key);
+        if (cached && h.gemm_autotune_wide && !cached->wide) cached = nullptr;
+      }
+      if (cached) {
+        p.algo = results[0].algo;
+        p.workspace = results[0].workspaceSize;
+        p.has_algo = true;
+        cublasLtMatmulAlgo_t a;
+        std::memcpy(&a, cached->algo.data(), sizeof(a));
+        cublasLtMatmulHeuristicResult_t chk{};
+        if (std::memcmp(&a, &results[0].algo, sizeof(a)) == 0) {
+          p.tuned = true;  // the first answer was the choice
+          ++h.gemm_cache_hits;
+        } else if (single_pass(a) &&
+                   cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) == CUBLAS_STATUS_SUCCESS &&
+                   chk.state == CUBLAS_STATUS_SUCCESS && chk.workspaceSize <= GpuHandles::kGemmWorkspaceBytes) {
+          p.candidates.push_back(a);  // checked on the first call (tune_plan)
+          p.candidate_workspace.push_back(chk.workspaceSize);
+          p.from_cache = true;
+        } else {
+          p.tuned = true;  // refused: the first answer
+          ++h.gemm_cache_rejected;
+        }
+      } else if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         p.algo = results[0].algo;
         p.workspace = results[0].workspaceSize;
         p.has_algo = true;
@@ -521,6 +610,7 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
                      int(c.epilogue), p.has_algo ? "algorithm found" : "no algorithm (fallback)", p.workspace);
       }
       it = h.matmul_plans->plans.emplace(key, p).first;
+      h.gemm_tuning_seconds += seconds_since(t0);
     }
     plan = &it->second;
   }
@@ -535,7 +625,11 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
   if (!plan->tuned) {
     cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
     VIT_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-    if (capturing == cudaStreamCaptureStatusNone) tune_plan(h, stream, c, *plan);
+    if (capturing == cudaStreamCaptureStatusNone) {
+      const auto t0 = std::chrono::steady_clock::now();
+      tune_plan(h, stream, c, *plan);
+      h.gemm_tuning_seconds += seconds_since(t0);
+    }
   }
   const float alpha = 1.0f;
   // The algorithm gets the workspace it asked for and no more, so its launch

@@ -77,6 +77,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     rt->set_gemm_autotune_wide(spec.plugin.gemm_autotune_wide);
+    if (spec.plugin.gemm_autotune) rt->set_gemm_tuning_cache(spec.plugin.gemm_tuning_cache);
     ctx_ = rt->context();
     gpu_ = rt;
   }
@@ -250,7 +251,23 @@ void RunEnvironment::open_results(const std::string& mode, const std::string& pl
   });
 }
 
+void RunEnvironment::save_gemm_tuning() {
+#ifdef VIT_WITH_CUDA
+  if (!gpu_) return;
+  try {
+    static_cast<GpuRuntime*>(gpu_.get())->save_gemm_tuning_cache();
+  } catch (const UserError& e) {
+    if (!tuning_save_warned_) {
+      std::fprintf(stderr, "vit_hpc: warning: rank %d: %s; the run goes on, the tuning is not saved\n", world_.rank,
+                   e.what());
+    }
+    tuning_save_warned_ = true;
+  }
+#endif
+}
+
 void RunEnvironment::close_results(bool ok, const std::string& error) {
+  if (ok) save_gemm_tuning();
   stop_heartbeat();
   auto write = [&] {
     // Once closed, the manifest's word is final (a failure after a completed

@@ -75,6 +75,12 @@ class RunEnvironment {
   // Peak memory for the metrics: GPU allocations, or the CPU's resident set.
   size_t peak_memory() const;
 
+  // Writes this rank's new GEMM tuning results to plugin.gemm_tuning_cache
+  // (nothing without one, or when nothing is new). The trainer calls it after
+  // the first step, close_results at the end. A file that cannot be written
+  // is a warning (once a rank): the cache only saves start-up time.
+  void save_gemm_tuning();
+
  private:
   nlohmann::json hardware() const;
   void write_manifest();  // rank 0, with mu_ held
@@ -88,6 +94,7 @@ class RunEnvironment {
   io::JsonlWriter metrics_;
   nlohmann::json manifest_;
   std::mutex mu_;            // manifest_ and its file: the heartbeat thread writes too
+  bool tuning_save_warned_ = false;
   bool closed_ = false;      // the final status is written; no heartbeat may overwrite it
   bool heartbeat_stop_ = false;
   std::thread heartbeat_;

@@ -15,6 +15,7 @@
 #include "data/dataset.h"
 #include "data/sampler.h"
 #include "io/metrics.h"
+#include "kernels/gemm_tuning_cache.h"
 #include "io/rank_agreement.h"
 #include "parallel/plugin.h"
 #include "train/environment.h"
@@ -133,6 +134,20 @@ std::vector<std::string> preflight_experiment(const ExperimentSpec& spec) {
                             " needs a GPU, but this run computes on the CPU (run.device ", spec.run.device,
                             spec.run.device == "auto" ? " and no GPU visible on every rank" : "",
                             ") (allowed on the CPU: fp32, with plugin.name torch_ddp)"));
+  }
+
+  // The GEMM tuning cache: a file that reads (when it exists) in a folder
+  // that exists (the run writes it there).
+  if (spec.plugin.gemm_autotune && !spec.plugin.gemm_tuning_cache.empty()) {
+    const std::string& path = spec.plugin.gemm_tuning_cache;
+    const size_t slash = path.find_last_of('/');
+    const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    struct stat st {};
+    if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      throw UserError(str_cat(at(spec, "plugin.gemm_tuning_cache"), path, ": the folder ", folder,
+                              " does not exist (create it, or name a file in a folder that exists; empty = no cache)"));
+    }
+    about(at(spec, "plugin.gemm_tuning_cache"), [&] { GemmTuningCache cache(path); });
   }
 
   // The data, apart from its checksum (read last: it is the slow part).

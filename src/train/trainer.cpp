@@ -422,6 +422,7 @@ class Trainer {
                             "; step skipped, scale now ", scaler.scale()));
         }
         bar_.update(s + 1, r.loss, ips);
+        if (steps_this_run == 1) env_.save_gemm_tuning();  // the step's GEMMs are tuned by now
         if (st.nonfinite_in_row >= t.max_nonfinite_steps) {
           bar_.finish();
           const std::string msg =
@@ -994,6 +995,7 @@ int benchmark(RunEnvironment& env) {
   for (int i = 0; i < spec.benchmark.warmup_steps; ++i) {
     plugin->train_step(micro, global_batch, lr, 1.0f, adam_step++);
   }
+  env.save_gemm_tuning();
   env.mesh().world_comm().barrier();
   reset_peak_memory(dev);
   std::vector<double> times;

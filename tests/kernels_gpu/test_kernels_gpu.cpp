@@ -20,6 +20,7 @@
 
 #ifdef VIT_WITH_CUDA
 #include <cuda_runtime.h>
+#include <unistd.h>
 
 #include "core/cuda_check.h"
 #include "kernels/attention_short.h"
@@ -30,8 +31,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <numeric>
+#include <sstream>
 
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -308,6 +313,92 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
   BOOST_CHECK_MESSAGE(h.gemm_tuned > 0, "the tuning runtime tuned no plan");
   BOOST_CHECK_MESSAGE(plain.handles()->gemm_tuned == 0, "the runtime with tuning off tuned a plan");
   BOOST_CHECK_MESSAGE(h.gemm_variants_screened > 0, "no configuration beyond the heuristic's list was screened");
+}
+
+BOOST_AUTO_TEST_CASE(gemm_tuning_cache_skips_the_timing) {
+  // plugin.gemm_tuning_cache: a runtime that reads what another one tuned
+  // and saved takes every tuned plan from the file (no timing) and gives the
+  // untuned bits; a wide runtime re-tunes plans cached by a list tuning;
+  // cached choices with a summation order of their own (split-K 2 written
+  // into the file) are left out, counted, and the first answer's bits stay.
+  char templ[] = "/tmp/vit_gemm_cache_XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(templ) != nullptr);
+  const std::string dir = templ, path = dir + "/tuning.tsv";
+  const int64_t M = 32 * 197;
+  DType dt = DType::BF16;
+  DevTensor inp(dt, {M, 768}), w1(dt, {2304, 768}), b1(dt, {2304}), w2(dt, {3072, 768}), b2(dt, {3072});
+  for (DevTensor* t : {&inp, &w1, &b1, &w2, &b2}) t->upload(random_values(t->numel()));
+  // qkv's and fc1's forwards on `rt`: their outputs' bytes.
+  auto run = [&](GpuRuntime& rt) {
+    DevTensor o1(dt, {M, 2304}), o2(dt, {M, 3072});
+    o1.poison();
+    o2.poison();
+    K::matmul_forward(rt.context(), o1.t, Tensor(), inp.t, w1.t, b1.t);
+    K::matmul_forward(rt.context(), o2.t, Tensor(), inp.t, w2.t, b2.t);
+    rt.synchronize();
+    return std::vector<std::vector<uint8_t>>{o1.raw(), o2.raw()};
+  };
+  auto tuning_runtime = [&](bool wide) {
+    auto rt = std::make_unique<GpuRuntime>(0, false);
+    rt->set_gemm_autotune(true);
+    rt->set_gemm_autotune_wide(wide);
+    rt->set_gemm_tuning_cache(path);
+    return rt;
+  };
+  GpuRuntime plain(0, false);
+  const auto want = run(plain);
+
+  auto first = tuning_runtime(false);
+  BOOST_TEST((run(*first) == want));
+  const int64_t tuned = first->handles()->gemm_tuned;
+  BOOST_TEST(tuned >= 1);  // both GEMMs have several single-pass candidates on the H200
+  BOOST_TEST(first->save_gemm_tuning_cache() == static_cast<size_t>(tuned));
+  BOOST_TEST_MESSAGE("first: " << gemm_tuning_note(*first->handles()));
+
+  auto second = tuning_runtime(false);
+  BOOST_TEST((run(*second) == want));
+  BOOST_TEST_MESSAGE("second: " << gemm_tuning_note(*second->handles()));
+  BOOST_TEST(second->handles()->gemm_cache_hits == tuned);
+  BOOST_TEST(second->handles()->gemm_tuned == 0);
+  BOOST_TEST(second->handles()->gemm_cache_rejected == 0);
+  BOOST_TEST(second->save_gemm_tuning_cache() == 0u);  // nothing new
+
+  auto wide = tuning_runtime(true);
+  BOOST_TEST((run(*wide) == want));
+  BOOST_TEST_MESSAGE("wide: " << gemm_tuning_note(*wide->handles()));
+  BOOST_TEST(wide->handles()->gemm_cache_hits == 0);
+  BOOST_TEST(wide->handles()->gemm_tuned >= tuned);
+  BOOST_TEST(wide->handles()->gemm_variants_screened > 0);
+
+  {  // every cached choice made split-K 2 (another summation order)
+    GemmTuningCache cache(path);
+    BOOST_REQUIRE(cache.size() == static_cast<size_t>(tuned));
+    std::vector<GemmTuningEntry> entries = GemmTuningCache::parse(
+        [&] {
+          std::ifstream in(path);
+          std::stringstream ss;
+          ss << in.rdbuf();
+          return ss.str();
+        }(),
+        path);
+    for (GemmTuningEntry& e : entries) {
+      cublasLtMatmulAlgo_t a;
+      std::memcpy(&a, e.algo.data(), sizeof a);
+      const int32_t two = 2;
+      BOOST_REQUIRE(cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &two, sizeof two) ==
+                    CUBLAS_STATUS_SUCCESS);
+      std::memcpy(e.algo.data(), &a, sizeof a);
+      cache.put(e);
+    }
+    BOOST_TEST(cache.save() == static_cast<size_t>(tuned));
+  }
+  auto damaged = tuning_runtime(false);
+  BOOST_TEST((run(*damaged) == want));
+  BOOST_TEST_MESSAGE("split-K entries: " << gemm_tuning_note(*damaged->handles()));
+  BOOST_TEST(damaged->handles()->gemm_cache_rejected == tuned);
+  BOOST_TEST(damaged->handles()->gemm_cache_hits == 0);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {

@@ -127,6 +127,33 @@ BOOST_AUTO_TEST_CASE(a_folder_as_spec_and_a_tab_in_the_spec_are_named) {
              tab.output);
 }
 
+// plugin.gemm_tuning_cache: a damaged file is refused with its line and what
+// to do, by --check and the run alike, and left as it was; a file in a folder
+// that does not exist is refused before anything runs.
+BOOST_AUTO_TEST_CASE(a_damaged_gemm_tuning_cache_is_refused_and_left_as_it_was) {
+  const fs::path damaged = inputs().dir.path() / "tuning.tsv";
+  const std::string text = "# vit_hpc gemm tuning cache v1\nNVIDIA_H200/sm90/132\tcublasLt-1\t1,2,3\t1\tzz\t0\n";
+  write_text(damaged, text);
+  expect_refused_by_check_and_run(
+      "--set plugin.gemm_tuning_cache=" + damaged.string(),
+      "error: --set plugin.gemm_tuning_cache=" + damaged.string() + ": plugin.gemm_tuning_cache: " +
+          damaged.string() + ": line 2: the algorithm has 2 hex digits where 128 belong. " + damaged.string() +
+          " is a cache of GEMM tuning results that vit_hpc writes (plugin.gemm_tuning_cache); delete it (the next "
+          "run tunes again and writes a new one) or point plugin.gemm_tuning_cache elsewhere\n",
+      "damaged_cache");
+  std::ifstream in(damaged);
+  std::stringstream now;
+  now << in.rdbuf();
+  BOOST_TEST(now.str() == text);
+  const std::string nowhere = inputs().dir.str("no_such_folder/tuning.tsv");
+  expect_refused_by_check_and_run("--set plugin.gemm_tuning_cache=" + nowhere,
+                                  "plugin.gemm_tuning_cache: " + nowhere + ": the folder " +
+                                      inputs().dir.str("no_such_folder") +
+                                      " does not exist (create it, or name a file in a folder that exists; empty = "
+                                      "no cache)\n",
+                                  "nowhere_cache");
+}
+
 // Finding 4: a global batch larger than the training split was printed by
 // every rank, then Open MPI's abort noise (ORTE_ERROR_LOG, exit 1).
 BOOST_AUTO_TEST_CASE(a_batch_larger_than_the_split_is_refused_once_on_every_rank) {

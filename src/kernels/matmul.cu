@@ -112,17 +112,9 @@ struct LtPlan {
   // call tunes (then cleared).
   std::vector<cublasLtMatmulAlgo_t> candidates;
   std::vector<size_t> candidate_workspace;
-  // Other configurations of the first answer's algorithm, screened first
-  // (the wide tuning's first stage, with their tiles), and what its second
-  // stage needs (add_variants).
+  // Other configurations of the first answer's algorithm, screened first.
   std::vector<cublasLtMatmulAlgo_t> variants;
   std::vector<size_t> variant_workspace;
-  std::vector<uint32_t> variant_tile;
-  std::vector<cublasLtMatmulAlgo_t> listed;  // the heuristic's answers
-  cublasLtMatmulAlgo_t wide_base{};
-  uint32_t wide_base_tile = 0;
-  int32_t wide_base_custom = 0, wide_custom_max = 0;
-  size_t wide_ws_cap = 0;
   bool tuned = false;
   bool from_cache = false;  // candidates[0] is the tuning cache's choice (see the top of this file)
   std::string cache_key;    // the plan's key in the tuning cache ("" without one, or untunable)
@@ -300,37 +292,11 @@ uint64_t hash_output(GpuHandles& h, cudaStream_t stream, const void* D, size_t b
   return host;
 }
 
-// `base` with `tile` and custom option `custom`, single pass (split-K 1, no
-// reduction scheme), when cublasLtMatmulAlgoCheck accepts it with at most
-// ws_cap bytes of workspace and it is none of the heuristic's answers.
-bool configure_variant(GpuHandles& h, const LtPlan& p, const cublasLtMatmulAlgo_t& base, uint32_t tile,
-                       int32_t custom, cublasLtMatmulAlgo_t& out, size_t& out_ws) {
-  cublasLtMatmulAlgo_t a = base;
-  const int32_t one = 1;
-  const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
-  if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) ||
-      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom, sizeof(custom)) ||
-      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof(one)) ||
-      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof(none))) {
-    return false;
-  }
-  for (const cublasLtMatmulAlgo_t& l : p.listed) {
-    if (std::memcmp(&a, &l, sizeof(a)) == 0) return false;
-  }
-  cublasLtMatmulHeuristicResult_t chk{};
-  if (cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
-      chk.state != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > p.wide_ws_cap) {
-    return false;
-  }
-  out = a;
-  out_ws = chk.workspaceSize;
-  return true;
-}
-
-// The wide tuning's first stage (see the top of this file): the heuristic's
-// first answer with each tile its algorithm offers, its custom option,
-// stages, cluster shape and swizzling kept. The second stage (tune_plan)
-// tries every custom option on the tiles that screen fastest.
+// The other single-pass configurations of the heuristic's first answer (see
+// the top of this file): each tile the algorithm offers with each custom
+// option, its stages, cluster shape and swizzling kept, that
+// cublasLtMatmulAlgoCheck accepts with at most ws_cap bytes of workspace and
+// that is not one of the heuristic's answers.
 void add_variants(GpuHandles& h, LtPlan& p, int found, const cublasLtMatmulHeuristicResult_t* results, size_t ws_cap) {
   const cublasLtMatmulAlgo_t& base = results[0].algo;
   size_t bytes = 0;
@@ -344,29 +310,34 @@ void add_variants(GpuHandles& h, LtPlan& p, int found, const cublasLtMatmulHeuri
       CUBLAS_STATUS_SUCCESS) {
     return;
   }
-  int32_t custom_max = 0, base_custom = 0;
-  uint32_t base_tile = 0;
+  int32_t custom_max = 0;
   if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &custom_max, sizeof(custom_max),
-                                        &bytes) != CUBLAS_STATUS_SUCCESS ||
-      cublasLtMatmulAlgoConfigGetAttribute(&base, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &base_custom,
-                                           sizeof(base_custom), &bytes) != CUBLAS_STATUS_SUCCESS ||
-      cublasLtMatmulAlgoConfigGetAttribute(&base, CUBLASLT_ALGO_CONFIG_TILE_ID, &base_tile, sizeof(base_tile),
-                                           &bytes) != CUBLAS_STATUS_SUCCESS) {
-    return;
+                                        &bytes) != CUBLAS_STATUS_SUCCESS) {
+    custom_max = 0;
   }
-  for (int i = 0; i < found; ++i) p.listed.push_back(results[i].algo);
-  p.wide_base = base;
-  p.wide_base_tile = base_tile;
-  p.wide_base_custom = base_custom;
-  p.wide_custom_max = std::min(custom_max, 15);
-  p.wide_ws_cap = ws_cap;
+  custom_max = std::min(custom_max, 15);
   for (uint32_t tile : tiles) {
-    cublasLtMatmulAlgo_t a;
-    size_t a_ws = 0;
-    if (!configure_variant(h, p, base, tile, base_custom, a, a_ws)) continue;
-    p.variants.push_back(a);
-    p.variant_workspace.push_back(a_ws);
-    p.variant_tile.push_back(tile);
+    for (int32_t custom = 0; custom <= custom_max; ++custom) {
+      cublasLtMatmulAlgo_t a = base;
+      const int32_t one = 1;
+      const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+      if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &custom, sizeof(custom)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof(one)) ||
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof(none))) {
+        continue;
+      }
+      bool listed = false;
+      for (int i = 0; i < found && !listed; ++i) listed = std::memcmp(&a, &results[i].algo, sizeof(a)) == 0;
+      if (listed) continue;  // (split-K 1 and no reduction scheme were set above: single pass)
+      cublasLtMatmulHeuristicResult_t chk{};
+      if (cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
+          chk.state != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws_cap) {
+        continue;
+      }
+      p.variants.push_back(a);
+      p.variant_workspace.push_back(chk.workspaceSize);
+    }
   }
 }
 
@@ -395,67 +366,37 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
   VIT_CUDA_CHECK(cudaEventCreate(&t0));
   VIT_CUDA_CHECK(cudaEventCreate(&t1));
   if (!p.variants.empty()) {
-    // Screening: one warm-up and two timed calls of each configuration,
-    // events recorded back to back and read after one synchronisation.
-    // First stage: the first answer's other tiles; second stage: every
-    // custom option of the kTopTiles fastest tiles and of the first answer's
-    // own. The 8 fastest of both that ran join the list.
+    // Screening: one warm-up and two timed calls of each variant, events
+    // recorded back to back and read after one synchronisation; the 8
+    // fastest that ran join the list.
     constexpr int kScreened = 2;
-    constexpr size_t kKeep = 8, kTopTiles = 4;
-    std::vector<cublasLtMatmulAlgo_t> screened;
-    std::vector<size_t> screened_ws;
-    std::vector<std::pair<float, size_t>> times;  // (ms, index into screened)
-    auto screen = [&](const std::vector<cublasLtMatmulAlgo_t>& v, const std::vector<size_t>& v_ws) {
-      const size_t nv = v.size(), offset = screened.size();
-      std::vector<cudaEvent_t> ev(2 * nv, nullptr);
-      std::vector<char> ran(nv, 0);
-      for (cudaEvent_t& e : ev) VIT_CUDA_CHECK(cudaEventCreate(&e));
-      for (size_t i = 0; i < nv; ++i) {
-        bool ok = run(v[i], v_ws[i]) == CUBLAS_STATUS_SUCCESS;
-        VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i], stream));
-        for (int r = 0; r < kScreened && ok; ++r) ok = run(v[i], v_ws[i]) == CUBLAS_STATUS_SUCCESS;
-        VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1], stream));
-        if (!ok) (void)cudaGetLastError();  // a configuration the library refuses at launch is left out
-        ran[i] = ok ? 1 : 0;
-      }
-      VIT_CUDA_CHECK(cudaStreamSynchronize(stream));
-      for (size_t i = 0; i < nv; ++i) {
-        float ms = 0.0f;
-        VIT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
-        if (ran[i]) times.emplace_back(ms, offset + i);
-      }
-      for (cudaEvent_t e : ev) cudaEventDestroy(e);
-      screened.insert(screened.end(), v.begin(), v.end());
-      screened_ws.insert(screened_ws.end(), v_ws.begin(), v_ws.end());
-    };
-    screen(p.variants, p.variant_workspace);
+    constexpr size_t kKeep = 8;
+    const size_t nv = p.variants.size();
+    std::vector<cudaEvent_t> ev(2 * nv, nullptr);
+    std::vector<char> ran(nv, 0);
+    for (cudaEvent_t& e : ev) VIT_CUDA_CHECK(cudaEventCreate(&e));
+    for (size_t i = 0; i < nv; ++i) {
+      bool ok = run(p.variants[i], p.variant_workspace[i]) == CUBLAS_STATUS_SUCCESS;
+      VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i], stream));
+      for (int r = 0; r < kScreened && ok; ++r) ok = run(p.variants[i], p.variant_workspace[i]) == CUBLAS_STATUS_SUCCESS;
+      VIT_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1], stream));
+      if (!ok) (void)cudaGetLastError();  // a variant the library refuses at launch is left out
+      ran[i] = ok ? 1 : 0;
+    }
+    VIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::vector<std::pair<float, size_t>> times;
+    for (size_t i = 0; i < nv; ++i) {
+      float ms = 0.0f;
+      VIT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]));
+      if (ran[i]) times.emplace_back(ms, i);
+    }
+    for (cudaEvent_t e : ev) cudaEventDestroy(e);
     std::sort(times.begin(), times.end());
-    std::vector<uint32_t> top_tiles{p.wide_base_tile};
-    for (size_t j = 0; j < times.size() && top_tiles.size() <= kTopTiles; ++j) {
-      const uint32_t tile = p.variant_tile[times[j].second];
-      if (std::find(top_tiles.begin(), top_tiles.end(), tile) == top_tiles.end()) top_tiles.push_back(tile);
-    }
-    std::vector<cublasLtMatmulAlgo_t> second;
-    std::vector<size_t> second_ws;
-    for (uint32_t tile : top_tiles) {
-      for (int32_t custom = 0; custom <= p.wide_custom_max; ++custom) {
-        if (custom == p.wide_base_custom) continue;  // screened in the first stage (or listed)
-        cublasLtMatmulAlgo_t a;
-        size_t a_ws = 0;
-        if (!configure_variant(h, p, p.wide_base, tile, custom, a, a_ws)) continue;
-        second.push_back(a);
-        second_ws.push_back(a_ws);
-      }
-    }
-    if (!second.empty()) {
-      screen(second, second_ws);
-      std::sort(times.begin(), times.end());
-    }
     for (size_t j = 0; j < times.size() && j < kKeep; ++j) {
-      all.push_back(screened[times[j].second]);
-      all_ws.push_back(screened_ws[times[j].second]);
+      all.push_back(p.variants[times[j].second]);
+      all_ws.push_back(p.variant_workspace[times[j].second]);
     }
-    h.gemm_variants_screened += static_cast<int64_t>(screened.size());
+    h.gemm_variants_screened += static_cast<int64_t>(nv);
   }
   uint64_t reference = 0;
   float best_ms = 0.0f, first_ms = 0.0f;
@@ -517,8 +458,6 @@ void tune_plan(GpuHandles& h, cudaStream_t stream, const LtCall& c, LtPlan& p) {
   p.candidate_workspace.clear();
   p.variants.clear();
   p.variant_workspace.clear();
-  p.variant_tile.clear();
-  p.listed.clear();
   p.tuned = true;
   if (p.from_cache) {  // the cached choice checked: kept, or left out for the first answer
     if (best != 0) {

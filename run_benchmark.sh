@@ -20,7 +20,7 @@
 #          recompute on), +attention_atomics
 #          (cuDNN's attention backward, model.attention_deterministic off), +cudnn_attention_backward (model.attention_backward
 #          cudnn), +no_cuda_graph (plugin.cuda_graph off) or
-#          +no_gemm_autotune (plugin.gemm_autotune off), +gemm_autotune_wide (plugin.gemm_autotune_wide on),
+#          +no_gemm_autotune (plugin.gemm_autotune off), +no_gemm_autotune_wide (plugin.gemm_autotune_wide off),
 #          each a column of its own)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
 #          --name GRID  --no-build
@@ -93,11 +93,12 @@ for entry in $plugins; do
   # +recompute_gelu / +recompute_norm / +recompute: activation recompute; +attention_atomics:
   # cuDNN's backward with model.attention_deterministic=false; +cudnn_attention_backward:
   # model.attention_backward=cudnn; +no_cuda_graph: plugin.cuda_graph=false;
-  # +no_gemm_autotune: plugin.gemm_autotune=false; +gemm_autotune_wide: plugin.gemm_autotune_wide=true.
+  # +no_gemm_autotune: plugin.gemm_autotune=false; +no_gemm_autotune_wide: plugin.gemm_autotune_wide=false
+  # (the heuristic's list only).
   # Each makes a column of its own.
   recompute=()
   rtag=""
-  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute_norm|recompute|attention_atomics|cudnn_attention_backward|no_cuda_graph|no_gemm_autotune|gemm_autotune_wide)$ ]]; do
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute_norm|recompute|attention_atomics|cudnn_attention_backward|no_cuda_graph|no_gemm_autotune|no_gemm_autotune_wide)$ ]]; do
     entry=${BASH_REMATCH[1]}
     if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
       recompute+=(--set model.attention_deterministic=false --set model.attention_backward=cudnn)
@@ -107,8 +108,8 @@ for entry in $plugins; do
       recompute+=(--set plugin.cuda_graph=false)
     elif [ "${BASH_REMATCH[2]}" = no_gemm_autotune ]; then
       recompute+=(--set plugin.gemm_autotune=false)
-    elif [ "${BASH_REMATCH[2]}" = gemm_autotune_wide ]; then
-      recompute+=(--set plugin.gemm_autotune_wide=true)
+    elif [ "${BASH_REMATCH[2]}" = no_gemm_autotune_wide ]; then
+      recompute+=(--set plugin.gemm_autotune_wide=false)
     else
       recompute+=(--set "train.${BASH_REMATCH[2]}=true")
     fi

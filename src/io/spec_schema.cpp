@@ -186,16 +186,18 @@ std::vector<FieldInfo> build_schema() {
            "GPU: on the first call of each GEMM shape of at least 1 GFLOP, time cuBLASLt's single-pass candidate "
            "algorithms and keep the fastest whose output has the bits of its first choice (meant to change speed, "
            "not results). false: the first choice."),
-      Bool(VIT_AT(plugin, gemm_autotune_wide), "false",
+      Bool(VIT_AT(plugin, gemm_autotune_wide), "true",
            "GPU, with gemm_autotune: also screen the first candidate's algorithm in its other single-pass "
            "configurations (every tile and custom option) and time the 8 fastest with the others, under the same "
-           "bits rule. ViT-B/16 bf16 on an H200: +0.3% / +0.9% images/s at batch 32 / 256, for 20-50 s more "
-           "start-up."),
-      String(VIT_AT(plugin, gemm_tuning_cache), "",
+           "bits rule. ViT-B/16 bf16 on an H200: +1.0-1.5% / +0.8-1.2% images/s at batch 32 / 256 against false; "
+           "20-30 s at the start of a run whose GEMM shapes gemm_tuning_cache does not hold yet, 0.2 s when it "
+           "does."),
+      String(VIT_AT(plugin, gemm_tuning_cache), "auto",
              "GPU, with gemm_autotune: a file of tuning results (cuBLASLt algorithm per GPU model, cuBLASLt version "
              "and GEMM shape) read at start and written after the first step and at the end (merged, via a "
              "temporary file and a rename), so later runs skip the timing; each cached choice is still checked "
-             "once against the heuristic's first answer's bits. Its folder must exist. Empty = none."),
+             "once against the heuristic's first answer's bits. auto = <run.output_dir>/gemm_tuning.tsv; a path: "
+             "its folder must exist; empty = no cache (every run tunes)."),
       Int(VIT_AT(plugin, stage), "2", closed(1, 2),
           "low_level_zero: 1 = shard optimizer states, 2 = gradients too."),
       Int(VIT_AT(plugin, zero_stage), "0", closed(0, 1),

@@ -68,9 +68,10 @@ class GpuRuntime {
   // heuristic's first answer, as before.
   void set_gemm_autotune(bool on);
   // With tuning on, also screen the first candidate's algorithm in its other
-  // single-pass configurations (tiles x custom options; matmul.cu). Off by
-  // default: +0.3-0.9% images/s for ViT-B/16 on an H200, at a cost of tens
-  // of seconds at start-up.
+  // single-pass configurations (tiles x custom options; matmul.cu): +1%
+  // images/s for ViT-B/16 on an H200, at a cost of 20-30 s at start-up
+  // unless the tuning cache holds the shapes. Off here; the spec's default
+  // (plugin.gemm_autotune_wide) turns it on.
   void set_gemm_autotune_wide(bool on);
   // A file of tuning results (gemm_tuning_cache.h; plugin.gemm_tuning_cache)
   // read now: plans it holds for this GPU model and cuBLASLt version skip

@@ -56,9 +56,13 @@
 // join the list for the timed, hashed comparison above. bench_gemm_algos
 // --search found such configurations 1.4% (batch 32) and 1.1% (batch 256) of
 // the step's GEMM time faster than the list's best, with the first's bits;
-// in the step +0.3% / +0.9% images/s at batch 32 / 256 (H200), for 20-50 s
-// more start-up (AlgoCheck and a few launches for each of ~500-900
-// configurations a plan). Off by default (plugin.gemm_autotune_wide).
+// in the step +1.0-1.5% / +0.8-1.2% images/s at batch 32 / 256 (H200, one
+// binary, alternating runs), for 20-30 s more start-up (AlgoCheck and a few
+// launches for each of ~500-900 configurations a plan), which the tuning
+// cache below pays once. A two-stage screening (tiles first, then the custom
+// options of the fastest tiles: 1.5-1.8k configurations, ~4 s) chose worse:
+// +0.2% / -0.6% (s16/g_staged_wide). On by default in the spec
+// (plugin.gemm_autotune_wide), off in a bare GpuRuntime.
 //
 // Tuning cache (plugin.gemm_tuning_cache, gemm_tuning_cache.h): a tuned
 // plan's choice is put in the cache under the GPU model, the cuBLASLt

@@ -57,6 +57,12 @@ std::string git_revision() { return VIT_GIT_REVISION; }
 
 }  // namespace
 
+std::string gemm_tuning_cache_path(const ExperimentSpec& spec) {
+  const std::string& c = spec.plugin.gemm_tuning_cache;
+  if (c != "auto") return c;
+  return (spec.run.output_dir.empty() ? std::string(".") : spec.run.output_dir) + "/gemm_tuning.tsv";
+}
+
 RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
   world_ = comm::bootstrap_world(spec.run.device);
   // Threads: the node's cores shared among its ranks, unless the spec says.
@@ -77,7 +83,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     rt->set_gemm_autotune_wide(spec.plugin.gemm_autotune_wide);
-    if (spec.plugin.gemm_autotune) rt->set_gemm_tuning_cache(spec.plugin.gemm_tuning_cache);
+    if (spec.plugin.gemm_autotune) rt->set_gemm_tuning_cache(gemm_tuning_cache_path(spec));
     ctx_ = rt->context();
     gpu_ = rt;
   }

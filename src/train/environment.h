@@ -38,6 +38,10 @@ struct ResultsResume {
   int world_size = 0;
 };
 
+// Where plugin.gemm_tuning_cache points: "auto" is
+// <run.output_dir>/gemm_tuning.tsv; "" = no cache.
+std::string gemm_tuning_cache_path(const ExperimentSpec& spec);
+
 class RunEnvironment {
  public:
   // Also starts the collective watchdog (run.collective_timeout_s).

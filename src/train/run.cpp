@@ -137,13 +137,15 @@ std::vector<std::string> preflight_experiment(const ExperimentSpec& spec) {
   }
 
   // The GEMM tuning cache: a file that reads (when it exists) in a folder
-  // that exists (the run writes it there).
-  if (spec.plugin.gemm_autotune && !spec.plugin.gemm_tuning_cache.empty()) {
-    const std::string& path = spec.plugin.gemm_tuning_cache;
+  // that exists (the run writes it there; "auto" is in run.output_dir, which
+  // the run makes).
+  const std::string tuning_cache = train::gemm_tuning_cache_path(spec);
+  if (spec.plugin.gemm_autotune && !tuning_cache.empty() && (on_gpu || spec.plugin.gemm_tuning_cache != "auto")) {
+    const std::string& path = tuning_cache;
     const size_t slash = path.find_last_of('/');
     const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
     struct stat st {};
-    if (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (spec.plugin.gemm_tuning_cache != "auto" && (::stat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
       throw UserError(str_cat(at(spec, "plugin.gemm_tuning_cache"), path, ": the folder ", folder,
                               " does not exist (create it, or name a file in a folder that exists; empty = no cache)"));
     }

@@ -422,7 +422,14 @@ class Trainer {
                             "; step skipped, scale now ", scaler.scale()));
         }
         bar_.update(s + 1, r.loss, ips);
-        if (steps_this_run == 1) env_.save_gemm_tuning();  // the step's GEMMs are tuned by now
+        if (steps_this_run == 1) {  // the step's GEMMs are tuned by now
+          env_.save_gemm_tuning();
+#ifdef VIT_WITH_CUDA
+          if (env_.is_rank0() && env_.ctx().gpu && !gemm_tuning_note(*env_.ctx().gpu).empty()) {
+            bar_.line(gemm_tuning_note(*env_.ctx().gpu) + " (rank 0, first step)");
+          }
+#endif
+        }
         if (st.nonfinite_in_row >= t.max_nonfinite_steps) {
           bar_.finish();
           const std::string msg =
@@ -967,7 +974,7 @@ int benchmark(RunEnvironment& env) {
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
   // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward,
-  // +no_cuda_graph, +no_gemm_autotune and +gemm_autotune_wide entries).
+  // +no_cuda_graph, +no_gemm_autotune and +no_gemm_autotune_wide entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
@@ -978,8 +985,8 @@ int benchmark(RunEnvironment& env) {
                                                               "cuDNN attention backward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
                                  std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"},
-                                 std::pair<bool, const char*>{spec.plugin.gemm_autotune && spec.plugin.gemm_autotune_wide,
-                                                              "wide GEMM tuning"}}) {
+                                 std::pair<bool, const char*>{spec.plugin.gemm_autotune && !spec.plugin.gemm_autotune_wide,
+                                                              "list GEMM tuning"}}) {
     if (on) variant += (variant.empty() ? "" : ", ") + std::string(what);
   }
   env.open_results("benchmark", plugin->name(), global_batch, variant);

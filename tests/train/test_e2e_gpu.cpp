@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <cstdio>
 #include <iterator>
+#include <sstream>
 
 #include "e2e_util.h"
 #include "io/safetensors.h"
@@ -595,6 +596,51 @@ BOOST_AUTO_TEST_CASE(cuda_graph_replays_give_the_bits_of_eager_steps) {
       }
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(gemm_tuning_cache_is_written_by_one_run_and_read_by_the_next) {
+  // plugin.gemm_tuning_cache's default (auto: <run.output_dir>/gemm_tuning.tsv)
+  // with the default wide tuning: a first run tunes ViT-B-wide GEMMs (at
+  // least 1 GFLOP: hidden 768, 65 tokens, batch 32) and writes the file
+  // after its first step; a second run takes every tuned plan from it and
+  // tunes none; both give the step lines of a run without tuning, bit for bit.
+  const std::string cache = scratch() + "/gemm_tuning.tsv";
+  fs::remove(cache);
+  const std::string args = "--set run.device=cuda --set eval.enabled=false --set train.steps=3 "
+                           "--set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16 --set model.hidden=768 "
+                           "--set model.heads=12 --set model.mlp_dim=3072 --set model.depth=2 ";
+  BOOST_TEST_REQUIRE(vit_hpc(1, "gpu_tuning_cold", args) == 0);
+  BOOST_TEST_REQUIRE(fs::exists(cache));
+  BOOST_TEST_REQUIRE(vit_hpc(1, "gpu_tuning_warm", args) == 0);
+  BOOST_TEST_REQUIRE(vit_hpc(1, "gpu_tuning_off", args + "--set plugin.gemm_autotune=false") == 0);
+  // "GEMM tuning: N cuBLASLt plans tuned, ...; cache <path>: K plans from it"
+  auto counts = [](const std::string& run) {
+    const std::string log = log_of(run);
+    const size_t at = log.find("GEMM tuning: ");
+    BOOST_TEST_REQUIRE(at != std::string::npos, run << " does not report its GEMM tuning:\n" << log);
+    const std::string line = log.substr(at, log.find('\n', at) - at);
+    BOOST_TEST_MESSAGE(run << ": " << line);
+    const size_t from = line.find(": ", line.find("; cache "));
+    BOOST_TEST_REQUIRE(from != std::string::npos, line);
+    int tuned = -1, hits = -1;
+    BOOST_TEST_REQUIRE(std::sscanf(line.c_str(), "GEMM tuning: %d cuBLASLt plans tuned", &tuned) == 1, line);
+    BOOST_TEST_REQUIRE(std::sscanf(line.c_str() + from, ": %d plans from it", &hits) == 1, line);
+    BOOST_TEST(contains(line, "cache " + scratch() + "/gemm_tuning.tsv"), line);
+    return std::pair<int, int>{tuned, hits};
+  };
+  const auto [cold_tuned, cold_hits] = counts("gpu_tuning_cold");
+  const auto [warm_tuned, warm_hits] = counts("gpu_tuning_warm");
+  BOOST_TEST(cold_tuned >= 4);  // qkv, fc1, fc2 and proj's forwards and input gradients have candidates
+  BOOST_TEST(cold_hits == 0);
+  BOOST_TEST(warm_tuned == 0);
+  BOOST_TEST(warm_hits == cold_tuned);
+  BOOST_TEST(!contains(log_of("gpu_tuning_warm"), "cached choices left out"));
+  size_t lines = 0;
+  std::istringstream file(slurp(cache));
+  for (std::string l; std::getline(file, l);) lines += !l.empty() && l[0] != '#';
+  BOOST_TEST(lines == static_cast<size_t>(cold_tuned));
+  BOOST_TEST(differing_steps("gpu_tuning_cold", "gpu_tuning_off", 1, 3) == 0u);
+  BOOST_TEST(differing_steps("gpu_tuning_warm", "gpu_tuning_off", 1, 3) == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(collective_watchdog_ends_a_gpu_job_whose_rank_was_stopped) {

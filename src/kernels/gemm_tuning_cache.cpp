@@ -72,8 +72,9 @@ std::string host_name() {
 
 }  // namespace
 
-std::string GemmTuningCache::id(const std::string& gpu, const std::string& library, const std::string& key) {
-  return gpu + '\t' + library + '\t' + key;
+std::string GemmTuningCache::id(const std::string& gpu, const std::string& library, const std::string& key,
+                                bool wide) {
+  return gpu + '\t' + library + '\t' + key + (wide ? "\t1" : "\t0");
 }
 
 std::string GemmTuningCache::format(const std::vector<GemmTuningEntry>& entries) {
@@ -153,17 +154,17 @@ GemmTuningCache::GemmTuningCache(std::string path) : path_(std::move(path)) {
   if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
     throw UserError(str_cat(path_, ": not a regular file (plugin.gemm_tuning_cache names a file)"));
   }
-  for (const GemmTuningEntry& e : read_file(path_)) entries_[id(e.gpu, e.library, e.key)] = e;
+  for (const GemmTuningEntry& e : read_file(path_)) entries_[id(e.gpu, e.library, e.key, e.wide)] = e;
 }
 
 const GemmTuningEntry* GemmTuningCache::find(const std::string& gpu, const std::string& library,
-                                             const std::string& key) const {
-  const auto it = entries_.find(id(gpu, library, key));
+                                             const std::string& key, bool wide) const {
+  const auto it = entries_.find(id(gpu, library, key, wide));
   return it == entries_.end() ? nullptr : &it->second;
 }
 
 void GemmTuningCache::put(const GemmTuningEntry& e) {
-  const std::string k = id(e.gpu, e.library, e.key);
+  const std::string k = id(e.gpu, e.library, e.key, e.wide);
   const auto it = entries_.find(k);
   if (it != entries_.end() && it->second == e) return;
   entries_[k] = e;
@@ -174,7 +175,7 @@ size_t GemmTuningCache::save() {
   if (unsaved_.empty()) return 0;
   // The file as it is now (another rank or job may have added entries).
   std::map<std::string, GemmTuningEntry> merged;
-  for (const GemmTuningEntry& e : read_file(path_)) merged[id(e.gpu, e.library, e.key)] = e;
+  for (const GemmTuningEntry& e : read_file(path_)) merged[id(e.gpu, e.library, e.key, e.wide)] = e;
   for (const auto& [k, e] : unsaved_) merged[k] = e;
   std::vector<GemmTuningEntry> list;
   list.reserve(merged.size());

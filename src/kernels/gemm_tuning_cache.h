@@ -37,7 +37,7 @@ struct GemmTuningEntry {
   std::string gpu;      // e.g. "NVIDIA_H200/sm90/132" (no whitespace)
   std::string library;  // e.g. "cublasLt-120805"
   std::string key;      // the plan's key (matmul.cu), comma-separated integers
-  bool wide = false;    // found with the wide tuning (a wide run re-tunes entries without it)
+  bool wide = false;    // found with the wide tuning (runs of the other kind neither use nor replace it)
   std::array<uint64_t, 8> algo{};
   uint64_t workspace = 0;  // bytes the algorithm asked for
   bool operator==(const GemmTuningEntry& o) const {
@@ -54,8 +54,12 @@ class GemmTuningCache {
   explicit GemmTuningCache(std::string path);
 
   const std::string& path() const { return path_; }
-  const GemmTuningEntry* find(const std::string& gpu, const std::string& library, const std::string& key) const;
-  // Adds or replaces the entry for (gpu, library, key); one that differs
+  // The entry for this GPU, library and plan key found by a wide tuning (or
+  // by the heuristic's list only): each run takes what its own tuning would
+  // choose, so a list-only run measures the list.
+  const GemmTuningEntry* find(const std::string& gpu, const std::string& library, const std::string& key,
+                              bool wide) const;
+  // Adds or replaces the entry for (gpu, library, key, wide); one that differs
   // from what the cache held is pending until save().
   void put(const GemmTuningEntry& e);
   size_t size() const { return entries_.size(); }
@@ -71,7 +75,7 @@ class GemmTuningCache {
   static std::vector<GemmTuningEntry> parse(const std::string& text, const std::string& where);
 
  private:
-  static std::string id(const std::string& gpu, const std::string& library, const std::string& key);
+  static std::string id(const std::string& gpu, const std::string& library, const std::string& key, bool wide);
   std::string path_;
   std::map<std::string, GemmTuningEntry> entries_;
   std::map<std::string, GemmTuningEntry> unsaved_;  // put since the last save, by id

@@ -67,7 +67,7 @@
 // Tuning cache (plugin.gemm_tuning_cache, gemm_tuning_cache.h): a tuned
 // plan's choice is put in the cache under the GPU model, the cuBLASLt
 // version and the plan's key, and saved by the run. A later plan with the
-// same key (and, for a wide run, an entry found by a wide tuning) skips the
+// same key, found by a tuning of the same kind (wide or list only), skips the
 // heuristic's list and the screening: the cached algorithm must pass
 // cublasLtMatmulAlgoCheck, and on the first call it runs once beside the
 // heuristic's first answer under the same hashed comparison; it is kept when
@@ -563,8 +563,7 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       const GemmTuningEntry* cached = nullptr;
       if (st == CUBLAS_STATUS_SUCCESS && found > 0 && tunable && h.gemm_cache && single_pass(results[0].algo)) {
         p.cache_key = cache_key(key);
-        cached = h.gemm_cache->find(h.gemm_cache_gpu, h.gemm_cache_library, p.cache_key);
-        if (cached && h.gemm_autotune_wide && !cached->wide) cached = nullptr;
+        cached = h.gemm_cache->find(h.gemm_cache_gpu, h.gemm_cache_library, p.cache_key, h.gemm_autotune_wide);
       }
       if (cached) {
         p.algo = results[0].algo;

@@ -142,18 +142,24 @@ BOOST_AUTO_TEST_CASE(save_merges_with_another_writer_and_leaves_no_temporary) {
 
   GemmTuningCache c(path.string());
   BOOST_TEST(c.size() == 3u);
-  const GemmTuningEntry* two = c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "2,2,2");
+  const GemmTuningEntry* two = c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "2,2,2", false);
   BOOST_REQUIRE(two != nullptr);
   BOOST_TEST((*two == entry("2,2,2", 2)));
-  BOOST_TEST(c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "3,3,3") != nullptr);
+  BOOST_TEST(c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "3,3,3", false) != nullptr);
   // Another GPU model or library version does not find it.
-  BOOST_TEST(c.find("NVIDIA_H100_80GB_HBM3/sm90/132", "cublasLt-120805", "2,2,2") == nullptr);
-  BOOST_TEST(c.find("NVIDIA_H200/sm90/132", "cublasLt-120900", "2,2,2") == nullptr);
+  BOOST_TEST(c.find("NVIDIA_H100_80GB_HBM3/sm90/132", "cublasLt-120805", "2,2,2", false) == nullptr);
+  BOOST_TEST(c.find("NVIDIA_H200/sm90/132", "cublasLt-120900", "2,2,2", false) == nullptr);
+  // A wide tuning's entry is another one than the list's for the same key:
+  // each kind of run finds only its own.
+  BOOST_TEST(c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "2,2,2", true) == nullptr);
   // Putting what it holds changes nothing.
   c.put(entry("3,3,3", 3));
   BOOST_TEST(c.pending() == 0u);
-  c.put(entry("3,3,3", 3, true));
+  c.put(entry("3,3,3", 30, true));
   BOOST_TEST(c.pending() == 1u);
+  BOOST_TEST(c.size() == 4u);
+  BOOST_TEST((*c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "3,3,3", true) == entry("3,3,3", 30, true)));
+  BOOST_TEST((*c.find("NVIDIA_H200/sm90/132", "cublasLt-120805", "3,3,3", false) == entry("3,3,3", 3)));
 }
 
 BOOST_AUTO_TEST_CASE(a_file_that_cannot_be_read_or_written_is_named) {

@@ -318,7 +318,8 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_changes_no_bit) {
 BOOST_AUTO_TEST_CASE(gemm_tuning_cache_skips_the_timing) {
   // plugin.gemm_tuning_cache: a runtime that reads what another one tuned
   // and saved takes every tuned plan from the file (no timing) and gives the
-  // untuned bits; a wide runtime re-tunes plans cached by a list tuning;
+  // untuned bits; a wide runtime does not take a list tuning's entries (it
+  // tunes, and its entries then sit beside them);
   // cached choices with a summation order of their own (split-K 2 written
   // into the file) are left out, counted, and the first answer's bits stay.
   char templ[] = "/tmp/vit_gemm_cache_XXXXXX";
@@ -369,10 +370,15 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_cache_skips_the_timing) {
   BOOST_TEST(wide->handles()->gemm_cache_hits == 0);
   BOOST_TEST(wide->handles()->gemm_tuned >= tuned);
   BOOST_TEST(wide->handles()->gemm_variants_screened > 0);
+  BOOST_TEST(wide->save_gemm_tuning_cache() == static_cast<size_t>(wide->handles()->gemm_tuned));
+  auto wide_again = tuning_runtime(true);
+  BOOST_TEST((run(*wide_again) == want));
+  BOOST_TEST(wide_again->handles()->gemm_cache_hits == wide->handles()->gemm_tuned);
+  BOOST_TEST(wide_again->handles()->gemm_tuned == 0);
 
   {  // every cached choice made split-K 2 (another summation order)
     GemmTuningCache cache(path);
-    BOOST_REQUIRE(cache.size() == static_cast<size_t>(tuned));
+    BOOST_REQUIRE(cache.size() == static_cast<size_t>(tuned + wide->handles()->gemm_tuned));
     std::vector<GemmTuningEntry> entries = GemmTuningCache::parse(
         [&] {
           std::ifstream in(path);
@@ -390,7 +396,7 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_cache_skips_the_timing) {
       std::memcpy(e.algo.data(), &a, sizeof a);
       cache.put(e);
     }
-    BOOST_TEST(cache.save() == static_cast<size_t>(tuned));
+    BOOST_TEST(cache.save() == cache.size());
   }
   auto damaged = tuning_runtime(false);
   BOOST_TEST((run(*damaged) == want));

@@ -558,8 +558,8 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       const cublasStatus_t st =
           cublasLtMatmulAlgoGetHeuristic(h.lt, p.desc, p.a, p.b, p.c, p.c, pref, want, results, &found);
       cublasLtMatmulPreferenceDestroy(pref);
-      // The tuning cache's choice for this plan, when it has one that suits
-      // this run (an entry of a wide tuning for a wide run).
+      // The tuning cache's choice for this plan, when it holds one of this
+      // GPU model and cuBLASLt found by a tuning of this run's kind.
       const GemmTuningEntry* cached = nullptr;
       if (st == CUBLAS_STATUS_SUCCESS && found > 0 && tunable && h.gemm_cache && single_pass(results[0].algo)) {
         p.cache_key = cache_key(key);

@@ -345,6 +345,31 @@ void add_variants(GpuHandles& h, LtPlan& p, int found, const cublasLtMatmulHeuri
   }
 }
 
+// A plan whose heuristic's first answer is p.algo takes the tuning cache's
+// choice `e` (see the top of this file): nothing to check when it is the
+// first answer; otherwise a single-pass algorithm that
+// cublasLtMatmulAlgoCheck accepts becomes the one candidate that tune_plan
+// compares with the first answer's bits on the first call; anything else is
+// left out (counted) and the plan keeps the first answer.
+void take_cached(GpuHandles& h, LtPlan& p, const GemmTuningEntry& e) {
+  cublasLtMatmulAlgo_t a;
+  std::memcpy(&a, e.algo.data(), sizeof(a));
+  cublasLtMatmulHeuristicResult_t chk{};
+  if (std::memcmp(&a, &p.algo, sizeof(a)) == 0) {
+    p.tuned = true;
+    ++h.gemm_cache_hits;
+  } else if (single_pass(a) &&
+             cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) == CUBLAS_STATUS_SUCCESS &&
+             chk.state == CUBLAS_STATUS_SUCCESS && chk.workspaceSize <= GpuHandles::kGemmWorkspaceBytes) {
+    p.candidates.push_back(a);
+    p.candidate_workspace.push_back(chk.workspaceSize);
+    p.from_cache = true;
+  } else {
+    p.tuned = true;
+    ++h.gemm_cache_rejected;
+  }
+}
+
 // The first call of a tunable plan (see the top of this file): keeps the
 // fastest candidate whose output has the first answer's bits. Leaves the
 // output written (by the last candidate run, all of them bit-identical to
@@ -558,51 +583,35 @@ void lt_matmul(GpuHandles& h, cudaStream_t stream, const LtCall& c) {
       const cublasStatus_t st =
           cublasLtMatmulAlgoGetHeuristic(h.lt, p.desc, p.a, p.b, p.c, p.c, pref, want, results, &found);
       cublasLtMatmulPreferenceDestroy(pref);
-      // The tuning cache's choice for this plan, when it holds one of this
-      // GPU model and cuBLASLt found by a tuning of this run's kind.
-      const GemmTuningEntry* cached = nullptr;
-      if (st == CUBLAS_STATUS_SUCCESS && found > 0 && tunable && h.gemm_cache && single_pass(results[0].algo)) {
-        p.cache_key = cache_key(key);
-        cached = h.gemm_cache->find(h.gemm_cache_gpu, h.gemm_cache_library, p.cache_key, h.gemm_autotune_wide);
-      }
-      if (cached) {
+      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
         p.algo = results[0].algo;
         p.workspace = results[0].workspaceSize;
         p.has_algo = true;
-        cublasLtMatmulAlgo_t a;
-        std::memcpy(&a, cached->algo.data(), sizeof(a));
-        cublasLtMatmulHeuristicResult_t chk{};
-        if (std::memcmp(&a, &results[0].algo, sizeof(a)) == 0) {
-          p.tuned = true;  // the first answer was the choice
-          ++h.gemm_cache_hits;
-        } else if (single_pass(a) &&
-                   cublasLtMatmulAlgoCheck(h.lt, p.desc, p.a, p.b, p.c, p.c, &a, &chk) == CUBLAS_STATUS_SUCCESS &&
-                   chk.state == CUBLAS_STATUS_SUCCESS && chk.workspaceSize <= GpuHandles::kGemmWorkspaceBytes) {
-          p.candidates.push_back(a);  // checked on the first call (tune_plan)
-          p.candidate_workspace.push_back(chk.workspaceSize);
-          p.from_cache = true;
-        } else {
-          p.tuned = true;  // refused: the first answer
-          ++h.gemm_cache_rejected;
+        // The tuning cache's choice for this plan, when it holds one of this
+        // GPU model and cuBLASLt found by a tuning of this run's kind.
+        const GemmTuningEntry* cached = nullptr;
+        if (tunable && h.gemm_cache && single_pass(results[0].algo)) {
+          p.cache_key = cache_key(key);
+          cached = h.gemm_cache->find(h.gemm_cache_gpu, h.gemm_cache_library, p.cache_key, h.gemm_autotune_wide);
         }
-      } else if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
-        p.algo = results[0].algo;
-        p.workspace = results[0].workspaceSize;
-        p.has_algo = true;
-        if (single_pass(results[0].algo)) {
-          for (int i = 1; i < found; ++i) {
-            if (results[i].state == CUBLAS_STATUS_SUCCESS && single_pass(results[i].algo)) {
-              p.candidates.push_back(results[i].algo);
-              p.candidate_workspace.push_back(results[i].workspaceSize);
+        if (cached) {
+          take_cached(h, p, *cached);
+        } else {
+          if (single_pass(results[0].algo)) {
+            for (int i = 1; i < found; ++i) {
+              if (results[i].state == CUBLAS_STATUS_SUCCESS && single_pass(results[i].algo)) {
+                p.candidates.push_back(results[i].algo);
+                p.candidate_workspace.push_back(results[i].workspaceSize);
+              }
             }
           }
+          if (tunable && h.gemm_autotune_wide && single_pass(results[0].algo)) {
+            size_t ws_cap = p.workspace;
+            for (size_t w : p.candidate_workspace) ws_cap = std::max(ws_cap, w);
+            add_variants(h, p, found, results, ws_cap);
+          }
+          p.tuned = p.candidates.empty() && p.variants.empty();
         }
-        if (tunable && h.gemm_autotune_wide && single_pass(results[0].algo)) {
-          size_t ws_cap = p.workspace;
-          for (size_t w : p.candidate_workspace) ws_cap = std::max(ws_cap, w);
-          add_variants(h, p, found, results, ws_cap);
-        }
-        p.tuned = p.candidates.empty() && p.variants.empty();
       } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED &&
                  st != CUBLAS_STATUS_INVALID_VALUE) {
         VIT_CUBLAS_CHECK(st);

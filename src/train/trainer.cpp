@@ -425,9 +425,8 @@ class Trainer {
         if (steps_this_run == 1) {  // the step's GEMMs are tuned by now
           env_.save_gemm_tuning();
 #ifdef VIT_WITH_CUDA
-          if (env_.is_rank0() && env_.ctx().gpu && !gemm_tuning_note(*env_.ctx().gpu).empty()) {
-            bar_.line(gemm_tuning_note(*env_.ctx().gpu) + " (rank 0, first step)");
-          }
+          const std::string note = env_.ctx().gpu ? gemm_tuning_note(*env_.ctx().gpu) : "";
+          if (env_.is_rank0() && !note.empty()) bar_.line(note + " (rank 0, first step)");
 #endif
         }
         if (st.nonfinite_in_row >= t.max_nonfinite_steps) {
@@ -1103,7 +1102,8 @@ int benchmark(RunEnvironment& env) {
     bar.line(rate);
     if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
 #ifdef VIT_WITH_CUDA
-    if (env.ctx().gpu && !gemm_tuning_note(*env.ctx().gpu).empty()) bar.line(gemm_tuning_note(*env.ctx().gpu));
+    const std::string tuning = env.ctx().gpu ? gemm_tuning_note(*env.ctx().gpu) : "";
+    if (!tuning.empty()) bar.line(tuning);
     if (env.ctx().gpu) bar.line(workspace_note(*env.ctx().gpu));
 #endif
     if (!ops.empty()) {

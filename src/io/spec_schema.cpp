@@ -140,9 +140,11 @@ std::vector<FieldInfo> build_schema() {
       Bool(VIT_AT(model, attention_deterministic), "true",
            "Where cuDNN's attention backward runs (see attention_backward): its deterministic form (reruns give "
            "the same bits); false: dQ is summed with fp32 atomics, ~10% faster, and reruns differ in the last bits."),
-      Choice(VIT_AT(model, attention_backward), "auto", {"auto", "cudnn"},
+      Choice(VIT_AT(model, attention_backward), "auto", {"auto", "mma", "cudnn"},
              "Backward of the cudnn attention: auto runs vit_hpc's short-sequence kernel (bf16/fp16, head size "
-             "64, up to 224 tokens; deterministic) where it fits and cuDNN's elsewhere; cudnn: always cuDNN's."),
+             "64, up to 224 tokens; deterministic) where it fits, in its wgmma form on Hopper GPUs, and cuDNN's "
+             "elsewhere; mma: the short-sequence kernel's mma.sync form on every GPU (the same bits as auto, "
+             "slower on Hopper); cudnn: always cuDNN's."),
       Float(VIT_AT(model, drop_path), "0.0", closed_open(0, 1),
             "Stochastic depth of the last block; block l drops its branches per sample with rate "
             "drop_path * l / (depth - 1). Training only."),

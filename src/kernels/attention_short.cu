@@ -47,6 +47,7 @@
 #include <cmath>
 
 #include "kernels/attention_short.h"
+#include "kernels/attention_sm90a.h"
 #include "kernels/cuda_common.cuh"
 
 namespace vit::kernels {
@@ -468,6 +469,10 @@ void short_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
   for (const void* p : {static_cast<const void*>(dqkv), qkv, out, dout, static_cast<const void*>(stats)})
     VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "short_attention_backward: pointers must be 16-byte aligned");
   VIT_CHECK(B * NH <= 0x7fffffff, "short_attention_backward: B * NH = ", B * NH, " is too large for one grid");
+  if (h.attention_backward_wgmma && sm90a_attention_backward_fits(h, dt, T, HS)) {  // the same bits, faster
+    sm90a_attention_backward(h, dt, B, T, NH, dqkv, qkv, out, dout, stats, scale, bias_partial);
+    return;
+  }
   const int Tp = padded_len(T);
   const size_t smem = smem_bytes(Tp);
   const dim3 grid(static_cast<unsigned>(B * NH)), block(static_cast<unsigned>(32 * Tp / 16));

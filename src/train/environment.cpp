@@ -81,6 +81,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     auto rt = std::make_shared<GpuRuntime>(world_.gpu_index, spec.plugin.tf32);
     rt->set_sdpa_deterministic(spec.model.attention_deterministic);
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
+    rt->set_attention_backward_wgmma(spec.model.attention_backward == "auto");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     rt->set_gemm_autotune_wide(spec.plugin.gemm_autotune_wide);
     if (spec.plugin.gemm_autotune) rt->set_gemm_tuning_cache(gemm_tuning_cache_path(spec));

@@ -972,7 +972,7 @@ int benchmark(RunEnvironment& env) {
 
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
-  // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward,
+  // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward, +mma_attention_backward,
   // +no_cuda_graph, +no_gemm_autotune and +no_gemm_autotune_wide entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
@@ -982,6 +982,8 @@ int benchmark(RunEnvironment& env) {
                                                               "attention dQ atomics"},
                                  std::pair<bool, const char*>{spec.model.attention_backward == "cudnn",
                                                               "cuDNN attention backward"},
+                                 std::pair<bool, const char*>{spec.model.attention_backward == "mma",
+                                                              "mma.sync attention backward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
                                  std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"},
                                  std::pair<bool, const char*>{spec.plugin.gemm_autotune && !spec.plugin.gemm_autotune_wide,

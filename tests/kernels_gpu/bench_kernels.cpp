@@ -244,7 +244,14 @@ int main(int argc, char** argv) {
         bench.time("attention bwd " + n + " +db of qkv", 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl, dbq.t); });
         if (impl == K::AttentionImpl::CuDNN) {
-          // The line above ran the short-sequence kernel where it fits.
+          // The lines above ran the short-sequence kernel where it fits, in
+          // its wgmma form on a Hopper GPU; its mma.sync form beside it.
+          rt.set_attention_backward_wgmma(false);
+          bench.time("attention bwd short, mma.sync form", 2 * attn_fl, true,
+                     [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
+          bench.time("attention bwd short, mma.sync form +db of qkv", 2 * attn_fl, true,
+                     [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl, dbq.t); });
+          rt.set_attention_backward_wgmma(true);
           rt.set_attention_backward_short(false);
           bench.time("attention bwd cudnn (cuDNN's deterministic kernel)", 2 * attn_fl, true,
                      [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });

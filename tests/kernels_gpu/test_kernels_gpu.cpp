@@ -24,6 +24,7 @@
 
 #include "core/cuda_check.h"
 #include "kernels/attention_short.h"
+#include "kernels/attention_sm90a.h"
 #include "kernels/column_sum.h"
 #endif
 
@@ -1074,6 +1075,58 @@ BOOST_AUTO_TEST_CASE(attention_short_backward) {
                                               static_cast<int>(s.NH), K::AttentionImpl::CuDNN),
                         Error);
       gpu().set_attention_backward_short(true);
+    }
+  }
+}
+
+// The wgmma form of the short attention backward (attention_sm90a.h), which
+// short_attention_backward runs on a Hopper GPU: dQ, dK, dV and the QKV bias
+// partials bit for bit equal to the mma.sync kernel's (the same fp32 order of
+// every sum), for lengths of 1 to 4 tiles of 64, ragged and whole, bf16 and
+// fp16. (test_model_gpu and test_e2e_gpu then run it inside the model.)
+BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
+  const GpuHandles& h = *gpu().handles();
+  if (h.cc_major != 9) {
+    std::printf("SKIPPED attention_sm90a_backward_gives_the_mma_bits: the GPU is not a Hopper (compute capability "
+                "%d.x); the wgmma kernel does not run here\n", h.cc_major);
+    return;
+  }
+  std::string why;
+  BOOST_REQUIRE_MESSAGE(K::sm90a_attention_backward_fits(h, DType::BF16, 197, 64, &why), why);
+  BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::F32, 197, 64));
+  BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::BF16, 197, 32));
+  BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::BF16, 257, 64));
+  const AttnShape shapes[] = {
+      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
+      {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
+  };
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (const auto& s : shapes) {
+      const int64_t C = s.NH * s.HS;
+      DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C});
+      DevTensor aux(DType::F32, {s.B * s.NH * s.T});
+      qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
+      dout.upload(random_values(dout.numel()));
+      K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
+      std::vector<uint8_t> dq_bits[2], db_bits[2];
+      for (int wgmma = 0; wgmma < 2; ++wgmma) {
+        gpu().set_attention_backward_wgmma(wgmma == 1);
+        DevTensor dqkv(dt, {s.B, s.T, 3 * C}), partial(DType::F32, {s.B * 3 * C});
+        dqkv.poison();
+        partial.poison();
+        K::short_attention_backward(*gpu().handles(), dt, s.B, s.T, s.NH, s.HS, dqkv.t.data, qkv.t.data, out.t.data,
+                                    dout.t.data, static_cast<const float*>(aux.t.data),
+                                    1.0f / std::sqrt(static_cast<float>(s.HS)), static_cast<float*>(partial.t.data));
+        sync();
+        BOOST_CHECK_MESSAGE(dqkv.slack_intact() && partial.slack_intact(), s.name << ": a write past the end");
+        dq_bits[wgmma] = dqkv.raw();
+        db_bits[wgmma] = partial.raw();
+      }
+      gpu().set_attention_backward_wgmma(true);
+      const std::string tag = s.name + " " + dtype_name(dt);
+      BOOST_CHECK_MESSAGE(dq_bits[1] == dq_bits[0], tag << ": the wgmma kernel's dqkv differs from the mma.sync kernel's");
+      BOOST_CHECK_MESSAGE(db_bits[1] == db_bits[0],
+                          tag << ": the wgmma kernel's QKV bias partials differ from the mma.sync kernel's");
     }
   }
 }

@@ -1,0 +1,559 @@
+// Attention backward for short sequences on Hopper (see attention_sm90a.h):
+// the short-sequence kernel's work (attention_short.cu) with wgmma, the
+// tensor copy engine and 64-row tiles. Built for sm_90a only (its own object
+// in CMakeLists.txt); the dispatch in attention_short.cu calls it on
+// compute capability 9.x.
+//
+// One block per (b, h): two warpgroups, 64-row tiles (nt = ceil(T / 64), at
+// most 4). Shared memory, rows of 64 elements (128 B) with the 128-byte
+// swizzle (16-byte piece p of row r at p ^ (r % 8)), 256 rows each: Q, K,
+// dO, and dS (queries x keys) in 4 chunks of 64 keys; V lies in dS's last
+// chunk and O (for Drow) in its first until phase 1 overwrites them; then
+// lse, Drow and the loads' mbarrier: 231,440 bytes, one block per SM.
+//
+// Loads: one thread issues every 64-row tile of Q, K, V (from qkv), dO and
+// O as tensor copies (cp.async.bulk.tensor, 3-D maps (columns, T, B) so
+// that rows past T arrive as zeros) on one mbarrier.
+// Phase 1, warpgroup w, key tiles w and w + 2 (a round each), every query
+// tile qt: S^T = K_t Q_qt^T and dP^T = V_t dO_qt^T (wgmma m64n64k16, K_t and
+// V_t from registers, Q and dO K-major), P^T = exp2(S^T scale log2e - lse),
+// dS^T = P^T (dP^T - Drow) scale rounded to E and stored transposed into dS
+// (stmatrix .trans), dV += P^T dO_qt and dK += dS^T Q_qt (P^T, dS^T from
+// registers, dO and Q MN-major). The next query tile's S^T and dP^T are
+// issued before this tile's dV and dK, so the exponentials of one overlap
+// the other's products; P^T and dS^T alternate between two register sets.
+// Phase 2, warpgroup w, query tiles w and w + 2: dQ = dS K over the keys in
+// steps of 16 (dS K-major, K MN-major).
+//
+// The sums run in the short-sequence kernel's order (fp32, 16 keys a step
+// along the keys, 16 queries a step along the queries), so dQ, dK, dV and the
+// bias partials come out bit for bit equal to attention_short.cu's (the
+// GPU kernel tests check it). Bias partials: each warp sums the columns of
+// its 16 rows of dK and dV as stored (kept in 8 registers a lane through
+// phase 1) and of dQ, into shared memory over Q and dO (free in phase 2);
+// the 16-row blocks are added in row order.
+//
+// In place (dqkv == qkv): every load has landed (the mbarrier) before any
+// store, and a block reads and writes only its own head's columns of its own
+// sample's rows.
+#include "kernels/attention_sm90a.h"
+
+#include <cuda.h>
+
+#include <cmath>
+#include <mutex>
+
+#include "kernels/cuda_common.cuh"
+
+namespace vit::kernels {
+namespace {
+
+using namespace cuda_detail;
+
+constexpr int kHS = 64;
+constexpr int kRows = 256;           // rows of each array (T <= 256)
+constexpr int kTile = kRows * 128;   // bytes of one array of 256 rows x 128 B
+constexpr int kBox = 64 * 128;       // bytes of one 64-row tile
+constexpr int kThreads = 256;        // two warpgroups
+constexpr int kBiasCols = 3 * kHS;
+// Q, K, dO | dS (4 chunks) | lse, Drow | mbarrier. With 1 KB of alignment
+// slack this would pass the 232,448 bytes a block may have, so the kernel
+// takes the dynamic base's 1024-byte alignment as given (and traps if not).
+constexpr size_t kSmem = 3 * kTile + 4 * kTile + 2 * kRows * sizeof(float) + 16;
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define VIT_SM90A_DEVICE 1
+#endif
+
+__device__ __forceinline__ uint32_t swz(int r, int p) { return r * 128 + ((p ^ (r & 7)) << 4); }
+
+// wgmma matrix descriptor: 128-byte swizzle, 8-row groups 1024 B apart.
+__device__ __forceinline__ uint64_t desc(uint32_t saddr) {
+  uint64_t d = static_cast<uint64_t>((saddr & 0x3FFFF) >> 4);
+  d |= static_cast<uint64_t>(1) << 16;
+  d |= static_cast<uint64_t>(1024 >> 4) << 32;
+  d |= static_cast<uint64_t>(1) << 62;
+  return d;
+}
+
+#ifdef VIT_SM90A_DEVICE
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// d (64 x 64 fp32) (+)= a (64 x 16, registers) b (16 x 64, descriptor; TB: MN-major).
+template <typename E, int TB>
+__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t a[4], uint64_t db, int scale_d);
+// d (+)= a (descriptor, K-major) b (descriptor, MN-major).
+template <typename E>
+__device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int scale_d);
+template <>
+__device__ __forceinline__ void wgmma_rs<bf16, 0>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rs<bf16, 1>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_ss<bf16>(float* d, uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rs<fp16, 0>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rs<fp16, 1>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_ss<fp16>(float* d, uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void stsm_x4_t(uint32_t addr, const uint32_t v[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v[0]),
+               "r"(v[1]), "r"(v[2]), "r"(v[3])
+               : "memory");
+}
+__device__ __forceinline__ void mbar_init(uint64_t* b, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(b)), "r"(count));
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
+  const uint32_t a = smem_addr(b);
+  uint32_t ok = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!ok);
+}
+// One 64 x 64 box of a (columns, T, B) tensor map at (c0, c1, c2).
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
+          "r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+}
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+#endif  // VIT_SM90A_DEVICE
+
+template <typename E>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<fp16>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <typename E>
+__device__ __forceinline__ float2 unpack2(uint32_t v);
+template <>
+__device__ __forceinline__ float2 unpack2<bf16>(uint32_t v) {
+  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
+}
+template <>
+__device__ __forceinline__ float2 unpack2<fp16>(uint32_t v) {
+  return __half22float2(*reinterpret_cast<__half2*>(&v));
+}
+
+// A warpgroup's 64 x 64 fp32 accumulator as E: warp wi's rows r0 + 16 wi +
+// g (+ 8); rows at or past T skipped.
+template <typename E>
+__device__ __forceinline__ void store_acc(E* dst, int64_t ld, int r0, int T, const float* acc, int wi, int lane) {
+  const int g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = r0 + 16 * wi + g + 8 * half;
+    if (r >= T) continue;
+    E* row = dst + static_cast<int64_t>(r) * ld;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      *reinterpret_cast<uint32_t*>(row + 8 * j + c) = pack2<E>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+  }
+}
+
+// The column sums of the 16 rows store_acc writes for this warp (their stored
+// values, rows at or past T left out), in attention_short.cu's order (the
+// lane's two rows, then a butterfly over the 8 row groups). Lane (g, c)
+// returns the sums of columns 8 g + 2 c and the one after.
+template <typename E>
+__device__ __forceinline__ float2 column_sums(int r0, int T, const float* acc, int lane) {
+  const int g = lane >> 2;
+  const bool lo = r0 + g < T, hi = r0 + g + 8 < T;
+  float2 mine = make_float2(0.0f, 0.0f);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    float s0 = 0.0f, s1 = 0.0f;
+    if (lo) {
+      const float2 v = unpack2<E>(pack2<E>(acc[4 * j], acc[4 * j + 1]));
+      s0 += v.x;
+      s1 += v.y;
+    }
+    if (hi) {
+      const float2 v = unpack2<E>(pack2<E>(acc[4 * j + 2], acc[4 * j + 3]));
+      s0 += v.x;
+      s1 += v.y;
+    }
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    }
+    if (j == g) mine = make_float2(s0, s1);
+  }
+  return mine;
+}
+
+template <typename E, int NT>
+__global__ void __launch_bounds__(kThreads, 1)
+    sm90a_attention_backward_kernel(E* dqkv, const float* __restrict__ stats, int T, int NH, float scale,
+                                    float* __restrict__ bias_partial, const __grid_constant__ CUtensorMap tm_qkv,
+                                    const __grid_constant__ CUtensorMap tm_out, const __grid_constant__ CUtensorMap tm_dout) {
+#ifdef VIT_SM90A_DEVICE
+  extern __shared__ __align__(1024) unsigned char smem[];
+  if (smem_addr(smem) & 1023) __trap();  // the swizzled tiles need 1024-byte alignment
+  unsigned char* sQ = smem;
+  unsigned char* sK = sQ + kTile;
+  unsigned char* sO = sK + kTile;         // dO
+  unsigned char* sD = sO + kTile;         // dS: 4 chunks of 64 keys
+  unsigned char* sV = sD + 3 * kTile;     // V, until the second round holds its fragments
+  unsigned char* sOut = sD;               // O, until Drow is summed
+  float* s_lse = reinterpret_cast<float*>(sD + 4 * kTile);  // log2-scaled, +inf past T
+  float* s_drow = s_lse + kRows;
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>(s_drow + kRows);
+  float* s_sums = reinterpret_cast<float*>(sQ);  // [16-row block][kBiasCols], over Q and dO in phase 2
+
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int C = NH * kHS;
+  const int64_t ld_qkv = 3 * static_cast<int64_t>(C);
+  E* gdq = dqkv + static_cast<int64_t>(b) * T * ld_qkv + h * kHS;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, wi = warp & 3;
+  const int g = lane >> 2, c2 = 2 * (lane & 3);
+  const float log2e = 1.4426950408889634f;
+
+  if (tid == 0) mbar_init(s_bar, 1);
+  __syncthreads();
+  if (tid == 0) {
+    mbar_expect_tx(s_bar, NT * 5 * kBox);
+    for (int t = 0; t < NT; ++t) {
+      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sO + t * kBox, &tm_dout, h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sOut + t * kBox, &tm_out, h * kHS, t * 64, b, s_bar);
+    }
+  }
+  const float* st = stats + static_cast<int64_t>(bh) * T;
+  for (int r = tid; r < NT * 64; r += kThreads) s_lse[r] = r < T ? st[r] * log2e : INFINITY;
+  mbar_wait(s_bar, 0);
+  // Drow = rowsum(dO * O), 8 threads a row.
+#pragma unroll
+  for (int k = 0; k < NT * 2; ++k) {
+    const int i = tid + k * kThreads, r = i >> 3, p = i & 7;
+    float d = 0.0f;
+    if (r < T) {
+      const uint4 o4 = *reinterpret_cast<const uint4*>(sOut + swz(r, p));
+      const uint4 g4 = *reinterpret_cast<const uint4*>(sO + swz(r, p));
+      const uint32_t* o = reinterpret_cast<const uint32_t*>(&o4);
+      const uint32_t* gg = reinterpret_cast<const uint32_t*>(&g4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 a = unpack2<E>(o[j]), c = unpack2<E>(gg[j]);
+        d = fmaf(a.x, c.x, d);
+        d = fmaf(a.y, c.y, d);
+      }
+    }
+    d += __shfl_xor_sync(0xffffffffu, d, 1);
+    d += __shfl_xor_sync(0xffffffffu, d, 2);
+    d += __shfl_xor_sync(0xffffffffu, d, 4);
+    if (p == 0) s_drow[r] = r < T ? d : 0.0f;
+  }
+
+  const float sl2 = scale * log2e;
+  const uint32_t q_base = smem_addr(sQ), o_base = smem_addr(sO), k_base = smem_addr(sK), d_base = smem_addr(sD);
+  float2 keep_k0 = make_float2(0.0f, 0.0f), keep_v0 = keep_k0, keep_k1 = keep_k0, keep_v1 = keep_k0;  // this lane's
+  // share of the bias sums of dK and dV, per round (named, not indexed by the round: the loop stays rolled)
+#pragma unroll 1
+  for (int u = 0; u < 2; ++u) {
+    const int kt = wg + 2 * u;
+    const bool active = kt < NT;
+    // K_t and V_t as A fragments (the mma m16k16 layout in each warp), then a
+    // barrier: Drow is complete, and the second round may overwrite V.
+    uint32_t kf[4][4], vf[4][4];
+    if (active) {
+      const int row = kt * 64 + 16 * wi + (lane & 15);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const int piece = 2 * s + (lane >> 4);
+        ldsm_x4(kf[s], smem_addr(sK + swz(row, piece)));
+        ldsm_x4(vf[s], smem_addr(sV + swz(row, piece)));
+      }
+    }
+    __syncthreads();
+    if (!active) continue;
+    const int key_lo = kt * 64 + 16 * wi + g;
+    const bool ok_lo = key_lo < T, ok_hi = key_lo + 8 < T;
+    float dk[32], dv[32], sT[32], dpT[32];
+    auto issue_sdp = [&](int qt) {
+      wgmma_fence();
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(sT, kf[s], desc(q_base + qt * kBox + 32 * s), s > 0);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(dpT, vf[s], desc(o_base + qt * kBox + 32 * s), s > 0);
+      wgmma_commit();
+    };
+    // P^T and dS^T of query tile qt as A fragments; dS^T into dS, transposed.
+    auto softmax_grad = [&](int qt, uint32_t (&pa)[4][4], uint32_t (&da)[4][4]) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int q = qt * 64 + 8 * j + c2;
+        const float2 lse = *reinterpret_cast<const float2*>(s_lse + q);
+        const float2 dr = *reinterpret_cast<const float2*>(s_drow + q);
+        float p[4], ds[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const bool ok = r < 2 ? ok_lo : ok_hi;
+          const float l = (r & 1) ? lse.y : lse.x, dd = (r & 1) ? dr.y : dr.x;
+          p[r] = ok ? fast_exp2(fmaf(sT[4 * j + r], sl2, -l)) : 0.0f;
+          ds[r] = p[r] * (dpT[4 * j + r] - dd) * scale;
+        }
+        const int s = j >> 1, hi = j & 1;
+        pa[s][2 * hi] = pack2<E>(p[0], p[1]);
+        pa[s][2 * hi + 1] = pack2<E>(p[2], p[3]);
+        da[s][2 * hi] = pack2<E>(ds[0], ds[1]);
+        da[s][2 * hi + 1] = pack2<E>(ds[2], ds[3]);
+      }
+      // Matrix m of each stmatrix: 8 keys (half m & 1 of the warp's 16) x 8
+      // queries (group jj + (m >> 1)), stored as 8 query rows.
+      const int m = lane >> 3, r = lane & 7;
+#pragma unroll
+      for (int jj = 0; jj < 8; jj += 2)
+        stsm_x4_t(d_base + kt * kTile + swz(qt * 64 + 8 * (jj + (m >> 1)) + r, 2 * wi + (m & 1)), da[jj >> 1]);
+    };
+    auto issue_dvdk = [&](int qt, const uint32_t (&pa)[4][4], const uint32_t (&da)[4][4]) {
+      wgmma_fence();
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<E, 1>(dv, pa[s], desc(o_base + qt * kBox + 2048 * s), 1);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<E, 1>(dk, da[s], desc(q_base + qt * kBox + 2048 * s), 1);
+      wgmma_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < 32; ++i) dk[i] = dv[i] = 0.0f;
+    uint32_t pa0[4][4], da0[4][4], pa1[4][4], da1[4][4];
+    issue_sdp(0);
+    wgmma_wait<0>();
+#pragma unroll
+    for (int qt = 0; qt < NT; ++qt) {
+      if (qt & 1) softmax_grad(qt, pa1, da1); else softmax_grad(qt, pa0, da0);
+      if (qt + 1 < NT) issue_sdp(qt + 1);
+      if (qt & 1) issue_dvdk(qt, pa1, da1); else issue_dvdk(qt, pa0, da0);
+      if (qt + 1 < NT) wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
+    }
+    wgmma_wait<0>();
+    store_acc<E>(gdq + C, ld_qkv, kt * 64, T, dk, wi, lane);
+    store_acc<E>(gdq + 2 * C, ld_qkv, kt * 64, T, dv, wi, lane);
+    // (Unconditional: accumulators read under a branch make ptxas serialize every wgmma of the kernel.)
+    const float2 sk = column_sums<E>(kt * 64 + 16 * wi, T, dk, lane);
+    const float2 sv = column_sums<E>(kt * 64 + 16 * wi, T, dv, lane);
+    if (u == 0) {
+      keep_k0 = sk;
+      keep_v0 = sv;
+    } else {
+      keep_k1 = sk;
+      keep_v1 = sv;
+    }
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // dS by stmatrix, read by wgmma
+  __syncthreads();  // dS complete; Q and dO free
+
+  const int nb = (T + 15) / 16;  // 16-row blocks
+  if (bias_partial) {
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int blk = (wg + 2 * u) * 4 + wi;
+      if (wg + 2 * u < NT && blk < nb) {
+        float* row = s_sums + blk * kBiasCols + 8 * g + c2;
+        *reinterpret_cast<float2*>(row + kHS) = u == 0 ? keep_k0 : keep_k1;
+        *reinterpret_cast<float2*>(row + 2 * kHS) = u == 0 ? keep_v0 : keep_v1;
+      }
+    }
+  }
+  // Phase 2: dQ = dS K, keys in steps of 16.
+#pragma unroll 1
+  for (int u = 0; u < 2; ++u) {
+    const int qt = wg + 2 * u;
+    if (qt >= NT) break;
+    float dq[32];
+    wgmma_fence();
+#pragma unroll 1
+    for (int ks = 0; ks < nb; ++ks)
+      wgmma_ss<E>(dq, desc(d_base + (ks >> 2) * kTile + qt * kBox + 32 * (ks & 3)), desc(k_base + ks * 2048), ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    store_acc<E>(gdq, ld_qkv, qt * 64, T, dq, wi, lane);
+    const float2 s = column_sums<E>(qt * 64 + 16 * wi, T, dq, lane);
+    const int blk = qt * 4 + wi;
+    if (bias_partial && blk < nb) *reinterpret_cast<float2*>(s_sums + blk * kBiasCols + 8 * g + c2) = s;
+  }
+  if (bias_partial) {
+    // This sample's row of the bias-gradient partials, the head's columns:
+    // the 16-row blocks added in row order.
+    __syncthreads();
+    for (int j = tid; j < kBiasCols; j += kThreads) {
+      float t = 0.0f;
+      for (int w = 0; w < nb; ++w) t += s_sums[w * kBiasCols + j];
+      bias_partial[static_cast<int64_t>(b) * 3 * C + (j / kHS) * C + h * kHS + j % kHS] = t;
+    }
+  }
+#else
+  __trap();  // only the sm_90a build of this kernel does the work
+#endif
+}
+
+typedef CUresult (*EncodeTiled)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// cuTensorMapEncodeTiled from the driver, found once.
+EncodeTiled encode_tiled() {
+  static std::once_flag once;
+  static EncodeTiled fn = nullptr;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) ==
+            cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<EncodeTiled>(p);
+    cudaGetLastError();  // a failed lookup leaves no error behind
+  });
+  return fn;
+}
+
+// A (cols, T, B) tensor of 16-bit elements, rows cols apart: 64 x 64 boxes,
+// 128-byte swizzle, zeros past the bounds.
+CUtensorMap make_map(DType dt, const void* ptr, int64_t cols, int64_t T, int64_t B) {
+  CUtensorMap m;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(T), static_cast<cuuint64_t>(B)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(cols * 2), static_cast<cuuint64_t>(T * cols * 2)};
+  const cuuint32_t box[3] = {64, 64, 1};
+  const cuuint32_t es[3] = {1, 1, 1};
+  const CUresult r = encode_tiled()(&m, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                                    3, const_cast<void*>(ptr), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  VIT_CHECK(r == CUDA_SUCCESS, "sm90a_attention_backward: cuTensorMapEncodeTiled failed (", static_cast<int>(r),
+            ") for a (", cols, ", ", T, ", ", B, ") tensor");
+  return m;
+}
+
+template <typename E, int NT>
+void launch(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq, const CUtensorMap& to,
+            const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
+  allow_dynamic_smem(sm90a_attention_backward_kernel<E, NT>, kSmem);
+  sm90a_attention_backward_kernel<E, NT><<<static_cast<unsigned>(B * NH), kThreads, kSmem, h.stream>>>(
+      static_cast<E*>(dqkv), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial, tq, to, tdo);
+}
+
+template <typename E>
+void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq,
+               const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
+  switch ((T + 63) / 64) {
+    case 1: launch<E, 1>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 2: launch<E, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 3: launch<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    default: launch<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+  }
+}
+
+}  // namespace
+
+bool sm90a_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+  auto no = [&](std::string s) {
+    if (why) *why = std::move(s);
+    return false;
+  };
+  if (h.cc_major != 9) return no("the wgmma kernel needs a Hopper GPU (compute capability 9.x)");
+  if (dt != DType::BF16 && dt != DType::F16) return no("the wgmma kernel runs bf16/fp16 only");
+  if (HS != kHS) return no(str_cat("the wgmma kernel needs head size ", kHS, ", not ", HS));
+  if (T < 1 || T > kRows) return no(str_cat("the wgmma kernel runs up to ", kRows, " tokens, not ", T));
+  if (static_cast<size_t>(h.smem_optin) < kSmem)
+    return no(str_cat("the wgmma kernel needs ", kSmem, " bytes of shared memory a block, the GPU has ", h.smem_optin));
+  if (!encode_tiled()) return no("the driver offers no cuTensorMapEncodeTiled");
+  if (why) why->clear();
+  return true;
+}
+
+void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* dqkv, const void* qkv,
+                              const void* out, const void* dout, const float* stats, float scale,
+                              float* bias_partial) {
+  std::string why;
+  VIT_CHECK(sm90a_attention_backward_fits(h, dt, T, kHS, &why), "sm90a_attention_backward: ", why);
+  for (const void* p : {static_cast<const void*>(dqkv), qkv, out, dout, static_cast<const void*>(stats)})
+    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "sm90a_attention_backward: pointers must be 16-byte aligned");
+  VIT_CHECK(B * NH <= 0x7fffffff, "sm90a_attention_backward: B * NH = ", B * NH, " is too large for one grid");
+  const int64_t C = NH * kHS;
+  const CUtensorMap tq = make_map(dt, qkv, 3 * C, T, B), to = make_map(dt, out, C, T, B),
+                    tdo = make_map(dt, dout, C, T, B);
+  if (dt == DType::BF16)
+    launch_nt<bf16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
+  else
+    launch_nt<fp16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vit::kernels

@@ -7,7 +7,9 @@
 //    (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR) with softmax statistics.
 //    Backward: by default the project's short-sequence kernel where it fits
 //    (attention_short.h: bf16/fp16, head size 64, up to 224 tokens; 20-23%
-//    faster than cuDNN's at ViT-B/16); otherwise cuDNN's, as follows.
+//    faster than cuDNN's at ViT-B/16; on Hopper its wgmma form,
+//    attention_sm90a.h, the same bits ~15% faster again); otherwise cuDNN's,
+//    as follows.
 //    The single SDPA_BWD operation (9.17+) has no engine on Hopper
 //    (graph finalisation fails), so the backward is the graph of generic
 //    matmul / pointwise / reduction / reshape operations that cuDNN's fused

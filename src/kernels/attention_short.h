@@ -6,7 +6,9 @@
 // dV and dK with each warp owning 16 keys, stores dS there, then dQ with
 // each warp owning 16 queries: no atomics, no workspace, a fixed order of
 // every sum, so reruns give the same bits. Tiles are 16 rows, so 197 tokens
-// run as 208 (flash kernels with 64- or 128-row tiles run 256).
+// run as 208 (flash kernels with 64- or 128-row tiles run 256). On a Hopper
+// GPU short_attention_backward runs the wgmma form instead
+// (attention_sm90a.h: the same bits; GpuHandles::attention_backward_wgmma).
 //
 // Included by attention.cu only (CUDA builds).
 #pragma once

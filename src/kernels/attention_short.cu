@@ -47,6 +47,7 @@
 #include <cmath>
 
 #include "kernels/attention_short.h"
+#include "kernels/attention_frag.cuh"
 #include "kernels/attention_sm90a.h"
 #include "kernels/cuda_common.cuh"
 
@@ -87,23 +88,6 @@ size_t smem_bytes(int Tp) {
   return 3 * rows + (ds > rows ? ds : rows) + 2 * static_cast<size_t>(Tp) * sizeof(float) + sums;
 }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // c (16x8, fp32) += a (16x16) b (16x8).
 template <typename E>
 __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
@@ -122,30 +106,6 @@ __device__ __forceinline__ void mma<fp16>(float c[4], const uint32_t a[4], uint3
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as one 32-bit pair of E, the first in the low half.
-template <typename E>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<fp16>(float lo, float hi) {
-  __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <typename E>
-__device__ __forceinline__ float2 unpack2(uint32_t v);
-template <>
-__device__ __forceinline__ float2 unpack2<bf16>(uint32_t v) {
-  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
-}
-template <>
-__device__ __forceinline__ float2 unpack2<fp16>(uint32_t v) {
-  return __half22float2(*reinterpret_cast<__half2*>(&v));
 }
 
 // Writes a warp's 16 x 64 fp32 accumulator (8 tiles of 16 x 8) as E to

@@ -5,7 +5,7 @@
 // compute capability 9.x.
 //
 // One block per (b, h): two warpgroups, 64-row tiles (nt = ceil(T / 64), at
-// most 4). Shared memory, rows of 64 elements (128 B) with the 128-byte
+// least 2, at most 4). Shared memory, rows of 64 elements (128 B) with the 128-byte
 // swizzle (16-byte piece p of row r at p ^ (r % 8)), 256 rows each: Q, K,
 // dO, and dS (queries x keys) in 4 chunks of 64 keys; V lies in dS's last
 // chunk and O (for Drow) in its first until phase 1 overwrites them; then
@@ -43,6 +43,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "kernels/attention_frag.cuh"
 #include "kernels/cuda_common.cuh"
 
 namespace vit::kernels {
@@ -143,11 +144,6 @@ __device__ __forceinline__ void wgmma_ss<fp16>(float* d, uint64_t da, uint64_t d
       : "l"(da), "l"(db), "r"(scale_d));
 }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 __device__ __forceinline__ void stsm_x4_t(uint32_t addr, const uint32_t v[4]) {
   asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v[0]),
                "r"(v[1]), "r"(v[2]), "r"(v[3])
@@ -179,35 +175,7 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, i
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
       : "memory");
 }
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 #endif  // VIT_SM90A_DEVICE
-
-template <typename E>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<fp16>(float lo, float hi) {
-  __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <typename E>
-__device__ __forceinline__ float2 unpack2(uint32_t v);
-template <>
-__device__ __forceinline__ float2 unpack2<bf16>(uint32_t v) {
-  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
-}
-template <>
-__device__ __forceinline__ float2 unpack2<fp16>(uint32_t v) {
-  return __half22float2(*reinterpret_cast<__half2*>(&v));
-}
 
 // A warpgroup's 64 x 64 fp32 accumulator as E: warp wi's rows r0 + 16 wi +
 // g (+ 8); rows at or past T skipped.
@@ -338,8 +306,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         const int piece = 2 * s + (lane >> 4);
-        ldsm_x4(kf[s], smem_addr(sK + swz(row, piece)));
-        ldsm_x4(vf[s], smem_addr(sV + swz(row, piece)));
+        ldsm_x4(kf[s], sK + swz(row, piece));
+        ldsm_x4(vf[s], sV + swz(row, piece));
       }
     }
     __syncthreads();
@@ -432,22 +400,45 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
-  // Phase 2: dQ = dS K, keys in steps of 16.
-#pragma unroll 1
-  for (int u = 0; u < 2; ++u) {
-    const int qt = wg + 2 * u;
-    if (qt >= NT) break;
-    float dq[32];
-    wgmma_fence();
-#pragma unroll 1
-    for (int ks = 0; ks < nb; ++ks)
-      wgmma_ss<E>(dq, desc(d_base + (ks >> 2) * kTile + qt * kBox + 32 * (ks & 3)), desc(k_base + ks * 2048), ks > 0);
-    wgmma_commit();
-    wgmma_wait<0>();
+  // Phase 2: dQ = dS K, keys in steps of 16. With 4 tiles each warpgroup
+  // has two query tiles, whose products go out interleaved (two independent
+  // accumulators keep the tensor pipe busy across each other's latency).
+  auto finish_dq = [&](int qt, const float* dq) {
     store_acc<E>(gdq, ld_qkv, qt * 64, T, dq, wi, lane);
     const float2 s = column_sums<E>(qt * 64 + 16 * wi, T, dq, lane);
     const int blk = qt * 4 + wi;
     if (bias_partial && blk < nb) *reinterpret_cast<float2*>(s_sums + blk * kBiasCols + 8 * g + c2) = s;
+  };
+  if constexpr (NT == 4) {
+    float dq0[32], dq1[32];
+    const uint32_t a0 = d_base + wg * kBox, a1 = d_base + (wg + 2) * kBox;
+    wgmma_fence();
+#pragma unroll 1
+    for (int ks = 0; ks < nb; ++ks) {
+      const uint32_t off = (ks >> 2) * kTile + 32 * (ks & 3);
+      const uint64_t db = desc(k_base + ks * 2048);
+      wgmma_ss<E>(dq0, desc(a0 + off), db, ks > 0);
+      wgmma_ss<E>(dq1, desc(a1 + off), db, ks > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    finish_dq(wg, dq0);
+    finish_dq(wg + 2, dq1);
+  } else {
+#pragma unroll 1
+    for (int u = 0; u < 2; ++u) {
+      const int qt = wg + 2 * u;
+      if (qt >= NT) break;
+      float dq[32];
+      wgmma_fence();
+#pragma unroll 1
+      for (int ks = 0; ks < nb; ++ks)
+        wgmma_ss<E>(dq, desc(d_base + (ks >> 2) * kTile + qt * kBox + 32 * (ks & 3)), desc(k_base + ks * 2048),
+                    ks > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      finish_dq(qt, dq);
+    }
   }
   if (bias_partial) {
     // This sample's row of the bias-gradient partials, the head's columns:
@@ -512,8 +503,10 @@ void launch(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const C
 template <typename E>
 void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq,
                const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
+  // T <= 64 runs as two tiles (the second all zeros): with one, the second
+  // warpgroup idles and ptxas serialises the first's wgmma on that branch.
   switch ((T + 63) / 64) {
-    case 1: launch<E, 1>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 1:
     case 2: launch<E, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
     case 3: launch<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
     default: launch<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;

@@ -28,7 +28,8 @@
 // The sums run in the short-sequence kernel's order (fp32, 16 keys a step
 // along the keys, 16 queries a step along the queries), so dQ, dK, dV and the
 // bias partials come out bit for bit equal to attention_short.cu's (the
-// GPU kernel tests check it). Bias partials: each warp sums the columns of
+// GPU kernel tests check it; the padded rows past its 16-row padding add
+// exact zeros, which could only turn a sum of exactly -0 into +0). Bias partials: each warp sums the columns of
 // its 16 rows of dK and dV as stored (kept in 8 registers a lane through
 // phase 1) and of dQ, into shared memory over Q and dO (free in phase 2);
 // the 16-row blocks are added in row order.

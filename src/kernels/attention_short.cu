@@ -108,52 +108,19 @@ __device__ __forceinline__ void mma<fp16>(float c[4], const uint32_t a[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Writes a warp's 16 x 64 fp32 accumulator (8 tiles of 16 x 8) as E to
-// rows r0.. (row stride ld elements), rows at or past T skipped.
-template <typename E>
-__device__ __forceinline__ void store_rows(E* dst, int64_t ld, int r0, int T, const float acc[8][4], int lane) {
-  const int g = lane >> 2, c = 2 * (lane & 3);
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = r0 + g + 8 * half;
-    if (r >= T) continue;
-    E* row = dst + static_cast<int64_t>(r) * ld;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      *reinterpret_cast<uint32_t*>(row + 8 * nt + c) = pack2<E>(acc[nt][2 * half], acc[nt][2 * half + 1]);
-    }
-  }
-}
-
 // The column sums of the 16 rows store_rows writes (their stored values, rows
-// at or past T left out) into red[0 .. 63]: over the lane's two rows, then
-// over the 8 row groups by a butterfly (every lane ends with the same sums);
-// lanes 0..3 write columns 8 nt + 2 lane and the one after.
+// at or past T left out) into red[0 .. 63]: lanes 0..3 write columns 8 nt +
+// 2 lane and the one after.
 template <typename E>
 __device__ __forceinline__ void column_sums_rows(float* red, int r0, int T, const float acc[8][4], int lane) {
   const int g = lane >> 2, c = 2 * (lane & 3);
   const bool lo = r0 + g < T, hi = r0 + g + 8 < T;
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
-    float s0 = 0.0f, s1 = 0.0f;
-    if (lo) {
-      const float2 v = unpack2<E>(pack2<E>(acc[nt][0], acc[nt][1]));
-      s0 += v.x;
-      s1 += v.y;
-    }
-    if (hi) {
-      const float2 v = unpack2<E>(pack2<E>(acc[nt][2], acc[nt][3]));
-      s0 += v.x;
-      s1 += v.y;
-    }
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-    }
+    const float2 s = column_pair_sums<E>(acc[nt], lo, hi);
     if (g == 0) {
-      red[8 * nt + c] = s0;
-      red[8 * nt + c + 1] = s1;
+      red[8 * nt + c] = s.x;
+      red[8 * nt + c + 1] = s.y;
     }
   }
 }
@@ -359,8 +326,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       mma<E>(dk[2 * np + 1], da, qf[np][2], qf[np][3]);
     }
   }
-  store_rows<E>(gdq + C, ld_qkv, k0, T, dk, lane);
-  store_rows<E>(gdq + 2 * C, ld_qkv, k0, T, dv, lane);
+  store_rows<E>(gdq + C, ld_qkv, k0, T, dk[0], lane);
+  store_rows<E>(gdq + 2 * C, ld_qkv, k0, T, dv[0], lane);
   if (bias_partial) {
     column_sums_rows<E>(s_sums + warp * kBiasCols + kHS, k0, T, dk, lane);
     column_sums_rows<E>(s_sums + warp * kBiasCols + 2 * kHS, k0, T, dv, lane);
@@ -387,7 +354,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       mma<E>(dq[2 * np + 1], a, kf2[2], kf2[3]);
     }
   }
-  store_rows<E>(gdq, ld_qkv, q0, T, dq, lane);
+  store_rows<E>(gdq, ld_qkv, q0, T, dq[0], lane);
   if (bias_partial) {
     // This sample's row of the bias-gradient partials, the head's columns:
     // the warps' sums added in warp order.

@@ -43,6 +43,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <type_traits>
 
 #include "kernels/attention_frag.cuh"
 #include "kernels/cuda_common.cuh"
@@ -85,65 +86,47 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// d (64 x 64 fp32) (+)= a (64 x 16, registers) b (16 x 64, descriptor; TB: MN-major).
+// The 32 fp32 accumulators of a thread in an m64n64 wgmma, as asm operands %0 .. %31.
+#define VIT_WGMMA_ACC "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define VIT_WGMMA_D "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+template <typename E>
+constexpr bool is_bf16 = std::is_same_v<E, bf16>;
+
+// d (64 x 64 fp32) (+)= a (64 x 16, registers) b (16 x 64, descriptor; TB = 1:
+// MN-major); scale_d = 0 overwrites d.
 template <typename E, int TB>
-__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t a[4], uint64_t db, int scale_d);
+__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
+#define VIT_WGMMA_RS(TY)                                                                         \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                      \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " VIT_WGMMA_ACC         \
+               ", {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"                                    \
+               : VIT_WGMMA_D                                                                     \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d), "n"(TB))
+  if constexpr (is_bf16<E>) {
+    VIT_WGMMA_RS("bf16");
+  } else {
+    VIT_WGMMA_RS("f16");
+  }
+#undef VIT_WGMMA_RS
+}
 // d (+)= a (descriptor, K-major) b (descriptor, MN-major).
 template <typename E>
-__device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int scale_d);
-template <>
-__device__ __forceinline__ void wgmma_rs<bf16, 0>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+__device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int scale_d) {
+#define VIT_WGMMA_SS(TY)                                                                         \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                      \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " VIT_WGMMA_ACC         \
+               ", %32, %33, p, 1, 1, 0, 1;\n}\n"                                                 \
+               : VIT_WGMMA_D                                                                     \
+               : "l"(da), "l"(db), "r"(scale_d))
+  if constexpr (is_bf16<E>) {
+    VIT_WGMMA_SS("bf16");
+  } else {
+    VIT_WGMMA_SS("f16");
+  }
+#undef VIT_WGMMA_SS
 }
-
-template <>
-__device__ __forceinline__ void wgmma_rs<bf16, 1>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_ss<bf16>(float* d, uint64_t da, uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(da), "l"(db), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_rs<fp16, 0>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_rs<fp16, 1>(float* d, const uint32_t a[4], uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
-}
-
-template <>
-__device__ __forceinline__ void wgmma_ss<fp16>(float* d, uint64_t da, uint64_t db, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(da), "l"(db), "r"(scale_d));
-}
+#undef VIT_WGMMA_ACC
+#undef VIT_WGMMA_D
 
 __device__ __forceinline__ void stsm_x4_t(uint32_t addr, const uint32_t v[4]) {
   asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v[0]),
@@ -178,26 +161,9 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, i
 }
 #endif  // VIT_SM90A_DEVICE
 
-// A warpgroup's 64 x 64 fp32 accumulator as E: warp wi's rows r0 + 16 wi +
-// g (+ 8); rows at or past T skipped.
-template <typename E>
-__device__ __forceinline__ void store_acc(E* dst, int64_t ld, int r0, int T, const float* acc, int wi, int lane) {
-  const int g = lane >> 2, c = 2 * (lane & 3);
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = r0 + 16 * wi + g + 8 * half;
-    if (r >= T) continue;
-    E* row = dst + static_cast<int64_t>(r) * ld;
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-      *reinterpret_cast<uint32_t*>(row + 8 * j + c) = pack2<E>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
-  }
-}
-
-// The column sums of the 16 rows store_acc writes for this warp (their stored
-// values, rows at or past T left out), in attention_short.cu's order (the
-// lane's two rows, then a butterfly over the 8 row groups). Lane (g, c)
-// returns the sums of columns 8 g + 2 c and the one after.
+// The column sums of this warp's 16 rows of a warpgroup's 64 x 64
+// accumulator as stored (rows r0 .. r0 + 15, those at or past T left out):
+// lane (g, c) returns those of columns 8 g + 2 c and the one after.
 template <typename E>
 __device__ __forceinline__ float2 column_sums(int r0, int T, const float* acc, int lane) {
   const int g = lane >> 2;
@@ -205,23 +171,8 @@ __device__ __forceinline__ float2 column_sums(int r0, int T, const float* acc, i
   float2 mine = make_float2(0.0f, 0.0f);
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    float s0 = 0.0f, s1 = 0.0f;
-    if (lo) {
-      const float2 v = unpack2<E>(pack2<E>(acc[4 * j], acc[4 * j + 1]));
-      s0 += v.x;
-      s1 += v.y;
-    }
-    if (hi) {
-      const float2 v = unpack2<E>(pack2<E>(acc[4 * j + 2], acc[4 * j + 3]));
-      s0 += v.x;
-      s1 += v.y;
-    }
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-    }
-    if (j == g) mine = make_float2(s0, s1);
+    const float2 s = column_pair_sums<E>(acc + 4 * j, lo, hi);
+    if (j == g) mine = s;
   }
   return mine;
 }
@@ -373,8 +324,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (qt + 1 < NT) wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
     }
     wgmma_wait<0>();
-    store_acc<E>(gdq + C, ld_qkv, kt * 64, T, dk, wi, lane);
-    store_acc<E>(gdq + 2 * C, ld_qkv, kt * 64, T, dv, wi, lane);
+    store_rows<E>(gdq + C, ld_qkv, kt * 64 + 16 * wi, T, dk, lane);
+    store_rows<E>(gdq + 2 * C, ld_qkv, kt * 64 + 16 * wi, T, dv, lane);
     // (Unconditional: accumulators read under a branch make ptxas serialize every wgmma of the kernel.)
     const float2 sk = column_sums<E>(kt * 64 + 16 * wi, T, dk, lane);
     const float2 sv = column_sums<E>(kt * 64 + 16 * wi, T, dv, lane);
@@ -405,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // has two query tiles, whose products go out interleaved (two independent
   // accumulators keep the tensor pipe busy across each other's latency).
   auto finish_dq = [&](int qt, const float* dq) {
-    store_acc<E>(gdq, ld_qkv, qt * 64, T, dq, wi, lane);
+    store_rows<E>(gdq, ld_qkv, qt * 64 + 16 * wi, T, dq, lane);
     const float2 s = column_sums<E>(qt * 64 + 16 * wi, T, dq, lane);
     const int blk = qt * 4 + wi;
     if (bias_partial && blk < nb) *reinterpret_cast<float2*>(s_sums + blk * kBiasCols + 8 * g + c2) = s;

@@ -20,7 +20,7 @@
 #          recompute on), +attention_atomics
 #          (cuDNN's attention backward, model.attention_deterministic off), +cudnn_attention_backward (model.attention_backward
 #          cudnn), +mma_attention_backward (model.attention_backward mma: the short kernel's mma.sync
-#          form), +no_cuda_graph (plugin.cuda_graph off) or
+#          form), +cudnn_attention_forward (model.attention_forward cudnn), +no_cuda_graph (plugin.cuda_graph off) or
 #          +no_gemm_autotune (plugin.gemm_autotune off), +no_gemm_autotune_wide (plugin.gemm_autotune_wide off),
 #          each a column of its own)
 #          --np N  --steps N  --warmup N  --precision bf16|fp16 (of the mixed-precision plugins)
@@ -94,13 +94,14 @@ for entry in $plugins; do
   # +recompute_gelu / +recompute_norm / +recompute: activation recompute; +attention_atomics:
   # cuDNN's backward with model.attention_deterministic=false; +cudnn_attention_backward:
   # model.attention_backward=cudnn; +mma_attention_backward: model.attention_backward=mma;
+  # +cudnn_attention_forward: model.attention_forward=cudnn;
   # +no_cuda_graph: plugin.cuda_graph=false;
   # +no_gemm_autotune: plugin.gemm_autotune=false; +no_gemm_autotune_wide: plugin.gemm_autotune_wide=false
   # (the heuristic's list only).
   # Each makes a column of its own.
   recompute=()
   rtag=""
-  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute_norm|recompute|attention_atomics|cudnn_attention_backward|mma_attention_backward|no_cuda_graph|no_gemm_autotune|no_gemm_autotune_wide)$ ]]; do
+  while [[ "$entry" =~ ^(.*)\+(recompute_gelu|recompute_norm|recompute|attention_atomics|cudnn_attention_backward|mma_attention_backward|cudnn_attention_forward|no_cuda_graph|no_gemm_autotune|no_gemm_autotune_wide)$ ]]; do
     entry=${BASH_REMATCH[1]}
     if [ "${BASH_REMATCH[2]}" = attention_atomics ]; then
       recompute+=(--set model.attention_deterministic=false --set model.attention_backward=cudnn)
@@ -108,6 +109,8 @@ for entry in $plugins; do
       recompute+=(--set model.attention_backward=cudnn)
     elif [ "${BASH_REMATCH[2]}" = mma_attention_backward ]; then
       recompute+=(--set model.attention_backward=mma)
+    elif [ "${BASH_REMATCH[2]}" = cudnn_attention_forward ]; then
+      recompute+=(--set model.attention_forward=cudnn)
     elif [ "${BASH_REMATCH[2]}" = no_cuda_graph ]; then
       recompute+=(--set plugin.cuda_graph=false)
     elif [ "${BASH_REMATCH[2]}" = no_gemm_autotune ]; then

@@ -79,7 +79,8 @@ struct ModelSpec {
   std::string pretrained;
   std::string attention;  // cudnn | cublas
   bool attention_deterministic = true;
-  std::string attention_backward;  // auto | cudnn
+  std::string attention_backward;  // auto | mma | cudnn
+  std::string attention_forward;   // auto | cudnn
   double drop_path = 0;
   double hidden_dropout = 0;
   bool pretrained_dropout = false;

@@ -145,6 +145,10 @@ std::vector<FieldInfo> build_schema() {
              "64, up to 224 tokens; deterministic) where it fits, in its wgmma form on Hopper GPUs, and cuDNN's "
              "elsewhere; mma: the short-sequence kernel's mma.sync form on every GPU (the same bits as auto, "
              "slower on Hopper); cudnn: always cuDNN's."),
+      Choice(VIT_AT(model, attention_forward), "auto", {"auto", "cudnn"},
+             "Forward of the cudnn attention: auto runs vit_hpc's wgmma kernel on Hopper GPUs (bf16/fp16, head "
+             "size 64, up to 256 tokens; keys padded to 16 rather than cuDNN's 64) and cuDNN's fused forward "
+             "elsewhere; cudnn: always cuDNN's. Both write the statistics either backward reads."),
       Float(VIT_AT(model, drop_path), "0.0", closed_open(0, 1),
             "Stochastic depth of the last block; block l drops its branches per sample with rate "
             "drop_path * l / (depth - 1). Training only."),

@@ -3,8 +3,12 @@
 // 1. cuDNN fused SDPA (AttentionImpl::CuDNN, bf16 and fp16), through the
 //    backend graph API (cudnn_graph.h; no cudnn_frontend). Flash-attention
 //    kernels that never write the (T, T) scores to memory.
-//    Forward: cuDNN 9.13+'s single SDPA operation
-//    (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR) with softmax statistics.
+//    Forward: on Hopper, where the shape fits (bf16/fp16, head size 64, up
+//    to 256 tokens), the project's wgmma kernel (attention_sm90a.h: keys
+//    padded to 16, not cuDNN's 64; the same statistics); otherwise, or with
+//    GpuRuntime::set_attention_forward_wgmma(false), cuDNN 9.13+'s single
+//    SDPA operation (CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR) with
+//    softmax statistics.
 //    Backward: by default the project's short-sequence kernel where it fits
 //    (attention_short.h: bf16/fp16, head size 64, up to 224 tokens; 20-23%
 //    faster than cuDNN's at ViT-B/16; on Hopper its wgmma form,
@@ -65,6 +69,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attention_short.h"
+#include "kernels/attention_sm90a.h"
 #include "kernels/column_sum.h"
 #include "kernels/cuda_common.cuh"
 
@@ -808,6 +813,10 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   char* q = static_cast<char*>(qkv.data);
 
   if (path == AttentionImpl::CuDNN) {
+    if (h.attention_forward_wgmma && sm90a_attention_forward_fits(h, dt, s.T, s.HS)) {
+      sm90a_attention_forward(h, dt, s.B, s.T, s.NH, out.data, q, static_cast<float*>(aux.data), scale);
+      return;
+    }
     const SdpaKey key{s.B, s.T, s.NH, s.HS, static_cast<int32_t>(dt), 0, 1, 0};
     const SdpaPlan& plan = sdpa_plan(h, key);
     float scale_value = scale;

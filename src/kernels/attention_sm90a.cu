@@ -44,6 +44,7 @@
 #include <cmath>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/attention_frag.cuh"
 #include "kernels/cuda_common.cuh"
@@ -124,6 +125,35 @@ __device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int
     VIT_WGMMA_SS("f16");
   }
 #undef VIT_WGMMA_SS
+}
+// d (64 x N fp32) (+)= a (descriptor, K-major) b (descriptor, K-major), N =
+// 16, 32, 48 or 64 (d holds N / 2 values a thread): the forward's S = Q K^T.
+template <typename E, int N>
+__device__ __forceinline__ void wgmma_ss_kk(float* d, uint64_t da, uint64_t db, int scale_d) {
+#define VIT_WGMMA_SS_KK(TY, NS, ACC, A, B, S, ...)                                                \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " S ", 0;\n"                                     \
+               "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32." TY "." TY " " ACC ", " A ", " B \
+               ", p, 1, 1, 0, 0;\n}\n"                                                           \
+               : __VA_ARGS__                                                                     \
+               : "l"(da), "l"(db), "r"(scale_d))
+#define VIT_KK(TY)                                                                               \
+  if constexpr (N == 16) {                                                                       \
+    VIT_WGMMA_SS_KK(TY, "16", "{%0,%1,%2,%3,%4,%5,%6,%7}", "%8", "%9", "%10", "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]));                                    \
+  } else if constexpr (N == 32) {                                                                \
+    VIT_WGMMA_SS_KK(TY, "32", "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}", "%16", "%17", "%18", "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]));                                  \
+  } else if constexpr (N == 48) {                                                                \
+    VIT_WGMMA_SS_KK(TY, "48", "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23}", "%24", "%25", "%26", "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]));                                  \
+  } else {                                                                                       \
+    static_assert(N == 64, "wgmma_ss_kk: N is 16, 32, 48 or 64");                                \
+    VIT_WGMMA_SS_KK(TY, "64", VIT_WGMMA_ACC, "%32", "%33", "%34", VIT_WGMMA_D);              \
+  }
+  if constexpr (is_bf16<E>) {
+    VIT_KK("bf16")
+  } else {
+    VIT_KK("f16")
+  }
+#undef VIT_KK
+#undef VIT_WGMMA_SS_KK
 }
 #undef VIT_WGMMA_ACC
 #undef VIT_WGMMA_D
@@ -407,6 +437,138 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// The forward (see attention_sm90a.h): one warpgroup a (b, h), two blocks an
+// SM. NK = ceil(T / 16): the keys run as NK * 16, in chunks of 64 and a last
+// one of 16 to 64 (S = Q K^T by m64nN wgmma, N = that chunk's keys).
+// Shared memory, as the backward's: Q, K and V, 4 tiles of 64 rows each
+// (rows past T zeros), and two mbarriers (Q and K; V).
+constexpr int kFwdThreads = 128;
+constexpr size_t kFwdSmem = 3 * kTile + 16;
+
+template <typename E, int NK>
+__global__ void __launch_bounds__(kFwdThreads, 2)
+    sm90a_attention_forward_kernel(E* out, float* __restrict__ stats, int T, int NH, float scale,
+                                   const __grid_constant__ CUtensorMap tm_qkv) {
+#ifdef VIT_SM90A_DEVICE
+  constexpr int FULL = (NK - 1) / 4;    // chunks of 64 keys before the last
+  constexpr int TAIL = NK - 4 * FULL;   // the last chunk's keys / 16 (1 .. 4)
+  constexpr int NC = FULL + 1;          // chunks = 64-row tiles = ceil(T / 64)
+  extern __shared__ __align__(1024) unsigned char smem[];
+  if (smem_addr(smem) & 1023) __trap();  // the swizzled tiles need 1024-byte alignment
+  unsigned char* sQ = smem;
+  unsigned char* sK = sQ + kTile;
+  unsigned char* sV = sK + kTile;
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>(sV + kTile);  // [0]: Q and K, [1]: V
+
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int C = NH * kHS;
+  const int tid = threadIdx.x, lane = tid & 31, wi = tid >> 5;
+  const int g = lane >> 2, c2 = 2 * (lane & 3);
+  if (tid == 0) {
+    mbar_init(s_bar, 1);
+    mbar_init(s_bar + 1, 1);
+  }
+  __syncthreads();
+  if (tid == 0) {
+    mbar_expect_tx(s_bar, 2 * NC * kBox);
+    for (int t = 0; t < NC; ++t) {
+      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar);
+    }
+    mbar_expect_tx(s_bar + 1, NC * kBox);
+    for (int t = 0; t < NC; ++t) tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar + 1);
+  }
+  const float sl2 = scale * 1.4426950408889634f;
+  const uint32_t q_base = smem_addr(sQ), k_base = smem_addr(sK), v_base = smem_addr(sV);
+  E* gout = out + static_cast<int64_t>(b) * T * C + h * kHS;
+  float* gst = stats + static_cast<int64_t>(bh) * T;
+  mbar_wait(s_bar, 0);
+#pragma unroll 1
+  for (int qt = 0; qt < NC; ++qt) {
+    // S = Q_qt K^T, 64 queries x NK * 16 keys.
+    float s[NC][32];
+    wgmma_fence();
+#pragma unroll
+    for (int c = 0; c < FULL; ++c) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        wgmma_ss_kk<E, 64>(s[c], desc(q_base + qt * kBox + 32 * ks), desc(k_base + c * kBox + 32 * ks), ks > 0);
+    }
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      wgmma_ss_kk<E, 16 * TAIL>(s[FULL], desc(q_base + qt * kBox + 32 * ks), desc(k_base + FULL * kBox + 32 * ks),
+                                ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // Row maxima (rows g and g + 8 of this warp's 16; a row's 4 lanes share
+    // it), the padded keys past T left out.
+    float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+#pragma unroll
+      for (int j = 0; j < (c < FULL ? 8 : 2 * TAIL); ++j) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          float& v = s[c][4 * j + r];
+          if (c == FULL && 64 * c + 8 * j + c2 + (r & 1) >= T) v = -INFINITY;
+          if (r < 2) m0 = fmaxf(m0, v); else m1 = fmaxf(m1, v);
+        }
+      }
+    }
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
+    const float ms0 = m0 * sl2, ms1 = m1 * sl2;
+    // P = exp2((S - max) scale log2e), unnormalised, as A fragments of 16
+    // keys; the row sums in fp32 from the unrounded values.
+    uint32_t pa[NK][4];
+    float l0 = 0.0f, l1 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NK; ++k) {
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const float* v = &s[k >> 2][4 * (2 * (k & 3) + hi)];
+        const float p0 = fast_exp2(fmaf(v[0], sl2, -ms0)), p1 = fast_exp2(fmaf(v[1], sl2, -ms0));
+        const float p2 = fast_exp2(fmaf(v[2], sl2, -ms1)), p3 = fast_exp2(fmaf(v[3], sl2, -ms1));
+        l0 += p0 + p1;
+        l1 += p2 + p3;
+        pa[k][2 * hi] = pack2<E>(p0, p1);
+        pa[k][2 * hi + 1] = pack2<E>(p2, p3);
+      }
+    }
+    if (qt == 0) mbar_wait(s_bar + 1, 0);
+    // O = P V over the keys in steps of 16 (V MN-major).
+    float o[32];
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < NK; ++k) wgmma_rs<E, 1>(o, pa[k], desc(v_base + k * 2048), k > 0);
+    wgmma_commit();
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = qt * 64 + 16 * wi + g;
+    if ((lane & 3) == 0) {  // the natural-log softmax statistics cuDNN's backward reads
+      if (r0 < T) gst[r0] = m0 * scale + logf(l0);
+      if (r0 + 8 < T) gst[r0 + 8] = m1 * scale + logf(l1);
+    }
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    wgmma_wait<0>();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      o[4 * j] *= i0;
+      o[4 * j + 1] *= i0;
+      o[4 * j + 2] *= i1;
+      o[4 * j + 3] *= i1;
+    }
+    store_rows<E>(gout, C, qt * 64 + 16 * wi, T, o, lane);
+  }
+#else
+  __trap();  // only the sm_90a build of this kernel does the work
+#endif
+}
+
 typedef CUresult (*EncodeTiled)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
@@ -439,7 +601,7 @@ CUtensorMap make_map(DType dt, const void* ptr, int64_t cols, int64_t T, int64_t
                                     3, const_cast<void*>(ptr), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  VIT_CHECK(r == CUDA_SUCCESS, "sm90a_attention_backward: cuTensorMapEncodeTiled failed (", static_cast<int>(r),
+  VIT_CHECK(r == CUDA_SUCCESS, "sm90a attention: cuTensorMapEncodeTiled failed (", static_cast<int>(r),
             ") for a (", cols, ", ", T, ", ", B, ") tensor");
   return m;
 }
@@ -463,6 +625,22 @@ void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, cons
     case 3: launch<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
     default: launch<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
   }
+}
+
+template <typename E, int NK>
+void launch_forward(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out, float* stats, float scale,
+                    const CUtensorMap& tq) {
+  allow_dynamic_smem(sm90a_attention_forward_kernel<E, NK>, kFwdSmem);
+  sm90a_attention_forward_kernel<E, NK><<<static_cast<unsigned>(B * NH), kFwdThreads, kFwdSmem, h.stream>>>(
+      static_cast<E*>(out), stats, static_cast<int>(T), static_cast<int>(NH), scale, tq);
+}
+
+// The instantiation for NK = ceil(T / 16) (1 .. 16).
+template <typename E, int... I>
+void launch_forward_nk(std::integer_sequence<int, I...>, GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out,
+                       float* stats, float scale, const CUtensorMap& tq) {
+  const int nk = static_cast<int>((T + 15) / 16);
+  ((nk == I + 1 ? launch_forward<E, I + 1>(h, B, T, NH, out, stats, scale, tq) : void()), ...);
 }
 
 }  // namespace
@@ -498,6 +676,38 @@ void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
     launch_nt<bf16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
   else
     launch_nt<fp16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
+  VIT_CUDA_CHECK_LAUNCH();
+}
+
+bool sm90a_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
+  auto no = [&](std::string s) {
+    if (why) *why = std::move(s);
+    return false;
+  };
+  if (h.cc_major != 9) return no("the wgmma forward needs a Hopper GPU (compute capability 9.x)");
+  if (dt != DType::BF16 && dt != DType::F16) return no("the wgmma forward runs bf16/fp16 only");
+  if (HS != kHS) return no(str_cat("the wgmma forward needs head size ", kHS, ", not ", HS));
+  if (T < 1 || T > kRows) return no(str_cat("the wgmma forward runs up to ", kRows, " tokens, not ", T));
+  if (static_cast<size_t>(h.smem_optin) < kFwdSmem)
+    return no(str_cat("the wgmma forward needs ", kFwdSmem, " bytes of shared memory a block, the GPU has ",
+                      h.smem_optin));
+  if (!encode_tiled()) return no("the driver offers no cuTensorMapEncodeTiled");
+  if (why) why->clear();
+  return true;
+}
+
+void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* out, const void* qkv,
+                             float* stats, float scale) {
+  std::string why;
+  VIT_CHECK(sm90a_attention_forward_fits(h, dt, T, kHS, &why), "sm90a_attention_forward: ", why);
+  for (const void* p : {static_cast<const void*>(out), qkv, static_cast<const void*>(stats)})
+    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "sm90a_attention_forward: pointers must be 16-byte aligned");
+  VIT_CHECK(B * NH <= 0x7fffffff, "sm90a_attention_forward: B * NH = ", B * NH, " is too large for one grid");
+  const CUtensorMap tq = make_map(dt, qkv, 3 * NH * kHS, T, B);
+  if (dt == DType::BF16)
+    launch_forward_nk<bf16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq);
+  else
+    launch_forward_nk<fp16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

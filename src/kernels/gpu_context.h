@@ -66,6 +66,10 @@ class GpuRuntime {
   // (attention_sm90a.h; default; the same bits, ~18% faster at ViT-B/16) or,
   // when off, the mma.sync kernel (attention_short.h) on every GPU.
   void set_attention_backward_wgmma(bool on);
+  // Attention forward of the cuDNN path on a Hopper GPU: the project's wgmma
+  // kernel (attention_sm90a.h; default) where the shape fits, else, or when
+  // off, cuDNN's fused forward.
+  void set_attention_forward_wgmma(bool on);
   // cuBLASLt: on the first call of a plan of at least 1 GFLOP that
   // overwrites its output, keep the fastest of the heuristic's single-pass
   // candidates that give the first candidate's bits (matmul.cu). Off: the
@@ -155,6 +159,7 @@ struct GpuHandles {
   bool sdpa_deterministic = true;
   bool attention_backward_short = true;  // see GpuRuntime::set_attention_backward_short
   bool attention_backward_wgmma = true;  // see GpuRuntime::set_attention_backward_wgmma
+  bool attention_forward_wgmma = true;   // see GpuRuntime::set_attention_forward_wgmma
   bool gemm_autotune = false;  // see GpuRuntime::set_gemm_autotune
   bool gemm_autotune_wide = false;  // see GpuRuntime::set_gemm_autotune_wide
   // What tuning did (matmul.cu): plans tuned among more than one candidate,
@@ -236,6 +241,7 @@ inline void GpuRuntime::set_tf32(bool) {}
 inline void GpuRuntime::set_sdpa_deterministic(bool) {}
 inline void GpuRuntime::set_attention_backward_short(bool) {}
 inline void GpuRuntime::set_attention_backward_wgmma(bool) {}
+inline void GpuRuntime::set_attention_forward_wgmma(bool) {}
 inline void GpuRuntime::set_gemm_autotune(bool) {}
 inline void GpuRuntime::set_gemm_autotune_wide(bool) {}
 inline void GpuRuntime::set_gemm_tuning_cache(const std::string&) {}

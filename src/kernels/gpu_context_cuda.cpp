@@ -89,6 +89,7 @@ void GpuRuntime::set_tf32(bool on) { handles_->tf32 = on; }
 void GpuRuntime::set_sdpa_deterministic(bool on) { handles_->sdpa_deterministic = on; }
 void GpuRuntime::set_attention_backward_short(bool on) { handles_->attention_backward_short = on; }
 void GpuRuntime::set_attention_backward_wgmma(bool on) { handles_->attention_backward_wgmma = on; }
+void GpuRuntime::set_attention_forward_wgmma(bool on) { handles_->attention_forward_wgmma = on; }
 
 void GpuRuntime::set_gemm_autotune(bool on) { handles_->gemm_autotune = on; }
 void GpuRuntime::set_gemm_autotune_wide(bool on) { handles_->gemm_autotune_wide = on; }

@@ -82,6 +82,7 @@ RunEnvironment::RunEnvironment(const ExperimentSpec& spec) : spec_(spec) {
     rt->set_sdpa_deterministic(spec.model.attention_deterministic);
     rt->set_attention_backward_short(spec.model.attention_backward != "cudnn");
     rt->set_attention_backward_wgmma(spec.model.attention_backward == "auto");
+    rt->set_attention_forward_wgmma(spec.model.attention_forward == "auto");
     rt->set_gemm_autotune(spec.plugin.gemm_autotune);
     rt->set_gemm_autotune_wide(spec.plugin.gemm_autotune_wide);
     if (spec.plugin.gemm_autotune) rt->set_gemm_tuning_cache(gemm_tuning_cache_path(spec));

@@ -973,7 +973,7 @@ int benchmark(RunEnvironment& env) {
   // The results column tells activation recompute, the attention backward's
   // form and the CUDA graphs apart (run_benchmark.sh's +recompute,
   // +recompute_gelu, +recompute_norm, +attention_atomics, +cudnn_attention_backward, +mma_attention_backward,
-  // +no_cuda_graph, +no_gemm_autotune and +no_gemm_autotune_wide entries).
+  // +cudnn_attention_forward, +no_cuda_graph, +no_gemm_autotune and +no_gemm_autotune_wide entries).
   std::string variant = plugin->variant();
   for (const auto& [on, what] : {std::pair<bool, const char*>{spec.train.recompute, "recompute"},
                                  std::pair<bool, const char*>{spec.train.recompute_gelu, "recompute gelu"},
@@ -984,6 +984,8 @@ int benchmark(RunEnvironment& env) {
                                                               "cuDNN attention backward"},
                                  std::pair<bool, const char*>{spec.model.attention_backward == "mma",
                                                               "mma.sync attention backward"},
+                                 std::pair<bool, const char*>{spec.model.attention_forward == "cudnn",
+                                                              "cuDNN attention forward"},
                                  std::pair<bool, const char*>{!spec.plugin.cuda_graph, "no CUDA graphs"},
                                  std::pair<bool, const char*>{!spec.plugin.gemm_autotune, "no GEMM tuning"},
                                  std::pair<bool, const char*>{spec.plugin.gemm_autotune && !spec.plugin.gemm_autotune_wide,

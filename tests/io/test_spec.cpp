@@ -96,10 +96,10 @@ BOOST_AUTO_TEST_CASE(schema_rows_are_distinct_and_documented) {
   // train: label_smoothing, ema_decay, layer_decay, no_decay_bias_norm; eval:
   // keep_best), plus plugin.cpu_update (issue 12), train.recompute_gelu,
   // model.attention_deterministic, model.attention_backward, plugin.cuda_graph, plugin.gemm_autotune,
-  // plugin.gemm_autotune_wide, plugin.gemm_tuning_cache, plugin.reduce_dtype and
-  // train.recompute_norm (issue 14).
+  // plugin.gemm_autotune_wide, plugin.gemm_tuning_cache, plugin.reduce_dtype,
+  // train.recompute_norm and model.attention_forward (issue 14).
   // A tripwire: a new field must come with its row (and this count).
-  BOOST_TEST(schema.size() == 111u);
+  BOOST_TEST(schema.size() == 112u);
   std::set<std::string> paths;
   std::set<void*> members;
   ExperimentSpec s;
@@ -443,7 +443,7 @@ BOOST_AUTO_TEST_CASE(resolved_yaml_round_trips_every_field) {
                                {"run.name=rt.run-1", "run.output_dir=out dir/#x: \"q\" \\", "run.seed=0",
                                 "data.crop_ratio_max=1.25", "model.layernorm_eps=1e-6", "train.lr=2.5e-05",
                                 "plugin.max_scale=1e9", "plugin.precision=bf16", "train.recompute=yes", "train.recompute_gelu=true", "train.recompute_norm=true", "model.attention_deterministic=false",
-                                "model.attention_backward=cudnn",
+                                "model.attention_backward=cudnn", "model.attention_forward=cudnn",
                                 "plugin.cuda_graph=false",
                                 "checkpoint.dir=ckpt", "checkpoint.resume=true"});
   const std::string yaml = resolved_yaml(s);

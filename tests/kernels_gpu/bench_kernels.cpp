@@ -237,6 +237,13 @@ int main(int argc, char** argv) {
       try {
         bench.time("attention fwd " + n, attn_fl, true,
                    [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
+        if (impl == K::AttentionImpl::CuDNN) {
+          // The line above ran the wgmma forward on a Hopper GPU; cuDNN's beside it.
+          rt.set_attention_forward_wgmma(false);
+          bench.time("attention fwd cudnn (cuDNN's fused kernel)", attn_fl, true,
+                     [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
+          rt.set_attention_forward_wgmma(true);
+        }
         bench.time("attention bwd " + n, 2 * attn_fl, true,
                    [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl); });
         // As the model runs it: with the QKV projection's bias gradient.

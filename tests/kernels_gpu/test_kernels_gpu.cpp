@@ -1131,6 +1131,99 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
   }
 }
 
+// The wgmma attention forward (attention_sm90a.h), which attention_forward
+// runs on the cuDNN path on a Hopper GPU: out and the softmax statistics
+// against a double-precision reference from the same rounded inputs, with
+// cuDNN's fused forward measured against the same reference beside it (its
+// statistics too: the two must mean the same thing, since either backward
+// reads them); lengths of 1 to 4 tiles of 64 keys, ragged (padded keys
+// masked) and whole, up to 256 (past the short backward's 224: cuDNN's
+// backward then reads these statistics); no write past the ends; a rerun
+// gives the same bits; then forward and backward against the CPU through
+// check_attention with this forward in place.
+BOOST_AUTO_TEST_CASE(attention_sm90a_forward) {
+  const GpuHandles& h = *gpu().handles();
+  if (h.cc_major != 9) {
+    std::printf("SKIPPED attention_sm90a_forward: the GPU is not a Hopper (compute capability %d.x); the wgmma "
+                "kernel does not run here\n", h.cc_major);
+    return;
+  }
+  std::string why;
+  BOOST_REQUIRE_MESSAGE(K::sm90a_attention_forward_fits(h, DType::BF16, 197, 64, &why), why);
+  BOOST_TEST(K::sm90a_attention_forward_fits(h, DType::F16, 256, 64));
+  BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::F32, 197, 64));
+  BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::BF16, 197, 32));
+  BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::BF16, 257, 64));
+  const AttnShape shapes[] = {
+      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
+      {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
+      {2, 240, 2, 64, "B2 T240 NH2 HS64"},   {1, 256, 3, 64, "B1 T256 NH3 HS64"},
+  };
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (const auto& s : shapes) {
+      const int64_t C = s.NH * s.HS, C3 = 3 * C;
+      const std::string tag = s.name + " " + dtype_name(dt);
+      DevTensor qkv(dt, {s.B, s.T, C3});
+      qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
+      // The reference, in double from the rounded inputs.
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+      std::vector<float> out_ref(static_cast<size_t>(s.B * s.T * C)), lse_ref(static_cast<size_t>(s.B * s.NH * s.T));
+      std::vector<double> sc(static_cast<size_t>(s.T));
+      for (int64_t b = 0; b < s.B; ++b)
+        for (int64_t hh = 0; hh < s.NH; ++hh)
+          for (int64_t i = 0; i < s.T; ++i) {
+            const float* q = &qkv.host[(b * s.T + i) * C3 + hh * s.HS];
+            double mx = -INFINITY;
+            for (int64_t j = 0; j < s.T; ++j) {
+              const float* k = &qkv.host[(b * s.T + j) * C3 + C + hh * s.HS];
+              double d = 0.0;
+              for (int64_t e = 0; e < s.HS; ++e) d += static_cast<double>(q[e]) * k[e];
+              sc[j] = d * scale;
+              mx = std::max(mx, sc[j]);
+            }
+            double l = 0.0;
+            for (int64_t j = 0; j < s.T; ++j) l += std::exp(sc[j] - mx);
+            lse_ref[(b * s.NH + hh) * s.T + i] = static_cast<float>(mx + std::log(l));
+            for (int64_t e = 0; e < s.HS; ++e) {
+              double o = 0.0;
+              for (int64_t j = 0; j < s.T; ++j) o += std::exp(sc[j] - mx) * qkv.host[(b * s.T + j) * C3 + 2 * C + hh * s.HS + e];
+              out_ref[(b * s.T + i) * C + hh * s.HS + e] = static_cast<float>(o / l);
+            }
+          }
+      // Run 0: attention_forward (the wgmma kernel where it fits); 1: the
+      // kernel called directly (the same bits: the dispatch ran it, and
+      // reruns agree); 2: cuDNN's fused forward.
+      std::vector<uint8_t> bits[2];
+      for (int run = 0; run < 3; ++run) {
+        gpu().set_attention_forward_wgmma(run < 2);
+        DevTensor out(dt, {s.B, s.T, C}), aux(DType::F32, {s.B * s.NH * s.T});
+        out.poison();
+        aux.poison();
+        if (run == 1) {
+          K::sm90a_attention_forward(*gpu().handles(), dt, s.B, s.T, s.NH, out.t.data, qkv.t.data,
+                                     static_cast<float*>(aux.t.data), static_cast<float>(scale));
+        } else {
+          K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
+        }
+        sync();
+        const std::string who = run < 2 ? "wgmma" : "cudnn";
+        BOOST_CHECK_MESSAGE(out.slack_intact() && aux.slack_intact(), tag << ": " << who << " wrote past the end");
+        if (run < 2) bits[run] = out.raw();
+        if (run == 1) continue;
+        compare(label("attention_fwd out " + who, dt, s.name), out.download(), out_ref, tolerance(OpClass::Attention, dt));
+        // Ours: fp32 sums of exact products, then exp2 / log: ~1e-6. cuDNN's
+        // only need to mean the same (a base-2 or unscaled form would be off
+        // by 40% or more).
+        compare(label("attention_fwd stats " + who, DType::F32, s.name), aux.download(), lse_ref,
+                run == 0 ? tolerance(OpClass::MasterGrad, DType::F32) : 1e-4);
+      }
+      gpu().set_attention_forward_wgmma(true);
+      BOOST_CHECK_MESSAGE(bits[1] == bits[0], tag << ": attention_forward and the wgmma kernel called directly differ");
+      check_attention(s, dt, K::AttentionImpl::CuDNN);  // this forward, then the backward that fits, against the CPU
+    }
+  }
+}
+
 // Head sizes whose rows are not whole 16-byte multiples (12 and 20 in
 // bf16/fp16, 5 in every dtype) run on zero-padded copies of the heads,
 // whichever path is asked for; T not a multiple of 8 as well.

@@ -41,8 +41,8 @@
 #          and the pp2 1F1B timeline
 #   speed  vit_hpc (op profile; the default beside +recompute_gelu,
 #          +recompute_gelu+recompute_norm, +recompute,
-#          +no_cuda_graph, +no_gemm_autotune, +no_gemm_autotune_wide, +cudnn_attention_backward and
-#          +mma_attention_backward) against PyTorch eager/compile
+#          +no_cuda_graph, +no_gemm_autotune, +no_gemm_autotune_wide, +cudnn_attention_backward,
+#          +mma_attention_backward and +cudnn_attention_forward) against PyTorch eager/compile
 #          at batch 32/256 on one GPU, and data-parallel scaling on every GPU
 #   demo   configs/demo.yaml on Beans at 224 px
 #   resume_recipe  exact resume on the GPU with the weight average and
@@ -282,10 +282,10 @@ for what in "$@"; do
       gpus=$(nvidia-smi -L | wc -l)
       # Beside the default: the GELU recompute, it with the LayerNorm
       # recompute, and the whole-block recompute (the memory row), the step without CUDA graphs, without GEMM tuning
-      # and with cuDNN's attention backward (what each gives).
+      # and with cuDNN's attention backward or forward (what each gives).
       stage "speed: vit_hpc torch_ddp_fp16 bf16 (+ variants) + PyTorch eager/compile, batch 32 and 256, 1 GPU"
       BUILD_DIR=$BIN bash run_benchmark.sh --no-build --np 1 --precision bf16 \
-        --plugins "torch_ddp_fp16 torch_ddp_fp16+recompute_gelu torch_ddp_fp16+recompute_gelu+recompute_norm torch_ddp_fp16+recompute torch_ddp_fp16+no_cuda_graph torch_ddp_fp16+no_gemm_autotune torch_ddp_fp16+no_gemm_autotune_wide torch_ddp_fp16+cudnn_attention_backward torch_ddp_fp16+mma_attention_backward" \
+        --plugins "torch_ddp_fp16 torch_ddp_fp16+recompute_gelu torch_ddp_fp16+recompute_gelu+recompute_norm torch_ddp_fp16+recompute torch_ddp_fp16+no_cuda_graph torch_ddp_fp16+no_gemm_autotune torch_ddp_fp16+no_gemm_autotune_wide torch_ddp_fp16+cudnn_attention_backward torch_ddp_fp16+mma_attention_backward torch_ddp_fp16+cudnn_attention_forward" \
         --batch-sizes "32 256" --steps 30 --warmup 5 --profile --with-pytorch --name speed_np1 \
         > "$LOG/speed_np1.txt" 2>&1
       echo "rc=$?"; cp results/speed_np1/summary.md "$LOG/speed_np1.md" 2>/dev/null

@@ -438,12 +438,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // The forward (see attention_sm90a.h): one warpgroup a (b, h), two blocks an
-// SM. NK = ceil(T / 16): the keys run as NK * 16, in chunks of 64 and a last
-// one of 16 to 64 (S = Q K^T by m64nN wgmma, N = that chunk's keys).
-// Shared memory, as the backward's: Q, K and V, 4 tiles of 64 rows each
-// (rows past T zeros), and two mbarriers (Q and K; V).
+// SM (the registers of S for 256 keys allow no more). NK = ceil(T / 16): the
+// keys run as NK * 16, in chunks of 64 and a last one of 16 to 64 (S = Q K^T
+// by m64nN wgmma, N = that chunk's keys). Shared memory, as the backward's:
+// Q, K and V, 4 tiles of 64 rows each (rows past T zeros), and three
+// mbarriers: K and Q's first tile; V; Q's other tiles. Per query tile:
+// S, row maxima and P = exp2 of the scaled differences (unnormalised,
+// rounded to E) as A fragments, the row sums in fp32; then O = P V, divided
+// by the row sums and stored with the statistics. (Issuing the next tile's
+// S with this tile's P V would overlap them, but S, P and O together need
+// more than 255 registers from 160 keys on: ptxas spills.)
 constexpr int kFwdThreads = 128;
-constexpr size_t kFwdSmem = 3 * kTile + 16;
+constexpr size_t kFwdSmem = 3 * kTile + 32;
 
 template <typename E, int NK>
 __global__ void __launch_bounds__(kFwdThreads, 2)
@@ -458,36 +464,33 @@ __global__ void __launch_bounds__(kFwdThreads, 2)
   unsigned char* sQ = smem;
   unsigned char* sK = sQ + kTile;
   unsigned char* sV = sK + kTile;
-  uint64_t* s_bar = reinterpret_cast<uint64_t*>(sV + kTile);  // [0]: Q and K, [1]: V
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>(sV + kTile);  // K + Q tile 0; V; Q tiles 1 ..
 
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int C = NH * kHS;
   const int tid = threadIdx.x, lane = tid & 31, wi = tid >> 5;
   const int g = lane >> 2, c2 = 2 * (lane & 3);
   if (tid == 0) {
-    mbar_init(s_bar, 1);
-    mbar_init(s_bar + 1, 1);
+    for (int i = 0; i < 3; ++i) mbar_init(s_bar + i, 1);
   }
   __syncthreads();
   if (tid == 0) {
-    mbar_expect_tx(s_bar, 2 * NC * kBox);
-    for (int t = 0; t < NC; ++t) {
-      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
-      tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar);
-    }
+    mbar_expect_tx(s_bar, (NC + 1) * kBox);
+    tma_load_3d(sQ, &tm_qkv, h * kHS, 0, b, s_bar);
+    for (int t = 0; t < NC; ++t) tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
     mbar_expect_tx(s_bar + 1, NC * kBox);
     for (int t = 0; t < NC; ++t) tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar + 1);
+    if (NC > 1) {
+      mbar_expect_tx(s_bar + 2, (NC - 1) * kBox);
+      for (int t = 1; t < NC; ++t) tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar + 2);
+    }
   }
   const float sl2 = scale * 1.4426950408889634f;
   const uint32_t q_base = smem_addr(sQ), k_base = smem_addr(sK), v_base = smem_addr(sV);
   E* gout = out + static_cast<int64_t>(b) * T * C + h * kHS;
   float* gst = stats + static_cast<int64_t>(bh) * T;
-  mbar_wait(s_bar, 0);
-#pragma unroll 1
-  for (int qt = 0; qt < NC; ++qt) {
-    // S = Q_qt K^T, 64 queries x NK * 16 keys.
-    float s[NC][32];
-    wgmma_fence();
+  float s[NC][32];  // S of one query tile: 64 queries x NK * 16 keys
+  auto issue_s = [&](int qt) {
 #pragma unroll
     for (int c = 0; c < FULL; ++c) {
 #pragma unroll
@@ -498,6 +501,13 @@ __global__ void __launch_bounds__(kFwdThreads, 2)
     for (int ks = 0; ks < 4; ++ks)
       wgmma_ss_kk<E, 16 * TAIL>(s[FULL], desc(q_base + qt * kBox + 32 * ks), desc(k_base + FULL * kBox + 32 * ks),
                                 ks > 0);
+  };
+  mbar_wait(s_bar, 0);
+#pragma unroll 1
+  for (int qt = 0; qt < NC; ++qt) {
+    if (qt == 1) mbar_wait(s_bar + 2, 0);
+    wgmma_fence();
+    issue_s(qt);
     wgmma_commit();
     wgmma_wait<0>();
     // Row maxima (rows g and g + 8 of this warp's 16; a row's 4 lanes share

@@ -41,6 +41,7 @@
 
 #include <cuda.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <type_traits>
@@ -437,23 +438,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The forward (see attention_sm90a.h): one warpgroup a (b, h), two blocks an
-// SM (the registers of S for 256 keys allow no more). NK = ceil(T / 16): the
-// keys run as NK * 16, in chunks of 64 and a last one of 16 to 64 (S = Q K^T
-// by m64nN wgmma, N = that chunk's keys). Shared memory, as the backward's:
-// Q, K and V, 4 tiles of 64 rows each (rows past T zeros), and three
-// mbarriers: K and Q's first tile; V; Q's other tiles. Per query tile:
-// S, row maxima and P = exp2 of the scaled differences (unnormalised,
-// rounded to E) as A fragments, the row sums in fp32; then O = P V, divided
-// by the row sums and stored with the statistics. (Issuing the next tile's
-// S with this tile's P V would overlap them, but S, P and O together need
-// more than 255 registers from 160 keys on: ptxas spills.)
-constexpr int kFwdThreads = 128;
-constexpr size_t kFwdSmem = 3 * kTile + 32;
+// The forward (see attention_sm90a.h): persistent blocks, one an SM, each
+// taking the (b, h) items blockIdx.x, + gridDim.x, ... in turn. Two stages of
+// shared memory, each as the backward's layout for Q, K and V (4 tiles of 64
+// rows, rows past T zeros) with its mbarrier: one thread loads item i + 2
+// into a stage as soon as both warpgroups are done with item i there, so
+// the loads of the next item run under this one's products. NK = ceil(T /
+// 16): the keys run as NK * 16, in chunks of 64 and a last one of 16 to 64
+// (S = Q K^T by m64nN wgmma, N = that chunk's keys). Warpgroup w takes query
+// tiles w and w + 2: S, row maxima and P = exp2 of the scaled differences
+// (unnormalised, rounded to E) as A fragments, the row sums in fp32; then
+// O = P V, divided by the row sums and stored with the statistics. (Issuing
+// the next tile's S with this tile's P V would overlap them, but S, P and O
+// together need more than 255 registers from 160 keys on: ptxas spills.)
+constexpr int kFwdThreads = 256;
+constexpr size_t kFwdStage = 3 * kTile;
+constexpr size_t kFwdSmem = 2 * kFwdStage + 64;
 
 template <typename E, int NK>
-__global__ void __launch_bounds__(kFwdThreads, 2)
-    sm90a_attention_forward_kernel(E* out, float* __restrict__ stats, int T, int NH, float scale,
+__global__ void __launch_bounds__(kFwdThreads, 1)
+    sm90a_attention_forward_kernel(E* out, float* __restrict__ stats, int T, int NH, int items, float scale,
                                    const __grid_constant__ CUtensorMap tm_qkv) {
 #ifdef VIT_SM90A_DEVICE
   constexpr int FULL = (NK - 1) / 4;    // chunks of 64 keys before the last
@@ -461,118 +465,125 @@ __global__ void __launch_bounds__(kFwdThreads, 2)
   constexpr int NC = FULL + 1;          // chunks = 64-row tiles = ceil(T / 64)
   extern __shared__ __align__(1024) unsigned char smem[];
   if (smem_addr(smem) & 1023) __trap();  // the swizzled tiles need 1024-byte alignment
-  unsigned char* sQ = smem;
-  unsigned char* sK = sQ + kTile;
-  unsigned char* sV = sK + kTile;
-  uint64_t* s_bar = reinterpret_cast<uint64_t*>(sV + kTile);  // K + Q tile 0; V; Q tiles 1 ..
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>(smem + 2 * kFwdStage);  // one a stage
 
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int C = NH * kHS;
-  const int tid = threadIdx.x, lane = tid & 31, wi = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, wi = warp & 3;
   const int g = lane >> 2, c2 = 2 * (lane & 3);
   if (tid == 0) {
-    for (int i = 0; i < 3; ++i) mbar_init(s_bar + i, 1);
+    mbar_init(s_bar, 1);
+    mbar_init(s_bar + 1, 1);
   }
   __syncthreads();
-  if (tid == 0) {
-    mbar_expect_tx(s_bar, (NC + 1) * kBox);
-    tma_load_3d(sQ, &tm_qkv, h * kHS, 0, b, s_bar);
-    for (int t = 0; t < NC; ++t) tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
-    mbar_expect_tx(s_bar + 1, NC * kBox);
-    for (int t = 0; t < NC; ++t) tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar + 1);
-    if (NC > 1) {
-      mbar_expect_tx(s_bar + 2, (NC - 1) * kBox);
-      for (int t = 1; t < NC; ++t) tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar + 2);
+  // Q, K and V of item `item` into stage st (by one thread).
+  auto load = [&](int item, int st) {
+    const int b = item / NH, h = item % NH;
+    unsigned char* base = smem + st * kFwdStage;
+    mbar_expect_tx(s_bar + st, 3 * NC * kBox);
+    for (int t = 0; t < NC; ++t) {
+      tma_load_3d(base + kTile + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar + st);
+      tma_load_3d(base + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar + st);
     }
+    for (int t = 0; t < NC; ++t)
+      tma_load_3d(base + 2 * kTile + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar + st);
+  };
+  const int first = static_cast<int>(blockIdx.x), stride = static_cast<int>(gridDim.x);
+  if (tid == 0) {
+    load(first, 0);
+    if (first + stride < items) load(first + stride, 1);
   }
   const float sl2 = scale * 1.4426950408889634f;
-  const uint32_t q_base = smem_addr(sQ), k_base = smem_addr(sK), v_base = smem_addr(sV);
-  E* gout = out + static_cast<int64_t>(b) * T * C + h * kHS;
-  float* gst = stats + static_cast<int64_t>(bh) * T;
-  float s[NC][32];  // S of one query tile: 64 queries x NK * 16 keys
-  auto issue_s = [&](int qt) {
+#pragma unroll 1
+  for (int it = 0, item = first; item < items; ++it, item += stride) {
+    const int st = it & 1;
+    const int b = item / NH, h = item % NH;
+    const uint32_t q_base = smem_addr(smem + st * kFwdStage), k_base = q_base + kTile, v_base = q_base + 2 * kTile;
+    E* gout = out + static_cast<int64_t>(b) * T * C + h * kHS;
+    float* gst = stats + static_cast<int64_t>(item) * T;
+    mbar_wait(s_bar + st, (it >> 1) & 1);
+#pragma unroll 1
+    for (int u = 0; u < 2; ++u) {
+      const int qt = wg + 2 * u;
+      if (qt >= NC) break;
+      float s[NC][32];  // S of one query tile: 64 queries x NK * 16 keys
+      wgmma_fence();
 #pragma unroll
-    for (int c = 0; c < FULL; ++c) {
+      for (int c = 0; c < FULL; ++c) {
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks)
+          wgmma_ss_kk<E, 64>(s[c], desc(q_base + qt * kBox + 32 * ks), desc(k_base + c * kBox + 32 * ks), ks > 0);
+      }
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks)
-        wgmma_ss_kk<E, 64>(s[c], desc(q_base + qt * kBox + 32 * ks), desc(k_base + c * kBox + 32 * ks), ks > 0);
-    }
+        wgmma_ss_kk<E, 16 * TAIL>(s[FULL], desc(q_base + qt * kBox + 32 * ks), desc(k_base + FULL * kBox + 32 * ks),
+                                  ks > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      // Row maxima (rows g and g + 8 of this warp's 16; a row's 4 lanes share
+      // it), the padded keys past T left out.
+      float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks)
-      wgmma_ss_kk<E, 16 * TAIL>(s[FULL], desc(q_base + qt * kBox + 32 * ks), desc(k_base + FULL * kBox + 32 * ks),
-                                ks > 0);
-  };
-  mbar_wait(s_bar, 0);
-#pragma unroll 1
-  for (int qt = 0; qt < NC; ++qt) {
-    if (qt == 1) mbar_wait(s_bar + 2, 0);
-    wgmma_fence();
-    issue_s(qt);
-    wgmma_commit();
-    wgmma_wait<0>();
-    // Row maxima (rows g and g + 8 of this warp's 16; a row's 4 lanes share
-    // it), the padded keys past T left out.
-    float m0 = -INFINITY, m1 = -INFINITY;
+      for (int c = 0; c < NC; ++c) {
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
+        for (int j = 0; j < (c < FULL ? 8 : 2 * TAIL); ++j) {
 #pragma unroll
-      for (int j = 0; j < (c < FULL ? 8 : 2 * TAIL); ++j) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          float& v = s[c][4 * j + r];
-          if (c == FULL && 64 * c + 8 * j + c2 + (r & 1) >= T) v = -INFINITY;
-          if (r < 2) m0 = fmaxf(m0, v); else m1 = fmaxf(m1, v);
+          for (int r = 0; r < 4; ++r) {
+            float& v = s[c][4 * j + r];
+            if (c == FULL && 64 * c + 8 * j + c2 + (r & 1) >= T) v = -INFINITY;
+            if (r < 2) m0 = fmaxf(m0, v); else m1 = fmaxf(m1, v);
+          }
         }
       }
-    }
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
-    const float ms0 = m0 * sl2, ms1 = m1 * sl2;
-    // P = exp2((S - max) scale log2e), unnormalised, as A fragments of 16
-    // keys; the row sums in fp32 from the unrounded values.
-    uint32_t pa[NK][4];
-    float l0 = 0.0f, l1 = 0.0f;
+      m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
+      m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
+      m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
+      m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
+      const float ms0 = m0 * sl2, ms1 = m1 * sl2;
+      // P = exp2((S - max) scale log2e), unnormalised, as A fragments of 16
+      // keys; the row sums in fp32 from the unrounded values.
+      uint32_t pa[NK][4];
+      float l0 = 0.0f, l1 = 0.0f;
 #pragma unroll
-    for (int k = 0; k < NK; ++k) {
+      for (int k = 0; k < NK; ++k) {
 #pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const float* v = &s[k >> 2][4 * (2 * (k & 3) + hi)];
-        const float p0 = fast_exp2(fmaf(v[0], sl2, -ms0)), p1 = fast_exp2(fmaf(v[1], sl2, -ms0));
-        const float p2 = fast_exp2(fmaf(v[2], sl2, -ms1)), p3 = fast_exp2(fmaf(v[3], sl2, -ms1));
-        l0 += p0 + p1;
-        l1 += p2 + p3;
-        pa[k][2 * hi] = pack2<E>(p0, p1);
-        pa[k][2 * hi + 1] = pack2<E>(p2, p3);
+        for (int hi = 0; hi < 2; ++hi) {
+          const float* v = &s[k >> 2][4 * (2 * (k & 3) + hi)];
+          const float p0 = fast_exp2(fmaf(v[0], sl2, -ms0)), p1 = fast_exp2(fmaf(v[1], sl2, -ms0));
+          const float p2 = fast_exp2(fmaf(v[2], sl2, -ms1)), p3 = fast_exp2(fmaf(v[3], sl2, -ms1));
+          l0 += p0 + p1;
+          l1 += p2 + p3;
+          pa[k][2 * hi] = pack2<E>(p0, p1);
+          pa[k][2 * hi + 1] = pack2<E>(p2, p3);
+        }
       }
-    }
-    if (qt == 0) mbar_wait(s_bar + 1, 0);
-    // O = P V over the keys in steps of 16 (V MN-major).
-    float o[32];
-    wgmma_fence();
+      // O = P V over the keys in steps of 16 (V MN-major).
+      float o[32];
+      wgmma_fence();
 #pragma unroll
-    for (int k = 0; k < NK; ++k) wgmma_rs<E, 1>(o, pa[k], desc(v_base + k * 2048), k > 0);
-    wgmma_commit();
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int r0 = qt * 64 + 16 * wi + g;
-    if ((lane & 3) == 0) {  // the natural-log softmax statistics cuDNN's backward reads
-      if (r0 < T) gst[r0] = m0 * scale + logf(l0);
-      if (r0 + 8 < T) gst[r0 + 8] = m1 * scale + logf(l1);
-    }
-    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
-    wgmma_wait<0>();
+      for (int k = 0; k < NK; ++k) wgmma_rs<E, 1>(o, pa[k], desc(v_base + k * 2048), k > 0);
+      wgmma_commit();
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+      l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+      const int r0 = qt * 64 + 16 * wi + g;
+      if ((lane & 3) == 0) {  // the natural-log softmax statistics cuDNN's backward reads
+        if (r0 < T) gst[r0] = m0 * scale + logf(l0);
+        if (r0 + 8 < T) gst[r0 + 8] = m1 * scale + logf(l1);
+      }
+      const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+      wgmma_wait<0>();
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      o[4 * j] *= i0;
-      o[4 * j + 1] *= i0;
-      o[4 * j + 2] *= i1;
-      o[4 * j + 3] *= i1;
+      for (int j = 0; j < 8; ++j) {
+        o[4 * j] *= i0;
+        o[4 * j + 1] *= i0;
+        o[4 * j + 2] *= i1;
+        o[4 * j + 3] *= i1;
+      }
+      store_rows<E>(gout, C, qt * 64 + 16 * wi, T, o, lane);
     }
-    store_rows<E>(gout, C, qt * 64 + 16 * wi, T, o, lane);
+    __syncthreads();  // both warpgroups are done with this stage
+    if (tid == 0 && item + 2 * stride < items) load(item + 2 * stride, st);
   }
 #else
   __trap();  // only the sm_90a build of this kernel does the work
@@ -641,8 +652,9 @@ template <typename E, int NK>
 void launch_forward(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out, float* stats, float scale,
                     const CUtensorMap& tq) {
   allow_dynamic_smem(sm90a_attention_forward_kernel<E, NK>, kFwdSmem);
-  sm90a_attention_forward_kernel<E, NK><<<static_cast<unsigned>(B * NH), kFwdThreads, kFwdSmem, h.stream>>>(
-      static_cast<E*>(out), stats, static_cast<int>(T), static_cast<int>(NH), scale, tq);
+  const int64_t items = B * NH, grid = std::min<int64_t>(items, std::max(1, h.num_sms));  // persistent: one an SM
+  sm90a_attention_forward_kernel<E, NK><<<static_cast<unsigned>(grid), kFwdThreads, kFwdSmem, h.stream>>>(
+      static_cast<E*>(out), stats, static_cast<int>(T), static_cast<int>(NH), static_cast<int>(items), scale, tq);
 }
 
 // The instantiation for NK = ceil(T / 16) (1 .. 16).

@@ -60,7 +60,7 @@ class GpuRuntime {
   void set_sdpa_deterministic(bool on);
   // Attention backward of the cuDNN path: the project's short-sequence
   // kernel (attention_short.h) where the shape fits (default), else, or when
-  // off, cuDNN's. The forward is cuDNN's either way.
+  // off, cuDNN's (the forward: set_attention_forward_wgmma).
   void set_attention_backward_short(bool on);
   // Where the short-sequence kernel runs on a Hopper GPU: its wgmma form
   // (attention_sm90a.h; default; the same bits, ~18% faster at ViT-B/16) or,

@@ -665,22 +665,29 @@ void launch_forward_nk(std::integer_sequence<int, I...>, GpuHandles& h, int64_t 
   ((nk == I + 1 ? launch_forward<E, I + 1>(h, B, T, NH, out, stats, scale, tq) : void()), ...);
 }
 
+// What both kernels need: compute capability 9.x, bf16/fp16, head size 64,
+// 1 <= T <= 256, `smem` bytes of shared memory a block, the tensor-map
+// encoder. `what` names the kernel in the reason.
+bool fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, size_t smem, const char* what, std::string* why) {
+  auto no = [&](std::string s) {
+    if (why) *why = str_cat(what, " ", s);
+    return false;
+  };
+  if (h.cc_major != 9) return no("needs a Hopper GPU (compute capability 9.x)");
+  if (dt != DType::BF16 && dt != DType::F16) return no("runs bf16/fp16 only");
+  if (HS != kHS) return no(str_cat("needs head size ", kHS, ", not ", HS));
+  if (T < 1 || T > kRows) return no(str_cat("runs up to ", kRows, " tokens, not ", T));
+  if (static_cast<size_t>(h.smem_optin) < smem)
+    return no(str_cat("needs ", smem, " bytes of shared memory a block, the GPU has ", h.smem_optin));
+  if (!encode_tiled()) return no("needs the driver's cuTensorMapEncodeTiled, which it does not offer");
+  if (why) why->clear();
+  return true;
+}
+
 }  // namespace
 
 bool sm90a_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
-  auto no = [&](std::string s) {
-    if (why) *why = std::move(s);
-    return false;
-  };
-  if (h.cc_major != 9) return no("the wgmma kernel needs a Hopper GPU (compute capability 9.x)");
-  if (dt != DType::BF16 && dt != DType::F16) return no("the wgmma kernel runs bf16/fp16 only");
-  if (HS != kHS) return no(str_cat("the wgmma kernel needs head size ", kHS, ", not ", HS));
-  if (T < 1 || T > kRows) return no(str_cat("the wgmma kernel runs up to ", kRows, " tokens, not ", T));
-  if (static_cast<size_t>(h.smem_optin) < kSmem)
-    return no(str_cat("the wgmma kernel needs ", kSmem, " bytes of shared memory a block, the GPU has ", h.smem_optin));
-  if (!encode_tiled()) return no("the driver offers no cuTensorMapEncodeTiled");
-  if (why) why->clear();
-  return true;
+  return fits(h, dt, T, HS, kSmem, "the wgmma backward", why);
 }
 
 void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* dqkv, const void* qkv,
@@ -702,20 +709,7 @@ void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
 }
 
 bool sm90a_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
-  auto no = [&](std::string s) {
-    if (why) *why = std::move(s);
-    return false;
-  };
-  if (h.cc_major != 9) return no("the wgmma forward needs a Hopper GPU (compute capability 9.x)");
-  if (dt != DType::BF16 && dt != DType::F16) return no("the wgmma forward runs bf16/fp16 only");
-  if (HS != kHS) return no(str_cat("the wgmma forward needs head size ", kHS, ", not ", HS));
-  if (T < 1 || T > kRows) return no(str_cat("the wgmma forward runs up to ", kRows, " tokens, not ", T));
-  if (static_cast<size_t>(h.smem_optin) < kFwdSmem)
-    return no(str_cat("the wgmma forward needs ", kFwdSmem, " bytes of shared memory a block, the GPU has ",
-                      h.smem_optin));
-  if (!encode_tiled()) return no("the driver offers no cuTensorMapEncodeTiled");
-  if (why) why->clear();
-  return true;
+  return fits(h, dt, T, HS, kFwdSmem, "the wgmma forward", why);
 }
 
 void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* out, const void* qkv,

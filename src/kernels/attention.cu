@@ -813,7 +813,9 @@ void attention_forward(const Context& ctx, Tensor out, Tensor aux, const Tensor&
   char* q = static_cast<char*>(qkv.data);
 
   if (path == AttentionImpl::CuDNN) {
-    if (h.attention_forward_wgmma && sm90a_attention_forward_fits(h, dt, s.T, s.HS)) {
+    const bool aligned = (reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(out.data) |
+                          reinterpret_cast<uintptr_t>(aux.data)) % 16 == 0;  // the tensor copies' need
+    if (h.attention_forward_wgmma && aligned && sm90a_attention_forward_fits(h, dt, s.T, s.HS)) {
       sm90a_attention_forward(h, dt, s.B, s.T, s.NH, out.data, q, static_cast<float*>(aux.data), scale);
       return;
     }

@@ -650,9 +650,11 @@ void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, cons
 
 template <typename E, int NK>
 void launch_forward(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out, float* stats, float scale,
-                    const CUtensorMap& tq) {
+                    const CUtensorMap& tq, int64_t max_blocks) {
   allow_dynamic_smem(sm90a_attention_forward_kernel<E, NK>, kFwdSmem);
-  const int64_t items = B * NH, grid = std::min<int64_t>(items, std::max(1, h.num_sms));  // persistent: one an SM
+  int64_t grid = std::min<int64_t>(B * NH, std::max(1, h.num_sms));  // persistent: one an SM
+  if (max_blocks > 0) grid = std::min(grid, max_blocks);
+  const int64_t items = B * NH;
   sm90a_attention_forward_kernel<E, NK><<<static_cast<unsigned>(grid), kFwdThreads, kFwdSmem, h.stream>>>(
       static_cast<E*>(out), stats, static_cast<int>(T), static_cast<int>(NH), static_cast<int>(items), scale, tq);
 }
@@ -660,9 +662,9 @@ void launch_forward(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out, 
 // The instantiation for NK = ceil(T / 16) (1 .. 16).
 template <typename E, int... I>
 void launch_forward_nk(std::integer_sequence<int, I...>, GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out,
-                       float* stats, float scale, const CUtensorMap& tq) {
+                       float* stats, float scale, const CUtensorMap& tq, int64_t max_blocks) {
   const int nk = static_cast<int>((T + 15) / 16);
-  ((nk == I + 1 ? launch_forward<E, I + 1>(h, B, T, NH, out, stats, scale, tq) : void()), ...);
+  ((nk == I + 1 ? launch_forward<E, I + 1>(h, B, T, NH, out, stats, scale, tq, max_blocks) : void()), ...);
 }
 
 // What both kernels need: compute capability 9.x, bf16/fp16, head size 64,
@@ -713,7 +715,7 @@ bool sm90a_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int6
 }
 
 void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* out, const void* qkv,
-                             float* stats, float scale) {
+                             float* stats, float scale, int64_t max_blocks) {
   std::string why;
   VIT_CHECK(sm90a_attention_forward_fits(h, dt, T, kHS, &why), "sm90a_attention_forward: ", why);
   for (const void* p : {static_cast<const void*>(out), qkv, static_cast<const void*>(stats)})
@@ -721,9 +723,9 @@ void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int6
   VIT_CHECK(B * NH <= 0x7fffffff, "sm90a_attention_forward: B * NH = ", B * NH, " is too large for one grid");
   const CUtensorMap tq = make_map(dt, qkv, 3 * NH * kHS, T, B);
   if (dt == DType::BF16)
-    launch_forward_nk<bf16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq);
+    launch_forward_nk<bf16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq, max_blocks);
   else
-    launch_forward_nk<fp16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq);
+    launch_forward_nk<fp16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq, max_blocks);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -43,8 +43,12 @@ void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
 bool sm90a_attention_forward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why = nullptr);
 
 // out (B, T, NH * 64) and stats (B, NH, T) from qkv (B, T, 3 NH 64), as
-// attention_forward's cuDNN path. Throws when the shape does not fit.
+// attention_forward's cuDNN path. Throws when the shape does not fit. The
+// grid is persistent, one block an SM, each block taking (sample, head)
+// items in turn; max_blocks > 0 caps it (the tests use a few blocks, so that
+// each runs many items through both of its shared-memory stages; the bits
+// do not depend on it).
 void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* out, const void* qkv,
-                             float* stats, float scale);
+                             float* stats, float scale, int64_t max_blocks = 0);
 
 }  // namespace vit::kernels

@@ -1139,8 +1139,10 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
 // reads them); lengths of 1 to 4 tiles of 64 keys, ragged (padded keys
 // masked) and whole, up to 256 (past the short backward's 224: cuDNN's
 // backward then reads these statistics); no write past the ends; a rerun
-// gives the same bits; then forward and backward against the CPU through
-// check_attention with this forward in place.
+// gives the same bits, and so do grids of 1 and 3 persistent blocks (every
+// block through both shared-memory stages many times); then forward and
+// backward against the CPU through check_attention with this forward in
+// place.
 BOOST_AUTO_TEST_CASE(attention_sm90a_forward) {
   const GpuHandles& h = *gpu().handles();
   if (h.cc_major != 9) {
@@ -1192,24 +1194,31 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_forward) {
           }
       // Run 0: attention_forward (the wgmma kernel where it fits); 1: the
       // kernel called directly (the same bits: the dispatch ran it, and
-      // reruns agree); 2: cuDNN's fused forward.
-      std::vector<uint8_t> bits[2];
-      for (int run = 0; run < 3; ++run) {
-        gpu().set_attention_forward_wgmma(run < 2);
+      // reruns agree); 2 and 3: the kernel on 1 and 3 persistent blocks
+      // (each block then takes many (sample, head) items through both of
+      // its shared-memory stages; the same bits again); 4: cuDNN's fused
+      // forward.
+      std::vector<uint8_t> bits[4], stat_bits[4];
+      const int64_t cap[4] = {0, 0, 1, 3};
+      for (int run = 0; run < 5; ++run) {
+        gpu().set_attention_forward_wgmma(run < 4);
         DevTensor out(dt, {s.B, s.T, C}), aux(DType::F32, {s.B * s.NH * s.T});
         out.poison();
         aux.poison();
-        if (run == 1) {
+        if (run >= 1 && run <= 3) {
           K::sm90a_attention_forward(*gpu().handles(), dt, s.B, s.T, s.NH, out.t.data, qkv.t.data,
-                                     static_cast<float*>(aux.t.data), static_cast<float>(scale));
+                                     static_cast<float*>(aux.t.data), static_cast<float>(scale), cap[run]);
         } else {
           K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
         }
         sync();
-        const std::string who = run < 2 ? "wgmma" : "cudnn";
+        const std::string who = run < 4 ? "wgmma" : "cudnn";
         BOOST_CHECK_MESSAGE(out.slack_intact() && aux.slack_intact(), tag << ": " << who << " wrote past the end");
-        if (run < 2) bits[run] = out.raw();
-        if (run == 1) continue;
+        if (run < 4) {
+          bits[run] = out.raw();
+          stat_bits[run] = aux.raw();
+        }
+        if (run >= 1 && run <= 3) continue;
         compare(label("attention_fwd out " + who, dt, s.name), out.download(), out_ref, tolerance(OpClass::Attention, dt));
         // Ours: fp32 sums of exact products, then exp2 / log: ~1e-6. cuDNN's
         // only need to mean the same (a base-2 or unscaled form would be off
@@ -1218,7 +1227,11 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_forward) {
                 run == 0 ? tolerance(OpClass::MasterGrad, DType::F32) : 1e-4);
       }
       gpu().set_attention_forward_wgmma(true);
-      BOOST_CHECK_MESSAGE(bits[1] == bits[0], tag << ": attention_forward and the wgmma kernel called directly differ");
+      BOOST_CHECK_MESSAGE(bits[1] == bits[0] && stat_bits[1] == stat_bits[0],
+                          tag << ": attention_forward and the wgmma kernel called directly differ");
+      BOOST_CHECK_MESSAGE(bits[2] == bits[0] && stat_bits[2] == stat_bits[0] && bits[3] == bits[0] &&
+                              stat_bits[3] == stat_bits[0],
+                          tag << ": the wgmma forward on 1 or 3 persistent blocks differs from one block an SM");
       check_attention(s, dt, K::AttentionImpl::CuDNN);  // this forward, then the backward that fits, against the CPU
     }
   }

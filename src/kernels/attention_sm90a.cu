@@ -43,6 +43,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -686,6 +687,14 @@ bool fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, size_t smem, con
   return true;
 }
 
+// What both kernels' launches need of their arguments: 16-byte aligned
+// pointers (the tensor copies) and B * NH (sample, head) items a grid may count.
+void check_args(const char* op, std::initializer_list<const void*> ptrs, int64_t items) {
+  for (const void* p : ptrs)
+    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, op, ": pointers must be 16-byte aligned");
+  VIT_CHECK(items <= 0x7fffffff, op, ": B * NH = ", items, " is too large for one grid");
+}
+
 }  // namespace
 
 bool sm90a_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why) {
@@ -697,9 +706,7 @@ void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
                               float* bias_partial) {
   std::string why;
   VIT_CHECK(sm90a_attention_backward_fits(h, dt, T, kHS, &why), "sm90a_attention_backward: ", why);
-  for (const void* p : {static_cast<const void*>(dqkv), qkv, out, dout, static_cast<const void*>(stats)})
-    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "sm90a_attention_backward: pointers must be 16-byte aligned");
-  VIT_CHECK(B * NH <= 0x7fffffff, "sm90a_attention_backward: B * NH = ", B * NH, " is too large for one grid");
+  check_args("sm90a_attention_backward", {dqkv, qkv, out, dout, stats}, B * NH);
   const int64_t C = NH * kHS;
   const CUtensorMap tq = make_map(dt, qkv, 3 * C, T, B), to = make_map(dt, out, C, T, B),
                     tdo = make_map(dt, dout, C, T, B);
@@ -718,9 +725,7 @@ void sm90a_attention_forward(GpuHandles& h, DType dt, int64_t B, int64_t T, int6
                              float* stats, float scale, int64_t max_blocks) {
   std::string why;
   VIT_CHECK(sm90a_attention_forward_fits(h, dt, T, kHS, &why), "sm90a_attention_forward: ", why);
-  for (const void* p : {static_cast<const void*>(out), qkv, static_cast<const void*>(stats)})
-    VIT_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "sm90a_attention_forward: pointers must be 16-byte aligned");
-  VIT_CHECK(B * NH <= 0x7fffffff, "sm90a_attention_forward: B * NH = ", B * NH, " is too large for one grid");
+  check_args("sm90a_attention_forward", {out, qkv, stats}, B * NH);
   const CUtensorMap tq = make_map(dt, qkv, 3 * NH * kHS, T, B);
   if (dt == DType::BF16)
     launch_forward_nk<bf16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, out, stats, scale, tq, max_blocks);

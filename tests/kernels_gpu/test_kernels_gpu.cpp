@@ -1079,6 +1079,23 @@ BOOST_AUTO_TEST_CASE(attention_short_backward) {
   }
 }
 
+// The Hopper kernels' tests run on compute capability 9.x only; elsewhere
+// they say so and pass nothing.
+bool hopper_or_skip(const char* test) {
+  const int cc = gpu().handles()->cc_major;
+  if (cc == 9) return true;
+  std::printf("SKIPPED %s: the GPU is not a Hopper (compute capability %d.x); the wgmma kernel does not run here\n",
+              test, cc);
+  return false;
+}
+
+// Lengths of 1 to 4 tiles of 64 keys, ragged and whole, up to the short
+// backward's 224.
+const AttnShape kSm90aShapes[] = {
+    {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
+    {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
+};
+
 // The wgmma form of the short attention backward (attention_sm90a.h), which
 // short_attention_backward runs on a Hopper GPU: dQ, dK, dV and the QKV bias
 // partials bit for bit equal to the mma.sync kernel's (the same fp32 order of
@@ -1086,22 +1103,14 @@ BOOST_AUTO_TEST_CASE(attention_short_backward) {
 // fp16. (test_model_gpu and test_e2e_gpu then run it inside the model.)
 BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
   const GpuHandles& h = *gpu().handles();
-  if (h.cc_major != 9) {
-    std::printf("SKIPPED attention_sm90a_backward_gives_the_mma_bits: the GPU is not a Hopper (compute capability "
-                "%d.x); the wgmma kernel does not run here\n", h.cc_major);
-    return;
-  }
+  if (!hopper_or_skip("attention_sm90a_backward_gives_the_mma_bits")) return;
   std::string why;
   BOOST_REQUIRE_MESSAGE(K::sm90a_attention_backward_fits(h, DType::BF16, 197, 64, &why), why);
   BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::F32, 197, 64));
   BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::BF16, 197, 32));
   BOOST_TEST(!K::sm90a_attention_backward_fits(h, DType::BF16, 257, 64));
-  const AttnShape shapes[] = {
-      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
-      {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
-  };
   for (DType dt : {DType::BF16, DType::F16}) {
-    for (const auto& s : shapes) {
+    for (const auto& s : kSm90aShapes) {
       const int64_t C = s.NH * s.HS;
       DevTensor qkv(dt, {s.B, s.T, 3 * C}), out(dt, {s.B, s.T, C}), dout(dt, {s.B, s.T, C});
       DevTensor aux(DType::F32, {s.B * s.NH * s.T});
@@ -1145,22 +1154,17 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
 // place.
 BOOST_AUTO_TEST_CASE(attention_sm90a_forward) {
   const GpuHandles& h = *gpu().handles();
-  if (h.cc_major != 9) {
-    std::printf("SKIPPED attention_sm90a_forward: the GPU is not a Hopper (compute capability %d.x); the wgmma "
-                "kernel does not run here\n", h.cc_major);
-    return;
-  }
+  if (!hopper_or_skip("attention_sm90a_forward")) return;
   std::string why;
   BOOST_REQUIRE_MESSAGE(K::sm90a_attention_forward_fits(h, DType::BF16, 197, 64, &why), why);
   BOOST_TEST(K::sm90a_attention_forward_fits(h, DType::F16, 256, 64));
   BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::F32, 197, 64));
   BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::BF16, 197, 32));
   BOOST_TEST(!K::sm90a_attention_forward_fits(h, DType::BF16, 257, 64));
-  const AttnShape shapes[] = {
-      {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
-      {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
-      {2, 240, 2, 64, "B2 T240 NH2 HS64"},   {1, 256, 3, 64, "B1 T256 NH3 HS64"},
-  };
+  // kSm90aShapes and two past the short backward's 224 tokens.
+  std::vector<AttnShape> shapes(std::begin(kSm90aShapes), std::end(kSm90aShapes));
+  shapes.push_back({2, 240, 2, 64, "B2 T240 NH2 HS64"});
+  shapes.push_back({1, 256, 3, 64, "B1 T256 NH3 HS64"});
   for (DType dt : {DType::BF16, DType::F16}) {
     for (const auto& s : shapes) {
       const int64_t C = s.NH * s.HS, C3 = 3 * C;

@@ -665,6 +665,8 @@ template <typename E, int... I>
 void launch_forward_nk(std::integer_sequence<int, I...>, GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* out,
                        float* stats, float scale, const CUtensorMap& tq, int64_t max_blocks) {
   const int nk = static_cast<int>((T + 15) / 16);
+  VIT_CHECK(nk >= 1 && nk <= static_cast<int>(sizeof...(I)), "sm90a_attention_forward: no kernel for ", T,
+            " tokens");  // never launch nothing and return
   ((nk == I + 1 ? launch_forward<E, I + 1>(h, B, T, NH, out, stats, scale, tq, max_blocks) : void()), ...);
 }
 

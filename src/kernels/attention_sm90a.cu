@@ -22,6 +22,9 @@
 // registers, dO and Q MN-major). The next query tile's S^T and dP^T are
 // issued before this tile's dV and dK, so the exponentials of one overlap
 // the other's products; P^T and dS^T alternate between two register sets.
+// The last query tile's softmax gradient, dV and dK run over its first NL *
+// 16 queries only (a template parameter: 197 tokens as 192 + 16, where the
+// rest of that tile is padding whose P^T and dS^T are zeros).
 // Phase 2, warpgroup w, query tiles w and w + 2: dQ = dS K over the keys in
 // steps of 16 (dS K-major, K MN-major).
 //
@@ -209,7 +212,7 @@ __device__ __forceinline__ float2 column_sums(int r0, int T, const float* acc, i
   return mine;
 }
 
-template <typename E, int NT>
+template <typename E, int NT, int NL>
 __global__ void __launch_bounds__(kThreads, 1)
     sm90a_attention_backward_kernel(E* dqkv, const float* __restrict__ stats, int T, int NH, float scale,
                                     float* __restrict__ bias_partial, const __grid_constant__ CUtensorMap tm_qkv,
@@ -307,10 +310,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(dpT, vf[s], desc(o_base + qt * kBox + 32 * s), s > 0);
       wgmma_commit();
     };
-    // P^T and dS^T of query tile qt as A fragments; dS^T into dS, transposed.
-    auto softmax_grad = [&](int qt, uint32_t (&pa)[4][4], uint32_t (&da)[4][4]) {
+    // P^T and dS^T of query tile qt's first N queries as A fragments (n:
+    // std::integral_constant of N: 64, or NL * 16 for the last tile, whose
+    // queries past that are padding with zero P^T and dS^T); dS^T into dS,
+    // transposed (the last tile's rows past N are left as they are: phase 2's
+    // dQ rows from them lie past T and are neither stored nor summed).
+    auto softmax_grad = [&](int qt, auto n, uint32_t (&pa)[4][4], uint32_t (&da)[4][4]) {
+      constexpr int N = decltype(n)::value;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < N / 8; ++j) {
         const int q = qt * 64 + 8 * j + c2;
         const float2 lse = *reinterpret_cast<const float2*>(s_lse + q);
         const float2 dr = *reinterpret_cast<const float2*>(s_drow + q);
@@ -332,28 +340,39 @@ __global__ void __launch_bounds__(kThreads, 1)
       // queries (group jj + (m >> 1)), stored as 8 query rows.
       const int m = lane >> 3, r = lane & 7;
 #pragma unroll
-      for (int jj = 0; jj < 8; jj += 2)
+      for (int jj = 0; jj < N / 8; jj += 2)
         stsm_x4_t(d_base + kt * kTile + swz(qt * 64 + 8 * (jj + (m >> 1)) + r, 2 * wi + (m & 1)), da[jj >> 1]);
     };
-    auto issue_dvdk = [&](int qt, const uint32_t (&pa)[4][4], const uint32_t (&da)[4][4]) {
+    // dV and dK over query tile qt's first N queries (the rest add zeros).
+    auto issue_dvdk = [&](int qt, auto n, const uint32_t (&pa)[4][4], const uint32_t (&da)[4][4]) {
+      constexpr int N = decltype(n)::value;
       wgmma_fence();
 #pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<E, 1>(dv, pa[s], desc(o_base + qt * kBox + 2048 * s), 1);
+      for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dv, pa[s], desc(o_base + qt * kBox + 2048 * s), 1);
 #pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<E, 1>(dk, da[s], desc(q_base + qt * kBox + 2048 * s), 1);
+      for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dk, da[s], desc(q_base + qt * kBox + 2048 * s), 1);
       wgmma_commit();
     };
+    using Full = std::integral_constant<int, 64>;
+    using Last = std::integral_constant<int, NL * 16>;
 #pragma unroll
     for (int i = 0; i < 32; ++i) dk[i] = dv[i] = 0.0f;
     uint32_t pa0[4][4], da0[4][4], pa1[4][4], da1[4][4];
     issue_sdp(0);
     wgmma_wait<0>();
 #pragma unroll
-    for (int qt = 0; qt < NT; ++qt) {
-      if (qt & 1) softmax_grad(qt, pa1, da1); else softmax_grad(qt, pa0, da0);
-      if (qt + 1 < NT) issue_sdp(qt + 1);
-      if (qt & 1) issue_dvdk(qt, pa1, da1); else issue_dvdk(qt, pa0, da0);
-      if (qt + 1 < NT) wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
+    for (int qt = 0; qt < NT - 1; ++qt) {
+      if (qt & 1) softmax_grad(qt, Full{}, pa1, da1); else softmax_grad(qt, Full{}, pa0, da0);
+      issue_sdp(qt + 1);
+      if (qt & 1) issue_dvdk(qt, Full{}, pa1, da1); else issue_dvdk(qt, Full{}, pa0, da0);
+      wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
+    }
+    if constexpr ((NT - 1) & 1) {
+      softmax_grad(NT - 1, Last{}, pa1, da1);
+      issue_dvdk(NT - 1, Last{}, pa1, da1);
+    } else {
+      softmax_grad(NT - 1, Last{}, pa0, da0);
+      issue_dvdk(NT - 1, Last{}, pa0, da0);
     }
     wgmma_wait<0>();
     store_rows<E>(gdq + C, ld_qkv, kt * 64 + 16 * wi, T, dk, lane);
@@ -628,12 +647,26 @@ CUtensorMap make_map(DType dt, const void* ptr, int64_t cols, int64_t T, int64_t
   return m;
 }
 
-template <typename E, int NT>
+template <typename E, int NT, int NL>
 void launch(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq, const CUtensorMap& to,
             const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
-  allow_dynamic_smem(sm90a_attention_backward_kernel<E, NT>, kSmem);
-  sm90a_attention_backward_kernel<E, NT><<<static_cast<unsigned>(B * NH), kThreads, kSmem, h.stream>>>(
+  allow_dynamic_smem(sm90a_attention_backward_kernel<E, NT, NL>, kSmem);
+  sm90a_attention_backward_kernel<E, NT, NL><<<static_cast<unsigned>(B * NH), kThreads, kSmem, h.stream>>>(
       static_cast<E*>(dqkv), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial, tq, to, tdo);
+}
+
+// NL = the last query tile's rows in steps of 16 (1 .. 4).
+template <typename E, int NT>
+void launch_nl(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq,
+               const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
+  const int64_t last = T - 64 * (NT - 1);  // <= 0: T <= 64 as two tiles, the second all padding
+  switch (last <= 0 ? 1 : (last + 15) / 16) {
+    case 1: launch<E, NT, 1>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 2: launch<E, NT, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 3: launch<E, NT, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 4: launch<E, NT, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    default: VIT_CHECK(false, "sm90a_attention_backward: no kernel for ", T, " tokens");  // never launch nothing
+  }
 }
 
 template <typename E>
@@ -643,9 +676,10 @@ void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, cons
   // warpgroup idles and ptxas serialises the first's wgmma on that branch.
   switch ((T + 63) / 64) {
     case 1:
-    case 2: launch<E, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 3: launch<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    default: launch<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 2: launch_nl<E, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 3: launch_nl<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    case 4: launch_nl<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
+    default: VIT_CHECK(false, "sm90a_attention_backward: no kernel for ", T, " tokens");
   }
 }
 

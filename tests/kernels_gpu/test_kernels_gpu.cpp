@@ -1090,10 +1090,12 @@ bool hopper_or_skip(const char* test) {
 }
 
 // Lengths of 1 to 4 tiles of 64 keys, ragged and whole, up to the short
-// backward's 224.
+// backward's 224; a last tile of 16, 32, 48 and 64 rows (the backward's
+// instantiations by NL).
 const AttnShape kSm90aShapes[] = {
     {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
     {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
+    {2, 128, 2, 64, "B2 T128 NH2 HS64"},   {1, 176, 3, 64, "B1 T176 NH3 HS64"}, {1, 192, 2, 64, "B1 T192 NH2 HS64"},
 };
 
 // The wgmma form of the short attention backward (attention_sm90a.h), which

@@ -9,14 +9,11 @@
 // swizzle (16-byte piece p of row r at p ^ (r % 8)), 256 rows each: Q, K,
 // dO, and dS (queries x keys) in 4 chunks of 64 keys; V lies in dS's last
 // chunk and O (for Drow) in its first until phase 1 overwrites them; then
-// lse, Drow and the loads' mbarriers: 231,464 bytes, one block per SM.
+// lse, Drow and the loads' mbarrier: 231,440 bytes, one block per SM.
 //
 // Loads: one thread issues every 64-row tile of Q, K, V (from qkv), dO and
 // O as tensor copies (cp.async.bulk.tensor, 3-D maps (columns, T, B) so
-// that rows past T arrive as zeros) in groups with an mbarrier each: K and V
-// of round 1 with query tile 0's Q, dO and O first, then each query tile's,
-// then round 2's K and V; round 1 starts on the first group and makes each
-// query tile's Drow as its group lands, so the rest load under its products.
+// that rows past T arrive as zeros) on one mbarrier.
 // Phase 1, warpgroup w, key tiles w and w + 2 (a round each), every query
 // tile qt: S^T = K_t Q_qt^T and dP^T = V_t dO_qt^T (wgmma m64n64k16, K_t and
 // V_t from registers, Q and dO K-major), P^T = exp2(S^T scale log2e - lse),
@@ -68,10 +65,10 @@ constexpr int kTile = kRows * 128;   // bytes of one array of 256 rows x 128 B
 constexpr int kBox = 64 * 128;       // bytes of one 64-row tile
 constexpr int kThreads = 256;        // two warpgroups
 constexpr int kBiasCols = 3 * kHS;
-// Q, K, dO | dS (4 chunks) | lse, Drow | NT + 1 mbarriers. With 1 KB of alignment
+// Q, K, dO | dS (4 chunks) | lse, Drow | mbarrier. With 1 KB of alignment
 // slack this would pass the 232,448 bytes a block may have, so the kernel
 // takes the dynamic base's 1024-byte alignment as given (and traps if not).
-constexpr size_t kSmem = 3 * kTile + 4 * kTile + 2 * kRows * sizeof(float) + 5 * 8;
+constexpr size_t kSmem = 3 * kTile + 4 * kTile + 2 * kRows * sizeof(float) + 16;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define VIT_SM90A_DEVICE 1
@@ -242,64 +239,43 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int g = lane >> 2, c2 = 2 * (lane & 3);
   const float log2e = 1.4426950408889634f;
 
-  // The loads in groups, one mbarrier each, so that round 1 starts on the
-  // first: group 0 K and V tiles 0 and 1 (round 1's fragments) with Q, dO
-  // and O tile 0; group t (1 .. NT - 1) Q, dO and O tile t; group NT the K
-  // and V tiles of round 2.
-  if (tid == 0) {
-    for (int t = 0; t <= NT; ++t) mbar_init(s_bar + t, 1);
-  }
+  if (tid == 0) mbar_init(s_bar, 1);
   __syncthreads();
   if (tid == 0) {
-    auto kv = [&](int t, uint64_t* bar) {
-      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, bar);
-      tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, bar);
-    };
-    auto qoo = [&](int t, uint64_t* bar) {
-      tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, bar);
-      tma_load_3d(sO + t * kBox, &tm_dout, h * kHS, t * 64, b, bar);
-      tma_load_3d(sOut + t * kBox, &tm_out, h * kHS, t * 64, b, bar);
-    };
-    mbar_expect_tx(s_bar, 7 * kBox);
-    kv(0, s_bar);
-    kv(1, s_bar);
-    qoo(0, s_bar);
-    for (int t = 1; t < NT; ++t) {
-      mbar_expect_tx(s_bar + t, 3 * kBox);
-      qoo(t, s_bar + t);
-    }
-    if (NT > 2) {
-      mbar_expect_tx(s_bar + NT, 2 * (NT - 2) * kBox);
-      for (int t = 2; t < NT; ++t) kv(t, s_bar + NT);
+    mbar_expect_tx(s_bar, NT * 5 * kBox);
+    for (int t = 0; t < NT; ++t) {
+      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sO + t * kBox, &tm_dout, h * kHS, t * 64, b, s_bar);
+      tma_load_3d(sOut + t * kBox, &tm_out, h * kHS, t * 64, b, s_bar);
     }
   }
   const float* st = stats + static_cast<int64_t>(bh) * T;
   for (int r = tid; r < NT * 64; r += kThreads) s_lse[r] = r < T ? st[r] * log2e : INFINITY;
-  // Drow = rowsum(dO * O) of query tile t (group t landed), 8 threads a row,
-  // by the whole block: round 1 makes each tile's before its softmax gradient.
-  auto drow = [&](int t) {
+  mbar_wait(s_bar, 0);
+  // Drow = rowsum(dO * O), 8 threads a row.
 #pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int i = tid + k * kThreads + t * 512, r = i >> 3, p = i & 7;
-      float d = 0.0f;
-      if (r < T) {
-        const uint4 o4 = *reinterpret_cast<const uint4*>(sOut + swz(r, p));
-        const uint4 g4 = *reinterpret_cast<const uint4*>(sO + swz(r, p));
-        const uint32_t* o = reinterpret_cast<const uint32_t*>(&o4);
-        const uint32_t* gg = reinterpret_cast<const uint32_t*>(&g4);
+  for (int k = 0; k < NT * 2; ++k) {
+    const int i = tid + k * kThreads, r = i >> 3, p = i & 7;
+    float d = 0.0f;
+    if (r < T) {
+      const uint4 o4 = *reinterpret_cast<const uint4*>(sOut + swz(r, p));
+      const uint4 g4 = *reinterpret_cast<const uint4*>(sO + swz(r, p));
+      const uint32_t* o = reinterpret_cast<const uint32_t*>(&o4);
+      const uint32_t* gg = reinterpret_cast<const uint32_t*>(&g4);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 a = unpack2<E>(o[j]), c = unpack2<E>(gg[j]);
-          d = fmaf(a.x, c.x, d);
-          d = fmaf(a.y, c.y, d);
-        }
+      for (int j = 0; j < 4; ++j) {
+        const float2 a = unpack2<E>(o[j]), c = unpack2<E>(gg[j]);
+        d = fmaf(a.x, c.x, d);
+        d = fmaf(a.y, c.y, d);
       }
-      d += __shfl_xor_sync(0xffffffffu, d, 1);
-      d += __shfl_xor_sync(0xffffffffu, d, 2);
-      d += __shfl_xor_sync(0xffffffffu, d, 4);
-      if (p == 0) s_drow[r] = r < T ? d : 0.0f;
     }
-  };
+    d += __shfl_xor_sync(0xffffffffu, d, 1);
+    d += __shfl_xor_sync(0xffffffffu, d, 2);
+    d += __shfl_xor_sync(0xffffffffu, d, 4);
+    if (p == 0) s_drow[r] = r < T ? d : 0.0f;
+  }
 
   const float sl2 = scale * log2e;
   const uint32_t q_base = smem_addr(sQ), o_base = smem_addr(sO), k_base = smem_addr(sK), d_base = smem_addr(sD);
@@ -310,12 +286,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int kt = wg + 2 * u;
     const bool active = kt < NT;
     // K_t and V_t as A fragments (the mma m16k16 layout in each warp), then a
-    // barrier: in round 1 Drow of tile 0 and lse are complete, in round 2 the
-    // second round may overwrite V.
+    // barrier: Drow is complete, and the second round may overwrite V.
     uint32_t kf[4][4], vf[4][4];
-    if (u == 0) mbar_wait(s_bar, 0);  // group 0: the whole block makes Drow of tile 0
     if (active) {
-      if (u == 1) mbar_wait(s_bar + NT, 0);
       const int row = kt * 64 + 16 * wi + (lane & 15);
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
@@ -324,7 +297,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         ldsm_x4(vf[s], sV + swz(row, piece));
       }
     }
-    if (u == 0) drow(0);
     __syncthreads();
     if (!active) continue;
     const int key_lo = kt * 64 + 16 * wi + g;
@@ -391,13 +363,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int qt = 0; qt < NT - 1; ++qt) {
       if (qt & 1) softmax_grad(qt, Full{}, pa1, da1); else softmax_grad(qt, Full{}, pa0, da0);
-      mbar_wait(s_bar + qt + 1, 0);  // group qt + 1 (at once in round 2)
       issue_sdp(qt + 1);
       if (qt & 1) issue_dvdk(qt, Full{}, pa1, da1); else issue_dvdk(qt, Full{}, pa0, da0);
-      if (u == 0) {  // both warpgroups (active in round 1): the next tile's Drow under the products
-        drow(qt + 1);
-        __syncthreads();
-      }
       wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
     }
     if constexpr ((NT - 1) & 1) {

@@ -99,7 +99,7 @@ void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tens
 
 void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
-                        bool accumulate) {
+                        bool accumulate, Tensor dinp_colsum, bool colsum_accumulate) {
   const char* op = "layernorm_backward";
   int64_t C = 0, M = 0;
   check_common(op, inp, weight, mean, rstd, &C, &M);
@@ -114,6 +114,10 @@ void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbia
   require_f32(op, "dbias", dbias);
   require_shape(op, "dbias", dbias, {C}, "(C)");
   VIT_CHECK(dinp.data != dout.data, op, ": dinp must not alias dout (dinp accumulates)");
+  if (dinp_colsum.defined()) {
+    require_f32(op, "dinp_colsum", dinp_colsum);
+    require_shape(op, "dinp_colsum", dinp_colsum, {C}, "(C)");
+  }
 
   const float* x = inp.f32();
   const float* g = dout.f32();
@@ -168,6 +172,10 @@ void layernorm_backward(const Context&, Tensor dinp, Tensor dweight, Tensor dbia
       db[c0 + j] = (accumulate ? db[c0 + j] : 0.0f) + static_cast<float>(acc_b[j]);
     }
   }
+
+  // dinp_colsum (C) (+)= sum_m dinp (after the += above): the column sums
+  // matmul_backward's bias gradient makes (the same function, the same bits).
+  if (dinp_colsum.defined()) detail::add_column_sums(dinp_colsum.f32(), dx, M, C, colsum_accumulate);
 }
 
 }  // namespace vit::kernels::cpu

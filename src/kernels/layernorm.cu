@@ -26,6 +26,13 @@
 // (column_sum.h: a kernel of its own, or one launch with the block's other
 // folds when they are deferred) adds the partials in block order into
 // dweight/dbias.
+//
+// dinp_colsum (optional): the column sums of dinp as stored after the +=,
+// which is the bias gradient of the linear layer whose output gradient dinp
+// is (ViT: the residual stream's gradient, which proj's and fc2's biases
+// sum). The register kernel with row stages adds them as it stores each row
+// (kColSum: a third slice of shared memory a warp, folded like the others);
+// every other kernel leaves them to a column sum over dinp afterwards.
 #include <cstdlib>
 #include <type_traits>
 
@@ -235,7 +242,8 @@ template <typename T, bool kVec>
 __global__ void layernorm_backward_kernel(T* __restrict__ dinp, float* __restrict__ partial,
                                           const T* __restrict__ dout, const T* __restrict__ inp,
                                           const T* __restrict__ weight, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, int64_t M, int C, int Cpad) {
+                                          const float* __restrict__ rstd, int64_t M, int C, int Cpad,
+                                          int /*region: the cached kernel's launch arguments*/) {
   constexpr int P = RowWalk<T, kVec>::P;
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -325,27 +333,42 @@ constexpr int kRegWarps = 8;
 
 // Shared memory of layernorm_backward_cached_kernel: the warps' sum slices
 // (2 * Cpad floats each) and, with kStage, the warps' two row stages
-// (3 * Cpad elements each) over the same bytes.
+// (3 * Cpad elements each) over the same bytes; with kColSum then the warps'
+// column-sum slices of dinp (Cpad floats each), which live through the rows.
 template <typename T>
-size_t cached_backward_smem(bool stage, int warps, int Cpad) {
+size_t cached_backward_region(bool stage, int warps, int Cpad) {
   const size_t sums = sizeof(float) * warps * 2 * static_cast<size_t>(Cpad);
   const size_t stages = stage ? sizeof(T) * warps * 2 * 3 * static_cast<size_t>(Cpad) : 0;
   return sums > stages ? sums : stages;
 }
+template <typename T>
+size_t cached_backward_smem(bool stage, int warps, int Cpad, bool colsum = false) {
+  return cached_backward_region<T>(stage, warps, Cpad) +
+         (colsum ? sizeof(float) * warps * static_cast<size_t>(Cpad) : 0);
+}
 
-template <typename T, int kPacks, int kW, bool kRegSums, bool kStage>
+// kColSum (with kStage): partial (gridDim.x, 2, C) and then (gridDim.x, C),
+// the column sums of dinp as stored; `region` is cached_backward_region in
+// floats.
+template <typename T, int kPacks, int kW, bool kRegSums, bool kStage, bool kColSum = false>
 __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 2 blocks an SM: <= 128 registers
     layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
                                      const T* __restrict__ inp, const T* __restrict__ weight,
                                      const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M,
-                                     int C, int Cpad) {
+                                     int C, int Cpad, int region = 0) {
   constexpr int P = Pack<T>::N;
   constexpr int kRegs = kRegSums ? kPacks * P : 1;
   static_assert(kRegSums || !kStage, "the stages overlap the sum slices, which only kRegSums leaves free");
+  static_assert(!kColSum || kStage, "the column sums of dinp ride on the staged register kernel");
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
+  float* cs_acc = smem + region + static_cast<int64_t>(warp) * Cpad;  // kColSum: this warp's column sums of dinp
+  if constexpr (kColSum) {
+    for (int i = lane; i < Cpad; i += 32) cs_acc[i] = 0.0f;
+    __syncwarp();
+  }
   // With kStage: this warp's stages [2][x, dout, dinp][Cpad].
   T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * 2 * 3 * Cpad;
   float dw[kRegs], db[kRegs];
@@ -444,6 +467,7 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
           const float xh = (to_f(xv[k].v[j]) - mu) * rs;
           const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
           dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
+          if constexpr (kColSum) cs_acc[acc_slot(k, j, lane, P)] += to_f(dv[k].v[j]);  // as stored
         }
         store_pack(dx + c, dv[k]);
       }
@@ -467,6 +491,21 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
     }
   }
   write_block_partial<kW>(smem, partial, C, Cpad, P);
+  if constexpr (kColSum) {
+    // The column sums of dinp: the warps' slices added in warp order into
+    // row blockIdx.x of the (gridDim.x, C) block after the (gridDim.x, 2, C)
+    // one (write_block_partial's barrier has passed: every slice is complete).
+    float* part = partial + static_cast<int64_t>(gridDim.x) * 2 * C + static_cast<int64_t>(blockIdx.x) * C;
+    for (int slot = threadIdx.x; slot < Cpad; slot += blockDim.x) {
+      const int l = slot % 32, rest = slot / 32;
+      const int c = ((rest / P) * 32 + l) * P + rest % P;
+      if (c >= C) continue;
+      float s = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kW; ++w) s += smem[region + static_cast<int64_t>(w) * Cpad + slot];
+      part[c] = s;
+    }
+  }
 }
 
 }  // namespace
@@ -568,7 +607,7 @@ void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor out, Tens
 
 void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
-                        bool accumulate) {
+                        bool accumulate, Tensor dinp_colsum, bool colsum_accumulate) {
   const char* op = "layernorm_backward";
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
@@ -593,9 +632,16 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
   check_numel(dbias, C, op, "dbias");
   check_numel(mean, M, op, "mean");
   check_numel(rstd, M, op, "rstd");
+  const bool colsum = dinp_colsum.defined();
+  if (colsum) {
+    check_gpu(dinp_colsum, op, "dinp_colsum");
+    check_dtype(dinp_colsum, DType::F32, op, "dinp_colsum");
+    check_numel(dinp_colsum, C, op, "dinp_colsum");
+  }
   cudaStream_t s = stream_of(ctx);
   int blocks = 0;
   float* partial = nullptr;
+  bool fused_colsum = false;  // the kernel summed dinp's columns (the staged register kernel)
   VIT_DTYPE_SWITCH(dt, T, {
     const bool vec = C % Pack<T>::N == 0 && aligned16(dinp.data) && aligned16(dout.data) &&
                      aligned16(inp.data) && aligned16(weight.data);
@@ -613,20 +659,29 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     const int per_sm = regs ? 2 : 8;
     blocks = static_cast<int>(std::max<int64_t>(
         1, std::min<int64_t>((M + warps - 1) / warps, static_cast<int64_t>(h.num_sms) * per_sm)));
-    partial = fold_partials(h, s, static_cast<size_t>(2) * C * blocks);
-    // The row stages: 16-bit rows, where the GPU lets a block have them.
+    // The row stages: 16-bit rows, where the GPU lets a block have them
+    // (and the column-sum slices of dinp beside them when asked for).
     const bool stage = regs && sizeof(T) == 2 &&
                        cached_backward_smem<T>(true, kRegWarps, Cpad) <= static_cast<size_t>(h.smem_optin);
-    const size_t smem = cached_backward_smem<T>(stage, warps, Cpad);
+    // Fused only where two such blocks still share an SM (an SM has about
+    // smem_optin + 1 KB, each block 1 KB of it reserved): ViT-B/16 98 KB each.
+    fused_colsum = colsum && stage &&
+                   2 * (cached_backward_smem<T>(true, kRegWarps, Cpad, true) + 1024) <=
+                       static_cast<size_t>(h.smem_optin) + 1024;
+    partial = fold_partials(h, s, static_cast<size_t>(fused_colsum ? 3 : 2) * C * blocks);
+    const size_t smem = cached_backward_smem<T>(stage, warps, Cpad, fused_colsum);
+    const int region = static_cast<int>(cached_backward_region<T>(stage, warps, Cpad) / sizeof(float));
     VIT_CHECK(smem <= 200 * 1024, op, ": C = ", C, " is too wide for the shared-memory accumulators");
     auto launch = [&](auto kern, int threads) {
       allow_dynamic_smem(kern, smem);
       kern<<<blocks, threads, smem, s>>>(dinp.as<T>(), partial, dout.as<T>(), inp.as<T>(), weight.as<T>(),
-                                         mean.f32(), rstd.f32(), M, C, Cpad);
+                                         mean.f32(), rstd.f32(), M, C, Cpad, region);
     };
     auto launch_regs = [&](auto packs_c) {
       constexpr int kP = decltype(packs_c)::value;
       if constexpr (sizeof(T) == 2) {
+        if (stage && fused_colsum)
+          return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true, true>, kRegWarps * 32);
         if (stage) return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true>, kRegWarps * 32);
       }
       launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, false>, kRegWarps * 32);
@@ -651,6 +706,11 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
   // dweight[c] (+)= sum_b partial[b][c], dbias[c] (+)= sum_b partial[b][C + c]:
   // 8 rows of threads split the blocks, then add in a fixed order.
   fold_into(h, s, dweight.f32(), dbias.f32(), C, partial, blocks, 2 * C, 8, accumulate);
+  if (fused_colsum)  // dinp_colsum[c] (+)= sum_b partial[2 C blocks + b C + c], the same way
+    fold_into(h, s, dinp_colsum.f32(), nullptr, C, partial + static_cast<size_t>(2) * C * blocks, blocks, C, 8,
+              colsum_accumulate);
+  else if (colsum)  // the other kernels: a column sum over dinp as stored
+    column_sum(h, s, dinp_colsum.f32(), dinp.data, dt, M, C, colsum_accumulate);
 }
 
 }  // namespace cuda

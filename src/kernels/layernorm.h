@@ -27,7 +27,8 @@ VIT_DECLARE_KERNEL(void, residual_layernorm_forward, const Context& ctx, Tensor 
                    float eps)
 VIT_DECLARE_KERNEL(void, layernorm_backward, const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias,
                    const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                   const Tensor& rstd, bool accumulate = true)
+                   const Tensor& rstd, bool accumulate = true, Tensor dinp_colsum = Tensor(),
+                   bool colsum_accumulate = true)
 
 inline void layernorm_forward(const Context& ctx, Tensor out, Tensor mean, Tensor rstd, const Tensor& inp,
                               const Tensor& weight, const Tensor& bias, float eps) {
@@ -40,12 +41,16 @@ inline void residual_layernorm_forward(const Context& ctx, Tensor sum, Tensor ou
   VIT_DISPATCH_BYTES(ctx, tensor_bytes(sum, out, mean, rstd, a, b, weight, bias), residual_layernorm_forward, ctx, sum,
                      out, mean, rstd, a, b, weight, bias, eps);
 }
+// dinp_colsum (optional, fp32 (C)): (+)= (= when !colsum_accumulate) the
+// column sums of dinp after the +=, as stored: the bias gradient of a linear
+// layer whose output gradient dinp is, without another pass over it where
+// the kernel can fuse it (layernorm.cu).
 inline void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,
                                const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
-                               bool accumulate = true) {
+                               bool accumulate = true, Tensor dinp_colsum = Tensor(), bool colsum_accumulate = true) {
   // dinp is read and written (+=); the parameter gradients (C values) are left out.
   VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, dinp, dout, inp, weight, mean, rstd), layernorm_backward, ctx, dinp,
-                     dweight, dbias, dout, inp, weight, mean, rstd, accumulate);
+                     dweight, dbias, dout, inp, weight, mean, rstd, accumulate, dinp_colsum, colsum_accumulate);
 }
 
 }  // namespace vit::kernels

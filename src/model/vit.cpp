@@ -123,6 +123,7 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   VIT_CHECK(reg.label_smoothing >= 0.0f && reg.label_smoothing < 1.0f, "label smoothing ", reg.label_smoothing,
             " is outside [0, 1)");
   if (reg.any_noise()) dmasked_ = alloc(B * T * C, dt);
+  if (held > 1) fc2_bias_sums_ = alloc(C, f32);
 }
 
 ViTModel::~ViTModel() = default;
@@ -447,10 +448,17 @@ void ViTModel::block_backward(int l, int B, int slot) {
   const Tensor dfc2 = masked ? dmasked : dres;
   const bool acc = !assign_grads_;  // parameter gradients: += or, for a step's first micro-batch, =
   // fc1's bias gradient (the column sums of dh_pre) comes from the GELU
-  // backward, which sums dh_pre as it writes it.
+  // backward, which sums dh_pre as it writes it. fc2's (the column sums of
+  // dres) from the LayerNorm backward that wrote dres, the next block's LN1
+  // (it left them in fc2_bias_sums_), where that block is held here and this
+  // branch unmasked; otherwise from matmul_backward.
+  if (l == layout_.end_block() - 1) fc2_bias_block_ = -1;  // a new backward pass on this rank
+  const bool fc2_bias_summed = fc2_bias_block_ == l;
+  fc2_bias_block_ = -1;
+  VIT_CHECK(!fc2_bias_summed || !masked, "ViTModel: block ", l, "'s fc2 bias gradient was summed before its masks");
+  const Tensor fc2_db = fc2_bias_summed ? Tensor() : grad(p.fc2_b);
   if (!compute_.recompute_gelu) {
-    k::matmul_backward(ctx_, dh, grad(p.fc2_w), grad(p.fc2_b), dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w),
-                       acc);
+    k::matmul_backward(ctx_, dh, grad(p.fc2_w), fc2_db, dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w), acc);
     k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
   } else {
     // The GELU output was not kept: fc2's input gradient first, then one
@@ -459,7 +467,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
     // GEMMs on the same inputs as above: the gradients are the same bits.
     k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
     k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
-    k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), grad(p.fc2_b), dfc2, dh, param(p.fc2_w), acc);
+    k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), fc2_db, dfc2, dh, param(p.fc2_w), acc);
+  }
+  if (fc2_bias_summed) {
+    const Tensor sums = tensor_of(fc2_bias_sums_, f32, {C});
+    if (acc)
+      k::accumulate(ctx_, grad(p.fc2_b), sums);
+    else
+      k::cast(ctx_, grad(p.fc2_b), sums);
   }
   // With recompute_norm, LN2's output made again for fc1's weight gradient
   // (the forward's kernel on the kept xmid: the same bits and statistics).
@@ -470,11 +485,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
   }
   k::matmul_backward(ctx_, dtmp, grad(p.fc1_w), Tensor(), dh_pre, ln2, param(p.fc1_w), acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
+  // proj's bias gradient, the column sums of dres after this LayerNorm
+  // backward, from its kernel (unless the branch is masked).
   k::layernorm_backward(ctx_, dres, grad(p.ln2_w), grad(p.ln2_b), dtmp, tensor_of(a.xmid, dt, {BT, C}),
-                        param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), acc);
+                        param(p.ln2_w), tensor_of(a.ln2_mean, f32, {BT}), tensor_of(a.ln2_rstd, f32, {BT}), acc,
+                        masked ? Tensor() : grad(p.proj_b), acc);
   // Attention branch: xmid = x + proj(attn(qkv(LN1(x)))).
   if (masked) apply_branch_masks(dmasked, dres, l, 0, B, slot);
-  k::matmul_backward(ctx_, datt, grad(p.proj_w), grad(p.proj_b), masked ? dmasked : dres,
+  k::matmul_backward(ctx_, datt, grad(p.proj_w), masked ? grad(p.proj_b) : Tensor(), masked ? dmasked : dres,
                      tensor_of(a.att, dt, {BT, Cl}), param(p.proj_w), acc);
   // The QKV bias gradient (the column sums of dqkv) comes from the attention
   // backward, whose short-sequence kernel sums dqkv as it writes it.
@@ -489,8 +507,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
   }
   k::matmul_backward(ctx_, dtmp, grad(p.qkv_w), Tensor(), dqkv, ln1, param(p.qkv_w), acc);
   reduce_over_tp(dtmp);  // backward of copy_to_tensor_parallel_region
+  // dres is now block l - 1's output gradient: where that block is held here
+  // and its MLP branch unmasked, its fc2 bias gradient (dres's column sums)
+  // comes out of this kernel into fc2_bias_sums_ (see the MLP branch above).
+  const bool sum_fc2_bias = l - 1 >= layout_.first_block() && !branch_masked(l - 1) && fc2_bias_sums_.bytes() > 0;
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
-                        param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc);
+                        param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc,
+                        sum_fc2_bias ? tensor_of(fc2_bias_sums_, f32, {C}) : Tensor(), false);
+  if (sum_fc2_bias) fc2_bias_block_ = l - 1;
   folds.flush();
   source_->after_backward(seg);
 }

@@ -185,6 +185,10 @@ class ViTModel {
   bool dqkv_in_place_ = false;  // dqkv over the block's qkv (attention_backward_in_place); dqkv_ unused
   Buffer norm_;  // recompute_norm: the blocks' LayerNorm outputs, one at a time (vit.cpp)
   Buffer dmasked_;  // (B, T, C): a branch's output gradient through its masks (only with drop path / dropout)
+  // fc2's bias gradient of block fc2_bias_block_, summed by the LayerNorm
+  // backward of the block after it (block_backward): fp32 (C); -1: none.
+  Buffer fc2_bias_sums_;
+  int fc2_bias_block_ = -1;
   Buffer branch_;   // (B, T, C): forward scratch, a block's proj / fc2 output before its residual add (tensor
                     // parallel or masked branches only; otherwise the GEMMs add the residual)
 };

@@ -252,6 +252,24 @@ BOOST_AUTO_TEST_CASE(parameter_gradients_assigned_are_added_to_zero) {
     BOOST_TEST(same(dw1, dw0));
     BOOST_TEST(same(db1, db0));
     BOOST_TEST(same(dinp1, dinp0));
+    // dinp_colsum: the column sums of dinp after the += (matmul_backward's
+    // bias gradient of it, bit for bit), assigned over garbage and added.
+    Arr dinp2 = randn({M, C}, rng), dinp3({M, C}), dw2({C}), db2({C}), cs = garbage({C}), cs_acc({C}), dbm({C});
+    for (int64_t i = 0; i < M * C; ++i) dinp3[i] = dinp2[i];
+    for (int64_t c = 0; c < C; ++c) cs_acc[c] = 0.5f * static_cast<float>(c);
+    cpu::layernorm_backward(cpu_ctx(), dinp2.t, dw2.t, db2.t, dout, x, w, mean, rstd, false, cs.t, false);
+    Arr wm = randn({C, C}, rng), dwm({C, C});
+    cpu::matmul_backward(cpu_ctx(), Tensor(), dwm.t, dbm.t, dinp2, x, wm, false);
+    BOOST_TEST(same(cs, dbm));
+    double worst = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      double ref = 0.0;
+      for (int64_t m = 0; m < M; ++m) ref += dinp2[m * C + c];
+      worst = std::max(worst, std::fabs(cs[c] - ref) / (1.0 + std::fabs(ref)));
+    }
+    BOOST_TEST(worst < 1e-6);
+    cpu::layernorm_backward(cpu_ctx(), dinp3.t, dw2.t, db2.t, dout, x, w, mean, rstd, false, cs_acc.t, true);
+    for (int64_t c = 0; c < C; ++c) BOOST_TEST(cs_acc[c] == 0.5f * static_cast<float>(c) + cs[c]);
   }
   {  // token embeddings
     Arr dx = randn({B, T, C}, rng), dpe0({B, T - 1, C}), dpe1({B, T - 1, C});

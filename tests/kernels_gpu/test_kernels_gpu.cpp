@@ -632,6 +632,73 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
   }
 }
 
+// layernorm_backward's dinp_colsum: the column sums of dinp as stored after
+// the += (proj's and fc2's bias gradients in the model), from the staged
+// register kernel (16-bit rows of 3-4 packs a lane) or a column sum after
+// the others (fp32, C = 20 or 1280). Against a double-precision sum of the
+// downloaded dinp (rel L2 1e-6, max-abs 1e-6 of the largest sum: one row's
+// values left out or counted twice moves a column by ~1e-2 of it), assigned
+// and accumulated, deferred or not; dinp, dweight and dbias keep the bits
+// of the call without it.
+BOOST_AUTO_TEST_CASE(layernorm_backward_sums_dinp_columns) {
+  struct Shape { int64_t M, C; };
+  for (DType dt : kDtypes) {
+    for (const Shape& sh : {Shape{4 * 197, 768}, Shape{32 * 197, 768}, Shape{65, 1024}, Shape{33, 1280},
+                            Shape{7, 20}}) {
+      const int64_t M = sh.M, C = sh.C;
+      const std::string tag = std::to_string(M) + "x" + std::to_string(C);
+      DevTensor x(dt, {M, C}), w(dt, {C}), b(dt, {C}), y(dt, {M, C}), mean(DType::F32, {M}),
+          rstd(DType::F32, {M}), dout(dt, {M, C});
+      x.upload(random_values(x.numel()));
+      w.upload(random_values(C));
+      b.upload(random_values(C));
+      dout.upload(random_values(dout.numel()));
+      K::layernorm_forward(gpu().context(), y.t, mean.t, rstd.t, x.t, w.t, b.t, 1e-6f);
+      const std::vector<float> dinp0 = random_values(M * C), prior = random_values(C, -5.0f, 5.0f);
+      std::vector<uint8_t> bits[2][3];
+      std::vector<float> sums[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        DevTensor dinp(dt, {M, C}), dw(DType::F32, {C}), db(DType::F32, {C}), cs(DType::F32, {C}),
+            cs_acc(DType::F32, {C});
+        dinp.upload(dinp0);
+        dw.upload(std::vector<float>(C, 0.0f));
+        db.upload(std::vector<float>(C, 0.0f));
+        cs.poison();
+        cs_acc.upload(prior);
+        {
+          FoldScope folds(gpu().context());  // the model's way: folds deferred, one launch
+          K::layernorm_backward(gpu().context(), dinp.t, dw.t, db.t, dout.t, x.t, w.t, mean.t, rstd.t, true,
+                                fused ? cs.t : Tensor(), false);
+          folds.flush();
+        }
+        sync();
+        bits[fused][0] = dinp.raw();
+        bits[fused][1] = dw.raw();
+        bits[fused][2] = db.raw();
+        if (!fused) continue;
+        // The reference: the stored dinp summed in double.
+        const std::vector<float> d = dinp.download();
+        std::vector<double> ref(static_cast<size_t>(C), 0.0);
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t c = 0; c < C; ++c) ref[static_cast<size_t>(c)] += d[static_cast<size_t>(r * C + c)];
+        std::vector<float> ref_f(ref.begin(), ref.end()), ref_acc(static_cast<size_t>(C));
+        for (int64_t c = 0; c < C; ++c)
+          ref_acc[static_cast<size_t>(c)] = static_cast<float>(prior[static_cast<size_t>(c)] + ref[static_cast<size_t>(c)]);
+        compare(label("layernorm_bwd dinp column sums", dt, tag), cs.download(), ref_f, Bound{1e-6, 1e-6});
+        // Accumulated, immediate folds: prior + the sums.
+        dinp.upload(dinp0);
+        K::layernorm_backward(gpu().context(), dinp.t, dw.t, db.t, dout.t, x.t, w.t, mean.t, rstd.t, true, cs_acc.t,
+                              true);
+        sync();
+        compare(label("layernorm_bwd dinp column sums +=", dt, tag), cs_acc.download(), ref_acc, Bound{1e-6, 1e-6});
+      }
+      BOOST_CHECK_MESSAGE(bits[1][0] == bits[0][0] && bits[1][1] == bits[0][1] && bits[1][2] == bits[0][2],
+                          label("layernorm_bwd with column sums", dt, tag)
+                              << ": dinp, dweight or dbias differ from the call without them");
+    }
+  }
+}
+
 // The forward with the row in registers (a lane's share of at most 4
 // packs) gives the bits of the kernel that reads the row three times
 // (VIT_LN_FWD_ROWS=1 forces that one): out, mean, rstd, and the residual

@@ -31,8 +31,9 @@
 // which is the bias gradient of the linear layer whose output gradient dinp
 // is (ViT: the residual stream's gradient, which proj's and fc2's biases
 // sum). The register kernel with row stages adds them as it stores each row
-// (kColSum: a third slice of shared memory a warp, folded like the others);
-// every other kernel leaves them to a column sum over dinp afterwards.
+// (kColSum: a third slice of shared memory a warp, folded like the others)
+// where two of its blocks still fit an SM; otherwise, and for every other
+// kernel, a column sum over dinp follows.
 #include <cstdlib>
 #include <type_traits>
 

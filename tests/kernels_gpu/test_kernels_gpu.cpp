@@ -634,8 +634,9 @@ BOOST_AUTO_TEST_CASE(layernorm_forward_backward) {
 
 // layernorm_backward's dinp_colsum: the column sums of dinp as stored after
 // the += (proj's and fc2's bias gradients in the model), from the staged
-// register kernel (16-bit rows of 3-4 packs a lane) or a column sum after
-// the others (fp32, C = 20 or 1280). Against a double-precision sum of the
+// register kernel where two of its blocks with the sums' slices fit an SM
+// (16-bit, C = 768: 98 KB a block) or a column sum after the others (fp32;
+// C = 1024 in 16 bits, 130 KB a block; C = 1280 and 20). Against a double-precision sum of the
 // downloaded dinp (rel L2 1e-6, max-abs 1e-6 of the largest sum: one row's
 // values left out or counted twice moves a column by ~1e-2 of it), assigned
 // and accumulated, deferred or not; dinp, dweight and dbias keep the bits

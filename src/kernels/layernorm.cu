@@ -218,24 +218,29 @@ __global__ void layernorm_forward_regs_kernel(T* __restrict__ out, float* __rest
 // conflicts), whatever the pack width.
 __device__ __forceinline__ int acc_slot(int k, int j, int lane, int P) { return (k * P + j) * 32 + lane; }
 
-// The block's partial row: the warps' slices of shared memory (dweight then
-// dbias, acc_slot layout, each 2 * Cpad floats) added in warp order into
-// partial[blockIdx.x] (2, C).
-template <int kW>
-__device__ __forceinline__ void write_block_partial(const float* smem, float* __restrict__ partial, int C, int Cpad,
-                                                    int P) {
-  __syncthreads();
-  float* part = partial + static_cast<int64_t>(blockIdx.x) * 2 * C;
-  for (int i = threadIdx.x; i < 2 * Cpad; i += blockDim.x) {
+// The warps' slices of shared memory (warp w's R rows of Cpad floats, acc_slot
+// layout, at src + w * R * Cpad) added in warp order into part (R, C).
+template <int kW, int R>
+__device__ __forceinline__ void fold_warp_slices(const float* src, float* __restrict__ part, int C, int Cpad, int P) {
+  for (int i = threadIdx.x; i < R * Cpad; i += blockDim.x) {
     const int which = i / Cpad, slot = i % Cpad;
     const int l = slot % 32, rest = slot / 32;
     const int c = ((rest / P) * 32 + l) * P + rest % P;
     if (c >= C) continue;
     float s = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kW; ++w) s += smem[static_cast<int64_t>(w) * 2 * Cpad + i];
+    for (int w = 0; w < kW; ++w) s += src[static_cast<int64_t>(w) * R * Cpad + i];
     part[which * C + c] = s;
   }
+}
+
+// The block's partial row: the warps' slices (dweight then dbias, each
+// 2 * Cpad floats) into partial[blockIdx.x] (2, C), once every warp is done.
+template <int kW>
+__device__ __forceinline__ void write_block_partial(const float* smem, float* __restrict__ partial, int C, int Cpad,
+                                                    int P) {
+  __syncthreads();
+  fold_warp_slices<kW, 2>(smem, partial + static_cast<int64_t>(blockIdx.x) * 2 * C, C, Cpad, P);
 }
 
 // partial (gridDim.x, 2, C): this block's sums.
@@ -492,21 +497,12 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 
     }
   }
   write_block_partial<kW>(smem, partial, C, Cpad, P);
-  if constexpr (kColSum) {
-    // The column sums of dinp: the warps' slices added in warp order into
-    // row blockIdx.x of the (gridDim.x, C) block after the (gridDim.x, 2, C)
-    // one (write_block_partial's barrier has passed: every slice is complete).
-    float* part = partial + static_cast<int64_t>(gridDim.x) * 2 * C + static_cast<int64_t>(blockIdx.x) * C;
-    for (int slot = threadIdx.x; slot < Cpad; slot += blockDim.x) {
-      const int l = slot % 32, rest = slot / 32;
-      const int c = ((rest / P) * 32 + l) * P + rest % P;
-      if (c >= C) continue;
-      float s = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kW; ++w) s += smem[region + static_cast<int64_t>(w) * Cpad + slot];
-      part[c] = s;
-    }
-  }
+  // The column sums of dinp into row blockIdx.x of the (gridDim.x, C) partials
+  // after the (gridDim.x, 2, C) ones (write_block_partial's barrier has passed).
+  if constexpr (kColSum)
+    fold_warp_slices<kW, 1>(smem + region,
+                            partial + static_cast<int64_t>(gridDim.x) * 2 * C + static_cast<int64_t>(blockIdx.x) * C,
+                            C, Cpad, P);
 }
 
 }  // namespace

@@ -280,6 +280,10 @@ int main(int argc, char** argv) {
                  [&] { K::layernorm_forward(ctx, y.t, mean.t, rstd.t, x.t, w.t, b.t, 1e-12f); });
       bench.time("layernorm bwd (dinp+=)", 4.0 * M * C * e, false,
                  [&] { K::layernorm_backward(ctx, dx.t, dw.t, db.t, dy.t, x.t, w.t, mean.t, rstd.t); });
+      Dev cs(DType::F32, {C});  // the model's LayerNorm backwards also sum dinp's columns (a bias gradient)
+      bench.time("layernorm bwd (dinp+=, dinp column sums)", 4.0 * M * C * e, false, [&] {
+        K::layernorm_backward(ctx, dx.t, dw.t, db.t, dy.t, x.t, w.t, mean.t, rstd.t, true, cs.t, false);
+      });
       bench.time("residual add", 3.0 * M * C * e, false, [&] { K::residual_add(ctx, y.t, x.t, dy.t); });
     }
     {

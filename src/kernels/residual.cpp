@@ -39,4 +39,16 @@ void accumulate(const Context&, Tensor dst, const Tensor& src) {
   for (int64_t i = 0; i < n; ++i) d[i] += s[i];
 }
 
+void add_gradient(const Context&, Tensor dst, const Tensor& src, bool accumulate) {
+  const char* op = "add_gradient";
+  require_f32(op, "dst", dst);
+  require_f32(op, "src", src);
+  require_numel(op, "src", src, dst.numel(), "dst's element count");
+  const int64_t n = dst.numel();
+  const float* s = src.f32();
+  float* d = dst.f32();
+#pragma omp parallel for simd schedule(static) if (n > detail::kParallelMin)
+  for (int64_t i = 0; i < n; ++i) d[i] = (accumulate ? d[i] : 0.0f) + s[i];
+}
+
 }  // namespace vit::kernels::cpu

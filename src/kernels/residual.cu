@@ -4,6 +4,7 @@
 // fp32 arithmetic, one rounding to the storage type. out may alias a or b:
 // each element is read before it is written by the same thread, so the
 // kernels take no __restrict__ on those pointers.
+#include "kernels/column_sum.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/residual.h"
 
@@ -62,6 +63,21 @@ void residual_add(const Context& ctx, Tensor out, const Tensor& a, const Tensor&
 }
 
 void accumulate(const Context& ctx, Tensor dst, const Tensor& src) { launch_add(ctx, dst, dst, src, "accumulate"); }
+
+// A fold of one partial row (column_sum.h): immediate, or with the scope's
+// deferred folds.
+void add_gradient(const Context& ctx, Tensor dst, const Tensor& src, bool accumulate) {
+  const char* op = "add_gradient";
+  GpuHandles& h = gpu_of(ctx, op);
+  check_gpu(dst, op, "dst");
+  check_gpu(src, op, "src");
+  check_dtype(dst, DType::F32, op, "dst");
+  check_dtype(src, DType::F32, op, "src");
+  const int64_t n = dst.numel();
+  check_numel(src, n, op, "src");
+  if (n == 0) return;
+  fold_into(h, stream_of(ctx), dst.f32(), nullptr, n, src.f32(), 1, n, 8, accumulate);
+}
 
 }  // namespace cuda
 }  // namespace vit::kernels

@@ -123,10 +123,15 @@ ViTModel::ViTModel(const ViTConfig& cfg, const ComputeConfig& compute, const Con
   VIT_CHECK(reg.label_smoothing >= 0.0f && reg.label_smoothing < 1.0f, "label smoothing ", reg.label_smoothing,
             " is outside [0, 1)");
   if (reg.any_noise()) dmasked_ = alloc(B * T * C, dt);
-  if (held > 1) fc2_bias_sums_ = alloc(C, f32);
+  if (held > 1) fc2_bias_sums_ = alloc(2 * C, f32);  // two halves: blocks of even and odd index
 }
 
 ViTModel::~ViTModel() = default;
+
+Tensor ViTModel::fc2_bias_half(int block) const {
+  const int64_t C = cfg_.hidden;
+  return tensor_of(fc2_bias_sums_, DType::F32, {C}, static_cast<size_t>(C) * (block & 1));
+}
 
 std::unique_ptr<ViTModel::BlockActs> ViTModel::make_block_acts(int64_t B, size_t aux_bytes) {
   const int64_t T = cfg_.tokens(), C = cfg_.hidden, Cl = local_hidden(), Fl = local_mlp();
@@ -469,13 +474,9 @@ void ViTModel::block_backward(int l, int B, int slot) {
     k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
     k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), fc2_db, dfc2, dh, param(p.fc2_w), acc);
   }
-  if (fc2_bias_summed) {
-    const Tensor sums = tensor_of(fc2_bias_sums_, f32, {C});
-    if (acc)
-      k::accumulate(ctx_, grad(p.fc2_b), sums);
-    else
-      k::cast(ctx_, grad(p.fc2_b), sums);
-  }
+  // Added with the block's deferred folds (its flush below); the next
+  // block's sums, which this block's LN1 backward makes, go to the other half.
+  if (fc2_bias_summed) k::add_gradient(ctx_, grad(p.fc2_b), fc2_bias_half(l), acc);
   // With recompute_norm, LN2's output made again for fc1's weight gradient
   // (the forward's kernel on the kept xmid: the same bits and statistics).
   Tensor ln2 = tensor_of(compute_.recompute_norm ? norm_ : a.ln2, dt, {BT, C});
@@ -513,7 +514,7 @@ void ViTModel::block_backward(int l, int B, int slot) {
   const bool sum_fc2_bias = l - 1 >= layout_.first_block() && !branch_masked(l - 1) && fc2_bias_sums_.bytes() > 0;
   k::layernorm_backward(ctx_, dres, grad(p.ln1_w), grad(p.ln1_b), dtmp, residual(l, B, slot).reshape({BT, C}),
                         param(p.ln1_w), tensor_of(a.ln1_mean, f32, {BT}), tensor_of(a.ln1_rstd, f32, {BT}), acc,
-                        sum_fc2_bias ? tensor_of(fc2_bias_sums_, f32, {C}) : Tensor(), false);
+                        sum_fc2_bias ? fc2_bias_half(l - 1) : Tensor(), false);
   if (sum_fc2_bias) fc2_bias_block_ = l - 1;
   folds.flush();
   source_->after_backward(seg);

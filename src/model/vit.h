@@ -186,9 +186,13 @@ class ViTModel {
   Buffer norm_;  // recompute_norm: the blocks' LayerNorm outputs, one at a time (vit.cpp)
   Buffer dmasked_;  // (B, T, C): a branch's output gradient through its masks (only with drop path / dropout)
   // fc2's bias gradient of block fc2_bias_block_, summed by the LayerNorm
-  // backward of the block after it (block_backward): fp32 (C); -1: none.
+  // backward of the block after it (block_backward): fp32 (2, C), block b's
+  // in half b % 2 (fc2_bias_half), so that the fold adding block b's into its
+  // gradient, deferred to block b's flush, reads it after block b's own LN1
+  // backward has written block b - 1's; -1: none.
   Buffer fc2_bias_sums_;
   int fc2_bias_block_ = -1;
+  Tensor fc2_bias_half(int block) const;
   Buffer branch_;   // (B, T, C): forward scratch, a block's proj / fc2 output before its residual add (tensor
                     // parallel or masked branches only; otherwise the GEMMs add the residual)
 };

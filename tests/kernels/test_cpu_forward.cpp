@@ -474,6 +474,13 @@ BOOST_AUTO_TEST_CASE(embed_tokens_select_cls_and_residual) {
   for (int64_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i] == sum[i]);
   cpu::accumulate(cpu_ctx(), a.t, a0);
   for (int64_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i] == sum[i] + a0[i]);
+  // add_gradient: += src, or = 0 + src (over NaN).
+  Arr g = clone(a0), g0 = clone(a0);
+  cpu::add_gradient(cpu_ctx(), g.t, b2, true);
+  for (int64_t i = 0; i < g.size(); ++i) BOOST_TEST(g[i] == g0[i] + b2[i]);
+  Arr z({B, T, C}, kNaN);
+  cpu::add_gradient(cpu_ctx(), z.t, b2, false);
+  for (int64_t i = 0; i < z.size(); ++i) BOOST_TEST(z[i] == b2[i]);
 }
 
 // The reductions that sum over rows or elements are built to give the same

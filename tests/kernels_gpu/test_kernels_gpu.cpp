@@ -952,6 +952,40 @@ BOOST_AUTO_TEST_CASE(residual_add_and_accumulate) {
   }
 }
 
+// add_gradient: dst (+)= src in fp32, launched at once or deferred with a
+// FoldScope's folds (the model's way): the CPU's bits (= is 0 + src, over
+// NaN), and the deferred fold reads src when the scope flushes.
+BOOST_AUTO_TEST_CASE(add_gradient_now_and_deferred) {
+  for (int64_t n : {int64_t(768), int64_t(1000), int64_t(3)}) {
+    for (int deferred = 0; deferred < 2; ++deferred) {
+      for (int acc = 0; acc < 2; ++acc) {
+        const std::string tag = "n=" + std::to_string(n) + (deferred ? " deferred" : " now") + (acc ? " +=" : " =");
+        DevTensor dst(DType::F32, {n}), src(DType::F32, {n});
+        const std::vector<float> d0 = random_values(n, -5.0f, 5.0f), s0 = random_values(n);
+        src.upload(deferred ? random_values(n, 10.0f, 20.0f) : s0);
+        if (acc) dst.upload(d0); else dst.poison();
+        std::vector<float> want = acc ? d0 : std::vector<float>(static_cast<size_t>(n), 0.0f);
+        K::add_gradient(cpu_ctx(), make_view(want.data(), DType::F32, Device::CPU, {n}),
+                        make_view(const_cast<float*>(s0.data()), DType::F32, Device::CPU, {n}), acc != 0);
+        if (deferred) {
+          FoldScope folds(gpu().context());
+          K::add_gradient(gpu().context(), dst.t, src.t, acc != 0);
+          // Still pending: the fold reads src as it is at the flush.
+          src.upload(s0);
+          folds.flush();
+        } else {
+          K::add_gradient(gpu().context(), dst.t, src.t, acc != 0);
+        }
+        sync();
+        const std::vector<float> got = dst.download();
+        BOOST_CHECK_MESSAGE(std::memcmp(got.data(), want.data(), sizeof(float) * static_cast<size_t>(n)) == 0,
+                            "add_gradient " << tag << ": not the CPU's bits (first: " << got[0] << " against "
+                                            << want[0] << ")");
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Attention (both GPU paths)
 // ---------------------------------------------------------------------------

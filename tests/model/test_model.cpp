@@ -174,7 +174,7 @@ BOOST_AUTO_TEST_CASE(activation_bytes_are_the_listed_buffers) {
                           + 2 * B * T * C * s         // dres, dtmp
                           + 3 * B * T * C * s         // dqkv (the CPU's attention backward is not in place)
                           + 2 * B * C * s             // dcls, dcls_ln
-                          + (L > 1 ? C * s : 0);      // fc2's bias gradient, summed a block early
+                          + (L > 1 ? 2 * C * s : 0);  // fc2's bias gradients, summed a block early
   BOOST_TEST(m.activation_bytes() == expected);
 }
 

@@ -35,7 +35,6 @@
 // where two of its blocks still fit an SM; otherwise, and for every other
 // kernel, a column sum over dinp follows.
 #include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "kernels/column_sum.h"
@@ -357,8 +356,8 @@ size_t cached_backward_smem(bool stage, int warps, int Cpad, bool colsum = false
 // kColSum (with kStage): partial (gridDim.x, 2, C) and then (gridDim.x, C),
 // the column sums of dinp as stored; `region` is cached_backward_region in
 // floats.
-template <typename T, int kPacks, int kW, bool kRegSums, bool kStage, bool kColSum = false, bool kColSumRegs = false>
-__global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 && !kColSumRegs ? 2 : 1)  // 2 blocks an SM: <= 128 registers
+template <typename T, int kPacks, int kW, bool kRegSums, bool kStage, bool kColSum = false>
+__global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 ? 2 : 1)  // 2 blocks an SM: <= 128 registers
     layernorm_backward_cached_kernel(T* __restrict__ dinp, float* __restrict__ partial, const T* __restrict__ dout,
                                      const T* __restrict__ inp, const T* __restrict__ weight,
                                      const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M,
@@ -367,23 +366,20 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 && !kColSumRe
   constexpr int kRegs = kRegSums ? kPacks * P : 1;
   static_assert(kRegSums || !kStage, "the stages overlap the sum slices, which only kRegSums leaves free");
   static_assert(!kColSum || kStage, "the column sums of dinp ride on the staged register kernel");
-  static_assert(!kColSumRegs || kColSum, "kColSumRegs: kColSum's sums in registers");
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* dw_acc = smem + static_cast<int64_t>(warp) * 2 * Cpad;
   float* db_acc = dw_acc + Cpad;
   float* cs_acc = smem + region + static_cast<int64_t>(warp) * Cpad;  // kColSum: this warp's column sums of dinp
-  if constexpr (kColSum && !kColSumRegs) {
+  if constexpr (kColSum) {
     for (int i = lane; i < Cpad; i += 32) cs_acc[i] = 0.0f;
     __syncwarp();
   }
   // With kStage: this warp's stages [2][x, dout, dinp][Cpad].
   T* stages = reinterpret_cast<T*>(smem) + static_cast<int64_t>(warp) * 2 * 3 * Cpad;
-  float dw[kRegs], db[kRegs], cs[kColSumRegs ? kRegs : 1];
+  float dw[kRegs], db[kRegs];
 #pragma unroll
   for (int i = 0; i < kRegs; ++i) dw[i] = db[i] = 0.0f;
-#pragma unroll
-  for (int i = 0; i < (kColSumRegs ? kRegs : 1); ++i) cs[i] = 0.0f;
   if constexpr (!kRegSums) {
     for (int i = lane; i < 2 * Cpad; i += 32) dw_acc[i] = 0.0f;
     __syncwarp();
@@ -477,11 +473,7 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 && !kColSumRe
           const float xh = (to_f(xv[k].v[j]) - mu) * rs;
           const float gn = to_f(gv[k].v[j]) * to_f(wv.v[j]);
           dv[k].v[j] = from_f<T>(to_f(dv[k].v[j]) + rs * (gn - mean_g - xh * mean_gx));
-          if constexpr (kColSumRegs) {
-            cs[k * P + j] += to_f(dv[k].v[j]);  // as stored
-          } else if constexpr (kColSum) {
-            cs_acc[acc_slot(k, j, lane, P)] += to_f(dv[k].v[j]);  // as stored
-          }
+          if constexpr (kColSum) cs_acc[acc_slot(k, j, lane, P)] += to_f(dv[k].v[j]);  // as stored
         }
         store_pack(dx + c, dv[k]);
       }
@@ -500,7 +492,6 @@ __global__ void __launch_bounds__(kW * 32, kRegSums && kPacks <= 3 && !kColSumRe
         if (slot < Cpad) {
           dw_acc[slot] = dw[k * P + j];
           db_acc[slot] = db[k * P + j];
-          if constexpr (kColSumRegs) cs_acc[slot] = cs[k * P + j];
         }
       }
     }
@@ -674,8 +665,6 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     fused_colsum = colsum && stage &&
                    2 * (cached_backward_smem<T>(true, kRegWarps, Cpad, true) + 1024) <=
                        static_cast<size_t>(h.smem_optin) + 1024;
-    const char* cs_env = std::getenv("VIT_LN_BWD_COLSUM");
-    const bool colsum_regs = cs_env != nullptr && std::string(cs_env) == "regs";
     partial = fold_partials(h, s, static_cast<size_t>(fused_colsum ? 3 : 2) * C * blocks);
     const size_t smem = cached_backward_smem<T>(stage, warps, Cpad, fused_colsum);
     const int region = static_cast<int>(cached_backward_region<T>(stage, warps, Cpad) / sizeof(float));
@@ -688,8 +677,6 @@ void layernorm_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor 
     auto launch_regs = [&](auto packs_c) {
       constexpr int kP = decltype(packs_c)::value;
       if constexpr (sizeof(T) == 2) {
-        if (stage && fused_colsum && colsum_regs)
-          return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true, true, true>, kRegWarps * 32);
         if (stage && fused_colsum)
           return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true, true>, kRegWarps * 32);
         if (stage) return launch(layernorm_backward_cached_kernel<T, kP, kRegWarps, true, true>, kRegWarps * 32);

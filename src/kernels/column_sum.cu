@@ -1,5 +1,6 @@
 // Column sums (see column_sum.cuh).
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -99,6 +100,17 @@ __global__ void fold_batch_kernel(const __grid_constant__ FoldBatch batch) {
 
 int fold_blocks(int64_t N) { return static_cast<int>((N + 31) / 32); }
 
+// Whether fold w's destinations overlap fold r's partial rows.
+bool writes_into(const PendingFold& w, const PendingFold& r) {
+  const auto overlaps = [](const float* a, int64_t na, const float* b, int64_t nb) {
+    const auto x = reinterpret_cast<std::uintptr_t>(a), y = reinterpret_cast<std::uintptr_t>(b);
+    return na > 0 && nb > 0 && x < y + sizeof(float) * nb && y < x + sizeof(float) * na;
+  };
+  const int64_t read = static_cast<int64_t>(r.splits) * r.N;
+  const int64_t n1 = std::min(w.n1, w.N);
+  return overlaps(w.dst, n1, r.partial, read) || (w.dst2 && overlaps(w.dst2, w.N - n1, r.partial, read));
+}
+
 PendingFold make_fold(float* dst, float* dst2, int64_t n1, const float* partial, int splits, int64_t N, int rows,
                       bool accumulate) {
   return PendingFold{dst, dst2, n1, partial, N, splits, rows, accumulate};
@@ -177,12 +189,15 @@ void fold_into(GpuHandles& h, cudaStream_t stream, float* dst, float* dst2, int6
     VIT_CUDA_CHECK_LAUNCH();
     return;
   }
-  // Two pending folds into one gradient would race in one launch (their
-  // order matters when accumulating): the earlier goes first.
-  const bool same_dst = std::any_of(h.folds.begin(), h.folds.end(), [&](const PendingFold& p) {
-    return dst == p.dst || dst == p.dst2 || (dst2 && (dst2 == p.dst || dst2 == p.dst2));
+  // Folds in one launch run at once, so the pending ones go first where
+  // order matters: two into one gradient (accumulating), one that writes
+  // what a pending one reads (its partial rows), or one that reads what a
+  // pending one writes.
+  const bool ordered = std::any_of(h.folds.begin(), h.folds.end(), [&](const PendingFold& p) {
+    return dst == p.dst || dst == p.dst2 || (dst2 && (dst2 == p.dst || dst2 == p.dst2)) || writes_into(f, p) ||
+           writes_into(p, f);
   });
-  if (same_dst || static_cast<int>(h.folds.size()) == kMaxBatch) fold_flush(h);
+  if (ordered || static_cast<int>(h.folds.size()) == kMaxBatch) fold_flush(h);
   h.folds.push_back(f);
 }
 

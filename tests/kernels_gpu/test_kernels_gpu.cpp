@@ -986,6 +986,53 @@ BOOST_AUTO_TEST_CASE(add_gradient_now_and_deferred) {
   }
 }
 
+// Deferred folds run in one launch, so fold_into flushes the pending ones
+// first where order matters. A slow reader (4096 partial rows, the last of
+// which a later fold overwrites) must read the old row; a later fold that
+// reads what a pending one writes must read the new values. Small integers:
+// the sums are exact.
+BOOST_AUTO_TEST_CASE(deferred_folds_keep_program_order) {
+  const int64_t N = 32, S = 4096;
+  DevTensor big(DType::F32, {S * N}), a(DType::F32, {N}), t(DType::F32, {N}), c(DType::F32, {N}),
+      d(DType::F32, {N});
+  std::vector<float> rows(static_cast<size_t>(S * N)), tv(static_cast<size_t>(N)), cv(static_cast<size_t>(N));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(static_cast<int>(i % 7) - 3);
+  for (int64_t j = 0; j < N; ++j) {
+    tv[static_cast<size_t>(j)] = 1000.0f + static_cast<float>(j);
+    cv[static_cast<size_t>(j)] = -50.0f - static_cast<float>(j);
+  }
+  big.upload(rows);
+  t.upload(tv);
+  c.upload(cv);
+  a.poison();
+  d.poison();
+  GpuHandles& h = *gpu().handles();
+  const Tensor last(big.t.f32() + (S - 1) * N, DType::F32, Device::CUDA, {N});
+  {
+    FoldScope folds(gpu().context());
+    // Write after read: a = the column sums of big (pending), then big's last row = t.
+    K::cuda_detail::fold_into(h, h.stream, a.t.f32(), nullptr, N, big.t.f32(), static_cast<int>(S), N, 8, false);
+    K::add_gradient(gpu().context(), last, t.t, false);
+    // Read after write: c = t (pending), then d = c.
+    K::add_gradient(gpu().context(), c.t, t.t, false);
+    K::add_gradient(gpu().context(), d.t, c.t, false);
+    folds.flush();
+  }
+  sync();
+  const std::vector<float> got_a = a.download(), got_last = big.download(), got_d = d.download();
+  int bad_a = 0, bad_last = 0, bad_d = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    double ref = 0.0;
+    for (int64_t r = 0; r < S; ++r) ref += rows[static_cast<size_t>(r * N + j)];
+    bad_a += got_a[static_cast<size_t>(j)] != static_cast<float>(ref);
+    bad_last += got_last[static_cast<size_t>((S - 1) * N + j)] != tv[static_cast<size_t>(j)];
+    bad_d += got_d[static_cast<size_t>(j)] != tv[static_cast<size_t>(j)];
+  }
+  BOOST_CHECK_MESSAGE(bad_a == 0, bad_a << " of " << N << " column sums read a row a later fold overwrote");
+  BOOST_CHECK_MESSAGE(bad_last == 0, bad_last << " of " << N << " values of the later fold are wrong");
+  BOOST_CHECK_MESSAGE(bad_d == 0, bad_d << " of " << N << " values were read before a pending fold wrote them");
+}
+
 // ---------------------------------------------------------------------------
 // Attention (both GPU paths)
 // ---------------------------------------------------------------------------

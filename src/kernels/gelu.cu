@@ -18,7 +18,6 @@
 // That is far below a 16-bit rounding step (bf16 2^-8, fp16 2^-11): over a
 // sweep of inputs the result is the correctly rounded value but for a few
 // fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
-#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/column_sum.cuh"
@@ -95,35 +94,6 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
     }
   } else {
     for (int64_t i = tid; i < n; i += stride) out[i] = from_f<T>(gelu_f<T>(to_f(inp[i])));
-  }
-}
-
-// kU packs a thread at a time, their loads issued before any arithmetic
-// (EXPERIMENT: VIT_GELU_FWD_UNROLL = 2 or 4).
-template <typename T, int kU>
-__global__ void __launch_bounds__(256, 8) gelu_forward_unrolled_kernel(T* __restrict__ out, const T* __restrict__ inp,
-                                                                       int64_t n) {
-  constexpr int P = Pack<T>::N;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t packs = n / P;
-  for (int64_t i0 = tid; i0 < packs; i0 += kU * stride) {
-    Pack<T> x[kU];
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t i = i0 + u * stride;
-      if (i < packs) x[u] = load_pack(inp + i * P);
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t i = i0 + u * stride;
-      if (i < packs) {
-        Pack<T> y;
-#pragma unroll
-        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x[u].v[j])));
-        store_pack(out + i * P, y);
-      }
-    }
   }
 }
 
@@ -206,15 +176,7 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
-    const char* unroll = std::getenv("VIT_GELU_FWD_UNROLL");
-    const int U = unroll ? std::atoi(unroll) : 1;
-    if (n % P == 0 && aligned16(out.data) && aligned16(inp.data) && (U == 2 || U == 4)) {
-      const unsigned grid = grid_for((n / P + U - 1) / U, 256, h.num_sms);
-      if (U == 2)
-        gelu_forward_unrolled_kernel<T, 2><<<grid, 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
-      else
-        gelu_forward_unrolled_kernel<T, 4><<<grid, 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
-    } else if (n % P == 0 && aligned16(out.data) && aligned16(inp.data)) {
+    if (n % P == 0 && aligned16(out.data) && aligned16(inp.data)) {
       gelu_forward_kernel<T, true><<<grid_for(n / P, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
     } else {
       gelu_forward_kernel<T, false><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);

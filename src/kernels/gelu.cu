@@ -18,7 +18,6 @@
 // That is far below a 16-bit rounding step (bf16 2^-8, fp16 2^-11): over a
 // sweep of inputs the result is the correctly rounded value but for a few
 // fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
-#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/column_sum.cuh"
@@ -132,12 +131,12 @@ __global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dou
 // The backward as a column-sum op (column_sum.cuh): one pack of dinp (and,
 // kOut, of out) per call, whose stored dinp values the pass sums per column
 // into the bias gradient.
-template <typename T, bool kOut, int kD = 1>  // kD: EXPERIMENT (VIT_GELU_BWD_DEPTH)
+template <typename T, bool kOut>
 struct GeluBackwardOp {
   // One row ahead a thread (its loads go out before this row's arithmetic),
   // 2 blocks of 512 an SM (64 registers; the accumulators do not fit the
   // elementwise kernel's 32); 1 with the recompute's second output (78).
-  static constexpr int kDepth = kD;
+  static constexpr int kDepth = 1;
   static constexpr int kMinBlocks = kOut ? 1 : 2;
   T* dinp;  // may alias inp (see gelu_backward_kernel)
   T* out;   // may alias dout
@@ -233,19 +232,8 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
             h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
             accumulate);
       } else {
-        const char* depth = std::getenv("VIT_GELU_BWD_DEPTH");
-        const int D = depth ? std::atoi(depth) : 1;
-        if (D == 2)
-          column_sum_launch<T, GeluBackwardOp<T, false, 2>, GeluBackwardOp<T, false>>(
-              h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, false, 2>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
-              accumulate);
-        else if (D == 3)
-          column_sum_launch<T, GeluBackwardOp<T, false, 3>, GeluBackwardOp<T, false>>(
-              h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, false, 3>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
-              accumulate);
-        else
-          column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
-                               GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
+        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
+                             GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
       }
       return;
     }

@@ -27,20 +27,9 @@ void residual_add(const Context&, Tensor out, const Tensor& a, const Tensor& b) 
   for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
 }
 
-void accumulate(const Context&, Tensor dst, const Tensor& src) {
-  const char* op = "accumulate";
-  require_f32(op, "dst", dst);
-  require_f32(op, "src", src);
-  require_numel(op, "src", src, dst.numel(), "dst's element count");
-  const int64_t n = dst.numel();
-  const float* s = src.f32();
-  float* d = dst.f32();
-#pragma omp parallel for simd schedule(static) if (n > detail::kParallelMin)
-  for (int64_t i = 0; i < n; ++i) d[i] += s[i];
-}
-
-void add_gradient(const Context&, Tensor dst, const Tensor& src, bool accumulate) {
-  const char* op = "add_gradient";
+namespace {
+// dst (+)= src: dst + src, or 0 + src when !accumulate.
+void add_into(const char* op, Tensor dst, const Tensor& src, bool accumulate) {
   require_f32(op, "dst", dst);
   require_f32(op, "src", src);
   require_numel(op, "src", src, dst.numel(), "dst's element count");
@@ -49,6 +38,13 @@ void add_gradient(const Context&, Tensor dst, const Tensor& src, bool accumulate
   float* d = dst.f32();
 #pragma omp parallel for simd schedule(static) if (n > detail::kParallelMin)
   for (int64_t i = 0; i < n; ++i) d[i] = (accumulate ? d[i] : 0.0f) + s[i];
+}
+}  // namespace
+
+void accumulate(const Context&, Tensor dst, const Tensor& src) { add_into("accumulate", dst, src, true); }
+
+void add_gradient(const Context&, Tensor dst, const Tensor& src, bool accumulate) {
+  add_into("add_gradient", dst, src, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

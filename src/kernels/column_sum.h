@@ -43,7 +43,11 @@ void column_sum(GpuHandles& h, cudaStream_t stream, float* dst, const void* x, D
 // the order of sums of its own kernel (the same bits). A model defers the
 // folds of a block's backward and flushes before its gradients are handed
 // on: one launch a block instead of one per bias or LayerNorm (about 75 a
-// ViT-B/16 step).
+// ViT-B/16 step). The folds of one launch run at once, so fold_into first
+// launches the pending ones when the new fold writes into a pending one's
+// destination or partial rows, or reads a pending one's destination: folds
+// keep program order among themselves. A kernel that is not a fold and
+// writes what a pending fold reads must come after the flush.
 //
 // Partial rows for `floats` floats: valid until the fold that consumes them.
 float* fold_partials(GpuHandles& h, cudaStream_t stream, size_t floats);

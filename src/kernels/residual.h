@@ -6,8 +6,10 @@
 //             elsewhere, e.g. a bias gradient from the LayerNorm backward:
 //             = as 0 + src when !accumulate, the bits of adding to a zeroed
 //             gradient). On the GPU it rides in the deferred folds of a
-//             FoldScope (gpu_context.h; one launch with the segment's others),
-//             so src must stay as it is until the scope flushes.
+//             FoldScope (gpu_context.h; one launch with the segment's others):
+//             it reads src at the flush. A later fold that writes src is
+//             ordered after it (column_sum.h); any other write to src must
+//             wait for the flush.
 #pragma once
 
 #include "core/tensor.h"

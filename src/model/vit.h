@@ -187,9 +187,11 @@ class ViTModel {
   Buffer dmasked_;  // (B, T, C): a branch's output gradient through its masks (only with drop path / dropout)
   // fc2's bias gradient of block fc2_bias_block_, summed by the LayerNorm
   // backward of the block after it (block_backward): fp32 (2, C), block b's
-  // in half b % 2 (fc2_bias_half), so that the fold adding block b's into its
-  // gradient, deferred to block b's flush, reads it after block b's own LN1
-  // backward has written block b - 1's; -1: none.
+  // in half b % 2 (fc2_bias_half). The fold adding block b's into its
+  // gradient is pending until block b's flush, while block b's own LN1
+  // backward folds block b - 1's sums: in the other half, the two share one
+  // launch (in one half, fold_into would launch the pending folds first);
+  // -1: none.
   Buffer fc2_bias_sums_;
   int fc2_bias_block_ = -1;
   Tensor fc2_bias_half(int block) const;

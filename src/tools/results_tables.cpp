@@ -112,7 +112,10 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
         "over the ranks (GPU: vit_hpc's device allocations; CPU: peak resident memory). Where several runs share a "
         "column, throughput, it/s and step time are their median and memory is their largest. Where a table has a "
         "PyTorch eager column (tests/gpu/pytorch_baseline.py; its memory is torch.cuda.max_memory_allocated), two "
-        "more rows give each column's throughput and memory as a multiple of that column's.\n\n";
+        "more rows give each column's throughput and memory as a multiple of that column's. Where the runs measured "
+        "their GPUs' power over the measured steps (NVML), four rows give the mean power per GPU against its limit, "
+        "the median SM clock against the highest, the share of samples held at the power limit and the energy per "
+        "image over all GPUs.\n\n";
   Table runs({"run", "plugin", "precision", "batch size", "global batch", "steps (warm-up)", "ranks",
               "dp x tp x pp", "device", "hardware", "git"},
              false);
@@ -162,9 +165,24 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
       table.add(std::move(speed_ratio));
       table.add(std::move(memory_ratio));
     }
-    for (auto* row : {&it_per_s, &step_time, &precision, &global_batch, &dp_tp_pp, &count}) {
-      table.add(std::move(*row));
+    for (auto* row : {&it_per_s, &step_time}) table.add(std::move(*row));
+    // The GPUs' power over the measured steps, where some column has it.
+    if (std::any_of(t.columns.begin(), t.columns.end(), [](const BenchmarkColumn& c) { return c.power; })) {
+      std::vector<std::string> power{"GPU power, mean per GPU (W)"}, clock{"SM clock, median (MHz)"},
+          capped{"held at the power limit (share of samples)"}, energy{"energy per image (J)"};
+      for (const auto& c : t.columns) {
+        if (!c.power) {
+          for (auto* row : {&power, &clock, &capped, &energy}) row->push_back("-");
+          continue;
+        }
+        power.push_back(format_fixed(c.power_w, 0) + " of " + format_fixed(c.power_limit_w, 0));
+        clock.push_back(format_fixed(c.sm_clock_mhz, 0) + " of " + format_fixed(c.sm_clock_max_mhz, 0));
+        capped.push_back(format_fixed(100.0 * c.power_capped_share, 0) + "%");
+        energy.push_back(format_fixed(c.energy_per_image_j, 3));
+      }
+      for (auto* row : {&power, &clock, &capped, &energy}) table.add(std::move(*row));
     }
+    for (auto* row : {&precision, &global_batch, &dp_tp_pp, &count}) table.add(std::move(*row));
     table.write(os);
   }
 }
@@ -377,6 +395,23 @@ std::vector<BenchmarkTable> benchmark_tables(const RunSet& set) {
       c.images_per_s = median(images);
       c.it_per_s = median(its);
       c.step_time_median = median(times);
+      c.power = std::all_of(c.runs.begin(), c.runs.end(), [](const Run* r) { return r->benchmark->power; });
+      if (c.power) {
+        std::vector<double> energy, power, clock, capped;
+        for (const Run* r : c.runs) {
+          const BenchmarkRecord& b = *r->benchmark;
+          energy.push_back(b.energy_j / (static_cast<double>(b.global_batch) * static_cast<double>(b.steps)));
+          power.push_back(b.power_w);
+          clock.push_back(b.sm_clock_mhz);
+          capped.push_back(b.power_capped_share);
+          c.power_limit_w = std::max(c.power_limit_w, b.power_limit_w);
+          c.sm_clock_max_mhz = std::max(c.sm_clock_max_mhz, b.sm_clock_max_mhz);
+        }
+        c.energy_per_image_j = median(energy);
+        c.power_w = median(power);
+        c.sm_clock_mhz = median(clock);
+        c.power_capped_share = median(capped);
+      }
       std::vector<std::string> parts;
       if (!c.variant.empty()) parts.push_back(c.variant);
       if (precisions[c.plugin].size() > 1) parts.push_back(c.precision);

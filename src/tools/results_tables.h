@@ -32,6 +32,12 @@ struct BenchmarkColumn {
   std::vector<const Run*> runs;
   double images_per_s = 0, it_per_s = 0, step_time_median = 0;
   int64_t max_peak_mem = 0;
+  // Where every run of the column measured the GPUs' power: the medians
+  // over the runs of energy per image, mean power, SM clock and the share of
+  // samples held at the power limit (the limit and highest clock: largest).
+  bool power = false;
+  double energy_per_image_j = 0, power_w = 0, power_limit_w = 0, sm_clock_mhz = 0, sm_clock_max_mhz = 0,
+         power_capped_share = 0;
 };
 
 // Runs that are comparable side by side: same batch size per data-parallel

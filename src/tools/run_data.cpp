@@ -350,6 +350,15 @@ RankFile read_rank_file(const fs::path& path) {
       if (j.contains("model_tflops_per_gpu")) b.model_tflops_per_gpu = get_number(j, "model_tflops_per_gpu", at, ctx);
       if (j.contains("matrix_ceiling_tflops")) b.matrix_ceiling_tflops = get_number(j, "matrix_ceiling_tflops", at, ctx);
       if (j.contains("memory_ceiling_tbps")) b.memory_ceiling_tbps = get_number(j, "memory_ceiling_tbps", at, ctx);
+      if (j.contains("gpu_energy_j")) {  // this rank's figures, until assemble_benchmark combines the ranks
+        b.power = true;
+        b.energy_j = get_number(j, "gpu_energy_j", at, ctx);
+        b.power_w = get_number(j, "gpu_power_w", at, ctx);
+        b.power_limit_w = get_number(j, "gpu_power_limit_w", at, ctx);
+        b.sm_clock_mhz = get_number(j, "sm_clock_mhz", at, ctx);
+        b.sm_clock_max_mhz = get_number(j, "sm_clock_max_mhz", at, ctx);
+        b.power_capped_share = get_number(j, "power_capped_share", at, ctx);
+      }
       rf.benchmark = b;
       rf.benchmark_line = line_no;
     }
@@ -384,6 +393,20 @@ void assemble_benchmark(Run& run, const std::vector<RankFile>& ranks) {
     check_same(r0, rf, "warmup_steps", b.warmup_steps, o.warmup_steps);
     check_same(r0, rf, "steps", b.steps, o.steps);
     b.max_peak_mem = std::max(b.max_peak_mem, o.max_peak_mem);
+  }
+  // Power: every rank's, or none.
+  b.power = std::all_of(ranks.begin(), ranks.end(), [](const RankFile& rf) { return rf.benchmark->power; });
+  if (b.power) {
+    b.energy_j = b.power_w = 0;
+    for (const RankFile& rf : ranks) {
+      const BenchmarkRecord& o = *rf.benchmark;
+      b.energy_j += o.energy_j;
+      b.power_w += o.power_w / static_cast<double>(ranks.size());
+      b.power_limit_w = std::max(b.power_limit_w, o.power_limit_w);
+      b.sm_clock_mhz = std::min(b.sm_clock_mhz, o.sm_clock_mhz);
+      b.sm_clock_max_mhz = std::max(b.sm_clock_max_mhz, o.sm_clock_max_mhz);
+      b.power_capped_share = std::max(b.power_capped_share, o.power_capped_share);
+    }
   }
   if (b.global_batch != run.global_batch) {
     throw UserError(str_cat(r0.path, ":", r0.benchmark_line, ": benchmark global_batch ", b.global_batch,

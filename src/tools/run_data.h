@@ -78,6 +78,15 @@ struct BenchmarkRecord {
   double model_tflops_per_gpu = 0;   // 0 when the run did not record it
   double matrix_ceiling_tflops = 0;  // measured with benchmark.profile, else 0
   double memory_ceiling_tbps = 0;    // a device copy's rate, measured with benchmark.profile (GPU), else 0
+  // The GPUs' power over the measured steps (NVML), where every rank
+  // recorded it (power true); see docs/metrics.md.
+  bool power = false;
+  double energy_j = 0;            // summed over the ranks
+  double power_w = 0;             // mean over the ranks
+  double power_limit_w = 0;       // largest over the ranks
+  double sm_clock_mhz = 0;        // the lowest of the ranks' medians
+  double sm_clock_max_mhz = 0;    // the GPUs' highest SM clock
+  double power_capped_share = 0;  // largest over the ranks: share of samples held at the power limit
   std::vector<ProfileRecord> profile;  // rank 0's, largest first
 };
 

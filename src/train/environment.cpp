@@ -26,6 +26,7 @@ namespace vit::train {
 
 #ifdef VIT_WITH_CUDA
 nlohmann::json gpu_hardware(int device_index);  // environment_cuda.cpp
+std::string gpu_pci_bus_id(int device_index);     // environment_cuda.cpp
 #endif
 
 bool all_ranks_ok(const std::function<void()>& check) {
@@ -139,6 +140,13 @@ void RunEnvironment::stop_heartbeat() {
 size_t RunEnvironment::peak_memory() const {
   if (ctx_.device == Device::CUDA) return memory_stats(Device::CUDA).peak_bytes;
   return peak_resident_bytes();
+}
+
+std::string RunEnvironment::gpu_bus_id() const {
+#ifdef VIT_WITH_CUDA
+  if (gpu_) return gpu_pci_bus_id(world_.gpu_index);
+#endif
+  return "";
 }
 
 nlohmann::json RunEnvironment::hardware() const {

@@ -78,6 +78,8 @@ class RunEnvironment {
 
   // Peak memory for the metrics: GPU allocations, or the CPU's resident set.
   size_t peak_memory() const;
+  // This rank's GPU as NVML names it ("0000:3b:00.0"); "" on a CPU run.
+  std::string gpu_bus_id() const;
 
   // Writes this rank's new GEMM tuning results to plugin.gemm_tuning_cache
   // (nothing without one, or when nothing is new). The trainer calls it after

@@ -1,4 +1,4 @@
-// GPU facts for the manifest (CUDA builds only).
+// GPU facts for the manifest and the power meter (CUDA builds only).
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <nccl.h>
@@ -29,6 +29,12 @@ nlohmann::json gpu_hardware(int device_index) {
                         std::to_string(cudnn % 100)},
           {"nccl", std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) + "." +
                        std::to_string(nccl % 100)}};
+}
+
+std::string gpu_pci_bus_id(int device_index) {
+  char id[32] = {};
+  VIT_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof id), device_index));
+  return id;
 }
 
 }  // namespace vit::train

@@ -22,6 +22,7 @@
 #include "io/rank_agreement.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
+#include "train/gpu_power.h"
 #include "train/hf_checkpoint.h"
 #include "train/loss_scaler.h"
 #include "train/progress.h"
@@ -1009,7 +1010,11 @@ int benchmark(RunEnvironment& env) {
   env.mesh().world_comm().barrier();
   reset_peak_memory(dev);
   std::vector<double> times;
+  // The GPU's power, SM clock and energy over the measured steps (NVML; a
+  // sampling thread of its own).
+  GpuPowerMeter power_meter(env.gpu_bus_id());
   bar.start("benchmark", spec.benchmark.steps);
+  power_meter.start();
   const auto t0 = Clock::now();
   for (int i = 0; i < spec.benchmark.steps; ++i) {
     if (i + 1 == spec.benchmark.steps) plugin->record_timeline();  // the last measured step
@@ -1020,6 +1025,7 @@ int benchmark(RunEnvironment& env) {
   }
   env.mesh().world_comm().barrier();
   const double wall = seconds_since(t0);
+  const GpuPowerSummary power = power_meter.stop();
   bar.finish();
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
@@ -1078,23 +1084,39 @@ int benchmark(RunEnvironment& env) {
       env.record(line);
     }
   }
-  env.record({{"type", "benchmark"},
-              {"batch_size", B},
-              {"global_batch", global_batch},
-              {"warmup_steps", spec.benchmark.warmup_steps},
-              {"steps", spec.benchmark.steps},
-              {"images_per_s", ips},
-              {"it_per_s", spec.benchmark.steps / wall},
-              {"step_time_median", pct(0.5)},
-              {"step_time_min", pct(0.0)},
-              {"step_time_max", pct(1.0)},
-              {"step_time_p10", pct(0.1)},
-              {"step_time_p90", pct(0.9)},
-              {"model_tflops_per_gpu", model_tflops},
-              {"matrix_ceiling_tflops", ceiling},
-              {"memory_ceiling_tbps", memory_ceiling},
-              {"profiled_steps", profiled},
-              {"peak_mem", peak}});
+  nlohmann::json bench = {{"type", "benchmark"},
+                          {"batch_size", B},
+                          {"global_batch", global_batch},
+                          {"warmup_steps", spec.benchmark.warmup_steps},
+                          {"steps", spec.benchmark.steps},
+                          {"images_per_s", ips},
+                          {"it_per_s", spec.benchmark.steps / wall},
+                          {"step_time_median", pct(0.5)},
+                          {"step_time_min", pct(0.0)},
+                          {"step_time_max", pct(1.0)},
+                          {"step_time_p10", pct(0.1)},
+                          {"step_time_p90", pct(0.9)},
+                          {"model_tflops_per_gpu", model_tflops},
+                          {"matrix_ceiling_tflops", ceiling},
+                          {"memory_ceiling_tbps", memory_ceiling},
+                          {"profiled_steps", profiled},
+                          {"peak_mem", peak}};
+  if (power.measured) {
+    bench["gpu_energy_j"] = power.energy_j;
+    bench["gpu_power_w"] = power.power_mean_w;
+    bench["gpu_power_limit_w"] = power.power_limit_w;
+    bench["sm_clock_mhz"] = power.sm_clock_median_mhz;
+    bench["sm_clock_min_mhz"] = power.sm_clock_min_mhz;
+    bench["sm_clock_max_mhz"] = power.sm_clock_max_mhz;
+    bench["power_capped_share"] = power.power_capped_share;
+    bench["thermal_share"] = power.thermal_share;
+    bench["power_samples"] = power.samples;
+  }
+  env.record(bench);
+  // Energy per image over every GPU of the job (each rank reads its own; a
+  // GPU shared by ranks counts once per rank).
+  float energy[2] = {power.measured ? static_cast<float>(power.energy_j) : 0.0f, power.measured ? 1.0f : 0.0f};
+  env.mesh().world_comm().all_reduce(energy, 2, DType::F32, comm::ReduceOp::Sum, Device::CPU);
   if (env.is_rank0()) {
     bar.line(str_cat("throughput ", fmt("%.1f", ips), " images/s, step median ", fmt("%.4f", pct(0.5)),
                      " s (p10 ", fmt("%.4f", pct(0.1)), ", p90 ", fmt("%.4f", pct(0.9)), "), peak memory ",
@@ -1104,6 +1126,14 @@ int benchmark(RunEnvironment& env) {
     if (ceiling > 0) rate += str_cat(", ", fmt("%.1f", 100.0 * model_tflops / ceiling), "% of the measured ",
                                      fmt("%.0f", ceiling), " TFLOP/s ", spec.plugin.precision, " GEMM ceiling");
     bar.line(rate);
+    if (dev == Device::CUDA) {
+      std::string line = describe_power(power, 0);
+      if (power.measured && static_cast<int>(energy[1]) == world) {
+        line += str_cat("; ", fmt("%.3f", energy[0] / (static_cast<double>(global_batch) * spec.benchmark.steps)),
+                        " J per image over ", world == 1 ? "the GPU" : str_cat("the ", world, " ranks' GPUs"));
+      }
+      bar.line(str_cat(world > 1 ? "rank 0: " : "", line));
+    }
     if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
 #ifdef VIT_WITH_CUDA
     const std::string tuning = env.ctx().gpu ? gemm_tuning_note(*env.ctx().gpu) : "";

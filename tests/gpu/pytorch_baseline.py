@@ -8,6 +8,9 @@ for every step (vit_hpc's steps end with one host synchronisation too).
 Warm-up steps are not timed; throughput = images x measured steps / the wall
 time of the measured steps; memory = torch.cuda.max_memory_allocated over
 the measured steps (vit_hpc reports its own allocations the same way).
+The GPU's power, SM clock and energy over the measured steps come from NVML
+(libnvidia-ml.so.1 through ctypes), sampled every 20 ms as vit_hpc's
+benchmark does (src/train/gpu_power.h); without NVML they are left out.
 
 Each (mode, batch size) becomes a run folder in vit_hpc's format (manifest.json
 + rank_0.jsonl with one "benchmark" line) under --output, so `vit_results`
@@ -17,6 +20,7 @@ puts the figures in the same tables as vit_hpc's runs of that folder:
     bash run_benchmark.sh --with-pytorch ...     (does both and prints one table)
 """
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -24,6 +28,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -43,6 +48,91 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+class PowerMeter:
+    """NVML's SM clock, power draw and clock event reasons every `period` s in a
+    thread, and the energy counter at start and stop (see gpu_power.h)."""
+
+    def __init__(self, device_index, period=0.02):
+        self.why_not, self.samples, self.period = "", [], period
+        self.stop_flag, self.thread, self.error = threading.Event(), None, ""
+        try:
+            self.lib = ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError as e:
+            self.why_not = f"cannot load libnvidia-ml.so.1 ({e})"
+            return
+        self.lib.nvmlErrorString.restype = ctypes.c_char_p
+        self.reasons_fn = getattr(self.lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            self.lib.nvmlDeviceGetCurrentClocksThrottleReasons
+        self.dev = ctypes.c_void_p()
+        try:
+            self.call("nvmlInit_v2")
+            p = torch.cuda.get_device_properties(device_index)
+            bus = f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0".encode()
+            self.call("nvmlDeviceGetHandleByPciBusId_v2", ctypes.c_char_p(bus), ctypes.byref(self.dev))
+            self.limit_w = self.uint("nvmlDeviceGetEnforcedPowerLimit") / 1000.0
+            self.max_mhz = self.uint("nvmlDeviceGetMaxClockInfo", 1)
+        except (RuntimeError, AttributeError) as e:
+            self.why_not = str(e)
+
+    def call(self, name, *args):
+        r = getattr(self.lib, name)(*args)
+        if r != 0:
+            raise RuntimeError(f"{name}: {self.lib.nvmlErrorString(r).decode()} (NVML {r})")
+
+    def uint(self, name, *args):
+        v = ctypes.c_uint()
+        self.call(name, self.dev, *args, ctypes.byref(v))
+        return v.value
+
+    def energy_j(self):
+        v = ctypes.c_ulonglong()
+        r = self.lib.nvmlDeviceGetTotalEnergyConsumption(self.dev, ctypes.byref(v))
+        return v.value / 1000.0 if r == 0 else None
+
+    def sample_loop(self):
+        try:
+            while not self.stop_flag.is_set():
+                reasons = ctypes.c_ulonglong()
+                r = self.reasons_fn(self.dev, ctypes.byref(reasons))
+                if r != 0:
+                    raise RuntimeError(f"nvmlDeviceGetCurrentClocksEventReasons: NVML {r}")
+                self.samples.append((self.uint("nvmlDeviceGetClockInfo", 1),
+                                     self.uint("nvmlDeviceGetPowerUsage") / 1000.0, reasons.value))
+                self.stop_flag.wait(self.period)
+        except RuntimeError as e:
+            self.error = str(e)
+
+    def start(self):
+        if self.why_not:
+            return
+        self.e0, self.t0 = self.energy_j(), time.perf_counter()
+        self.thread = threading.Thread(target=self.sample_loop, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        """The benchmark line's power fields, or {} (and why_not set)."""
+        if self.why_not:
+            return {}
+        self.stop_flag.set()
+        self.thread.join()
+        seconds, e1 = time.perf_counter() - self.t0, self.energy_j()
+        if self.error or not self.samples:
+            self.why_not = self.error or "no samples"
+            return {}
+        clocks = sorted(c for c, _, _ in self.samples)
+        n = len(clocks)
+        median = clocks[n // 2] if n % 2 else 0.5 * (clocks[n // 2 - 1] + clocks[n // 2])
+        if self.e0 is not None and e1 is not None and e1 >= self.e0:
+            energy = e1 - self.e0
+        else:
+            energy = sum(w for _, w, _ in self.samples) / n * seconds
+        return {"gpu_energy_j": energy, "gpu_power_w": energy / seconds, "gpu_power_limit_w": self.limit_w,
+                "sm_clock_mhz": median, "sm_clock_min_mhz": clocks[0], "sm_clock_max_mhz": self.max_mhz,
+                "power_capped_share": sum(1 for _, _, r in self.samples if r & (0x4 | 0x80)) / n,
+                "thermal_share": sum(1 for _, _, r in self.samples if r & (0x20 | 0x40)) / n,
+                "power_samples": n}
 
 
 def time_steps(batch, mode, steps, warmup):
@@ -68,19 +158,24 @@ def time_steps(batch, mode, steps, warmup):
         step()
     torch.cuda.reset_peak_memory_stats()
     times = []
+    meter = PowerMeter(torch.cuda.current_device())
+    meter.start()
     t0 = time.perf_counter()
     for _ in range(steps):
         s0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - s0)
     wall = time.perf_counter() - t0
+    power = meter.stop()
+    if not power:
+        print(f"GPU power: not measured ({meter.why_not})")
     peak = torch.cuda.max_memory_allocated()
     del net, model, opt
     torch.cuda.empty_cache()
-    return times, wall, peak
+    return times, wall, peak, power
 
 
-def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak):
+def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak, power):
     name = f"pytorch_{mode}_bs{batch}"
     run_dir = os.path.join(out_dir, name)
     os.makedirs(run_dir, exist_ok=False)  # never over an earlier run
@@ -98,7 +193,7 @@ def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak):
         f.write(json.dumps({"type": "benchmark", "batch_size": batch, "global_batch": batch, "warmup_steps": warmup,
                             "steps": steps, "images_per_s": ips, "it_per_s": steps / wall,
                             "step_time_median": pct(0.5), "step_time_min": pct(0.0), "step_time_max": pct(1.0),
-                            "step_time_p10": pct(0.1), "step_time_p90": pct(0.9), "peak_mem": peak}) + "\n")
+                            "step_time_p10": pct(0.1), "step_time_p90": pct(0.9), "peak_mem": peak, **power}) + "\n")
     # The revision of the checkout, or VIT_GIT_REVISION where the checkout's
     # .git is not its own (a copy of a working tree on a GPU machine).
     rev = os.environ.get("VIT_GIT_REVISION", "")
@@ -123,7 +218,12 @@ def write_run(out_dir, mode, batch, steps, warmup, times, wall, peak):
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2)
     os.replace(tmp, os.path.join(run_dir, "manifest.json"))
-    print(f"{name}: {ips:.1f} images/s, step median {pct(0.5) * 1e3:.2f} ms, peak {peak / 2**30:.2f} GiB")
+    line = f"{name}: {ips:.1f} images/s, step median {pct(0.5) * 1e3:.2f} ms, peak {peak / 2**30:.2f} GiB"
+    if power:
+        line += (f"; {power['gpu_power_w']:.0f} W (limit {power['gpu_power_limit_w']:.0f}), SM clock median "
+                 f"{power['sm_clock_mhz']:.0f} MHz, at the power limit in {100 * power['power_capped_share']:.0f}% "
+                 f"of {power['power_samples']} samples, {power['gpu_energy_j'] / (batch * steps):.3f} J per image")
+    print(line)
 
 
 def main():
@@ -140,8 +240,8 @@ def main():
     os.makedirs(args.output, exist_ok=True)
     for mode in args.modes:
         for batch in args.batch_sizes:
-            times, wall, peak = time_steps(batch, mode, args.steps, args.warmup)
-            write_run(args.output, mode, batch, args.steps, args.warmup, times, wall, peak)
+            times, wall, peak, power = time_steps(batch, mode, args.steps, args.warmup)
+            write_run(args.output, mode, batch, args.steps, args.warmup, times, wall, peak, power)
     return 0
 
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <fstream>
 #include <functional>
 
 #include <nlohmann/json.hpp>
@@ -114,6 +115,52 @@ BOOST_AUTO_TEST_CASE(tables_with_pytorch_eager_give_ratios_against_it) {
   // Tables without such a column have no ratio rows.
   const std::string bs32 = md.substr(md.find("### Batch size 32 per data-parallel rank"));
   BOOST_TEST(bs32.substr(0, bs32.find("### Profile")).find("against PyTorch eager") == std::string::npos);
+}
+
+// The GPUs' power over the measured steps (NVML; docs/metrics.md): a run's
+// energy is its ranks' sum, its power their mean, its SM clock the lowest of
+// their medians, its share of samples at the power limit the largest.
+// gpu_ddp_bs8: 30 + 31 + 29.5 + 31.5 = 122 J over 32 x 6 = 192 images
+// (0.635 J each); 500, 510, 490, 520 W (mean 505); medians 1800, 1755, 1830,
+// 1740 MHz; shares 0.25, 0.5, 0, 0.75. A run with one rank without the
+// figures has none, and so does its column ("-").
+BOOST_AUTO_TEST_CASE(gpu_power_combines_the_ranks_and_shows_where_measured) {
+  const Run ddp = load_run(kResults / "gpu_ddp_bs8");
+  const BenchmarkRecord& b = *ddp.benchmark;
+  BOOST_TEST_REQUIRE(b.power);
+  BOOST_TEST(b.energy_j == 122.0);
+  BOOST_TEST(std::abs(b.power_w - 505.0) < 1e-9);
+  BOOST_TEST(b.sm_clock_mhz == 1740.0);
+  BOOST_TEST(b.sm_clock_max_mhz == 1980.0);
+  BOOST_TEST(b.power_limit_w == 700.0);
+  BOOST_TEST(b.power_capped_share == 0.75);
+  BOOST_TEST(!load_run(kResults / "gpu_zero_bs8").benchmark->power);
+
+  const auto tables = benchmark_tables(load_runs({kResults}));
+  BOOST_TEST_REQUIRE(tables.size() == 4u);
+  const auto& cuda8 = tables[1].columns;
+  BOOST_TEST_REQUIRE(cuda8.size() == 2u);
+  BOOST_TEST(cuda8[0].power);
+  BOOST_TEST(std::abs(cuda8[0].energy_per_image_j - 122.0 / 192.0) < 1e-12);
+  BOOST_TEST(!cuda8[1].power);
+  const std::string md = render_markdown(load_runs({kResults}));
+  const std::string t8 = md.substr(md.find("### Batch size 8 per data-parallel rank, 4 ranks"));
+  BOOST_TEST(contains(t8, "| GPU power, mean per GPU (W) | 505 of 700 | - |"));
+  BOOST_TEST(contains(t8, "| SM clock, median (MHz) | 1740 of 1980 | - |"));
+  BOOST_TEST(contains(t8, "| held at the power limit (share of samples) | 75% | - |"));
+  BOOST_TEST(contains(t8, "| energy per image (J) | 0.635 | - |"));
+  // CPU tables have no power rows.
+  const std::string t8cpu = md.substr(md.find("### Batch size 8 per data-parallel rank, 2 ranks"));
+  BOOST_TEST(!contains(t8cpu.substr(0, t8cpu.find("\n### ")), "GPU power"));
+
+  // One rank without the figures: the run has none.
+  TempDir tmp;
+  fs::copy(kResults / "gpu_ddp_bs8", tmp.path / "gpu_ddp_bs8");
+  const fs::path r3 = tmp.path / "gpu_ddp_bs8" / "rank_3.jsonl";
+  std::string text = read_file(r3);
+  text = text.substr(0, text.find(",\"gpu_energy_j\"")) + "}\n";
+  { std::ofstream(r3) << text; }
+  BOOST_TEST(!load_run(tmp.path / "gpu_ddp_bs8").benchmark->power);
 }
 
 BOOST_AUTO_TEST_CASE(training_run_reads_rank_zero_and_memory_of_all_ranks) {

@@ -9,6 +9,7 @@
 
 #include "model/params.h"
 #include "core/error.h"
+#include "train/gpu_power.h"
 #include "train/loss_scaler.h"
 #include "train/schedule.h"
 #include "train/train_state.h"
@@ -196,4 +197,56 @@ BOOST_AUTO_TEST_CASE(train_state_round_trips_bitwise) {
                         [](const UserError& e) {
                           return std::string(e.what()) == "ck/train_state.json: field \"adam_step\" is missing";
                         });
+}
+
+// The benchmark's GPU power summary (train/gpu_power.h): median and lowest SM
+// clock, the shares of samples held at the power limit (software cap or
+// power brake) and slowed for temperature, the energy from the counter when
+// there is one and from the mean sampled power otherwise.
+BOOST_AUTO_TEST_CASE(gpu_power_summary_of_samples) {
+  using vit::train::PowerSample;
+  const std::vector<PowerSample> samples{{1600, 690, 0x4}, {1500, 700, 0x4 | 0x1}, {1980, 300, 0}, {1605, 650, 0x80},
+                                         {1590, 695, 0x20}};
+  const auto s = vit::train::summarize_power(samples, 0.5, 40.0, 700, 1980);
+  BOOST_TEST_REQUIRE(s.measured);
+  BOOST_TEST(s.samples == 5);
+  BOOST_TEST(s.sm_clock_median_mhz == 1600.0);
+  BOOST_TEST(s.sm_clock_min_mhz == 1500.0);
+  BOOST_TEST(s.power_capped_share == 3.0 / 5.0);
+  BOOST_TEST(s.thermal_share == 1.0 / 5.0);
+  BOOST_TEST(s.energy_counted);
+  BOOST_TEST(s.energy_j == 40.0);
+  BOOST_TEST(s.power_mean_w == 80.0);
+  // An even count: the median is the mean of the middle two.
+  const auto even = vit::train::summarize_power({{1000, 1, 0}, {1200, 1, 0}, {1100, 1, 0}, {1300, 1, 0}}, 1.0, -1, 0, 0);
+  BOOST_TEST(even.sm_clock_median_mhz == 1150.0);
+  // No energy counter: the mean sampled power over the stretch.
+  BOOST_TEST(!even.energy_counted);
+  BOOST_TEST(even.energy_j == 1.0);
+  const auto nc = vit::train::summarize_power(samples, 0.5, -1.0, 700, 1980);
+  BOOST_TEST(nc.energy_j == (690.0 + 700 + 300 + 650 + 695) / 5 * 0.5, boost::test_tools::tolerance(1e-12));
+  // The line the benchmark prints.
+  const std::string line = vit::train::describe_power(s, 200);
+  BOOST_TEST(line == "GPU power: 80 W mean (limit 700 W), SM clock median 1600 MHz (min 1500, max 1980), held at the "
+                     "power limit in 60% of 5 samples, slowed for temperature in 20%; 0.200 J per image");
+  // Nothing to summarise: not measured, and the line says why.
+  const auto none = vit::train::summarize_power({}, 1.0, 5.0, 700, 1980);
+  BOOST_TEST(!none.measured);
+  BOOST_TEST(vit::train::describe_power(none, 10).rfind("GPU power: not measured (no samples", 0) == 0u);
+}
+
+// A CPU run measures nothing; a GPU that NVML cannot open (no driver here,
+// or a bus id no GPU has) is "not measured" with the reason, never an error.
+BOOST_AUTO_TEST_CASE(gpu_power_meter_without_a_gpu_says_why) {
+  vit::train::GpuPowerMeter cpu("");
+  cpu.start();
+  const auto s = cpu.stop();
+  BOOST_TEST(!s.measured);
+  BOOST_TEST(s.why_not == "not a GPU run");
+  vit::train::GpuPowerMeter nowhere("00000000:ff:1f.7");
+  nowhere.start();
+  const auto n = nowhere.stop();
+  BOOST_TEST(!n.measured);
+  BOOST_TEST(!n.why_not.empty());
+  BOOST_TEST_MESSAGE("bus id of no GPU: " << n.why_not);
 }

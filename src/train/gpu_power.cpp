@@ -82,8 +82,8 @@ std::string fmt(const char* f, double v) {
 
 }  // namespace
 
-GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, double seconds, double energy_counter_j,
-                                double power_limit_w, double sm_clock_max_mhz) {
+GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, const std::vector<EnergyStep>& steps,
+                                double seconds, double power_limit_w, double sm_clock_max_mhz) {
   GpuPowerSummary s;
   if (samples.empty() || !(seconds > 0)) {
     s.why_not = samples.empty() ? "no samples (the stretch was shorter than one sampling period)"
@@ -108,9 +108,14 @@ GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, double 
   s.sm_clock_min_mhz = *std::min_element(clocks.begin(), clocks.end());
   s.power_capped_share = static_cast<double>(capped) / s.samples;
   s.thermal_share = static_cast<double>(thermal) / s.samples;
-  s.energy_counted = energy_counter_j >= 0;
-  s.energy_j = s.energy_counted ? energy_counter_j : power_sum / s.samples * seconds;
-  s.power_mean_w = s.energy_j / seconds;
+  s.energy_counted = steps.size() >= 2 && steps.back().t > steps.front().t;
+  if (s.energy_counted) {
+    s.counter_span_s = steps.back().t - steps.front().t;
+    s.power_mean_w = (steps.back().j - steps.front().j) / s.counter_span_s;
+  } else {
+    s.power_mean_w = power_sum / s.samples;
+  }
+  s.energy_j = s.power_mean_w * seconds;
   return s;
 }
 
@@ -118,7 +123,7 @@ std::string describe_power(const GpuPowerSummary& s, double images) {
   if (!s.measured) return str_cat("GPU power: not measured (", s.why_not, ")");
   std::string line = str_cat("GPU power: ", fmt("%.0f", s.power_mean_w), " W mean");
   if (s.power_limit_w > 0) line += str_cat(" (limit ", fmt("%.0f", s.power_limit_w), " W)");
-  if (!s.energy_counted) line += " (sampled; no energy counter)";
+  if (!s.energy_counted) line += " (sampled: the energy counter did not step twice)";
   line += str_cat(", SM clock median ", fmt("%.0f", s.sm_clock_median_mhz), " MHz (min ",
                   fmt("%.0f", s.sm_clock_min_mhz), ", max ", fmt("%.0f", s.sm_clock_max_mhz), "), held at the power limit in ",
                   fmt("%.0f", 100.0 * s.power_capped_share), "% of ", s.samples, " samples");
@@ -168,16 +173,21 @@ GpuPowerMeter::~GpuPowerMeter() {
   if (nvml_up_) nvml().shutdown();
 }
 
-double GpuPowerMeter::read_energy_j() {
+bool GpuPowerMeter::poll_energy() {
   unsigned long long mj = 0;
   const Ret r = nvml().energy(static_cast<Dev>(device_), &mj);
-  if (r == kNotSupported) return -1;
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  std::lock_guard<std::mutex> lk(mu_);
   if (r != kOk) {
-    std::lock_guard<std::mutex> lk(mu_);
     if (error_.empty()) error_ = nvml().err("nvmlDeviceGetTotalEnergyConsumption", r);
-    return -1;
+    return false;
   }
-  return mj / 1000.0;
+  const double j = mj / 1000.0;
+  if (j != last_j_) {
+    if (last_j_ >= 0) steps_.push_back({t, j});  // the first reading is no step: it may be old
+    last_j_ = j;
+  }
+  return true;
 }
 
 bool GpuPowerMeter::sample_once() {
@@ -204,13 +214,15 @@ bool GpuPowerMeter::sample_once() {
 }
 
 void GpuPowerMeter::sample_loop() {
+  constexpr int kEnergyPollMs = 5;
+  const int every = std::max(1, period_ms_ / kEnergyPollMs);  // energy polls per sample
   std::unique_lock<std::mutex> lk(mu_);
-  while (!stop_) {
+  for (int tick = 0; !stop_; ++tick) {
     lk.unlock();
-    const bool ok = sample_once();
+    const bool ok = (!counter_ || poll_energy()) && (tick % every != 0 || sample_once());
     lk.lock();
     if (!ok) return;
-    cv_.wait_for(lk, std::chrono::milliseconds(period_ms_), [&] { return stop_; });
+    cv_.wait_for(lk, std::chrono::milliseconds(kEnergyPollMs), [&] { return stop_; });
   }
 }
 
@@ -219,12 +231,13 @@ void GpuPowerMeter::start() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     samples_.clear();
+    steps_.clear();
     error_.clear();
+    last_j_ = -1;
     stop_ = false;
   }
-  const double e = read_energy_j();
-  counter_ = e >= 0;
-  energy0_j_ = e;
+  unsigned long long mj = 0;
+  counter_ = nvml().energy(static_cast<Dev>(device_), &mj) != kNotSupported;  // other failures: at the first poll
   t0_ = std::chrono::steady_clock::now();
   running_ = true;
   thread_ = std::thread([this] { sample_loop(); });
@@ -248,16 +261,16 @@ GpuPowerSummary GpuPowerMeter::stop() {
   thread_.join();
   running_ = false;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-  const double e1 = counter_ ? read_energy_j() : -1;
   std::lock_guard<std::mutex> lk(mu_);
   if (!error_.empty()) {
     none.why_not = error_;
     return none;
   }
-  // The counter counts up from the driver's start; a smaller second reading
-  // (a driver reload) falls back to the samples.
-  const double energy = counter_ && e1 >= energy0_j_ ? e1 - energy0_j_ : -1;
-  return summarize_power(samples_, seconds, energy, limit_w_, max_mhz_);
+  // The counter counts up from the driver's start; one that went down (a
+  // driver reload) is not used.
+  const bool monotonic = std::is_sorted(steps_.begin(), steps_.end(),
+                                        [](const EnergyStep& a, const EnergyStep& b) { return a.j < b.j; });
+  return summarize_power(samples_, monotonic ? steps_ : std::vector<EnergyStep>{}, seconds, limit_w_, max_mhz_);
 }
 
 }  // namespace vit::train

@@ -10,8 +10,13 @@
 // power-bound step can still improve.
 //
 // A sampling thread reads the SM clock, the power draw and the clock event
-// reasons every `period_ms`; the energy comes from the GPU's energy counter
-// (Volta and later), or mean power x time where there is none.
+// reasons every `period_ms`, and the GPU's energy counter (Volta and later)
+// every 5 ms. The counter moves in steps (on an H200, a short stretch's two
+// readings gave anything from 540 to 818 W for one workload), so the mean
+// power is taken between the first and the last step seen inside the
+// stretch: (energy at the last step - at the first) / the time between
+// them; energy = that power x the stretch's time. With fewer than two steps
+// seen, the mean sampled power stands in.
 #pragma once
 
 #include <chrono>
@@ -41,9 +46,10 @@ struct GpuPowerSummary {
   std::string why_not;          // when not measured: what failed
   int samples = 0;
   double seconds = 0;           // the stretch's wall time
-  double energy_j = 0;          // over the stretch
-  bool energy_counted = false;  // from the energy counter (else mean sampled power x seconds)
-  double power_mean_w = 0;      // energy_j / seconds
+  double energy_j = 0;          // over the stretch: power_mean_w x seconds
+  bool energy_counted = false;  // the mean power from the energy counter's steps (else the sampled power's mean)
+  double counter_span_s = 0;    // the time between the counter's first and last step in the stretch
+  double power_mean_w = 0;
   double power_limit_w = 0;     // the enforced limit
   double sm_clock_median_mhz = 0, sm_clock_min_mhz = 0;
   double sm_clock_max_mhz = 0;  // the GPU's highest SM clock
@@ -51,11 +57,17 @@ struct GpuPowerSummary {
   double thermal_share = 0;       // ... by temperature
 };
 
-// The summary of a stretch's samples. energy_counter_j < 0: the GPU has no
-// energy counter (mean sampled power x seconds stands in). At least one
-// sample and seconds > 0, or the summary says not measured.
-GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, double seconds, double energy_counter_j,
-                                double power_limit_w, double sm_clock_max_mhz);
+// A reading of the energy counter where it changed.
+struct EnergyStep {
+  double t = 0;  // seconds from the stretch's start
+  double j = 0;  // the counter, joules
+};
+
+// The summary of a stretch's samples and counter steps (fewer than two
+// steps: the mean sampled power stands in). At least one sample and
+// seconds > 0, or the summary says not measured.
+GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, const std::vector<EnergyStep>& steps,
+                                double seconds, double power_limit_w, double sm_clock_max_mhz);
 
 // "GPU power: 692 W mean (limit 700 W), SM clock median 1605 MHz (min 1530,
 // max 1980), held at the power limit in 98% of 340 samples; 0.153 J per
@@ -79,21 +91,22 @@ class GpuPowerMeter {
  private:
   void sample_loop();
   bool sample_once();  // false (and error_ set) when a read fails
-  double read_energy_j();  // -1 where the GPU has no counter (or it failed: error_ set)
+  bool poll_energy();  // records a counter step; false (and error_ set) when the read fails
 
   std::string why_not_;  // set when NVML or the device could not be opened
   void* device_ = nullptr;  // nvmlDevice_t
   bool nvml_up_ = false;
   int period_ms_;
   double limit_w_ = 0, max_mhz_ = 0;
-  double energy0_j_ = -1;
-  bool counter_ = false;
+  bool counter_ = false;  // the GPU has an energy counter
   std::chrono::steady_clock::time_point t0_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false, running_ = false;
   std::string error_;  // a failed read while sampling (guarded by mu_)
   std::vector<PowerSample> samples_;
+  std::vector<EnergyStep> steps_;
+  double last_j_ = -1;  // the counter's last reading
   std::thread thread_;
 };
 

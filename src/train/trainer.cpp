@@ -1111,6 +1111,7 @@ int benchmark(RunEnvironment& env) {
     bench["power_capped_share"] = power.power_capped_share;
     bench["thermal_share"] = power.thermal_share;
     bench["power_samples"] = power.samples;
+    bench["energy_counter_span_s"] = power.counter_span_s;
   }
   env.record(bench);
   // Energy per image over every GPU of the job (each rank reads its own; a

@@ -57,6 +57,7 @@ class PowerMeter:
     def __init__(self, device_index, period=0.02):
         self.why_not, self.samples, self.period = "", [], period
         self.stop_flag, self.thread, self.error = threading.Event(), None, ""
+        self.steps, self.last_j = [], None  # the energy counter's steps: (seconds from start, joules)
         try:
             self.lib = ctypes.CDLL("libnvidia-ml.so.1")
         except OSError as e:
@@ -92,22 +93,31 @@ class PowerMeter:
         return v.value / 1000.0 if r == 0 else None
 
     def sample_loop(self):
+        """The energy counter every 5 ms (its steps), the rest every `period`."""
+        every, tick = max(1, round(self.period / 0.005)), 0
         try:
             while not self.stop_flag.is_set():
-                reasons = ctypes.c_ulonglong()
-                r = self.reasons_fn(self.dev, ctypes.byref(reasons))
-                if r != 0:
-                    raise RuntimeError(f"nvmlDeviceGetCurrentClocksEventReasons: NVML {r}")
-                self.samples.append((self.uint("nvmlDeviceGetClockInfo", 1),
-                                     self.uint("nvmlDeviceGetPowerUsage") / 1000.0, reasons.value))
-                self.stop_flag.wait(self.period)
+                j = self.energy_j()
+                if j is not None and j != self.last_j:
+                    if self.last_j is not None:  # the first reading is no step: it may be old
+                        self.steps.append((time.perf_counter() - self.t0, j))
+                    self.last_j = j
+                if tick % every == 0:
+                    reasons = ctypes.c_ulonglong()
+                    r = self.reasons_fn(self.dev, ctypes.byref(reasons))
+                    if r != 0:
+                        raise RuntimeError(f"nvmlDeviceGetCurrentClocksEventReasons: NVML {r}")
+                    self.samples.append((self.uint("nvmlDeviceGetClockInfo", 1),
+                                         self.uint("nvmlDeviceGetPowerUsage") / 1000.0, reasons.value))
+                tick += 1
+                self.stop_flag.wait(0.005)
         except RuntimeError as e:
             self.error = str(e)
 
     def start(self):
         if self.why_not:
             return
-        self.e0, self.t0 = self.energy_j(), time.perf_counter()
+        self.t0 = time.perf_counter()
         self.thread = threading.Thread(target=self.sample_loop, daemon=True)
         self.thread.start()
 
@@ -117,22 +127,23 @@ class PowerMeter:
             return {}
         self.stop_flag.set()
         self.thread.join()
-        seconds, e1 = time.perf_counter() - self.t0, self.energy_j()
+        seconds = time.perf_counter() - self.t0
         if self.error or not self.samples:
             self.why_not = self.error or "no samples"
             return {}
         clocks = sorted(c for c, _, _ in self.samples)
         n = len(clocks)
         median = clocks[n // 2] if n % 2 else 0.5 * (clocks[n // 2 - 1] + clocks[n // 2])
-        if self.e0 is not None and e1 is not None and e1 >= self.e0:
-            energy = e1 - self.e0
-        else:
-            energy = sum(w for _, w, _ in self.samples) / n * seconds
-        return {"gpu_energy_j": energy, "gpu_power_w": energy / seconds, "gpu_power_limit_w": self.limit_w,
+        # The mean power between the counter's first and last step (it moves in steps), else the samples'.
+        st = self.steps
+        counted = len(st) >= 2 and st[-1][0] > st[0][0] and all(a[1] < b[1] for a, b in zip(st, st[1:]))
+        span = st[-1][0] - st[0][0] if counted else 0.0
+        power = (st[-1][1] - st[0][1]) / span if counted else sum(w for _, w, _ in self.samples) / n
+        return {"gpu_energy_j": power * seconds, "gpu_power_w": power, "gpu_power_limit_w": self.limit_w,
                 "sm_clock_mhz": median, "sm_clock_min_mhz": clocks[0], "sm_clock_max_mhz": self.max_mhz,
                 "power_capped_share": sum(1 for _, _, r in self.samples if r & (0x4 | 0x80)) / n,
                 "thermal_share": sum(1 for _, _, r in self.samples if r & (0x20 | 0x40)) / n,
-                "power_samples": n}
+                "power_samples": n, "energy_counter_span_s": span}
 
 
 def time_steps(batch, mode, steps, warmup):

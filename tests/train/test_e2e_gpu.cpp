@@ -646,18 +646,19 @@ BOOST_AUTO_TEST_CASE(gemm_tuning_cache_is_written_by_one_run_and_read_by_the_nex
 // benchmark: the GPU's power, SM clock and energy over the measured steps,
 // read from NVML on this machine (train/gpu_power.h): every figure present
 // and inside what a GPU reports, the energy over the mean power as long as
-// the measured steps' wall time, samples every ~20 ms, and the line in the
-// log with the energy per image.
+// the measured steps' wall time (~1 s), the energy counter stepping inside
+// it, samples every ~20 ms, and the line in the log with the energy per
+// image.
 BOOST_AUTO_TEST_CASE(benchmark_measures_the_gpus_power) {
   const std::string args = "--set run.device=cuda --set plugin.name=torch_ddp_fp16 --set plugin.precision=bf16 "
-                           "--set benchmark.enabled=true --set benchmark.warmup_steps=3 --set benchmark.steps=200 "
-                           "--set train.batch_size=32 --set model.hidden=768 --set model.heads=12 "
+                           "--set benchmark.enabled=true --set benchmark.warmup_steps=3 --set benchmark.steps=1000 "
+                           "--set train.batch_size=64 --set model.hidden=768 --set model.heads=12 "
                            "--set model.mlp_dim=3072 --set model.depth=2 ";
   BOOST_TEST_REQUIRE(vit_hpc(1, "gpu_bench_power", args) == 0);
   const auto b = of_type(read_jsonl(scratch() + "/gpu_bench_power/rank_0.jsonl"), "benchmark");
   BOOST_TEST_REQUIRE(b.size() == 1u);
   for (const char* f : {"gpu_energy_j", "gpu_power_w", "gpu_power_limit_w", "sm_clock_mhz", "sm_clock_min_mhz",
-                        "sm_clock_max_mhz", "power_capped_share", "thermal_share", "power_samples"}) {
+                        "sm_clock_max_mhz", "power_capped_share", "thermal_share", "power_samples", "energy_counter_span_s"}) {
     BOOST_TEST_REQUIRE(b[0].contains(f), "no " << f << " in the benchmark line:\n" << log_of("gpu_bench_power"));
   }
   const double energy = b[0]["gpu_energy_j"].get<double>(), power = b[0]["gpu_power_w"].get<double>(),
@@ -678,8 +679,11 @@ BOOST_AUTO_TEST_CASE(benchmark_measures_the_gpus_power) {
   BOOST_TEST(clock <= top);
   BOOST_TEST(capped >= 0.0);
   BOOST_TEST(capped <= 1.0);
-  const double wall = 200.0 / b[0]["it_per_s"].get<double>();
+  const double wall = 1000.0 / b[0]["it_per_s"].get<double>(), span = b[0]["energy_counter_span_s"].get<double>();
+  BOOST_TEST_MESSAGE("measured steps " << wall << " s, energy counter steps over " << span << " s");
   BOOST_TEST(std::abs(energy / power - wall) <= 0.1 * wall + 0.02, "metered " << energy / power << " s, wall " << wall);
+  BOOST_TEST(span > 0.0);  // the counter stepped at least twice: the power is the counter's
+  BOOST_TEST(span <= wall + 0.05);
   BOOST_TEST(samples >= 0.5 * wall / 0.02);
   const std::string log = log_of("gpu_bench_power");
   BOOST_TEST(contains(log, "GPU power: "), log);

@@ -201,13 +201,18 @@ BOOST_AUTO_TEST_CASE(train_state_round_trips_bitwise) {
 
 // The benchmark's GPU power summary (train/gpu_power.h): median and lowest SM
 // clock, the shares of samples held at the power limit (software cap or
-// power brake) and slowed for temperature, the energy from the counter when
-// there is one and from the mean sampled power otherwise.
+// power brake) and slowed for temperature; the mean power between the energy
+// counter's first and last step in the stretch (energy = that x the
+// stretch's time), or the mean sampled power where it stepped less than
+// twice.
 BOOST_AUTO_TEST_CASE(gpu_power_summary_of_samples) {
+  using vit::train::EnergyStep;
   using vit::train::PowerSample;
   const std::vector<PowerSample> samples{{1600, 690, 0x4}, {1500, 700, 0x4 | 0x1}, {1980, 300, 0}, {1605, 650, 0x80},
                                          {1590, 695, 0x20}};
-  const auto s = vit::train::summarize_power(samples, 0.5, 40.0, 700, 1980);
+  // Steps at 0.1, 0.2 and 0.4 s: 60 J over 0.3 s between the first and the last.
+  const std::vector<EnergyStep> steps{{0.1, 1000.0}, {0.2, 1030.0}, {0.4, 1060.0}};
+  const auto s = vit::train::summarize_power(samples, steps, 0.5, 700, 1980);
   BOOST_TEST_REQUIRE(s.measured);
   BOOST_TEST(s.samples == 5);
   BOOST_TEST(s.sm_clock_median_mhz == 1600.0);
@@ -215,22 +220,25 @@ BOOST_AUTO_TEST_CASE(gpu_power_summary_of_samples) {
   BOOST_TEST(s.power_capped_share == 3.0 / 5.0);
   BOOST_TEST(s.thermal_share == 1.0 / 5.0);
   BOOST_TEST(s.energy_counted);
-  BOOST_TEST(s.energy_j == 40.0);
-  BOOST_TEST(s.power_mean_w == 80.0);
+  BOOST_TEST(s.counter_span_s == 0.3, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.power_mean_w == 200.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.energy_j == 100.0, boost::test_tools::tolerance(1e-12));
   // An even count: the median is the mean of the middle two.
-  const auto even = vit::train::summarize_power({{1000, 1, 0}, {1200, 1, 0}, {1100, 1, 0}, {1300, 1, 0}}, 1.0, -1, 0, 0);
+  const auto even = vit::train::summarize_power({{1000, 1, 0}, {1200, 1, 0}, {1100, 1, 0}, {1300, 3, 0}}, {}, 2.0, 0, 0);
   BOOST_TEST(even.sm_clock_median_mhz == 1150.0);
-  // No energy counter: the mean sampled power over the stretch.
+  // No counter steps: the mean sampled power over the stretch; one step is not enough either.
   BOOST_TEST(!even.energy_counted);
-  BOOST_TEST(even.energy_j == 1.0);
-  const auto nc = vit::train::summarize_power(samples, 0.5, -1.0, 700, 1980);
-  BOOST_TEST(nc.energy_j == (690.0 + 700 + 300 + 650 + 695) / 5 * 0.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(even.power_mean_w == 1.5);
+  BOOST_TEST(even.energy_j == 3.0);
+  const auto one = vit::train::summarize_power(samples, {{0.1, 1000.0}}, 0.5, 700, 1980);
+  BOOST_TEST(!one.energy_counted);
+  BOOST_TEST(one.energy_j == (690.0 + 700 + 300 + 650 + 695) / 5 * 0.5, boost::test_tools::tolerance(1e-12));
   // The line the benchmark prints.
   const std::string line = vit::train::describe_power(s, 200);
-  BOOST_TEST(line == "GPU power: 80 W mean (limit 700 W), SM clock median 1600 MHz (min 1500, max 1980), held at the "
-                     "power limit in 60% of 5 samples, slowed for temperature in 20%; 0.200 J per image");
+  BOOST_TEST(line == "GPU power: 200 W mean (limit 700 W), SM clock median 1600 MHz (min 1500, max 1980), held at "
+                     "the power limit in 60% of 5 samples, slowed for temperature in 20%; 0.500 J per image");
   // Nothing to summarise: not measured, and the line says why.
-  const auto none = vit::train::summarize_power({}, 1.0, 5.0, 700, 1980);
+  const auto none = vit::train::summarize_power({}, steps, 1.0, 700, 1980);
   BOOST_TEST(!none.measured);
   BOOST_TEST(vit::train::describe_power(none, 10).rfind("GPU power: not measured (no samples", 0) == 0u);
 }

@@ -11,7 +11,8 @@
 //
 // A sampling thread reads the SM clock, the power draw and the clock event
 // reasons every `period_ms`, and the GPU's energy counter (Volta and later)
-// every 5 ms. The counter moves in steps (on an H200, a short stretch's two
+// every 5 ms, nominally: the reads themselves take time (on an H200, ~40 ms
+// passed between samples). The counter moves in steps (on an H200, a short stretch's two
 // readings gave anything from 540 to 818 W for one workload), so the mean
 // power is taken between the first and the last step seen inside the
 // stretch: (energy at the last step - at the first) / the time between

@@ -115,7 +115,9 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
         "more rows give each column's throughput and memory as a multiple of that column's. Where the runs measured "
         "their GPUs' power over the measured steps (NVML), four rows give the mean power per GPU against its limit, "
         "the median SM clock against the highest, the share of samples held at the power limit and the energy per "
-        "image over all GPUs.\n\n";
+        "image over all GPUs. The mean power comes from the GPU's energy counter, which moves in steps (~100 ms on an "
+        "H200): where the counter's steps spanned less than a second, the power cell says over how long (a coarse "
+        "figure), and \"sampled\" where it stepped less than twice.\n\n";
   Table runs({"run", "plugin", "precision", "batch size", "global batch", "steps (warm-up)", "ranks",
               "dp x tp x pp", "device", "hardware", "git"},
              false);
@@ -175,7 +177,14 @@ void write_benchmark_section(std::ostringstream& os, const RunSet& set, const st
           for (auto* row : {&power, &clock, &capped, &energy}) row->push_back("-");
           continue;
         }
-        power.push_back(format_fixed(c.power_w, 0) + " of " + format_fixed(c.power_limit_w, 0));
+        // The energy counter steps every ~100 ms on an H200: say how long a short stretch was.
+        std::string span;
+        if (c.power_span_s <= 0) {
+          span = " (sampled)";
+        } else if (c.power_span_s < 1.0) {
+          span = " (over " + format_fixed(c.power_span_s, 2) + " s)";
+        }
+        power.push_back(format_fixed(c.power_w, 0) + " of " + format_fixed(c.power_limit_w, 0) + span);
         clock.push_back(format_fixed(c.sm_clock_mhz, 0) + " of " + format_fixed(c.sm_clock_max_mhz, 0));
         capped.push_back(format_fixed(100.0 * c.power_capped_share, 0) + "%");
         energy.push_back(format_fixed(c.energy_per_image_j, 3));
@@ -398,8 +407,10 @@ std::vector<BenchmarkTable> benchmark_tables(const RunSet& set) {
       c.power = std::all_of(c.runs.begin(), c.runs.end(), [](const Run* r) { return r->benchmark->power; });
       if (c.power) {
         std::vector<double> energy, power, clock, capped;
+        c.power_span_s = c.runs.front()->benchmark->power_span_s;
         for (const Run* r : c.runs) {
           const BenchmarkRecord& b = *r->benchmark;
+          c.power_span_s = std::min(c.power_span_s, b.power_span_s);
           energy.push_back(b.energy_j / (static_cast<double>(b.global_batch) * static_cast<double>(b.steps)));
           power.push_back(b.power_w);
           clock.push_back(b.sm_clock_mhz);

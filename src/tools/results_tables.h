@@ -38,6 +38,7 @@ struct BenchmarkColumn {
   bool power = false;
   double energy_per_image_j = 0, power_w = 0, power_limit_w = 0, sm_clock_mhz = 0, sm_clock_max_mhz = 0,
          power_capped_share = 0;
+  double power_span_s = 0;  // the shortest energy-counter span of its runs (0: some run's power was sampled)
 };
 
 // Runs that are comparable side by side: same batch size per data-parallel

@@ -358,6 +358,7 @@ RankFile read_rank_file(const fs::path& path) {
         b.sm_clock_mhz = get_number(j, "sm_clock_mhz", at, ctx);
         b.sm_clock_max_mhz = get_number(j, "sm_clock_max_mhz", at, ctx);
         b.power_capped_share = get_number(j, "power_capped_share", at, ctx);
+        if (j.contains("energy_counter_span_s")) b.power_span_s = get_number(j, "energy_counter_span_s", at, ctx);
       }
       rf.benchmark = b;
       rf.benchmark_line = line_no;
@@ -406,6 +407,7 @@ void assemble_benchmark(Run& run, const std::vector<RankFile>& ranks) {
       b.sm_clock_mhz = std::min(b.sm_clock_mhz, o.sm_clock_mhz);
       b.sm_clock_max_mhz = std::max(b.sm_clock_max_mhz, o.sm_clock_max_mhz);
       b.power_capped_share = std::max(b.power_capped_share, o.power_capped_share);
+      b.power_span_s = std::min(b.power_span_s, o.power_span_s);
     }
   }
   if (b.global_batch != run.global_batch) {

@@ -87,6 +87,7 @@ struct BenchmarkRecord {
   double sm_clock_mhz = 0;        // the lowest of the ranks' medians
   double sm_clock_max_mhz = 0;    // the GPUs' highest SM clock
   double power_capped_share = 0;  // largest over the ranks: share of samples held at the power limit
+  double power_span_s = 0;        // shortest over the ranks: the energy counter's span (0: power sampled instead)
   std::vector<ProfileRecord> profile;  // rank 0's, largest first
 };
 

@@ -122,8 +122,9 @@ BOOST_AUTO_TEST_CASE(tables_with_pytorch_eager_give_ratios_against_it) {
 // their medians, its share of samples at the power limit the largest.
 // gpu_ddp_bs8: 30 + 31 + 29.5 + 31.5 = 122 J over 32 x 6 = 192 images
 // (0.635 J each); 500, 510, 490, 520 W (mean 505); medians 1800, 1755, 1830,
-// 1740 MHz; shares 0.25, 0.5, 0, 0.75. A run with one rank without the
-// figures has none, and so does its column ("-").
+// 1740 MHz; shares 0.25, 0.5, 0, 0.75; energy-counter spans 1.5, 1.2, 2.0,
+// 1.8 s (the shortest counts). A run with one rank without the figures has
+// none, and so does its column ("-").
 BOOST_AUTO_TEST_CASE(gpu_power_combines_the_ranks_and_shows_where_measured) {
   const Run ddp = load_run(kResults / "gpu_ddp_bs8");
   const BenchmarkRecord& b = *ddp.benchmark;
@@ -149,6 +150,12 @@ BOOST_AUTO_TEST_CASE(gpu_power_combines_the_ranks_and_shows_where_measured) {
   BOOST_TEST(contains(t8, "| SM clock, median (MHz) | 1740 of 1980 | - |"));
   BOOST_TEST(contains(t8, "| held at the power limit (share of samples) | 75% | - |"));
   BOOST_TEST(contains(t8, "| energy per image (J) | 0.635 | - |"));
+  // A power from less than a second of energy-counter steps says over how long (gpu_bf16_bs16: 0.4 s); one
+  // without counter steps says it was sampled (torch_eager_bs16 has no energy_counter_span_s); the four
+  // ranks of gpu_ddp_bs8 spanned 1.2 s and more: no note.
+  BOOST_TEST(cuda8[0].power_span_s == 1.2);
+  const std::string t16 = md.substr(md.find("### Batch size 16 per data-parallel rank"));
+  BOOST_TEST(contains(t16, "| GPU power, mean per GPU (W) | 650 of 700 (over 0.40 s) | 600 of 700 (sampled) |"));
   // CPU tables have no power rows.
   const std::string t8cpu = md.substr(md.find("### Batch size 8 per data-parallel rank, 2 ranks"));
   BOOST_TEST(!contains(t8cpu.substr(0, t8cpu.find("\n### ")), "GPU power"));

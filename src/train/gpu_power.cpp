@@ -3,10 +3,10 @@
 #include <dlfcn.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <type_traits>
 
 #include "core/error.h"
+#include "train/progress.h"
 
 namespace vit::train {
 namespace {
@@ -74,12 +74,6 @@ double median_of(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 }  // namespace
 
 GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, const std::vector<EnergyStep>& steps,
@@ -119,7 +113,7 @@ GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, const s
   return s;
 }
 
-std::string describe_power(const GpuPowerSummary& s, double images) {
+std::string describe_power(const GpuPowerSummary& s, double joules_per_image) {
   if (!s.measured) return str_cat("GPU power: not measured (", s.why_not, ")");
   std::string line = str_cat("GPU power: ", fmt("%.0f", s.power_mean_w), " W mean");
   if (s.power_limit_w > 0) line += str_cat(" (limit ", fmt("%.0f", s.power_limit_w), " W)");
@@ -128,7 +122,7 @@ std::string describe_power(const GpuPowerSummary& s, double images) {
                   fmt("%.0f", s.sm_clock_min_mhz), ", max ", fmt("%.0f", s.sm_clock_max_mhz), "), held at the power limit in ",
                   fmt("%.0f", 100.0 * s.power_capped_share), "% of ", s.samples, " samples");
   if (s.thermal_share > 0) line += str_cat(", slowed for temperature in ", fmt("%.0f", 100.0 * s.thermal_share), "%");
-  if (images > 0) line += str_cat("; ", fmt("%.3f", s.energy_j / images), " J per image");
+  if (joules_per_image > 0) line += str_cat("; ", fmt("%.3f", joules_per_image), " J per image");
   return line;
 }
 

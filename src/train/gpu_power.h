@@ -72,9 +72,9 @@ GpuPowerSummary summarize_power(const std::vector<PowerSample>& samples, const s
 
 // "GPU power: 692 W mean (limit 700 W), SM clock median 1605 MHz (min 1530,
 // max 1980), held at the power limit in 98% of 340 samples; 0.153 J per
-// image", or "GPU power: not measured (why)". images: those this GPU
-// processed over the stretch (0: no per-image figure).
-std::string describe_power(const GpuPowerSummary& s, double images);
+// image", or "GPU power: not measured (why)". joules_per_image <= 0: no
+// per-image figure (the benchmark gives the job's: all ranks' energy).
+std::string describe_power(const GpuPowerSummary& s, double joules_per_image);
 
 // Samples one GPU, named by its PCI bus id ("0000:3b:00.0", as
 // cudaDeviceGetPCIBusId writes it); an empty id (a CPU run) measures

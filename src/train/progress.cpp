@@ -7,6 +7,12 @@
 
 namespace vit::train {
 
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
 ProgressBar::ProgressBar(bool rank0, bool bar, int64_t every)
     : rank0_(rank0), enabled_(rank0 && bar), tty_(::isatty(STDERR_FILENO) != 0), every_(std::max<int64_t>(1, every)) {}
 

@@ -8,6 +8,9 @@
 
 namespace vit::train {
 
+// One number through a printf format ("%.1f"), for the summary lines.
+std::string fmt(const char* format, double v);
+
 class ProgressBar {
  public:
   // rank0: whether this rank prints at all; bar: whether the bar is drawn.

@@ -39,12 +39,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 // Splits this rank's share of a step into grad_accum micro-batches of at
 // most batch_size images (a short last batch leaves later ones smaller or empty).
 std::vector<parallel::MicroBatch> split_micro(const data::Batch& b, int batch_size, int grad_accum,
@@ -1128,12 +1122,11 @@ int benchmark(RunEnvironment& env) {
                                      fmt("%.0f", ceiling), " TFLOP/s ", spec.plugin.precision, " GEMM ceiling");
     bar.line(rate);
     if (dev == Device::CUDA) {
-      std::string line = describe_power(power, 0);
-      if (power.measured && static_cast<int>(energy[1]) == world) {
-        line += str_cat("; ", fmt("%.3f", energy[0] / (static_cast<double>(global_batch) * spec.benchmark.steps)),
-                        " J per image over ", world == 1 ? "the GPU" : str_cat("the ", world, " ranks' GPUs"));
-      }
-      bar.line(str_cat(world > 1 ? "rank 0: " : "", line));
+      // Per image: every rank's energy, where every rank measured it.
+      const bool all = power.measured && static_cast<int>(energy[1]) == world;
+      const double per_image = all ? energy[0] / (static_cast<double>(global_batch) * spec.benchmark.steps) : 0.0;
+      bar.line(str_cat(world > 1 ? "rank 0: " : "", describe_power(power, per_image),
+                       all ? (world == 1 ? " over the GPU" : str_cat(" over the ", world, " ranks' GPUs")) : ""));
     }
     if (!plugin->run_summary().empty()) bar.line(plugin->run_summary());
 #ifdef VIT_WITH_CUDA

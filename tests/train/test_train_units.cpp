@@ -234,13 +234,13 @@ BOOST_AUTO_TEST_CASE(gpu_power_summary_of_samples) {
   BOOST_TEST(!one.energy_counted);
   BOOST_TEST(one.energy_j == (690.0 + 700 + 300 + 650 + 695) / 5 * 0.5, boost::test_tools::tolerance(1e-12));
   // The line the benchmark prints.
-  const std::string line = vit::train::describe_power(s, 200);
+  const std::string line = vit::train::describe_power(s, s.energy_j / 200);
   BOOST_TEST(line == "GPU power: 200 W mean (limit 700 W), SM clock median 1600 MHz (min 1500, max 1980), held at "
                      "the power limit in 60% of 5 samples, slowed for temperature in 20%; 0.500 J per image");
   // Nothing to summarise: not measured, and the line says why.
   const auto none = vit::train::summarize_power({}, steps, 1.0, 700, 1980);
   BOOST_TEST(!none.measured);
-  BOOST_TEST(vit::train::describe_power(none, 10).rfind("GPU power: not measured (no samples", 0) == 0u);
+  BOOST_TEST(vit::train::describe_power(none, 1.0).rfind("GPU power: not measured (no samples", 0) == 0u);
 }
 
 // A CPU run measures nothing; a GPU that NVML cannot open (no driver here,

@@ -22,6 +22,17 @@
 // heuristic's first answer (beta = 0, the same inputs): is a faster kernel
 // with the same bits to be had that the heuristic does not list?
 //
+// --sustain MS (the forward and input-gradient GEMMs, which matmul.cu tunes):
+// does the ranking of candidates change when the GPU runs at its power
+// limit, as it does through a batch-256 step (a lower SM clock; then time
+// per call follows energy per call)? The heuristic's answers with the
+// first's bits (and, with --search 1, the 8 fastest searched configurations
+// with them) each run back to back for MS ms, round-robin in 3 rounds after
+// a second of heating, with the power meter of src/train/gpu_power.h around
+// each run (mean power, median SM clock, J per call). Printed per GEMM: the
+// burst-fastest (what tuning keeps today) and the sustained-fastest, both at
+// the sustained rate; the last line weighs the step's 12 blocks.
+//
 // Timing: 2 warm-up calls, then `reps` back-to-back calls timed with CUDA
 // events, three times; the median trial / reps. Inputs are random bf16.
 #include <cublasLt.h>
@@ -36,6 +47,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "train/gpu_power.h"
 
 namespace {
 
@@ -96,6 +109,7 @@ struct SearchResult {
   int checked = 0, ran = 0;
   double same_ms = 1e30, any_ms = 1e30;
   std::string same_cfg = "(none)", any_cfg = "(none)";
+  std::vector<cublasLtMatmulAlgo_t> same_top;  // the re-timed configurations with the first's bits
 };
 
 std::string search_config(const cublasLtMatmulAlgo_t& a) {
@@ -247,6 +261,7 @@ SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMa
       r.any_ms = ms;
       r.any_cfg = search_config(a) + (same ? " same bits" : " other bits");
     }
+    if (same) r.same_top.push_back(a);
     if (same && ms < r.same_ms) {
       r.same_ms = ms;
       r.same_cfg = search_config(a);
@@ -257,17 +272,93 @@ SearchResult search_configs(cublasLtHandle_t lt, cudaStream_t stream, cublasLtMa
   return r;
 }
 
+// --sustain: each candidate back to back for `sustain_ms`, round-robin in 3
+// rounds after ~1 s of the first candidate (so the GPU starts at its
+// sustained clock), the power meter around each run. Returns the sustained
+// ms per call of the first candidate, of the burst-fastest and of the
+// sustained-fastest.
+struct SustainResult {
+  double first_ms = 0, burst_best_ms = 0, best_ms = 0;
+};
+
+template <typename Launch>
+SustainResult sustain_compare(cudaStream_t stream, const std::string& bus_id, const std::string& name,
+                              const std::vector<cublasLtMatmulAlgo_t>& cands, const std::vector<std::string>& labels,
+                              const std::vector<double>& burst_ms, double sustain_ms, const Launch& launch) {
+  const size_t n = cands.size();
+  cudaEvent_t e0, e1;
+  check_cuda(cudaEventCreate(&e0), "event");
+  check_cuda(cudaEventCreate(&e1), "event");
+  const int heat = std::max(1, static_cast<int>(1000.0 / burst_ms[0]));
+  for (int r = 0; r < heat; ++r) check_lt(launch(cands[0]), "sustain: heat");
+  check_cuda(cudaStreamSynchronize(stream), "sync");
+  std::vector<std::vector<double>> ms(n), mj(n), watts(n), mhz(n), capped(n);
+  vit::train::GpuPowerMeter meter(bus_id, 20);
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < n; ++i) {
+      const int reps = std::max(10, static_cast<int>(sustain_ms / burst_ms[i]));
+      meter.start();
+      check_cuda(cudaEventRecord(e0, stream), "event");
+      for (int r = 0; r < reps; ++r) check_lt(launch(cands[i]), "sustain: run");
+      check_cuda(cudaEventRecord(e1, stream), "event");
+      check_cuda(cudaEventSynchronize(e1), "sync");
+      const vit::train::GpuPowerSummary s = meter.stop();
+      float el = 0;
+      check_cuda(cudaEventElapsedTime(&el, e0, e1), "elapsed");
+      ms[i].push_back(el / reps);
+      if (s.measured) {
+        mj[i].push_back(1e3 * s.energy_j / reps);
+        watts[i].push_back(s.power_mean_w);
+        mhz[i].push_back(s.sm_clock_median_mhz);
+        capped[i].push_back(s.power_capped_share);
+      }
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  auto med = [](std::vector<double> v) {
+    if (v.empty()) return -1.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  size_t burst_best = 0, best = 0;
+  std::vector<double> sus(n);
+  for (size_t i = 0; i < n; ++i) {
+    sus[i] = med(ms[i]);
+    if (burst_ms[i] < burst_ms[burst_best]) burst_best = i;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (sus[i] < sus[best]) best = i;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    std::printf("%-14s   sustained #%-2zu %c%c burst %.4f ms, sustained %.4f ms (%+.1f%%), %.0f W, %.0f MHz, "
+                "%.0f%% capped, %.1f mJ/call  %s\n",
+                name.c_str(), i, i == burst_best ? 'B' : ' ', i == best ? 'S' : ' ', burst_ms[i], sus[i],
+                100.0 * (sus[i] - burst_ms[i]) / burst_ms[i], med(watts[i]), med(mhz[i]), 100.0 * med(capped[i]),
+                med(mj[i]), labels[i].c_str());
+  }
+  SustainResult r{sus[0], sus[burst_best], sus[best]};
+  std::printf("%-14s sustained: first %.4f ms, burst-fastest #%zu %.4f ms, sustained-fastest #%zu %.4f ms (%.1f%% "
+              "less than the burst-fastest)\n",
+              name.c_str(), r.first_ms, burst_best, r.burst_best_ms, best, r.best_ms,
+              100.0 * (r.burst_best_ms - r.best_ms) / r.burst_best_ms);
+  std::fflush(stdout);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t B = 32;
   int reps = 20;
   bool search = false;
+  double sustain_ms = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
     else if (k == "--search") search = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--sustain") sustain_ms = std::atof(argv[i + 1]);
   }
   try {
     cudaDeviceProp prop{};
@@ -279,6 +370,8 @@ int main(int argc, char** argv) {
     cudaEvent_t ea, eb;
     check_cuda(cudaEventCreate(&ea), "cudaEventCreate");
     check_cuda(cudaEventCreate(&eb), "cudaEventCreate");
+    char bus_id[32] = {0};
+    check_cuda(cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, 0), "cudaDeviceGetPCIBusId");
     const size_t ws_bytes = size_t(32) << 20;  // GpuHandles::kGemmWorkspaceBytes
     DevBuf ws(ws_bytes);
     const int64_t M = B * 197;
@@ -311,6 +404,7 @@ int main(int argc, char** argv) {
     const Lin lins[] = {{"qkv", 2304, 768, 12}, {"proj", 768, 768, 12}, {"fc1", 3072, 768, 12}, {"fc2", 768, 3072, 12}};
     double total_first = 0, total_best = 0, total_split = 0, total_dw_only = 0;
     double search_list = 0, search_same = 0, search_any = 0;  // --search: fwd + dinp + dW only, per step
+    double sus_first = 0, sus_burst = 0, sus_best = 0;        // --sustain: fwd + dinp, per step
     std::printf("%-14s %6s %6s %6s | %9s %9s %6s | %s -> %s\n", "gemm", "m", "n", "k", "first ms", "best ms", "gain",
                 "first", "best");
     for (const Lin& l : lins) {
@@ -362,6 +456,7 @@ int main(int argc, char** argv) {
         const float alpha = 1.0f;
         double first = -1, best = 1e30;
         int best_i = -1;
+        std::vector<double> list_ms(static_cast<size_t>(std::max(found, 0)), -1.0);
         for (int i = 0; i < found; ++i) {
           auto run = [&] {
             return cublasLtMatmul(lt, desc, &alpha, A.p, la, Bm.p, lb, &g.beta, D.p, lc, D.p, lc, &res[i].algo, ws.p,
@@ -370,6 +465,7 @@ int main(int argc, char** argv) {
           if (run() != CUBLAS_STATUS_SUCCESS) continue;  // an algorithm that refuses this call is skipped
           run();
           const double ms = median_ms(run);
+          list_ms[static_cast<size_t>(i)] = ms;
           if (i == 0) first = ms;
           if (ms < best) {
             best = ms;
@@ -430,10 +526,11 @@ int main(int argc, char** argv) {
             total_dw_only += best * l.count;
           }
         }
+        SearchResult sr;
         if (search && g.epilogue != CUBLASLT_EPILOGUE_BGRADB && first > 0 && best_i >= 0) {
           std::vector<cublasLtMatmulAlgo_t> heuristic_algos;
           for (int i = 0; i < found; ++i) heuristic_algos.push_back(res[i].algo);
-          const SearchResult sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
+          sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
                                                  res[0].algo, heuristic_algos, median_ms);
           const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
           // A side that found nothing (every screened configuration refused
@@ -459,6 +556,39 @@ int main(int argc, char** argv) {
             search_any += std::min(best, sr.any_ms) * l.count;
           }
         }
+        // --sustain: the tuned GEMMs (beta = 0: forward and input gradient).
+        if (sustain_ms > 0 && g.beta == 0.0f && first > 0) {
+          auto launch = [&](const cublasLtMatmulAlgo_t& a) {
+            return cublasLtMatmul(lt, desc, &alpha, A.p, la, Bm.p, lb, &g.beta, D.p, lc, D.p, lc, &a, ws.p, ws_bytes,
+                                  stream);
+          };
+          auto output = [&](const cublasLtMatmulAlgo_t& a) {
+            std::vector<unsigned char> out(c_bytes);
+            check_lt(launch(a), "sustain: bits");
+            check_cuda(cudaMemcpyAsync(out.data(), D.p, c_bytes, cudaMemcpyDeviceToHost, stream), "copy");
+            check_cuda(cudaStreamSynchronize(stream), "sync");
+            return out;
+          };
+          const std::vector<unsigned char> ref = output(res[0].algo);
+          std::vector<cublasLtMatmulAlgo_t> cands;
+          std::vector<std::string> labels;
+          std::vector<double> burst;
+          for (int i = 0; i < found; ++i) {
+            if (list_ms[static_cast<size_t>(i)] < 0 || (i > 0 && output(res[i].algo) != ref)) continue;
+            cands.push_back(res[i].algo);
+            labels.push_back("list #" + std::to_string(i) + " " + search_config(res[i].algo));
+            burst.push_back(list_ms[static_cast<size_t>(i)]);
+          }
+          for (const cublasLtMatmulAlgo_t& a : sr.same_top) {
+            cands.push_back(a);
+            labels.push_back("searched " + search_config(a));
+            burst.push_back(median_ms([&] { return launch(a); }));
+          }
+          const SustainResult su = sustain_compare(stream, bus_id, g.name, cands, labels, burst, sustain_ms, launch);
+          sus_first += su.first_ms * l.count;
+          sus_burst += su.burst_best_ms * l.count;
+          sus_best += su.best_ms * l.count;
+        }
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(la);
         cublasLtMatrixLayoutDestroy(lb);
@@ -478,6 +608,11 @@ int main(int argc, char** argv) {
                   "searched configurations of the same bits %.3f ms (%.1f%% less), of any bits %.3f ms (%.1f%% less)\n",
                   search_list, search_same, 100.0 * (search_list - search_same) / search_list, search_any,
                   100.0 * (search_list - search_any) / search_list);
+    }
+    if (sustain_ms > 0) {
+      std::printf("sustained, per step (fwd + dinp, 12 blocks): heuristic's first %.3f ms, burst-fastest %.3f ms, "
+                  "sustained-fastest %.3f ms (%.1f%% less than the burst-fastest)\n",
+                  sus_first, sus_burst, sus_best, 100.0 * (sus_burst - sus_best) / sus_burst);
     }
     cublasLtDestroy(lt);
     return 0;

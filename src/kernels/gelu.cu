@@ -18,6 +18,7 @@
 // That is far below a 16-bit rounding step (bf16 2^-8, fp16 2^-11): over a
 // sweep of inputs the result is the correctly rounded value but for a few
 // fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/column_sum.cuh"
@@ -97,11 +98,49 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
   }
 }
 
+// out = gelu(inp + bias), bias (C) added to every row of inp (rows, C), the
+// sum in fp32. Packed: thread x of a block owns the pack column
+// blockIdx.x * blockDim.x + x (its bias read once), rows blockIdx.y *
+// blockDim.y + y, then every gridDim.y * blockDim.y-th. Unpacked (odd
+// shapes): element by element, the column by a division.
+template <typename T>
+__global__ void gelu_bias_forward_kernel(T* __restrict__ out, const T* __restrict__ inp, const T* __restrict__ bias,
+                                         int64_t rows, int64_t C) {
+  constexpr int P = Pack<T>::N;
+  const int64_t col = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * P;
+  if (col >= C) return;
+  const Pack<T> bp = load_pack(bias + col);
+  float b[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) b[j] = to_f(bp.v[j]);
+  const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows; r += stride) {
+    const int64_t i = r * C + col;
+    const Pack<T> x = load_pack(inp + i);
+    Pack<T> y;
+#pragma unroll
+    for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j]) + b[j]));
+    store_pack(out + i, y);
+  }
+}
+
+template <typename T>
+__global__ void gelu_bias_forward_scalar_kernel(T* __restrict__ out, const T* __restrict__ inp,
+                                                const T* __restrict__ bias, int64_t n, int64_t C) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    out[i] = from_f<T>(gelu_f<T>(to_f(inp[i]) + to_f(bias[i % C])));
+  }
+}
+
 // kOut: also write out = gelu(inp) (backward with recompute). out may alias
 // dout and dinp may alias inp (each read first, element by element), so
-// none of them is __restrict__.
+// none of them is __restrict__. bias (C), when not null, is added to inp's
+// rows first (the column by a division: the path for shapes the column-sum
+// pass below does not take).
 template <typename T, bool kVec, bool kOut>
-__global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dout, int64_t n) {
+__global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dout, const T* bias, int64_t C,
+                                     int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec) {
@@ -109,19 +148,22 @@ __global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dou
     for (int64_t i = tid; i < n / P; i += stride) {
       Pack<T> x = load_pack(inp + i * P);
       Pack<T> g = load_pack(dout + i * P);
+      float v[P];
+#pragma unroll
+      for (int j = 0; j < P; ++j) v[j] = bias ? to_f(x.v[j]) + to_f(bias[(i * P + j) % C]) : to_f(x.v[j]);
       Pack<T> y;
 #pragma unroll
-      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f<T>(to_f(x.v[j])));
+      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f<T>(v[j]));
       store_pack(dinp + i * P, y);
       if constexpr (kOut) {
 #pragma unroll
-        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j])));
+        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(v[j]));
         store_pack(out + i * P, y);
       }
     }
   } else {
     for (int64_t i = tid; i < n; i += stride) {
-      const float x = to_f(inp[i]);
+      const float x = bias ? to_f(inp[i]) + to_f(bias[i % C]) : to_f(inp[i]);
       dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f<T>(x));
       if constexpr (kOut) out[i] = from_f<T>(gelu_f<T>(x));
     }
@@ -130,8 +172,9 @@ __global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dou
 
 // The backward as a column-sum op (column_sum.cuh): one pack of dinp (and,
 // kOut, of out) per call, whose stored dinp values the pass sums per column
-// into the bias gradient.
-template <typename T, bool kOut>
+// into the bias gradient. kBias: inp's rows get the bias (C) added first,
+// the thread's bias pack read once for its column.
+template <typename T, bool kOut, bool kBias = false>
 struct GeluBackwardOp {
   // One row ahead a thread (its loads go out before this row's arithmetic),
   // 2 blocks of 512 an SM (64 registers; the accumulators do not fit the
@@ -142,19 +185,38 @@ struct GeluBackwardOp {
   T* out;   // may alias dout
   const T* inp;
   const T* dout;
+  const T* bias;  // kBias only
   struct Loaded {
     Pack<T> x, g;
   };
+  struct NoColumn {};
+  using Column = std::conditional_t<kBias, Pack<T>, NoColumn>;
+  __device__ __forceinline__ Column column(int64_t col) const {
+    if constexpr (kBias) {
+      return load_pack(bias + col);
+    } else {
+      return {};
+    }
+  }
   __device__ __forceinline__ Loaded load(int64_t i) const { return {load_pack(inp + i), load_pack(dout + i)}; }
-  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t i) const {
+  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t i, const Column& c) const {
+    float x[Pack<T>::N];
+#pragma unroll
+    for (int j = 0; j < Pack<T>::N; ++j) {
+      if constexpr (kBias) {
+        x[j] = to_f(v.x.v[j]) + to_f(c.v[j]);
+      } else {
+        x[j] = to_f(v.x.v[j]);
+      }
+    }
     Pack<T> y;
 #pragma unroll
-    for (int j = 0; j < Pack<T>::N; ++j) y.v[j] = from_f<T>(to_f(v.g.v[j]) * gelu_grad_f<T>(to_f(v.x.v[j])));
+    for (int j = 0; j < Pack<T>::N; ++j) y.v[j] = from_f<T>(to_f(v.g.v[j]) * gelu_grad_f<T>(x[j]));
     store_pack(dinp + i, y);
     if constexpr (kOut) {
       Pack<T> o;
 #pragma unroll
-      for (int j = 0; j < Pack<T>::N; ++j) o.v[j] = from_f<T>(gelu_f<T>(to_f(v.x.v[j])));
+      for (int j = 0; j < Pack<T>::N; ++j) o.v[j] = from_f<T>(gelu_f<T>(x[j]));
       store_pack(out + i, o);
     }
     return y;
@@ -165,7 +227,23 @@ struct GeluBackwardOp {
 
 namespace cuda {
 
-void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
+namespace {
+
+// The bias (C) that matmul_forward's GELU path adds to inp's rows (gelu.h):
+// on the GPU, of inp's dtype, C dividing the element count. Returns C (0
+// without a bias).
+int64_t check_inp_bias(const char* op, const Tensor& inp_bias, const Tensor& inp) {
+  if (!inp_bias.defined()) return 0;
+  check_gpu(inp_bias, op, "inp_bias");
+  check_dtype(inp_bias, inp.dtype, op, "inp_bias");
+  const int64_t C = inp_bias.numel(), n = inp.numel();
+  VIT_CHECK(C > 0 && n % C == 0, op, ": inp_bias has ", C, " elements, which do not divide inp's ", n, " into rows");
+  return C;
+}
+
+}  // namespace
+
+void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp, const Tensor& inp_bias) {
   const char* op = "gelu_forward";
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(out, op, "out");
@@ -173,10 +251,24 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   check_dtype(out, inp.dtype, op, "out");
   const int64_t n = inp.numel();
   check_numel(out, n, op, "out");
+  const int64_t C = check_inp_bias(op, inp_bias, inp);
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
-    if (n % P == 0 && aligned16(out.data) && aligned16(inp.data)) {
+    const bool vec = n % P == 0 && aligned16(out.data) && aligned16(inp.data);
+    if (C > 0 && vec && C % P == 0 && aligned16(inp_bias.data)) {
+      // Blocks of 32 pack columns x 8 rows; enough row groups for ~2048
+      // threads an SM, each thread then down its column.
+      const int64_t rows = n / C, cpacks = C / P;
+      const dim3 block(32, 8);
+      const int64_t gx = (cpacks + 31) / 32;
+      const int64_t gy = std::max<int64_t>(1, std::min<int64_t>((rows + 7) / 8, (int64_t(h.num_sms) * 8 + gx - 1) / gx));
+      gelu_bias_forward_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block, 0, s>>>(
+          out.as<T>(), inp.as<T>(), inp_bias.as<T>(), rows, C);
+    } else if (C > 0) {
+      gelu_bias_forward_scalar_kernel<T><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(),
+                                                                                    inp_bias.as<T>(), n, C);
+    } else if (vec) {
       gelu_forward_kernel<T, true><<<grid_for(n / P, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
     } else {
       gelu_forward_kernel<T, false><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
@@ -187,10 +279,11 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
 
 namespace {
 
-// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp); with
-// dbias defined, dbias (+)= dinp's column sums (gelu.h).
+// dinp = dout * gelu'(inp [+ inp_bias]), and with `out` defined out =
+// gelu(inp [+ inp_bias]); with dbias defined, dbias (+)= dinp's column sums
+// (gelu.h).
 void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tensor out, const Tensor& inp,
-                          const Tensor& dout, const Tensor& dbias, bool accumulate) {
+                          const Tensor& dout, const Tensor& dbias, bool accumulate, const Tensor& inp_bias) {
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
   check_gpu(inp, op, "inp");
@@ -216,36 +309,50 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
     VIT_CHECK(C > 0 && n % C == 0, op, ": dbias has ", C, " elements, which do not divide dinp's ", n,
               " into rows");
   }
+  const int64_t CB = check_inp_bias(op, inp_bias, inp);
+  VIT_CHECK(CB == 0 || C == 0 || CB == C, op, ": inp_bias has ", CB, " elements and dbias ", C,
+            "; both are one value a column");
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
     const bool vec = n % P == 0 && aligned16(dinp.data) && aligned16(inp.data) && aligned16(dout.data) &&
-                     (!with_out || aligned16(out.data));
+                     (!with_out || aligned16(out.data)) && (CB == 0 || aligned16(inp_bias.data));
     T* o = with_out ? out.as<T>() : nullptr;
+    const T* b = CB > 0 ? inp_bias.as<T>() : nullptr;
     if (C > 0 && vec && C % P == 0) {  // the backward and the bias gradient in one pass
       // With the recompute in the plain backward's launch shape: the same
       // bias-gradient bits (train.recompute_gelu gives the stored run's
       // gradients), the 78-register kernel in two waves where the plain one
       // fits two blocks an SM.
-      if (with_out) {
-        column_sum_launch<T, GeluBackwardOp<T, true>, GeluBackwardOp<T, false>>(
-            h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
-            accumulate);
+      auto fused = [&](auto bias_tag) {
+        constexpr bool kB = decltype(bias_tag)::value;
+        if (with_out) {
+          column_sum_launch<T, GeluBackwardOp<T, true, kB>, GeluBackwardOp<T, false, kB>>(
+              h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true, kB>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b},
+              accumulate);
+        } else {
+          column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
+                               GeluBackwardOp<T, false, kB>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b},
+                               accumulate);
+        }
+      };
+      if (b) {
+        fused(std::true_type{});
       } else {
-        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
-                             GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
+        fused(std::false_type{});
       }
       return;
     }
     const unsigned grid = vec ? grid_for(n / P, 256, h.num_sms) : grid_for(n, 256, h.num_sms);
     if (vec && with_out) {
-      gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+      gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
     } else if (vec) {
-      gelu_backward_kernel<T, true, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+      gelu_backward_kernel<T, true, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
     } else if (with_out) {
-      gelu_backward_kernel<T, false, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+      gelu_backward_kernel<T, false, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
     } else {
-      gelu_backward_kernel<T, false, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
+      gelu_backward_kernel<T, false, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB,
+                                                                 n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
@@ -255,14 +362,14 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
 }  // namespace
 
 void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout, Tensor dbias,
-                   bool accumulate) {
-  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate);
+                   bool accumulate, const Tensor& inp_bias) {
+  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate, inp_bias);
 }
 
 void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
-                             Tensor dbias, bool accumulate) {
+                             Tensor dbias, bool accumulate, const Tensor& inp_bias) {
   VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
-  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate);
+  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate, inp_bias);
 }
 
 }  // namespace cuda

@@ -11,7 +11,7 @@
 // Not a ctest test; run by hand on
 // the GPU:
 //
-//   bench_gemm_algos [--batch 32] [--reps 20] [--search 1]
+//   bench_gemm_algos [--batch 32] [--reps 20] [--search 1] [--sustain MS] [--only fc1]
 //
 // --search 1: beyond the heuristic's list, every configuration cuBLASLt
 // accepts for the forward, input-gradient and weight-gradient GEMMs (each
@@ -353,12 +353,14 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool search = false;
   double sustain_ms = 0;
+  std::string only;  // --only fc1: the GEMMs whose name starts with it
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
     else if (k == "--search") search = std::atoi(argv[i + 1]) != 0;
     else if (k == "--sustain") sustain_ms = std::atof(argv[i + 1]);
+    else if (k == "--only") only = argv[i + 1];
   }
   try {
     cudaDeviceProp prop{};
@@ -408,8 +410,12 @@ int main(int argc, char** argv) {
     std::printf("%-14s %6s %6s %6s | %9s %9s %6s | %s -> %s\n", "gemm", "m", "n", "k", "first ms", "best ms", "gain",
                 "first", "best");
     for (const Lin& l : lins) {
-      const Gemm gemms[4] = {
+      const Gemm gemms[5] = {
           {std::string(l.name) + " fwd", l.N, M, l.K, l.K, l.K, l.N, true, false, false, CUBLASLT_EPILOGUE_BIAS, 0.0f},
+          // The forward without the bias epilogue (the bias then added by
+          // the pass that reads the output): what does the epilogue cost?
+          {std::string(l.name) + " fwd nobias", l.N, M, l.K, l.K, l.K, l.N, true, false, false,
+           CUBLASLT_EPILOGUE_DEFAULT, 0.0f},
           {std::string(l.name) + " dinp", l.K, M, l.N, l.K, l.N, l.K, false, false, false, CUBLASLT_EPILOGUE_DEFAULT,
            0.0f},
           {std::string(l.name) + " dW+db", l.K, l.N, M, l.K, l.N, l.K, false, true, true, CUBLASLT_EPILOGUE_BGRADB,
@@ -421,7 +427,9 @@ int main(int argc, char** argv) {
            CUBLASLT_EPILOGUE_DEFAULT, 1.0f},
       };
       for (const Gemm& g : gemms) {
-        const bool in_step = g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos;
+        if (!only.empty() && g.name.compare(0, only.size(), only) != 0) continue;
+        const bool in_step = (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos) &&
+                             g.name.find("nobias") == std::string::npos;
         const int64_t a_elems = (g.transa ? g.k : g.m) * g.lda, b_elems = (g.transb ? g.k : g.n) * g.ldb;
         const size_t c_bytes = static_cast<size_t>(g.ldc * g.n) * (g.out_f32 ? 4 : 2);
         DevBuf A(static_cast<size_t>(std::max(a_elems, (g.transa ? g.m : g.k) * g.lda)) * 2, true);
@@ -548,8 +556,9 @@ int main(int argc, char** argv) {
                       g.name.c_str(), sr.checked, sr.ran, side(sr.same_ms, sr.same_cfg).c_str(),
                       side(sr.any_ms, sr.any_cfg).c_str());
           std::fflush(stdout);
-          const bool step_gemm = g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos ||
-                                 g.name.find("dW only") != std::string::npos;
+          const bool step_gemm = (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT || g.name.find("dW") == std::string::npos ||
+                                  g.name.find("dW only") != std::string::npos) &&
+                                 g.name.find("nobias") == std::string::npos;
           if (step_gemm) {
             search_list += best * l.count;
             search_same += std::min(best, sr.same_ms) * l.count;
@@ -557,7 +566,7 @@ int main(int argc, char** argv) {
           }
         }
         // --sustain: the tuned GEMMs (beta = 0: forward and input gradient).
-        if (sustain_ms > 0 && g.beta == 0.0f && first > 0) {
+        if (sustain_ms > 0 && g.beta == 0.0f && first > 0) {  // fwd nobias too, outside the per-step sums
           auto launch = [&](const cublasLtMatmulAlgo_t& a) {
             return cublasLtMatmul(lt, desc, &alpha, A.p, la, Bm.p, lb, &g.beta, D.p, lc, D.p, lc, &a, ws.p, ws_bytes,
                                   stream);
@@ -585,9 +594,11 @@ int main(int argc, char** argv) {
             burst.push_back(median_ms([&] { return launch(a); }));
           }
           const SustainResult su = sustain_compare(stream, bus_id, g.name, cands, labels, burst, sustain_ms, launch);
-          sus_first += su.first_ms * l.count;
-          sus_burst += su.burst_best_ms * l.count;
-          sus_best += su.best_ms * l.count;
+          if (in_step) {
+            sus_first += su.first_ms * l.count;
+            sus_burst += su.burst_best_ms * l.count;
+            sus_best += su.best_ms * l.count;
+          }
         }
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(la);

@@ -26,12 +26,10 @@
 //
 // The per-element work is an `Op` (with kDepth, the rows of loads a thread
 // keeps in flight, and kMinBlocks, the blocks of kColSumThreads an SM must
-// fit: a register cap): op.column(col) reads what the thread's pack column
-// needs once (an Op::Column, e.g. a bias pack; empty for most ops),
-// op.load(i) issues the loads of the pack at element offset i (returns an
-// Op::Loaded), op.apply(loaded, i, column) finishes it, stores what the op
-// writes, and returns the pack whose values (as stored) are summed.
-// ColumnSumRead is the plain column sum.
+// fit: a register cap): op.load(i) issues the loads of the pack at element
+// offset i (returns an Op::Loaded), op.apply(loaded, i) finishes it, stores
+// what the op writes, and returns the pack whose values (as stored) are
+// summed. ColumnSumRead is the plain column sum.
 #pragma once
 
 #include "kernels/column_sum.h"
@@ -45,10 +43,8 @@ struct ColumnSumRead {
   static constexpr int kMinBlocks = 2;  // blocks of kColSumThreads an SM (__launch_bounds__): at most 64 registers
   const T* __restrict__ x;
   using Loaded = Pack<T>;
-  struct Column {};
-  __device__ __forceinline__ Column column(int64_t) const { return {}; }
   __device__ __forceinline__ Loaded load(int64_t i) const { return load_pack(x + i); }
-  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t, Column) const { return v; }
+  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t) const { return v; }
 };
 
 // partial (gridDim.y, N): row g is the column sums of op's packs over the
@@ -67,7 +63,6 @@ __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
 #pragma unroll
   for (int j = 0; j < P; ++j) acc[j] = 0.0f;
   if (col < N) {
-    const typename Op::Column column = op.column(col);
     const int64_t first = static_cast<int64_t>(blockIdx.y) * R + y;
     typename Op::Loaded buf[D];
 #pragma unroll
@@ -84,7 +79,7 @@ __global__ void __launch_bounds__(kColSumThreads, Op::kMinBlocks)
           const typename Op::Loaded cur = buf[d];
           const int64_t next = row + D * stride;
           if (next < M) buf[d] = op.load(next * N + col);
-          const Pack<T> v = op.apply(cur, row * N + col, column);
+          const Pack<T> v = op.apply(cur, row * N + col);
 #pragma unroll
           for (int j = 0; j < P; ++j) acc[j] += to_f(v.v[j]);
         }

@@ -96,27 +96,16 @@ VIT_CPU_CLONES void gelu_forward_range(const float* x, float* y, int64_t n) {
   }
 }
 
-// One row of x + b (the bias of the linear layer before the GELU: gelu.h).
-VIT_CPU_CLONES void gelu_forward_bias_range(const float* x, const float* b, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] + b[i];
-    y[i] = v * normal_cdf(v).cdf;
-  }
-}
-
-// dx = g * gelu'(x [+ b]), and with kOut also y = gelu(x [+ b]) as the
-// forward writes it (train.recompute_gelu). y may be g itself (g[i] is read
-// before y[i] is written), so no pointer here is restrict. Inlined into each
-// clone below, so it is compiled for the clone's instruction set. kBias: b
-// is one row's bias (n = the row's length).
-template <bool kOut, bool kBias>
-inline void gelu_backward_elements(const float* x, const float* b, const float* g, float* dx, float* y, int64_t n) {
+// dx = g * gelu'(x), and with kOut also y = gelu(x) as gelu_forward_range
+// writes it (train.recompute_gelu). y may be g itself (g[i] is read before
+// y[i] is written), so no pointer here is restrict. Inlined into each
+// clone below, so it is compiled for the clone's instruction set.
+template <bool kOut>
+inline void gelu_backward_elements(const float* x, const float* g, float* dx, float* y, int64_t n) {
   constexpr float kInvSqrt2Pi = 0.39894228040f;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    float v = x[i];
-    if constexpr (kBias) v = v + b[i];
+    const float v = x[i];
     const Cdf c = normal_cdf(v);
     dx[i] = g[i] * (c.cdf + v * kInvSqrt2Pi * c.density);
     if constexpr (kOut) y[i] = v * c.cdf;
@@ -124,20 +113,11 @@ inline void gelu_backward_elements(const float* x, const float* b, const float* 
 }
 
 VIT_CPU_CLONES void gelu_backward_range(const float* x, const float* g, float* dx, int64_t n) {
-  gelu_backward_elements<false, false>(x, nullptr, g, dx, nullptr, n);
+  gelu_backward_elements<false>(x, g, dx, nullptr, n);
 }
 
 VIT_CPU_CLONES void gelu_backward_recompute_range(const float* x, const float* g, float* dx, float* y, int64_t n) {
-  gelu_backward_elements<true, false>(x, nullptr, g, dx, y, n);
-}
-
-VIT_CPU_CLONES void gelu_backward_bias_range(const float* x, const float* b, const float* g, float* dx, int64_t n) {
-  gelu_backward_elements<false, true>(x, b, g, dx, nullptr, n);
-}
-
-VIT_CPU_CLONES void gelu_backward_recompute_bias_range(const float* x, const float* b, const float* g, float* dx,
-                                                       float* y, int64_t n) {
-  gelu_backward_elements<true, true>(x, b, g, dx, y, n);
+  gelu_backward_elements<true>(x, g, dx, y, n);
 }
 
 // Threads take chunks of this many elements.
@@ -149,32 +129,14 @@ void check_pair(const char* op, const char* out_name, const Tensor& out, const c
   detail::require_numel(op, out_name, out, in.numel(), in_name);
 }
 
-// The bias added to inp's rows (gelu.h): fp32 on the CPU, C elements
-// dividing inp's count. Returns C (0 without a bias).
-int64_t check_inp_bias(const char* op, const Tensor& inp_bias, const Tensor& inp) {
-  if (!inp_bias.defined()) return 0;
-  detail::require_cpu(op, "inp_bias", inp_bias);
-  detail::require_f32(op, "inp_bias", inp_bias);
-  const int64_t C = inp_bias.numel(), n = inp.numel();
-  VIT_CHECK(C > 0 && n % C == 0, op, ": inp_bias has ", C, " elements, which do not divide inp's ", n, " into rows");
-  return C;
-}
-
 }  // namespace
 
-void gelu_forward(const Context&, Tensor out, const Tensor& inp, const Tensor& inp_bias) {
+void gelu_forward(const Context&, Tensor out, const Tensor& inp) {
   const char* op = "gelu_forward";
   check_pair(op, "out", out, "inp", inp);
   const int64_t n = inp.numel();
   const float* x = inp.f32();
   float* y = out.f32();
-  if (const int64_t C = check_inp_bias(op, inp_bias, inp); C > 0) {
-    const float* b = inp_bias.f32();
-    const int64_t rows = n / C;
-#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) gelu_forward_bias_range(x + r * C, b, y + r * C, C);
-    return;
-  }
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -188,7 +150,7 @@ namespace {
 // dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp), in
 // chunks over the threads; then dbias (+)= dinp's column sums (gelu.h).
 void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
-                          const Tensor& dbias, bool accumulate, const Tensor& inp_bias) {
+                          const Tensor& dbias, bool accumulate) {
   check_pair(op, "dinp", dinp, "inp", inp);
   check_pair(op, "dout", dout, "inp", inp);
   if (out.defined()) {
@@ -205,28 +167,10 @@ void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor&
     VIT_CHECK(C > 0 && n % C == 0, op, ": dbias has ", C, " elements, which do not divide dinp's ", n,
               " into rows");
   }
-  const int64_t CB = check_inp_bias(op, inp_bias, inp);
-  VIT_CHECK(CB == 0 || C == 0 || CB == C, op, ": inp_bias has ", CB, " elements and dbias ", C,
-            "; both are one value a column");
   const float* x = inp.f32();
   const float* g = dout.f32();
   float* dx = dinp.f32();
   float* y = out.defined() ? out.f32() : nullptr;
-  if (CB > 0) {  // row by row, the bias added
-    const float* b = inp_bias.f32();
-    const int64_t rows = n / CB;
-#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t lo = r * CB;
-      if (y) {
-        gelu_backward_recompute_bias_range(x + lo, b, g + lo, dx + lo, y + lo, CB);
-      } else {
-        gelu_backward_bias_range(x + lo, b, g + lo, dx + lo, CB);
-      }
-    }
-    if (C > 0) detail::add_column_sums(dbias.f32(), dx, n / C, C, accumulate);
-    return;
-  }
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -243,14 +187,14 @@ void gelu_backward_chunks(const char* op, Tensor dinp, Tensor out, const Tensor&
 }  // namespace
 
 void gelu_backward(const Context&, Tensor dinp, const Tensor& inp, const Tensor& dout, Tensor dbias,
-                   bool accumulate, const Tensor& inp_bias) {
-  gelu_backward_chunks("gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate, inp_bias);
+                   bool accumulate) {
+  gelu_backward_chunks("gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate);
 }
 
 void gelu_backward_recompute(const Context&, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
-                             Tensor dbias, bool accumulate, const Tensor& inp_bias) {
+                             Tensor dbias, bool accumulate) {
   VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
-  gelu_backward_chunks("gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate, inp_bias);
+  gelu_backward_chunks("gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate);
 }
 
 }  // namespace vit::kernels::cpu

@@ -18,7 +18,6 @@
 // That is far below a 16-bit rounding step (bf16 2^-8, fp16 2^-11): over a
 // sweep of inputs the result is the correctly rounded value but for a few
 // fp16 values (test_kernels_gpu's gelu_correctly_rounded_16bit).
-#include <algorithm>
 #include <type_traits>
 
 #include "kernels/column_sum.cuh"
@@ -98,48 +97,11 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ i
   }
 }
 
-// out = gelu(inp + bias), bias (C) added to every row of inp (rows, C), the
-// sum in fp32. Packed: a grid-stride pass like gelu_forward_kernel's (the
-// same sweep over memory), with a thread count `threads` that is a multiple
-// of the row's packs, so that each thread stays in one pack column and reads
-// its bias once. (Threads owning a column and walking down rows in 2-D
-// blocks moved 3.07 TB/s against this sweep's 3.5 on an H200.)
-template <typename T>
-__global__ void gelu_bias_forward_kernel(T* __restrict__ out, const T* __restrict__ inp, const T* __restrict__ bias,
-                                         int64_t packs, int64_t row_packs, int64_t threads) {
-  constexpr int P = Pack<T>::N;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (tid >= threads) return;
-  const Pack<T> bp = load_pack(bias + (tid % row_packs) * P);
-  float b[P];
-#pragma unroll
-  for (int j = 0; j < P; ++j) b[j] = to_f(bp.v[j]);
-  for (int64_t i = tid; i < packs; i += threads) {
-    const Pack<T> x = load_pack(inp + i * P);
-    Pack<T> y;
-#pragma unroll
-    for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j]) + b[j]));
-    store_pack(out + i * P, y);
-  }
-}
-
-template <typename T>
-__global__ void gelu_bias_forward_scalar_kernel(T* __restrict__ out, const T* __restrict__ inp,
-                                                const T* __restrict__ bias, int64_t n, int64_t C) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    out[i] = from_f<T>(gelu_f<T>(to_f(inp[i]) + to_f(bias[i % C])));
-  }
-}
-
 // kOut: also write out = gelu(inp) (backward with recompute). out may alias
 // dout and dinp may alias inp (each read first, element by element), so
-// none of them is __restrict__. bias (C), when not null, is added to inp's
-// rows first (the column by a division: the path for shapes the column-sum
-// pass below does not take).
+// none of them is __restrict__.
 template <typename T, bool kVec, bool kOut>
-__global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dout, const T* bias, int64_t C,
-                                     int64_t n) {
+__global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dout, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (kVec) {
@@ -147,22 +109,19 @@ __global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dou
     for (int64_t i = tid; i < n / P; i += stride) {
       Pack<T> x = load_pack(inp + i * P);
       Pack<T> g = load_pack(dout + i * P);
-      float v[P];
-#pragma unroll
-      for (int j = 0; j < P; ++j) v[j] = bias ? to_f(x.v[j]) + to_f(bias[(i * P + j) % C]) : to_f(x.v[j]);
       Pack<T> y;
 #pragma unroll
-      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f<T>(v[j]));
+      for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(to_f(g.v[j]) * gelu_grad_f<T>(to_f(x.v[j])));
       store_pack(dinp + i * P, y);
       if constexpr (kOut) {
 #pragma unroll
-        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(v[j]));
+        for (int j = 0; j < P; ++j) y.v[j] = from_f<T>(gelu_f<T>(to_f(x.v[j])));
         store_pack(out + i * P, y);
       }
     }
   } else {
     for (int64_t i = tid; i < n; i += stride) {
-      const float x = bias ? to_f(inp[i]) + to_f(bias[i % C]) : to_f(inp[i]);
+      const float x = to_f(inp[i]);
       dinp[i] = from_f<T>(to_f(dout[i]) * gelu_grad_f<T>(x));
       if constexpr (kOut) out[i] = from_f<T>(gelu_f<T>(x));
     }
@@ -171,9 +130,8 @@ __global__ void gelu_backward_kernel(T* dinp, T* out, const T* inp, const T* dou
 
 // The backward as a column-sum op (column_sum.cuh): one pack of dinp (and,
 // kOut, of out) per call, whose stored dinp values the pass sums per column
-// into the bias gradient. kBias: inp's rows get the bias (C) added first,
-// the thread's bias pack read once for its column.
-template <typename T, bool kOut, bool kBias = false>
+// into the bias gradient.
+template <typename T, bool kOut>
 struct GeluBackwardOp {
   // One row ahead a thread (its loads go out before this row's arithmetic),
   // 2 blocks of 512 an SM (64 registers; the accumulators do not fit the
@@ -184,38 +142,19 @@ struct GeluBackwardOp {
   T* out;   // may alias dout
   const T* inp;
   const T* dout;
-  const T* bias;  // kBias only
   struct Loaded {
     Pack<T> x, g;
   };
-  struct NoColumn {};
-  using Column = std::conditional_t<kBias, Pack<T>, NoColumn>;
-  __device__ __forceinline__ Column column(int64_t col) const {
-    if constexpr (kBias) {
-      return load_pack(bias + col);
-    } else {
-      return {};
-    }
-  }
   __device__ __forceinline__ Loaded load(int64_t i) const { return {load_pack(inp + i), load_pack(dout + i)}; }
-  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t i, const Column& c) const {
-    float x[Pack<T>::N];
-#pragma unroll
-    for (int j = 0; j < Pack<T>::N; ++j) {
-      if constexpr (kBias) {
-        x[j] = to_f(v.x.v[j]) + to_f(c.v[j]);
-      } else {
-        x[j] = to_f(v.x.v[j]);
-      }
-    }
+  __device__ __forceinline__ Pack<T> apply(const Loaded& v, int64_t i) const {
     Pack<T> y;
 #pragma unroll
-    for (int j = 0; j < Pack<T>::N; ++j) y.v[j] = from_f<T>(to_f(v.g.v[j]) * gelu_grad_f<T>(x[j]));
+    for (int j = 0; j < Pack<T>::N; ++j) y.v[j] = from_f<T>(to_f(v.g.v[j]) * gelu_grad_f<T>(to_f(v.x.v[j])));
     store_pack(dinp + i, y);
     if constexpr (kOut) {
       Pack<T> o;
 #pragma unroll
-      for (int j = 0; j < Pack<T>::N; ++j) o.v[j] = from_f<T>(gelu_f<T>(x[j]));
+      for (int j = 0; j < Pack<T>::N; ++j) o.v[j] = from_f<T>(gelu_f<T>(to_f(v.x.v[j])));
       store_pack(out + i, o);
     }
     return y;
@@ -226,23 +165,7 @@ struct GeluBackwardOp {
 
 namespace cuda {
 
-namespace {
-
-// The bias (C) that matmul_forward's GELU path adds to inp's rows (gelu.h):
-// on the GPU, of inp's dtype, C dividing the element count. Returns C (0
-// without a bias).
-int64_t check_inp_bias(const char* op, const Tensor& inp_bias, const Tensor& inp) {
-  if (!inp_bias.defined()) return 0;
-  check_gpu(inp_bias, op, "inp_bias");
-  check_dtype(inp_bias, inp.dtype, op, "inp_bias");
-  const int64_t C = inp_bias.numel(), n = inp.numel();
-  VIT_CHECK(C > 0 && n % C == 0, op, ": inp_bias has ", C, " elements, which do not divide inp's ", n, " into rows");
-  return C;
-}
-
-}  // namespace
-
-void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp, const Tensor& inp_bias) {
+void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
   const char* op = "gelu_forward";
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(out, op, "out");
@@ -250,24 +173,10 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp, const Tenso
   check_dtype(out, inp.dtype, op, "out");
   const int64_t n = inp.numel();
   check_numel(out, n, op, "out");
-  const int64_t C = check_inp_bias(op, inp_bias, inp);
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
-    const bool vec = n % P == 0 && aligned16(out.data) && aligned16(inp.data);
-    if (C > 0 && vec && C % P == 0 && aligned16(inp_bias.data)) {
-      // As many threads as grid_for gives the plain pass, rounded down to
-      // whole rows of packs (at least one row).
-      const int64_t packs = n / P, row_packs = C / P;
-      const int64_t cap = static_cast<int64_t>(grid_for(packs, 256, h.num_sms)) * 256;
-      const int64_t threads = std::max<int64_t>(1, cap / row_packs) * row_packs;
-      const unsigned grid = static_cast<unsigned>((threads + 255) / 256);
-      gelu_bias_forward_kernel<T><<<grid, 256, 0, s>>>(out.as<T>(), inp.as<T>(), inp_bias.as<T>(), packs, row_packs,
-                                                       threads);
-    } else if (C > 0) {
-      gelu_bias_forward_scalar_kernel<T><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(),
-                                                                                    inp_bias.as<T>(), n, C);
-    } else if (vec) {
+    if (n % P == 0 && aligned16(out.data) && aligned16(inp.data)) {
       gelu_forward_kernel<T, true><<<grid_for(n / P, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
     } else {
       gelu_forward_kernel<T, false><<<grid_for(n, 256, h.num_sms), 256, 0, s>>>(out.as<T>(), inp.as<T>(), n);
@@ -278,11 +187,10 @@ void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp, const Tenso
 
 namespace {
 
-// dinp = dout * gelu'(inp [+ inp_bias]), and with `out` defined out =
-// gelu(inp [+ inp_bias]); with dbias defined, dbias (+)= dinp's column sums
-// (gelu.h).
+// dinp = dout * gelu'(inp), and with `out` defined out = gelu(inp); with
+// dbias defined, dbias (+)= dinp's column sums (gelu.h).
 void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tensor out, const Tensor& inp,
-                          const Tensor& dout, const Tensor& dbias, bool accumulate, const Tensor& inp_bias) {
+                          const Tensor& dout, const Tensor& dbias, bool accumulate) {
   GpuHandles& h = gpu_of(ctx, op);
   check_gpu(dinp, op, "dinp");
   check_gpu(inp, op, "inp");
@@ -308,50 +216,36 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
     VIT_CHECK(C > 0 && n % C == 0, op, ": dbias has ", C, " elements, which do not divide dinp's ", n,
               " into rows");
   }
-  const int64_t CB = check_inp_bias(op, inp_bias, inp);
-  VIT_CHECK(CB == 0 || C == 0 || CB == C, op, ": inp_bias has ", CB, " elements and dbias ", C,
-            "; both are one value a column");
   cudaStream_t s = stream_of(ctx);
   VIT_DTYPE_SWITCH(inp.dtype, T, {
     constexpr int P = Pack<T>::N;
     const bool vec = n % P == 0 && aligned16(dinp.data) && aligned16(inp.data) && aligned16(dout.data) &&
-                     (!with_out || aligned16(out.data)) && (CB == 0 || aligned16(inp_bias.data));
+                     (!with_out || aligned16(out.data));
     T* o = with_out ? out.as<T>() : nullptr;
-    const T* b = CB > 0 ? inp_bias.as<T>() : nullptr;
     if (C > 0 && vec && C % P == 0) {  // the backward and the bias gradient in one pass
       // With the recompute in the plain backward's launch shape: the same
       // bias-gradient bits (train.recompute_gelu gives the stored run's
       // gradients), the 78-register kernel in two waves where the plain one
       // fits two blocks an SM.
-      auto fused = [&](auto bias_tag) {
-        constexpr bool kB = decltype(bias_tag)::value;
-        if (with_out) {
-          column_sum_launch<T, GeluBackwardOp<T, true, kB>, GeluBackwardOp<T, false, kB>>(
-              h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true, kB>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b},
-              accumulate);
-        } else {
-          column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
-                               GeluBackwardOp<T, false, kB>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b},
-                               accumulate);
-        }
-      };
-      if (b) {
-        fused(std::true_type{});
+      if (with_out) {
+        column_sum_launch<T, GeluBackwardOp<T, true>, GeluBackwardOp<T, false>>(
+            h, s, dbias.f32(), n / C, C, GeluBackwardOp<T, true>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()},
+            accumulate);
       } else {
-        fused(std::false_type{});
+        column_sum_launch<T>(h, s, dbias.f32(), n / C, C,
+                             GeluBackwardOp<T, false>{dinp.as<T>(), o, inp.as<T>(), dout.as<T>()}, accumulate);
       }
       return;
     }
     const unsigned grid = vec ? grid_for(n / P, 256, h.num_sms) : grid_for(n, 256, h.num_sms);
     if (vec && with_out) {
-      gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
+      gelu_backward_kernel<T, true, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     } else if (vec) {
-      gelu_backward_kernel<T, true, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
+      gelu_backward_kernel<T, true, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     } else if (with_out) {
-      gelu_backward_kernel<T, false, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB, n);
+      gelu_backward_kernel<T, false, true><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     } else {
-      gelu_backward_kernel<T, false, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), b, CB,
-                                                                 n);
+      gelu_backward_kernel<T, false, false><<<grid, 256, 0, s>>>(dinp.as<T>(), o, inp.as<T>(), dout.as<T>(), n);
     }
   });
   VIT_CUDA_CHECK_LAUNCH();
@@ -361,14 +255,14 @@ void gelu_backward_launch(const Context& ctx, const char* op, Tensor dinp, Tenso
 }  // namespace
 
 void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout, Tensor dbias,
-                   bool accumulate, const Tensor& inp_bias) {
-  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate, inp_bias);
+                   bool accumulate) {
+  gelu_backward_launch(ctx, "gelu_backward", dinp, Tensor(), inp, dout, dbias, accumulate);
 }
 
 void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp, const Tensor& dout,
-                             Tensor dbias, bool accumulate, const Tensor& inp_bias) {
+                             Tensor dbias, bool accumulate) {
   VIT_CHECK(out.defined(), "gelu_backward_recompute: out is undefined");
-  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate, inp_bias);
+  gelu_backward_launch(ctx, "gelu_backward_recompute", dinp, out, inp, dout, dbias, accumulate);
 }
 
 }  // namespace cuda

@@ -1,14 +1,8 @@
 // GELU, exact form: gelu(x) = 0.5 x (1 + erf(x / sqrt 2)), as Hugging Face's
 // ViT ("gelu"). Used where the matmul epilogue does not fuse it.
 //
-// Forward:  out (N) = gelu(inp (N) [+ inp_bias])
-// Backward: dinp (N) = dout (N) * gelu'(inp [+ inp_bias])   assigned (=)
-// inp_bias (optional, C elements of inp's dtype, C dividing N): added to
-//   every row of inp viewed as (N / C, C) rows, the sum in fp32, before the
-//   GELU; the backward takes the same bias. It is the bias of the linear
-//   layer whose output is inp (fc1): matmul_forward's GELU path stores the
-//   product without its bias and lets the GELU add it (on an H200 cuBLASLt's
-//   bias epilogue made fc1's forward GEMM ~9% slower at the power limit).
+// Forward:  out (N) = gelu(inp (N))
+// Backward: dinp (N) = dout (N) * gelu'(inp)   assigned (=)
 // Backward with recompute (the model's train.recompute_gelu: the forward's
 //   GELU output was not kept): the same dinp, and out (N) = gelu(inp) again,
 //   bit for bit the forward's value, from one read of inp and dout. out may
@@ -30,27 +24,23 @@
 
 namespace vit::kernels {
 
-VIT_DECLARE_KERNEL(void, gelu_forward, const Context& ctx, Tensor out, const Tensor& inp,
-                   const Tensor& inp_bias = Tensor())
+VIT_DECLARE_KERNEL(void, gelu_forward, const Context& ctx, Tensor out, const Tensor& inp)
 VIT_DECLARE_KERNEL(void, gelu_backward, const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout,
-                   Tensor dbias = Tensor(), bool accumulate = true, const Tensor& inp_bias = Tensor())
+                   Tensor dbias = Tensor(), bool accumulate = true)
 VIT_DECLARE_KERNEL(void, gelu_backward_recompute, const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
-                   const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true,
-                   const Tensor& inp_bias = Tensor())
+                   const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true)
 
-inline void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp, const Tensor& inp_bias = Tensor()) {
-  VIT_DISPATCH_BYTES(ctx, tensor_bytes(out, inp), gelu_forward, ctx, out, inp, inp_bias);
+inline void gelu_forward(const Context& ctx, Tensor out, const Tensor& inp) {
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(out, inp), gelu_forward, ctx, out, inp);
 }
 inline void gelu_backward(const Context& ctx, Tensor dinp, const Tensor& inp, const Tensor& dout,
-                          Tensor dbias = Tensor(), bool accumulate = true, const Tensor& inp_bias = Tensor()) {
-  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, inp, dout), gelu_backward, ctx, dinp, inp, dout, dbias, accumulate,
-                     inp_bias);
+                          Tensor dbias = Tensor(), bool accumulate = true) {
+  VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, inp, dout), gelu_backward, ctx, dinp, inp, dout, dbias, accumulate);
 }
 inline void gelu_backward_recompute(const Context& ctx, Tensor dinp, Tensor out, const Tensor& inp,
-                                    const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true,
-                                    const Tensor& inp_bias = Tensor()) {
+                                    const Tensor& dout, Tensor dbias = Tensor(), bool accumulate = true) {
   VIT_DISPATCH_BYTES(ctx, tensor_bytes(dinp, out, inp, dout), gelu_backward_recompute, ctx, dinp, out, inp, dout,
-                     dbias, accumulate, inp_bias);
+                     dbias, accumulate);
 }
 
 }  // namespace vit::kernels

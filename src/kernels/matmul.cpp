@@ -83,11 +83,10 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
   check_blas_sizes(op, M, N, K);
   if (M == 0) return;
 
-  // The product lands in pre_gelu when the GELU epilogue follows (without
-  // the bias, which the GELU adds: matmul.h), else in out.
+  // The product lands in pre_gelu when the GELU epilogue follows, else in out.
   float* target = pre_gelu.defined() ? pre_gelu.f32() : out.f32();
   float beta = 0.0f;
-  if (bias.defined() && !pre_gelu.defined()) {
+  if (bias.defined()) {
     const float* b = bias.f32();
 #pragma omp parallel for schedule(static) if (M * N > detail::kParallelMin)
     for (int64_t m = 0; m < M; ++m) std::memcpy(target + m * N, b, static_cast<size_t>(N) * sizeof(float));
@@ -96,7 +95,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
               static_cast<int>(K), 1.0f, inp.f32(), static_cast<int>(K), weight.f32(), static_cast<int>(K), beta,
               target, static_cast<int>(N));
-  if (pre_gelu.defined()) cpu::gelu_forward(ctx, out, pre_gelu, bias);
+  if (pre_gelu.defined()) cpu::gelu_forward(ctx, out, pre_gelu);
   if (residual.defined()) {  // out = residual + out, one fp32 add as residual_add does
     float* o = out.f32();
     const float* r = residual.f32();

@@ -19,15 +19,14 @@
 //
 // GELU: the epilogue's GELU in cuBLASLt is the tanh approximation, while the
 // model needs the exact erf form (Hugging Face ViT). So the GEMM writes
-// pre_gelu and gelu.cu's kernel makes out from it. (Measured on an H200:
-// cuBLASLt's GELU-epilogue kernels run ~30% slower than its plain ones, and
-// cuDNN's fused matmul + exact GELU graphs slower still, so neither beats
-// the plain GEMM plus gelu.cu's pass; PERF_NOTES.md.) Nor does the GEMM add
-// the bias there: pre_gelu is the bare product and the GELU passes, which
-// read it anyway, add the bias (gelu.h's inp_bias). At batch 256 on an H200
-// held at its power limit, fc1's forward GEMM took 0.380 ms with the BIAS
-// epilogue and 0.350 without (bench_gemm_algos --sustain, the fastest
-// configurations with the first's bits: -8%).)
+// pre_gelu with the BIAS epilogue and gelu.cu's kernel makes out from it.
+// (Measured on an H200: cuBLASLt's GELU-epilogue kernels run ~30% slower than
+// its plain ones, and cuDNN's fused matmul + exact GELU graphs slower still,
+// so neither beats the plain GEMM plus gelu.cu's pass; PERF_NOTES.md.) The
+// BIAS epilogue stays on fc1's GEMM: without it the GEMM ran 8% faster at
+// batch 256 on an H200 held at its power limit (bench_gemm_algos --sustain),
+// but the GELU forward that then added the bias took 0.205 against 0.172
+// ms, and the step gained nothing (PERF_NOTES.md, twenty-third session).
 //
 // Plans: descriptors, layouts and the algorithm are cached per (shape,
 // leading dims, types, epilogue, pointer alignment); a steady-state call only
@@ -728,7 +727,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
   c.transa = true; c.transb = false;
   c.ab = dt; c.cd = dt;
   c.A = weight.data; c.B = inp.data; c.D = target.data;
-  if (bias.defined() && !pre_gelu.defined()) {  // with the GELU, gelu_forward adds the bias (see the top)
+  if (bias.defined()) {
     c.epilogue = CUBLASLT_EPILOGUE_BIAS;
     c.bias = bias.data;
   }
@@ -737,7 +736,7 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor pre_gelu, const Tenso
     c.beta = 1.0f;
   }
   lt_matmul(h, stream, c);
-  if (pre_gelu.defined()) cuda::gelu_forward(ctx, out, pre_gelu, bias);
+  if (pre_gelu.defined()) cuda::gelu_forward(ctx, out, pre_gelu);
 }
 
 void matmul_backward(const Context& ctx, Tensor dinp, Tensor dweight, Tensor dbias, const Tensor& dout,

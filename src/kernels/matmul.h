@@ -2,10 +2,8 @@
 //
 // Forward:  out (M, N) = inp (M, K) @ weight (N, K)^T + bias (N) [+ residual (M, N)]
 //   With `pre_gelu` defined, the GELU epilogue is applied: pre_gelu (M, N)
-//   keeps x W^T, without the bias, for the backward pass, and out =
-//   gelu(pre_gelu + b) (exact erf GELU, as Hugging Face's ViT; the sum in
-//   fp32). The backward then passes the bias to gelu_backward (gelu.h's
-//   inp_bias).
+//   keeps x W^T + b for the backward pass and out = gelu(pre_gelu) (exact
+//   erf GELU, as Hugging Face's ViT).
 //   With `residual` defined (not with pre_gelu; a buffer other than out), it
 //   is added in the same pass: a transformer block's residual add. On the
 //   CPU the bits of the product plus a separate residual_add; on the GPU the

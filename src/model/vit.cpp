@@ -24,7 +24,7 @@ struct ViTModel::BlockActs {
   Buffer att, att_aux;             // (B, T, Cl), attention_aux_bytes
   Buffer xmid;                     // (B, T, C): x + attention branch
   Buffer ln2, ln2_mean, ln2_rstd;
-  Buffer fc1_pre, fc1;             // (B, T, Fl): before GELU (without fc1's bias) and after (none with recompute_gelu)
+  Buffer fc1_pre, fc1;             // (B, T, Fl): before and after GELU (fc1: none with recompute_gelu)
 };
 
 // What forward keeps for backward, per slot (micro-batch in flight).
@@ -464,15 +464,14 @@ void ViTModel::block_backward(int l, int B, int slot) {
   const Tensor fc2_db = fc2_bias_summed ? Tensor() : grad(p.fc2_b);
   if (!compute_.recompute_gelu) {
     k::matmul_backward(ctx_, dh, grad(p.fc2_w), fc2_db, dfc2, tensor_of(a.fc1, dt, {BT, Fl}), param(p.fc2_w), acc);
-    k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc, param(p.fc1_b));
+    k::gelu_backward(ctx_, dh_pre, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
   } else {
     // The GELU output was not kept: fc2's input gradient first, then one
     // pass makes GELU's input gradient and, over dh, the GELU output again
     // (the forward's bits), then fc2's weight gradient from it. The same
     // GEMMs on the same inputs as above: the gradients are the same bits.
     k::matmul_backward(ctx_, dh, Tensor(), Tensor(), dfc2, Tensor(), param(p.fc2_w));
-    k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc,
-                               param(p.fc1_b));
+    k::gelu_backward_recompute(ctx_, dh_pre, dh, tensor_of(a.fc1_pre, dt, {BT, Fl}), dh, grad(p.fc1_b), acc);
     k::matmul_backward(ctx_, Tensor(), grad(p.fc2_w), fc2_db, dfc2, dh, param(p.fc2_w), acc);
   }
   // Added with the block's deferred folds (its flush below); the next

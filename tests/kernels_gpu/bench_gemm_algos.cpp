@@ -8,7 +8,8 @@
 // line weighs the layers into one step. Each GEMM also runs the first
 // algorithm with split-K forced (2-8 slices, fp32 workspace reduction), and
 // each weight gradient is timed once more without the bias-gradient epilogue.
-// Not a ctest test; run by hand on
+// Each forward is also timed without its bias epilogue ("fwd nobias", not
+// counted in the step's sums). Not a ctest test; run by hand on
 // the GPU:
 //
 //   bench_gemm_algos [--batch 32] [--reps 20] [--search 1] [--sustain MS] [--only fc1]

@@ -889,64 +889,6 @@ BOOST_AUTO_TEST_CASE(gelu_forward_backward) {
   }
 }
 
-// The GELU with the bias of the layer before it (gelu.h's inp_bias: fc1's
-// product is stored without its bias and the GELU passes add it): against
-// the CPU kernels on the same rounded inputs; the recompute and the in-place
-// calls the model makes give the plain backward's bits; the bias-gradient
-// sums from the GPU's own dinp. Rows of 3072 (the packed forward and the
-// fused column-sum backward) and of 13 (the element-wise fallbacks).
-BOOST_AUTO_TEST_CASE(gelu_with_the_bias_of_the_layer_before) {
-  for (DType dt : kDtypes) {
-    for (const auto& [rows, C] : {std::pair<int64_t, int64_t>{32 * 197, 3072}, {2 * 197 + 1, 3072}, {77, 13}}) {
-      const int64_t n = rows * C;
-      const std::string tag = std::to_string(rows) + " rows of " + std::to_string(C);
-      DevTensor inp(dt, {n}), bias(dt, {C}), dout(dt, {n}), out(dt, {n}), dinp(dt, {n});
-      inp.upload(random_values(n, -4.0f, 4.0f));
-      bias.upload(random_values(C, -2.0f, 2.0f));
-      dout.upload(random_values(n));
-      out.poison();
-      dinp.poison();
-      const Context ctx = gpu().context();
-      K::gelu_forward(ctx, out.t, inp.t, bias.t);
-      K::gelu_backward(ctx, dinp.t, inp.t, dout.t, Tensor(), true, bias.t);
-      std::vector<float> out_ref(n), dinp_ref(n), db_ref(C);
-      auto view = [](std::vector<float>& v) {
-        return make_view(v.data(), DType::F32, Device::CPU, {static_cast<int64_t>(v.size())});
-      };
-      K::gelu_forward(cpu_ctx(), view(out_ref), inp.cpu(), bias.cpu());
-      K::gelu_backward(cpu_ctx(), view(dinp_ref), inp.cpu(), dout.cpu(), Tensor(), true, bias.cpu());
-      // With the bias-gradient sums (=), the recompute into another buffer,
-      // and both in place as the model calls them.
-      DevTensor dinp4(dt, {n}), dinp5(dt, {n}), out5(dt, {n}), x7(dt, {n}), over7(dt, {n});
-      DevTensor db4(DType::F32, {C}), db5(DType::F32, {C}), db7(DType::F32, {C});
-      for (DevTensor* d : {&dinp4, &dinp5, &out5, &db4, &db5, &db7}) d->poison();
-      x7.upload(inp.host);
-      over7.upload(dout.host);
-      K::gelu_backward(ctx, dinp4.t, inp.t, dout.t, db4.t, false, bias.t);
-      K::gelu_backward_recompute(ctx, dinp5.t, out5.t, inp.t, dout.t, db5.t, false, bias.t);
-      K::gelu_backward_recompute(ctx, x7.t, over7.t, x7.t, over7.t, db7.t, false, bias.t);
-      sync();
-      const std::vector<float> out_got = out.download(), dinp_got = dinp.download();
-      compare(label("gelu_fwd +bias", dt, tag), out_got, out_ref, tolerance(OpClass::Elementwise, dt));
-      compare(label("gelu_bwd +bias", dt, tag), dinp_got, dinp_ref, tolerance(OpClass::Elementwise, dt));
-      BOOST_CHECK_MESSAGE(dinp4.download() == dinp_got && dinp5.download() == dinp_got && out5.download() == out_got,
-                          label("gelu_bwd +bias +dbias / recompute", dt, tag)
-                              << ": not the bits of gelu_forward / gelu_backward");
-      BOOST_CHECK_MESSAGE(x7.download() == dinp_got && over7.download() == out_got && db7.download() == db5.download(),
-                          label("gelu_bwd_recompute +bias in place", dt, tag) << ": not the bits of separate buffers");
-      BOOST_CHECK_MESSAGE(db5.download() == db4.download(),
-                          label("gelu_bwd +bias dbias recompute vs plain", dt, tag) << ": other bits");
-      for (int64_t c = 0; c < C; ++c) {
-        double t = 0.0;
-        for (int64_t r = 0; r < rows; ++r) t += dinp_got[r * C + c];
-        db_ref[c] = static_cast<float>(t);
-      }
-      compare(label("gelu_bwd +bias dbias (own dinp)", dt, tag), db4.download(), db_ref,
-              tolerance(OpClass::MasterGrad, dt));
-    }
-  }
-}
-
 BOOST_AUTO_TEST_CASE(gelu_correctly_rounded_16bit) {
   // For 16-bit storage the kernels evaluate erfc by a fitted polynomial (see
   // gelu.cu), a few 1e-6 relative. Over a sweep of inputs in [-12, 12] (every

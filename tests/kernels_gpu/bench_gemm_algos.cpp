@@ -33,6 +33,8 @@
 // each run (mean power, median SM clock, J per call). Printed per GEMM: the
 // burst-fastest (what tuning keeps today) and the sustained-fastest, both at
 // the sustained rate; the last line weighs the step's 12 blocks.
+// --only PREFIX: only the GEMMs whose name starts with it ("fc1", "qkv dinp");
+// the per-step lines then sum those alone.
 //
 // Timing: 2 warm-up calls, then `reps` back-to-back calls timed with CUDA
 // events, three times; the median trial / reps. Inputs are random bf16.
@@ -295,6 +297,7 @@ SustainResult sustain_compare(cudaStream_t stream, const std::string& bus_id, co
   check_cuda(cudaStreamSynchronize(stream), "sync");
   std::vector<std::vector<double>> ms(n), mj(n), watts(n), mhz(n), capped(n);
   vit::train::GpuPowerMeter meter(bus_id, 20);
+  std::string not_measured;  // why the meter read nothing (no NVML, ...): the times stand alone
   for (int round = 0; round < 3; ++round) {
     for (size_t i = 0; i < n; ++i) {
       const int reps = std::max(10, static_cast<int>(sustain_ms / burst_ms[i]));
@@ -307,6 +310,7 @@ SustainResult sustain_compare(cudaStream_t stream, const std::string& bus_id, co
       float el = 0;
       check_cuda(cudaEventElapsedTime(&el, e0, e1), "elapsed");
       ms[i].push_back(el / reps);
+      if (!s.measured) not_measured = s.why_not;
       if (s.measured) {
         mj[i].push_back(1e3 * s.energy_j / reps);
         watts[i].push_back(s.power_mean_w);
@@ -331,12 +335,16 @@ SustainResult sustain_compare(cudaStream_t stream, const std::string& bus_id, co
   for (size_t i = 0; i < n; ++i) {
     if (sus[i] < sus[best]) best = i;
   }
+  if (!not_measured.empty()) std::printf("%-14s   power not measured: %s\n", name.c_str(), not_measured.c_str());
   for (size_t i = 0; i < n; ++i) {
-    std::printf("%-14s   sustained #%-2zu %c%c burst %.4f ms, sustained %.4f ms (%+.1f%%), %.0f W, %.0f MHz, "
-                "%.0f%% capped, %.1f mJ/call  %s\n",
-                name.c_str(), i, i == burst_best ? 'B' : ' ', i == best ? 'S' : ' ', burst_ms[i], sus[i],
-                100.0 * (sus[i] - burst_ms[i]) / burst_ms[i], med(watts[i]), med(mhz[i]), 100.0 * med(capped[i]),
-                med(mj[i]), labels[i].c_str());
+    char power[96] = "";
+    if (!watts[i].empty()) {
+      std::snprintf(power, sizeof power, ", %.0f W, %.0f MHz, %.0f%% capped, %.1f mJ/call", med(watts[i]),
+                    med(mhz[i]), 100.0 * med(capped[i]), med(mj[i]));
+    }
+    std::printf("%-14s   sustained #%-2zu %c%c burst %.4f ms, sustained %.4f ms (%+.1f%%)%s  %s\n", name.c_str(), i,
+                i == burst_best ? 'B' : ' ', i == best ? 'S' : ' ', burst_ms[i], sus[i],
+                100.0 * (sus[i] - burst_ms[i]) / burst_ms[i], power, labels[i].c_str());
   }
   SustainResult r{sus[0], sus[burst_best], sus[best]};
   std::printf("%-14s sustained: first %.4f ms, burst-fastest #%zu %.4f ms, sustained-fastest #%zu %.4f ms (%.1f%% "
@@ -539,8 +547,8 @@ int main(int argc, char** argv) {
         if (search && g.epilogue != CUBLASLT_EPILOGUE_BGRADB && first > 0 && best_i >= 0) {
           std::vector<cublasLtMatmulAlgo_t> heuristic_algos;
           for (int i = 0; i < found; ++i) heuristic_algos.push_back(res[i].algo);
-          sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes,
-                                                 res[0].algo, heuristic_algos, median_ms);
+          sr = search_configs(lt, stream, desc, la, lb, lc, A.p, Bm.p, D.p, c_bytes, ws.p, ws_bytes, res[0].algo,
+                              heuristic_algos, median_ms);
           const double tflop = 2.0 * g.m * g.n * g.k / 1e12;
           // A side that found nothing (every screened configuration refused
           // or, for "the first's bits", none had them) says so rather than

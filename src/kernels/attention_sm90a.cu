@@ -4,16 +4,22 @@
 // in CMakeLists.txt); the dispatch in attention_short.cu calls it on
 // compute capability 9.x.
 //
-// One block per (b, h): two warpgroups, 64-row tiles (nt = ceil(T / 64), at
-// least 2, at most 4). Shared memory, rows of 64 elements (128 B) with the 128-byte
-// swizzle (16-byte piece p of row r at p ^ (r % 8)), 256 rows each: Q, K,
-// dO, and dS (queries x keys) in 4 chunks of 64 keys; V lies in dS's last
-// chunk and O (for Drow) in its first until phase 1 overwrites them; then
-// lse, Drow and the loads' mbarrier: 231,440 bytes, one block per SM.
+// Persistent blocks, one an SM (its shared memory), each taking the (b, h)
+// items blockIdx.x, + gridDim.x, ... in turn: two warpgroups, 64-row tiles
+// (nt = ceil(T / 64), at least 2, at most 4). Shared memory, rows of 64
+// elements (128 B) with the 128-byte swizzle (16-byte piece p of row r at p ^
+// (r % 8)), 256 rows each: Q, K, dO, and dS (queries x keys) in 4 chunks of
+// 64 keys; V lies in dS's last chunk and O (for Drow) in its first until
+// phase 1 overwrites them; then lse, Drow and the loads' two mbarriers:
+// 231,440 bytes, one block per SM.
 //
-// Loads: one thread issues every 64-row tile of Q, K, V (from qkv), dO and
-// O as tensor copies (cp.async.bulk.tensor, 3-D maps (columns, T, B) so
-// that rows past T arrive as zeros) on one mbarrier.
+// Loads: one thread issues every 64-row tile as tensor copies
+// (cp.async.bulk.tensor, 3-D maps (columns, T, B) so that rows past T arrive
+// as zeros): Q and dO on one mbarrier, K, V (from qkv) and O on the other.
+// The next item's Q and dO (and its lse, by every thread) load as soon as
+// phase 1 is done with this item's, under phase 2; its K, V and O as soon as
+// phase 2 is done, under dQ's stores and the bias fold. Each mbarrier
+// completes once an item, so item it of a block waits on parity it & 1.
 // Phase 1, warpgroup w, key tiles w and w + 2 (a round each), every query
 // tile qt: S^T = K_t Q_qt^T and dP^T = V_t dO_qt^T (wgmma m64n64k16, K_t and
 // V_t from registers, Q and dO K-major), P^T = exp2(S^T scale log2e - lse),
@@ -33,13 +39,14 @@
 // bias partials come out bit for bit equal to attention_short.cu's (the
 // GPU kernel tests check it; the padded rows past its 16-row padding add
 // exact zeros, which could only turn a sum of exactly -0 into +0). Bias partials: each warp sums the columns of
-// its 16 rows of dK and dV as stored (kept in 8 registers a lane through
-// phase 1) and of dQ, into shared memory over Q and dO (free in phase 2);
-// the 16-row blocks are added in row order.
+// its 16 rows of dK and dV as stored (kept in registers through phase 1)
+// and of dQ, and writes them into dS's chunk 1 once phase 2 is done; the
+// 16-row blocks are added in row order.
 //
-// In place (dqkv == qkv): every load has landed (the mbarrier) before any
-// store, and a block reads and writes only its own head's columns of its own
-// sample's rows.
+// In place (dqkv == qkv): every load of an item has landed (the mbarriers)
+// before any of its stores, and an item's loads and stores touch only its
+// own head's columns of its own sample's rows, which no other item reads or
+// writes.
 #include "kernels/attention_sm90a.h"
 
 #include <cuda.h>
@@ -65,7 +72,7 @@ constexpr int kTile = kRows * 128;   // bytes of one array of 256 rows x 128 B
 constexpr int kBox = 64 * 128;       // bytes of one 64-row tile
 constexpr int kThreads = 256;        // two warpgroups
 constexpr int kBiasCols = 3 * kHS;
-// Q, K, dO | dS (4 chunks) | lse, Drow | mbarrier. With 1 KB of alignment
+// Q, K, dO | dS (4 chunks) | lse, Drow | two mbarriers. With 1 KB of alignment
 // slack this would pass the 232,448 bytes a block may have, so the kernel
 // takes the dynamic base's 1024-byte alignment as given (and traps if not).
 constexpr size_t kSmem = 3 * kTile + 4 * kTile + 2 * kRows * sizeof(float) + 16;
@@ -73,6 +80,25 @@ constexpr size_t kSmem = 3 * kTile + 4 * kTile + 2 * kRows * sizeof(float) + 16;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define VIT_SM90A_DEVICE 1
 #endif
+
+// x, as a value the compiler cannot see through (nor hoist out of a loop).
+__device__ __forceinline__ int opaque(int x) {
+  int y;
+  asm volatile("mov.b32 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+// blockIdx.x and gridDim.x, read where they are used (not held in registers).
+__device__ __forceinline__ int block_index() {
+  int v;
+  asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(v));
+  return v;
+}
+__device__ __forceinline__ int grid_size() {
+  int v;
+  asm volatile("mov.u32 %0, %%nctaid.x;\n" : "=r"(v));
+  return v;
+}
 
 __device__ __forceinline__ uint32_t swz(int r, int p) { return r * 128 + ((p ^ (r & 7)) << 4); }
 
@@ -212,12 +238,18 @@ __device__ __forceinline__ float2 column_sums(int r0, int T, const float* acc, i
   return mine;
 }
 
-template <typename E, int NT, int NL>
+// KS = ceil(T / 16), the 16-row blocks (1 .. 16): NT = ceil(T / 64) tiles (at
+// least 2), the last query tile's NL * 16 rows, and phase 2's steps along
+// the keys, unrolled (a rolled loop of them in the item loop makes ptxas
+// serialise every wgmma of the kernel, C7512).
+template <typename E, int KS>
 __global__ void __launch_bounds__(kThreads, 1)
-    sm90a_attention_backward_kernel(E* dqkv, const float* __restrict__ stats, int T, int NH, float scale,
+    sm90a_attention_backward_kernel(E* dqkv, const float* __restrict__ stats, int T, int NH, int items, float scale,
                                     float* __restrict__ bias_partial, const __grid_constant__ CUtensorMap tm_qkv,
                                     const __grid_constant__ CUtensorMap tm_out, const __grid_constant__ CUtensorMap tm_dout) {
 #ifdef VIT_SM90A_DEVICE
+  constexpr int NT = KS <= 8 ? 2 : (KS + 3) / 4;
+  constexpr int NL = KS > 4 * (NT - 1) ? KS - 4 * (NT - 1) : 1;  // T <= 64: a second tile of padding
   extern __shared__ __align__(1024) unsigned char smem[];
   if (smem_addr(smem) & 1023) __trap();  // the swizzled tiles need 1024-byte alignment
   unsigned char* sQ = smem;
@@ -228,229 +260,278 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* sOut = sD;               // O, until Drow is summed
   float* s_lse = reinterpret_cast<float*>(sD + 4 * kTile);  // log2-scaled, +inf past T
   float* s_drow = s_lse + kRows;
-  uint64_t* s_bar = reinterpret_cast<uint64_t*>(s_drow + kRows);
-  float* s_sums = reinterpret_cast<float*>(sQ);  // [16-row block][kBiasCols], over Q and dO in phase 2
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>(s_drow + kRows);  // [0]: Q, dO; [1]: K, V, O
+  float* s_sums = reinterpret_cast<float*>(sD + kTile);  // [16-row block][kBiasCols], over dS's chunk 1 after phase 2
 
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int C = NH * kHS;
   const int64_t ld_qkv = 3 * static_cast<int64_t>(C);
-  E* gdq = dqkv + static_cast<int64_t>(b) * T * ld_qkv + h * kHS;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2, wi = warp & 3;
-  const int g = lane >> 2, c2 = 2 * (lane & 3);
   const float log2e = 1.4426950408889634f;
+  constexpr int nb = KS;  // 16-row blocks
 
-  if (tid == 0) mbar_init(s_bar, 1);
-  __syncthreads();
-  if (tid == 0) {
-    mbar_expect_tx(s_bar, NT * 5 * kBox);
+  // The tensor copies of item `item` (by one thread): Q and dO on s_bar[0],
+  // K, V and O on s_bar[1].
+  auto load_q_do = [&](int item) {
+    const int b = item / NH, h = item % NH;
+    mbar_expect_tx(s_bar, NT * 2 * kBox);
     for (int t = 0; t < NT; ++t) {
-      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar);
-      tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar);
       tma_load_3d(sQ + t * kBox, &tm_qkv, h * kHS, t * 64, b, s_bar);
       tma_load_3d(sO + t * kBox, &tm_dout, h * kHS, t * 64, b, s_bar);
-      tma_load_3d(sOut + t * kBox, &tm_out, h * kHS, t * 64, b, s_bar);
     }
-  }
-  const float* st = stats + static_cast<int64_t>(bh) * T;
-  for (int r = tid; r < NT * 64; r += kThreads) s_lse[r] = r < T ? st[r] * log2e : INFINITY;
-  mbar_wait(s_bar, 0);
-  // Drow = rowsum(dO * O), 8 threads a row.
-#pragma unroll
-  for (int k = 0; k < NT * 2; ++k) {
-    const int i = tid + k * kThreads, r = i >> 3, p = i & 7;
-    float d = 0.0f;
-    if (r < T) {
-      const uint4 o4 = *reinterpret_cast<const uint4*>(sOut + swz(r, p));
-      const uint4 g4 = *reinterpret_cast<const uint4*>(sO + swz(r, p));
-      const uint32_t* o = reinterpret_cast<const uint32_t*>(&o4);
-      const uint32_t* gg = reinterpret_cast<const uint32_t*>(&g4);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 a = unpack2<E>(o[j]), c = unpack2<E>(gg[j]);
-        d = fmaf(a.x, c.x, d);
-        d = fmaf(a.y, c.y, d);
-      }
-    }
-    d += __shfl_xor_sync(0xffffffffu, d, 1);
-    d += __shfl_xor_sync(0xffffffffu, d, 2);
-    d += __shfl_xor_sync(0xffffffffu, d, 4);
-    if (p == 0) s_drow[r] = r < T ? d : 0.0f;
-  }
-
-  const float sl2 = scale * log2e;
-  const uint32_t q_base = smem_addr(sQ), o_base = smem_addr(sO), k_base = smem_addr(sK), d_base = smem_addr(sD);
-  float2 keep_k0 = make_float2(0.0f, 0.0f), keep_v0 = keep_k0, keep_k1 = keep_k0, keep_v1 = keep_k0;  // this lane's
-  // share of the bias sums of dK and dV, per round (named, not indexed by the round: the loop stays rolled)
-#pragma unroll 1
-  for (int u = 0; u < 2; ++u) {
-    const int kt = wg + 2 * u;
-    const bool active = kt < NT;
-    // K_t and V_t as A fragments (the mma m16k16 layout in each warp), then a
-    // barrier: Drow is complete, and the second round may overwrite V.
-    uint32_t kf[4][4], vf[4][4];
-    if (active) {
-      const int row = kt * 64 + 16 * wi + (lane & 15);
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        const int piece = 2 * s + (lane >> 4);
-        ldsm_x4(kf[s], sK + swz(row, piece));
-        ldsm_x4(vf[s], sV + swz(row, piece));
-      }
-    }
-    __syncthreads();
-    if (!active) continue;
-    const int key_lo = kt * 64 + 16 * wi + g;
-    const bool ok_lo = key_lo < T, ok_hi = key_lo + 8 < T;
-    float dk[32], dv[32], sT[32], dpT[32];
-    auto issue_sdp = [&](int qt) {
-      wgmma_fence();
-#pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(sT, kf[s], desc(q_base + qt * kBox + 32 * s), s > 0);
-#pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(dpT, vf[s], desc(o_base + qt * kBox + 32 * s), s > 0);
-      wgmma_commit();
-    };
-    // P^T and dS^T of query tile qt's first N queries as A fragments (n:
-    // std::integral_constant of N: 64, or NL * 16 for the last tile, whose
-    // queries past that are padding with zero P^T and dS^T); dS^T into dS,
-    // transposed (the last tile's rows past N are left as they are: phase 2's
-    // dQ rows from them lie past T and are neither stored nor summed).
-    auto softmax_grad = [&](int qt, auto n, uint32_t (&pa)[4][4], uint32_t (&da)[4][4]) {
-      constexpr int N = decltype(n)::value;
-#pragma unroll
-      for (int j = 0; j < N / 8; ++j) {
-        const int q = qt * 64 + 8 * j + c2;
-        const float2 lse = *reinterpret_cast<const float2*>(s_lse + q);
-        const float2 dr = *reinterpret_cast<const float2*>(s_drow + q);
-        float p[4], ds[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const bool ok = r < 2 ? ok_lo : ok_hi;
-          const float l = (r & 1) ? lse.y : lse.x, dd = (r & 1) ? dr.y : dr.x;
-          p[r] = ok ? fast_exp2(fmaf(sT[4 * j + r], sl2, -l)) : 0.0f;
-          ds[r] = p[r] * (dpT[4 * j + r] - dd) * scale;
-        }
-        const int s = j >> 1, hi = j & 1;
-        pa[s][2 * hi] = pack2<E>(p[0], p[1]);
-        pa[s][2 * hi + 1] = pack2<E>(p[2], p[3]);
-        da[s][2 * hi] = pack2<E>(ds[0], ds[1]);
-        da[s][2 * hi + 1] = pack2<E>(ds[2], ds[3]);
-      }
-      // Matrix m of each stmatrix: 8 keys (half m & 1 of the warp's 16) x 8
-      // queries (group jj + (m >> 1)), stored as 8 query rows.
-      const int m = lane >> 3, r = lane & 7;
-#pragma unroll
-      for (int jj = 0; jj < N / 8; jj += 2)
-        stsm_x4_t(d_base + kt * kTile + swz(qt * 64 + 8 * (jj + (m >> 1)) + r, 2 * wi + (m & 1)), da[jj >> 1]);
-    };
-    // dV and dK over query tile qt's first N queries (the rest add zeros).
-    auto issue_dvdk = [&](int qt, auto n, const uint32_t (&pa)[4][4], const uint32_t (&da)[4][4]) {
-      constexpr int N = decltype(n)::value;
-      wgmma_fence();
-#pragma unroll
-      for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dv, pa[s], desc(o_base + qt * kBox + 2048 * s), 1);
-#pragma unroll
-      for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dk, da[s], desc(q_base + qt * kBox + 2048 * s), 1);
-      wgmma_commit();
-    };
-    using Full = std::integral_constant<int, 64>;
-    using Last = std::integral_constant<int, NL * 16>;
-#pragma unroll
-    for (int i = 0; i < 32; ++i) dk[i] = dv[i] = 0.0f;
-    uint32_t pa0[4][4], da0[4][4], pa1[4][4], da1[4][4];
-    issue_sdp(0);
-    wgmma_wait<0>();
-#pragma unroll
-    for (int qt = 0; qt < NT - 1; ++qt) {
-      if (qt & 1) softmax_grad(qt, Full{}, pa1, da1); else softmax_grad(qt, Full{}, pa0, da0);
-      issue_sdp(qt + 1);
-      if (qt & 1) issue_dvdk(qt, Full{}, pa1, da1); else issue_dvdk(qt, Full{}, pa0, da0);
-      wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
-    }
-    if constexpr ((NT - 1) & 1) {
-      softmax_grad(NT - 1, Last{}, pa1, da1);
-      issue_dvdk(NT - 1, Last{}, pa1, da1);
-    } else {
-      softmax_grad(NT - 1, Last{}, pa0, da0);
-      issue_dvdk(NT - 1, Last{}, pa0, da0);
-    }
-    wgmma_wait<0>();
-    store_rows<E>(gdq + C, ld_qkv, kt * 64 + 16 * wi, T, dk, lane);
-    store_rows<E>(gdq + 2 * C, ld_qkv, kt * 64 + 16 * wi, T, dv, lane);
-    // (Unconditional: accumulators read under a branch make ptxas serialize every wgmma of the kernel.)
-    const float2 sk = column_sums<E>(kt * 64 + 16 * wi, T, dk, lane);
-    const float2 sv = column_sums<E>(kt * 64 + 16 * wi, T, dv, lane);
-    if (u == 0) {
-      keep_k0 = sk;
-      keep_v0 = sv;
-    } else {
-      keep_k1 = sk;
-      keep_v1 = sv;
-    }
-  }
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // dS by stmatrix, read by wgmma
-  __syncthreads();  // dS complete; Q and dO free
-
-  const int nb = (T + 15) / 16;  // 16-row blocks
-  if (bias_partial) {
-#pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int blk = (wg + 2 * u) * 4 + wi;
-      if (wg + 2 * u < NT && blk < nb) {
-        float* row = s_sums + blk * kBiasCols + 8 * g + c2;
-        *reinterpret_cast<float2*>(row + kHS) = u == 0 ? keep_k0 : keep_k1;
-        *reinterpret_cast<float2*>(row + 2 * kHS) = u == 0 ? keep_v0 : keep_v1;
-      }
-    }
-  }
-  // Phase 2: dQ = dS K, keys in steps of 16. With 4 tiles each warpgroup
-  // has two query tiles, whose products go out interleaved (two independent
-  // accumulators keep the tensor pipe busy across each other's latency).
-  auto finish_dq = [&](int qt, const float* dq) {
-    store_rows<E>(gdq, ld_qkv, qt * 64 + 16 * wi, T, dq, lane);
-    const float2 s = column_sums<E>(qt * 64 + 16 * wi, T, dq, lane);
-    const int blk = qt * 4 + wi;
-    if (bias_partial && blk < nb) *reinterpret_cast<float2*>(s_sums + blk * kBiasCols + 8 * g + c2) = s;
   };
-  if constexpr (NT == 4) {
-    float dq0[32], dq1[32];
-    const uint32_t a0 = d_base + wg * kBox, a1 = d_base + (wg + 2) * kBox;
-    wgmma_fence();
-#pragma unroll 1
-    for (int ks = 0; ks < nb; ++ks) {
-      const uint32_t off = (ks >> 2) * kTile + 32 * (ks & 3);
-      const uint64_t db = desc(k_base + ks * 2048);
-      wgmma_ss<E>(dq0, desc(a0 + off), db, ks > 0);
-      wgmma_ss<E>(dq1, desc(a1 + off), db, ks > 0);
+  auto load_k_v_o = [&](int item) {
+    const int b = item / NH, h = item % NH;
+    mbar_expect_tx(s_bar + 1, NT * 3 * kBox);
+    for (int t = 0; t < NT; ++t) {
+      tma_load_3d(sK + t * kBox, &tm_qkv, C + h * kHS, t * 64, b, s_bar + 1);
+      tma_load_3d(sV + t * kBox, &tm_qkv, 2 * C + h * kHS, t * 64, b, s_bar + 1);
+      tma_load_3d(sOut + t * kBox, &tm_out, h * kHS, t * 64, b, s_bar + 1);
     }
-    wgmma_commit();
-    wgmma_wait<0>();
-    finish_dq(wg, dq0);
-    finish_dq(wg + 2, dq1);
-  } else {
+  };
+  auto load_lse = [&](int item) {
+    const float* st = stats + static_cast<int64_t>(item) * T;
+    for (int r = opaque(threadIdx.x); r < NT * 64; r += kThreads) s_lse[r] = r < T ? st[r] * log2e : INFINITY;
+  };
+
+  const int first = block_index();
+  if (threadIdx.x == 0) {
+    mbar_init(s_bar, 1);
+    mbar_init(s_bar + 1, 1);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    load_q_do(first);
+    load_k_v_o(first);
+  }
+  load_lse(first);
+  // This item's columns of dqkv (made again where they are stored: held
+  // through phase 1, the pointer would take registers the wgmma need).
+  auto item_dq = [&](int item) {
+    const int i = opaque(item);
+    return dqkv + static_cast<int64_t>(i / NH) * T * ld_qkv + (i % NH) * kHS;
+  };
+#pragma unroll 1
+  for (int item = first; item < items; item += grid_size()) {
+    const uint32_t parity = ((item - block_index()) / grid_size()) & 1;  // each mbarrier completes once an item
+    mbar_wait(s_bar, parity);
+    mbar_wait(s_bar + 1, parity);
+    // The thread's indices, made again each item from an opaque thread
+    // index: the index math of phase 1, hoisted out of the item loop, would
+    // hold registers through phase 2, and ptxas would serialise every wgmma
+    // for want of them.
+    const int tid = opaque(threadIdx.x), lane = tid & 31, warp = tid >> 5, wg = warp >> 2, wi = warp & 3;
+    const int g = lane >> 2, c2 = 2 * (lane & 3);
+    // Drow = rowsum(dO * O), 8 threads a row.
+#pragma unroll
+    for (int k = 0; k < NT * 2; ++k) {
+      const int i = tid + k * kThreads, r = i >> 3, p = i & 7;
+      float d = 0.0f;
+      if (r < T) {
+        const uint4 o4 = *reinterpret_cast<const uint4*>(sOut + swz(r, p));
+        const uint4 g4 = *reinterpret_cast<const uint4*>(sO + swz(r, p));
+        const uint32_t* o = reinterpret_cast<const uint32_t*>(&o4);
+        const uint32_t* gg = reinterpret_cast<const uint32_t*>(&g4);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 a = unpack2<E>(o[j]), c = unpack2<E>(gg[j]);
+          d = fmaf(a.x, c.x, d);
+          d = fmaf(a.y, c.y, d);
+        }
+      }
+      d += __shfl_xor_sync(0xffffffffu, d, 1);
+      d += __shfl_xor_sync(0xffffffffu, d, 2);
+      d += __shfl_xor_sync(0xffffffffu, d, 4);
+      if (p == 0) s_drow[r] = r < T ? d : 0.0f;
+    }
+
+    const float sl2 = scale * log2e;
+    const uint32_t q_base = smem_addr(sQ), o_base = smem_addr(sO), k_base = smem_addr(sK), d_base = smem_addr(sD);
+    float2 keep_k0 = make_float2(0.0f, 0.0f), keep_v0 = keep_k0, keep_k1 = keep_k0, keep_v1 = keep_k0;  // this lane's
+    // share of the bias sums of dK and dV, per round (named, not indexed by the round: the loop stays rolled)
 #pragma unroll 1
     for (int u = 0; u < 2; ++u) {
-      const int qt = wg + 2 * u;
-      if (qt >= NT) break;
-      float dq[32];
+      const int kt = wg + 2 * u;
+      const bool active = kt < NT;
+      // K_t and V_t as A fragments (the mma m16k16 layout in each warp), then a
+      // barrier: Drow is complete, and the second round may overwrite V.
+      uint32_t kf[4][4], vf[4][4];
+      if (active) {
+        const int row = kt * 64 + 16 * wi + (lane & 15);
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          const int piece = 2 * s + (lane >> 4);
+          ldsm_x4(kf[s], sK + swz(row, piece));
+          ldsm_x4(vf[s], sV + swz(row, piece));
+        }
+      }
+      __syncthreads();
+      if (!active) continue;
+      const int key_lo = kt * 64 + 16 * wi + g;
+      const bool ok_lo = key_lo < T, ok_hi = key_lo + 8 < T;
+      float dk[32], dv[32], sT[32], dpT[32];
+      auto issue_sdp = [&](int qt) {
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(sT, kf[s], desc(q_base + qt * kBox + 32 * s), s > 0);
+#pragma unroll
+        for (int s = 0; s < 4; ++s) wgmma_rs<E, 0>(dpT, vf[s], desc(o_base + qt * kBox + 32 * s), s > 0);
+        wgmma_commit();
+      };
+      // P^T and dS^T of query tile qt's first N queries as A fragments (n:
+      // std::integral_constant of N: 64, or NL * 16 for the last tile, whose
+      // queries past that are padding with zero P^T and dS^T); dS^T into dS,
+      // transposed (the last tile's rows past N are left as they are: phase 2's
+      // dQ rows from them lie past T and are neither stored nor summed).
+      auto softmax_grad = [&](int qt, auto n, uint32_t (&pa)[4][4], uint32_t (&da)[4][4]) {
+        constexpr int N = decltype(n)::value;
+#pragma unroll
+        for (int j = 0; j < N / 8; ++j) {
+          const int q = qt * 64 + 8 * j + c2;
+          const float2 lse = *reinterpret_cast<const float2*>(s_lse + q);
+          const float2 dr = *reinterpret_cast<const float2*>(s_drow + q);
+          float p[4], ds[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const bool ok = r < 2 ? ok_lo : ok_hi;
+            const float l = (r & 1) ? lse.y : lse.x, dd = (r & 1) ? dr.y : dr.x;
+            p[r] = ok ? fast_exp2(fmaf(sT[4 * j + r], sl2, -l)) : 0.0f;
+            ds[r] = p[r] * (dpT[4 * j + r] - dd) * scale;
+          }
+          const int s = j >> 1, hi = j & 1;
+          pa[s][2 * hi] = pack2<E>(p[0], p[1]);
+          pa[s][2 * hi + 1] = pack2<E>(p[2], p[3]);
+          da[s][2 * hi] = pack2<E>(ds[0], ds[1]);
+          da[s][2 * hi + 1] = pack2<E>(ds[2], ds[3]);
+        }
+        // Matrix m of each stmatrix: 8 keys (half m & 1 of the warp's 16) x 8
+        // queries (group jj + (m >> 1)), stored as 8 query rows.
+        const int m = lane >> 3, r = lane & 7;
+#pragma unroll
+        for (int jj = 0; jj < N / 8; jj += 2)
+          stsm_x4_t(d_base + kt * kTile + swz(qt * 64 + 8 * (jj + (m >> 1)) + r, 2 * wi + (m & 1)), da[jj >> 1]);
+      };
+      // dV and dK over query tile qt's first N queries (the rest add zeros).
+      auto issue_dvdk = [&](int qt, auto n, const uint32_t (&pa)[4][4], const uint32_t (&da)[4][4]) {
+        constexpr int N = decltype(n)::value;
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dv, pa[s], desc(o_base + qt * kBox + 2048 * s), 1);
+#pragma unroll
+        for (int s = 0; s < N / 16; ++s) wgmma_rs<E, 1>(dk, da[s], desc(q_base + qt * kBox + 2048 * s), 1);
+        wgmma_commit();
+      };
+      using Full = std::integral_constant<int, 64>;
+      using Last = std::integral_constant<int, NL * 16>;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) dk[i] = dv[i] = 0.0f;
+      uint32_t pa0[4][4], da0[4][4], pa1[4][4], da1[4][4];
+      issue_sdp(0);
+      wgmma_wait<0>();
+#pragma unroll
+      for (int qt = 0; qt < NT - 1; ++qt) {
+        if (qt & 1) softmax_grad(qt, Full{}, pa1, da1); else softmax_grad(qt, Full{}, pa0, da0);
+        issue_sdp(qt + 1);
+        if (qt & 1) issue_dvdk(qt, Full{}, pa1, da1); else issue_dvdk(qt, Full{}, pa0, da0);
+        wgmma_wait<1>();  // S^T, dP^T of the next tile (this tile's dV, dK may still run)
+      }
+      if constexpr ((NT - 1) & 1) {
+        softmax_grad(NT - 1, Last{}, pa1, da1);
+        issue_dvdk(NT - 1, Last{}, pa1, da1);
+      } else {
+        softmax_grad(NT - 1, Last{}, pa0, da0);
+        issue_dvdk(NT - 1, Last{}, pa0, da0);
+      }
+      wgmma_wait<0>();
+      E* gdq = item_dq(item);
+      store_rows<E>(gdq + C, ld_qkv, kt * 64 + 16 * wi, T, dk, lane);
+      store_rows<E>(gdq + 2 * C, ld_qkv, kt * 64 + 16 * wi, T, dv, lane);
+      // (Unconditional: accumulators read under a branch make ptxas serialize every wgmma of the kernel.)
+      const float2 sk = column_sums<E>(kt * 64 + 16 * wi, T, dk, lane);
+      const float2 sv = column_sums<E>(kt * 64 + 16 * wi, T, dv, lane);
+      if (u == 0) {
+        keep_k0 = sk;
+        keep_v0 = sv;
+      } else {
+        keep_k1 = sk;
+        keep_v1 = sv;
+      }
+    }
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // dS by stmatrix, read by wgmma
+    __syncthreads();  // dS complete; Q, dO, lse and Drow free
+    // The next item's Q and dO load under phase 2, its lse with them.
+    const int next = item + grid_size();
+    E* gdq = item_dq(item);
+    if (next < items) {
+      if (tid == 0) load_q_do(next);
+      load_lse(next);
+    }
+
+    // Phase 2: dQ = dS K, keys in steps of 16. With 4 tiles each warpgroup
+    // has two query tiles, whose products go out interleaved (two independent
+    // accumulators keep the tensor pipe busy across each other's latency).
+    // Each warp's column sums of its dQ rows stay in registers until phase 2
+    // is done (computed unconditionally, as above).
+    float2 keep_q0 = make_float2(0.0f, 0.0f), keep_q1 = keep_q0;
+    if constexpr (NT == 4) {
+      float dq0[32], dq1[32];
+      const uint32_t a0 = d_base + wg * kBox, a1 = d_base + (wg + 2) * kBox;
       wgmma_fence();
-#pragma unroll 1
-      for (int ks = 0; ks < nb; ++ks)
-        wgmma_ss<E>(dq, desc(d_base + (ks >> 2) * kTile + qt * kBox + 32 * (ks & 3)), desc(k_base + ks * 2048),
-                    ks > 0);
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t off = (ks >> 2) * kTile + 32 * (ks & 3);
+        const uint64_t db = desc(k_base + ks * 2048);
+        wgmma_ss<E>(dq0, desc(a0 + off), db, ks > 0);
+        wgmma_ss<E>(dq1, desc(a1 + off), db, ks > 0);
+      }
       wgmma_commit();
       wgmma_wait<0>();
-      finish_dq(qt, dq);
+      store_rows<E>(gdq, ld_qkv, wg * 64 + 16 * wi, T, dq0, lane);
+      store_rows<E>(gdq, ld_qkv, (wg + 2) * 64 + 16 * wi, T, dq1, lane);
+      keep_q0 = column_sums<E>(wg * 64 + 16 * wi, T, dq0, lane);
+      keep_q1 = column_sums<E>((wg + 2) * 64 + 16 * wi, T, dq1, lane);
+    } else {
+#pragma unroll 1
+      for (int u = 0; u < 2; ++u) {
+        const int qt = wg + 2 * u;
+        if (qt >= NT) break;
+        float dq[32];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks)
+          wgmma_ss<E>(dq, desc(d_base + (ks >> 2) * kTile + qt * kBox + 32 * (ks & 3)), desc(k_base + ks * 2048),
+                      ks > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        store_rows<E>(gdq, ld_qkv, qt * 64 + 16 * wi, T, dq, lane);
+        const float2 s = column_sums<E>(qt * 64 + 16 * wi, T, dq, lane);
+        if (u == 0) keep_q0 = s; else keep_q1 = s;
+      }
     }
-  }
-  if (bias_partial) {
-    // This sample's row of the bias-gradient partials, the head's columns:
-    // the 16-row blocks added in row order.
-    __syncthreads();
-    for (int j = tid; j < kBiasCols; j += kThreads) {
-      float t = 0.0f;
-      for (int w = 0; w < nb; ++w) t += s_sums[w * kBiasCols + j];
-      bias_partial[static_cast<int64_t>(b) * 3 * C + (j / kHS) * C + h * kHS + j % kHS] = t;
+    __syncthreads();  // dS and K free
+    // The next item's K, V and O load under the bias fold and the next
+    // item's wait.
+    if (tid == 0 && next < items) load_k_v_o(next);
+    if (bias_partial) {
+      // This sample's row of the bias-gradient partials, the head's columns:
+      // each warp's 16-row sums (dQ, dK, dV) into dS's chunk 1, then the
+      // 16-row blocks added in row order.
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int t = wg + 2 * u, blk = t * 4 + wi;
+        if (t < NT && blk < nb) {
+          float* row = s_sums + blk * kBiasCols + 8 * g + c2;
+          *reinterpret_cast<float2*>(row) = u == 0 ? keep_q0 : keep_q1;
+          *reinterpret_cast<float2*>(row + kHS) = u == 0 ? keep_k0 : keep_k1;
+          *reinterpret_cast<float2*>(row + 2 * kHS) = u == 0 ? keep_v0 : keep_v1;
+        }
+      }
+      __syncthreads();
+      for (int j = tid; j < kBiasCols; j += kThreads) {
+        float t = 0.0f;
+        for (int w = 0; w < nb; ++w) t += s_sums[w * kBiasCols + j];
+        bias_partial[static_cast<int64_t>(item / NH) * 3 * C + (j / kHS) * C + (item % NH) * kHS + j % kHS] = t;
+      }
+      // (The next item's first writes into chunk 1, phase 1's dS, come after
+      // its first round's barrier.)
     }
   }
 #else
@@ -647,40 +728,28 @@ CUtensorMap make_map(DType dt, const void* ptr, int64_t cols, int64_t T, int64_t
   return m;
 }
 
-template <typename E, int NT, int NL>
+template <typename E, int KS>
 void launch(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq, const CUtensorMap& to,
-            const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
-  allow_dynamic_smem(sm90a_attention_backward_kernel<E, NT, NL>, kSmem);
-  sm90a_attention_backward_kernel<E, NT, NL><<<static_cast<unsigned>(B * NH), kThreads, kSmem, h.stream>>>(
-      static_cast<E*>(dqkv), stats, static_cast<int>(T), static_cast<int>(NH), scale, bias_partial, tq, to, tdo);
+            const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial, int64_t max_blocks) {
+  allow_dynamic_smem(sm90a_attention_backward_kernel<E, KS>, kSmem);
+  const int64_t items = B * NH;
+  int64_t grid = std::min<int64_t>(items, std::max(1, h.num_sms));  // persistent: one an SM
+  if (max_blocks > 0) grid = std::min(grid, max_blocks);
+  sm90a_attention_backward_kernel<E, KS><<<static_cast<unsigned>(grid), kThreads, kSmem, h.stream>>>(
+      static_cast<E*>(dqkv), stats, static_cast<int>(T), static_cast<int>(NH), static_cast<int>(items), scale,
+      bias_partial, tq, to, tdo);
 }
 
-// NL = the last query tile's rows in steps of 16 (1 .. 4).
-template <typename E, int NT>
-void launch_nl(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq,
-               const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
-  const int64_t last = T - 64 * (NT - 1);  // <= 0: T <= 64 as two tiles, the second all padding
-  switch (last <= 0 ? 1 : (last + 15) / 16) {
-    case 1: launch<E, NT, 1>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 2: launch<E, NT, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 3: launch<E, NT, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 4: launch<E, NT, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    default: VIT_CHECK(false, "sm90a_attention_backward: no kernel for ", T, " tokens");  // never launch nothing
-  }
-}
-
-template <typename E>
-void launch_nt(GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv, const CUtensorMap& tq,
-               const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale, float* bias_partial) {
-  // T <= 64 runs as two tiles (the second all zeros): with one, the second
-  // warpgroup idles and ptxas serialises the first's wgmma on that branch.
-  switch ((T + 63) / 64) {
-    case 1:
-    case 2: launch_nl<E, 2>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 3: launch_nl<E, 3>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    case 4: launch_nl<E, 4>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial); break;
-    default: VIT_CHECK(false, "sm90a_attention_backward: no kernel for ", T, " tokens");
-  }
+// The instantiation for KS = ceil(T / 16) (1 .. 16).
+template <typename E, int... I>
+void launch_ks(std::integer_sequence<int, I...>, GpuHandles& h, int64_t B, int64_t T, int64_t NH, void* dqkv,
+               const CUtensorMap& tq, const CUtensorMap& to, const CUtensorMap& tdo, const float* stats, float scale,
+               float* bias_partial, int64_t max_blocks) {
+  const int ks = static_cast<int>((T + 15) / 16);
+  VIT_CHECK(ks >= 1 && ks <= static_cast<int>(sizeof...(I)), "sm90a_attention_backward: no kernel for ", T,
+            " tokens");  // never launch nothing and return
+  ((ks == I + 1 ? launch<E, I + 1>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial, max_blocks) : void()),
+   ...);
 }
 
 template <typename E, int NK>
@@ -739,7 +808,7 @@ bool sm90a_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int
 
 void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* dqkv, const void* qkv,
                               const void* out, const void* dout, const float* stats, float scale,
-                              float* bias_partial) {
+                              float* bias_partial, int64_t max_blocks) {
   std::string why;
   VIT_CHECK(sm90a_attention_backward_fits(h, dt, T, kHS, &why), "sm90a_attention_backward: ", why);
   check_args("sm90a_attention_backward", {dqkv, qkv, out, dout, stats}, B * NH);
@@ -747,9 +816,11 @@ void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int
   const CUtensorMap tq = make_map(dt, qkv, 3 * C, T, B), to = make_map(dt, out, C, T, B),
                     tdo = make_map(dt, dout, C, T, B);
   if (dt == DType::BF16)
-    launch_nt<bf16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
+    launch_ks<bf16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial,
+                    max_blocks);
   else
-    launch_nt<fp16>(h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial);
+    launch_ks<fp16>(std::make_integer_sequence<int, 16>{}, h, B, T, NH, dqkv, tq, to, tdo, stats, scale, bias_partial,
+                    max_blocks);
   VIT_CUDA_CHECK_LAUNCH();
 }
 

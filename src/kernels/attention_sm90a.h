@@ -32,10 +32,14 @@ namespace vit::kernels {
 bool sm90a_attention_backward_fits(const GpuHandles& h, DType dt, int64_t T, int64_t HS, std::string* why = nullptr);
 
 // The arguments and results of short_attention_backward (head size 64).
-// Throws when the shape does not fit.
+// Throws when the shape does not fit. The grid is persistent, one block an
+// SM, each block taking (sample, head) items in turn and loading the next
+// one's tiles under the current one's last phases; max_blocks > 0 caps it
+// (the tests use a few blocks, so that each runs many items; the bits do
+// not depend on it).
 void sm90a_attention_backward(GpuHandles& h, DType dt, int64_t B, int64_t T, int64_t NH, void* dqkv, const void* qkv,
                               const void* out, const void* dout, const float* stats, float scale,
-                              float* bias_partial = nullptr);
+                              float* bias_partial = nullptr, int64_t max_blocks = 0);
 
 // Whether the forward runs this shape on h's GPU: compute capability 9.x,
 // bf16/fp16, head size 64, 1 <= T <= 256, enough shared memory, the driver's

@@ -1239,10 +1239,11 @@ bool hopper_or_skip(const char* test) {
 }
 
 // Lengths of 1 to 4 tiles of 64 keys, ragged and whole, up to the short
-// backward's 224; a last tile of 16, 32, 48 and 64 rows (the backward's
-// instantiations by NL).
+// backward's 224; a last tile of 16, 32, 48 and 64 rows; more (sample, head)
+// items than an H200 has SMs (132), so that the backward's persistent blocks
+// take more than one each.
 const AttnShape kSm90aShapes[] = {
-    {2, 197, 12, 64, "B2 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
+    {12, 197, 12, 64, "B12 T197 NH12 HS64"}, {3, 8, 2, 64, "B3 T8 NH2 HS64"},     {2, 64, 2, 64, "B2 T64 NH2 HS64"},
     {2, 65, 3, 64, "B2 T65 NH3 HS64"},     {2, 150, 2, 64, "B2 T150 NH2 HS64"}, {1, 224, 4, 64, "B1 T224 NH4 HS64"},
     {2, 128, 2, 64, "B2 T128 NH2 HS64"},   {1, 176, 3, 64, "B1 T176 NH3 HS64"}, {1, 192, 2, 64, "B1 T192 NH2 HS64"},
 };
@@ -1268,25 +1269,38 @@ BOOST_AUTO_TEST_CASE(attention_sm90a_backward_gives_the_mma_bits) {
       qkv.upload(random_values(qkv.numel(), -2.0f, 2.0f));
       dout.upload(random_values(dout.numel()));
       K::attention_forward(gpu().context(), out.t, aux.t, qkv.t, static_cast<int>(s.NH), K::AttentionImpl::CuDNN);
-      std::vector<uint8_t> dq_bits[2], db_bits[2];
-      for (int wgmma = 0; wgmma < 2; ++wgmma) {
-        gpu().set_attention_backward_wgmma(wgmma == 1);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(s.HS));
+      // [0]: the mma.sync kernel; [1]: the wgmma kernel through the dispatch
+      // (its full persistent grid); [2]: the wgmma kernel on 3 blocks, each
+      // taking several (sample, head) items in turn through its loads.
+      std::vector<uint8_t> dq_bits[3], db_bits[3];
+      for (int run = 0; run < 3; ++run) {
+        gpu().set_attention_backward_wgmma(run > 0);
         DevTensor dqkv(dt, {s.B, s.T, 3 * C}), partial(DType::F32, {s.B * 3 * C});
         dqkv.poison();
         partial.poison();
-        K::short_attention_backward(*gpu().handles(), dt, s.B, s.T, s.NH, s.HS, dqkv.t.data, qkv.t.data, out.t.data,
-                                    dout.t.data, static_cast<const float*>(aux.t.data),
-                                    1.0f / std::sqrt(static_cast<float>(s.HS)), static_cast<float*>(partial.t.data));
+        if (run < 2)
+          K::short_attention_backward(*gpu().handles(), dt, s.B, s.T, s.NH, s.HS, dqkv.t.data, qkv.t.data, out.t.data,
+                                      dout.t.data, static_cast<const float*>(aux.t.data), scale,
+                                      static_cast<float*>(partial.t.data));
+        else
+          K::sm90a_attention_backward(*gpu().handles(), dt, s.B, s.T, s.NH, dqkv.t.data, qkv.t.data, out.t.data,
+                                      dout.t.data, static_cast<const float*>(aux.t.data), scale,
+                                      static_cast<float*>(partial.t.data), 3);
         sync();
         BOOST_CHECK_MESSAGE(dqkv.slack_intact() && partial.slack_intact(), s.name << ": a write past the end");
-        dq_bits[wgmma] = dqkv.raw();
-        db_bits[wgmma] = partial.raw();
+        dq_bits[run] = dqkv.raw();
+        db_bits[run] = partial.raw();
       }
       gpu().set_attention_backward_wgmma(true);
       const std::string tag = s.name + " " + dtype_name(dt);
-      BOOST_CHECK_MESSAGE(dq_bits[1] == dq_bits[0], tag << ": the wgmma kernel's dqkv differs from the mma.sync kernel's");
-      BOOST_CHECK_MESSAGE(db_bits[1] == db_bits[0],
-                          tag << ": the wgmma kernel's QKV bias partials differ from the mma.sync kernel's");
+      for (int run = 1; run < 3; ++run) {
+        const char* form = run == 1 ? "" : " (3 blocks)";
+        BOOST_CHECK_MESSAGE(dq_bits[run] == dq_bits[0],
+                            tag << ": the wgmma kernel's dqkv" << form << " differs from the mma.sync kernel's");
+        BOOST_CHECK_MESSAGE(db_bits[run] == db_bits[0], tag << ": the wgmma kernel's QKV bias partials" << form
+                                                            << " differ from the mma.sync kernel's");
+      }
     }
   }
 }

@@ -3,7 +3,7 @@
 //
 // Backward: the short-sequence kernel's work (attention_short.h). Its
 // outputs, the bias partials included, are bit for bit those of the
-// mma.sync kernel; at ViT-B/16 on one H200 it takes ~18% less time
+// mma.sync kernel; at ViT-B/16 on one H200 it takes 20-22% less time
 // (PERF_NOTES.md). short_attention_backward calls it where it fits and
 // GpuHandles::attention_backward_wgmma allows.
 //

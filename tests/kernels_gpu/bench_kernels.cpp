@@ -2,6 +2,12 @@
 // training step's time goes (not a ctest test; run by hand on the GPU):
 //
 //   bench_kernels [--batch 64] [--dtype bf16] [--reps 20] [--eager 1]
+//                 [--attention-tokens "192 197 208"]
+//
+// --attention-tokens times only the default attention path (cuDNN's, with
+// vit_hpc's kernels where they run) at each of those sequence lengths, the
+// backward also in the short kernel's mma.sync form: how the kernels' time
+// follows their tiles (197 tokens run as 4 tiles of 64 keys, 192 as 3).
 //
 // Graphs matter for the short kernels: launched one by one from the host, a
 // 3 us kernel is timed at the host's launch rate instead (about 10 us for a
@@ -164,12 +170,33 @@ int main(int argc, char** argv) {
   DType dt = DType::BF16;
   int reps = 20;
   bool eager = false;
+  std::vector<int64_t> attention_tokens;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--dtype") dt = parse_dtype(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
     else if (k == "--eager") eager = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--attention-tokens") {
+      for (const char* c = argv[i + 1]; *c;) {
+        char* end = nullptr;
+        const long long v = std::strtoll(c, &end, 10);
+        if (end == c) break;
+        if (v < 1) {
+          std::fprintf(stderr, "bench_kernels: --attention-tokens takes lengths >= 1, not %lld\n", v);
+          return 2;
+        }
+        attention_tokens.push_back(v);
+        c = end;
+      }
+      if (attention_tokens.empty()) {
+        std::fprintf(stderr, "bench_kernels: --attention-tokens takes a list of lengths, e.g. \"192 197\"\n");
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "bench_kernels: unknown option %s\n", k.c_str());
+      return 2;
+    }
   }
   try {
     GpuRuntime rt(0, /*tf32=*/true);
@@ -183,6 +210,25 @@ int main(int argc, char** argv) {
                 eager ? "launched one by one from the host" : "replayed as a CUDA graph");
 
     Bench bench(rt, reps, eager);
+    if (!attention_tokens.empty()) {
+      const K::AttentionImpl impl = K::AttentionImpl::CuDNN;
+      for (int64_t Ta : attention_tokens) {
+        const std::string n = " T=" + std::to_string(Ta);
+        const double fl = 4.0 * B * NH * Ta * Ta * HS;
+        Dev qkv(dt, {B, Ta, 3 * C}, 2.0f), out(dt, {B, Ta, C}), dout(dt, {B, Ta, C}), dqkv(dt, {B, Ta, 3 * C});
+        Dev dbq(DType::F32, {3 * C});
+        Buffer aux(K::attention_aux_bytes(Device::CUDA, impl, dt, B, Ta, NH), Device::CUDA);
+        Tensor aux_t(aux.data(), DType::F32, Device::CUDA, {static_cast<int64_t>(aux.bytes() / 4)});
+        bench.time("attention fwd" + n, fl, true, [&] { K::attention_forward(ctx, out.t, aux_t, qkv.t, NH, impl); });
+        bench.time("attention bwd +db of qkv" + n, 2 * fl, true,
+                   [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl, dbq.t); });
+        rt.set_attention_backward_wgmma(false);
+        bench.time("attention bwd +db of qkv, mma.sync form" + n, 2 * fl, true,
+                   [&] { K::attention_backward(ctx, dqkv.t, dout.t, qkv.t, out.t, aux_t, NH, impl, dbq.t); });
+        rt.set_attention_backward_wgmma(true);
+      }
+      return 0;
+    }
     // Linear layers: name, N (out), K (in).
     struct Lin {
       const char* name;

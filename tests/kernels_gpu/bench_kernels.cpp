@@ -171,8 +171,12 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool eager = false;
   std::vector<int64_t> attention_tokens;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "bench_kernels: %s needs a value\n", k.c_str());
+      return 2;
+    }
     if (k == "--batch") B = std::atoll(argv[i + 1]);
     else if (k == "--dtype") dt = parse_dtype(argv[i + 1]);
     else if (k == "--reps") reps = std::atoi(argv[i + 1]);
